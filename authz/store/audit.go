@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/crmgate/crmgate/authz"
+)
+
+// AppendAudit implements authz.Store.
+func (d *DB) AppendAudit(ctx context.Context, e *authz.AuditEvent) error {
+	if e.Time.IsZero() {
+		e.Time = d.now()
+	}
+	e.Time = fromMillis(millis(e.Time))
+	err := d.db.QueryRowContext(ctx, d.q(`INSERT INTO audit_events (at, type, actor, user_id, client_addr, detail)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`),
+		millis(e.Time), e.Type, e.Actor, e.UserID, e.ClientAddr, e.Detail).Scan(&e.ID)
+	if err != nil {
+		return fmt.Errorf("store: append audit: %w", mapErr(err))
+	}
+	return nil
+}
+
+// ListAudit implements authz.Store.
+func (d *DB) ListAudit(ctx context.Context, f authz.AuditFilter) ([]authz.AuditEvent, error) {
+	var where []string
+	var args []any
+	if f.UserID != "" {
+		where = append(where, "user_id = ?")
+		args = append(args, f.UserID)
+	}
+	if f.Type != "" {
+		where = append(where, "type = ?")
+		args = append(args, f.Type)
+	}
+	if f.Before > 0 {
+		where = append(where, "id < ?")
+		args = append(args, f.Before)
+	}
+	query := "SELECT id, at, type, actor, user_id, client_addr, detail FROM audit_events"
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY id DESC LIMIT ?"
+	args = append(args, authz.EffectiveLimit(f.Limit))
+	rows, err := d.db.QueryContext(ctx, d.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []authz.AuditEvent
+	for rows.Next() {
+		var e authz.AuditEvent
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Actor, &e.UserID, &e.ClientAddr, &e.Detail); err != nil {
+			return nil, fmt.Errorf("store: list audit: %w", err)
+		}
+		e.Time = fromMillis(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list audit: %w", err)
+	}
+	return out, nil
+}

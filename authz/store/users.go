@@ -1,0 +1,300 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
+)
+
+// userColumns are the columns scanUser reads, in its order.
+const userColumns = `id, username, email, first_name, last_name, display_name, password_hash, roles, status,
+	email_confirmed, must_change_password, failed_count, lockout_until, security_stamp, binding,
+	created_at, updated_at, last_sign_in_at`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanUser(r rowScanner) (*authz.User, error) {
+	var (
+		u                          authz.User
+		roles, binding             string
+		lockout, created, updated  int64
+		lastSignIn                 int64
+		status                     string
+		emailConfirmed, mustChange bool
+	)
+	err := r.Scan(&u.ID, &u.Username, &u.Email, &u.FirstName, &u.LastName, &u.DisplayName, &u.PasswordHash,
+		&roles, &status, &emailConfirmed, &mustChange, &u.FailedCount, &lockout, &u.SecurityStamp, &binding,
+		&created, &updated, &lastSignIn)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	u.Status = authz.Status(status)
+	u.EmailConfirmed, u.MustChangePassword = emailConfirmed, mustChange
+	u.LockoutUntil, u.CreatedAt, u.UpdatedAt, u.LastSignInAt = fromMillis(lockout), fromMillis(created), fromMillis(updated), fromMillis(lastSignIn)
+	u.Roles = []string{}
+	if err := json.Unmarshal([]byte(roles), &u.Roles); err != nil {
+		return nil, fmt.Errorf("store: user %s: roles: %w", u.ID, err)
+	}
+	if u.Roles == nil {
+		u.Roles = []string{}
+	}
+	if err := json.Unmarshal([]byte(binding), &u.Binding); err != nil {
+		return nil, fmt.Errorf("store: user %s: binding: %w", u.ID, err)
+	}
+	return &u, nil
+}
+
+// encodeUser returns the JSON columns of u.
+func encodeUser(u *authz.User) (roles, binding string, err error) {
+	r := u.Roles
+	if r == nil {
+		r = []string{}
+	}
+	rb, err := json.Marshal(r)
+	if err != nil {
+		return "", "", fmt.Errorf("store: roles: %w", err)
+	}
+	b := u.Binding
+	if b.Mode == "" {
+		b.Mode = authz.BindingNone
+	}
+	bb, err := json.Marshal(b)
+	if err != nil {
+		return "", "", fmt.Errorf("store: binding: %w", err)
+	}
+	return string(rb), string(bb), nil
+}
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand.Read documents it)
+	return hex.EncodeToString(b)
+}
+
+// CreateUser implements authz.Store.
+func (d *DB) CreateUser(ctx context.Context, u *authz.User) error {
+	if u.ID == "" {
+		u.ID = newID()
+	}
+	now := d.now()
+	if u.CreatedAt.IsZero() {
+		u.CreatedAt = now
+	}
+	if u.UpdatedAt.IsZero() {
+		u.UpdatedAt = u.CreatedAt
+	}
+	u.CreatedAt, u.UpdatedAt = fromMillis(millis(u.CreatedAt)), fromMillis(millis(u.UpdatedAt))
+	u.LockoutUntil, u.LastSignInAt = fromMillis(millis(u.LockoutUntil)), fromMillis(millis(u.LastSignInAt))
+	if u.Roles == nil {
+		u.Roles = []string{}
+	}
+	roles, binding, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	_, err = d.db.ExecContext(ctx, d.q(`INSERT INTO users (id, username, username_norm, email, email_norm,
+		first_name, last_name, display_name, password_hash, roles, status, email_confirmed, must_change_password,
+		failed_count, lockout_until, security_stamp, binding, created_at, updated_at, last_sign_in_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		u.ID, u.Username, authz.NormalizeLogin(u.Username), u.Email, authz.NormalizeLogin(u.Email),
+		u.FirstName, u.LastName, u.DisplayName, u.PasswordHash, roles, string(u.Status), u.EmailConfirmed,
+		u.MustChangePassword, u.FailedCount, millis(u.LockoutUntil), u.SecurityStamp, binding,
+		millis(u.CreatedAt), millis(u.UpdatedAt), millis(u.LastSignInAt))
+	if err != nil {
+		return fmt.Errorf("store: create user: %w", mapErr(err))
+	}
+	return nil
+}
+
+// UserByID implements authz.Store.
+func (d *DB) UserByID(ctx context.Context, id string) (*authz.User, error) {
+	u, err := scanUser(d.db.QueryRowContext(ctx, d.q(`SELECT `+userColumns+` FROM users WHERE id = ?`), id))
+	if err != nil {
+		return nil, fmt.Errorf("store: user by id: %w", err)
+	}
+	return u, nil
+}
+
+// UserByLogin implements authz.Store.
+func (d *DB) UserByLogin(ctx context.Context, login string) (*authz.User, error) {
+	n := authz.NormalizeLogin(login)
+	if n == "" {
+		return nil, fmt.Errorf("store: user by login: %w", authz.ErrNotFound)
+	}
+	u, err := scanUser(d.db.QueryRowContext(ctx, d.q(`SELECT `+userColumns+` FROM users
+		WHERE username_norm = ? OR email_norm = ?
+		ORDER BY CASE WHEN username_norm = ? THEN 0 ELSE 1 END LIMIT 1`), n, n, n))
+	if err != nil {
+		return nil, fmt.Errorf("store: user by login: %w", err)
+	}
+	return u, nil
+}
+
+// likeEscaper escapes LIKE wildcards for the ESCAPE '\' clause.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// ListUsers implements authz.Store.
+func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error) {
+	var where []string
+	var args []any
+	if q := authz.NormalizeLogin(f.Query); q != "" {
+		pat := "%" + likeEscaper.Replace(q) + "%"
+		where = append(where, `(username_norm LIKE ? ESCAPE '\' OR email_norm LIKE ? ESCAPE '\')`)
+		args = append(args, pat, pat)
+	}
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
+	}
+	if f.After != "" {
+		where = append(where, "username_norm > ?")
+		args = append(args, f.After)
+	}
+	query := `SELECT ` + userColumns + ` FROM users`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY username_norm LIMIT ?"
+	args = append(args, authz.EffectiveLimit(f.Limit))
+	rows, err := d.db.QueryContext(ctx, d.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	defer rows.Close()
+	var out []*authz.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateUser implements authz.Store.
+func (d *DB) UpdateUser(ctx context.Context, u *authz.User) error {
+	roles, binding, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	prev := millis(u.UpdatedAt)
+	next := max(d.now().UnixMilli(), prev+1)
+	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET username = ?, username_norm = ?, email = ?, email_norm = ?,
+		first_name = ?, last_name = ?, display_name = ?, password_hash = ?, roles = ?, status = ?,
+		email_confirmed = ?, must_change_password = ?, failed_count = ?, lockout_until = ?, security_stamp = ?,
+		binding = ?, updated_at = ?, last_sign_in_at = ?
+		WHERE id = ? AND updated_at = ?`),
+		u.Username, authz.NormalizeLogin(u.Username), u.Email, authz.NormalizeLogin(u.Email),
+		u.FirstName, u.LastName, u.DisplayName, u.PasswordHash, roles, string(u.Status),
+		u.EmailConfirmed, u.MustChangePassword, u.FailedCount, millis(u.LockoutUntil), u.SecurityStamp,
+		binding, next, millis(u.LastSignInAt), u.ID, prev)
+	if err != nil {
+		return fmt.Errorf("store: update user: %w", mapErr(err))
+	}
+	if err := d.affectedOne(ctx, res, u.ID); err != nil {
+		if errors.Is(err, errNoMatch) {
+			err = authz.ErrStale
+		}
+		return fmt.Errorf("store: update user: %w", err)
+	}
+	u.UpdatedAt = fromMillis(next)
+	return nil
+}
+
+// affectedOne returns nil when res changed a row; otherwise ErrNotFound if
+// no user has id, or errNoMatch if the user exists but the condition failed.
+func (d *DB) affectedOne(ctx context.Context, res sql.Result, id string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	var one int
+	if err := d.db.QueryRowContext(ctx, d.q("SELECT 1 FROM users WHERE id = ?"), id).Scan(&one); err != nil {
+		return mapErr(err)
+	}
+	return errNoMatch
+}
+
+var errNoMatch = errors.New("store: row did not match")
+
+// BeginSignInAttempt implements authz.Store with a single UPDATE, which
+// both databases apply atomically per row: concurrent attempts queue on the
+// row and each sees the previous one's count.
+func (d *DB) BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (authz.SignInAttempt, error) {
+	if maxFailures < 1 {
+		return authz.SignInAttempt{}, errors.New("store: begin sign-in attempt: maxFailures must be positive")
+	}
+	nowMs := now.UnixMilli()
+	until := now.Add(lockFor).UnixMilli()
+	var count int
+	var lockout int64
+	err := d.db.QueryRowContext(ctx, d.q(`UPDATE users SET
+		failed_count = CASE WHEN lockout_until <> 0 AND lockout_until <= CAST(? AS BIGINT) THEN 1 ELSE failed_count + 1 END,
+		lockout_until = CASE
+			WHEN lockout_until > CAST(? AS BIGINT) THEN lockout_until
+			WHEN (CASE WHEN lockout_until <> 0 THEN 1 ELSE failed_count + 1 END) >= CAST(? AS INTEGER) THEN CAST(? AS BIGINT)
+			ELSE 0 END
+		WHERE id = ?
+		RETURNING failed_count, lockout_until`), nowMs, nowMs, maxFailures, until, id).Scan(&count, &lockout)
+	if err != nil {
+		return authz.SignInAttempt{}, fmt.Errorf("store: begin sign-in attempt: %w", mapErr(err))
+	}
+	return authz.SignInAttempt{Allowed: count <= maxFailures, FailedCount: count, LockoutUntil: fromMillis(lockout)}, nil
+}
+
+// RecordSignInSuccess implements authz.Store.
+func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) error {
+	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0, last_sign_in_at = ? WHERE id = ?`),
+		millis(at), id)
+	if err == nil {
+		err = d.affectedOne(ctx, res, id)
+	}
+	if err != nil {
+		return fmt.Errorf("store: record sign-in: %w", err)
+	}
+	return nil
+}
+
+// ResetSignInFailures implements authz.Store.
+func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
+	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0 WHERE id = ?`), id)
+	if err == nil {
+		err = d.affectedOne(ctx, res, id)
+	}
+	if err != nil {
+		return fmt.Errorf("store: reset sign-in failures: %w", err)
+	}
+	return nil
+}
+
+// ReplacePasswordHash implements authz.Store.
+func (d *DB) ReplacePasswordHash(ctx context.Context, id, oldHash, newHash string) error {
+	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?`),
+		newHash, id, oldHash)
+	if err == nil {
+		err = d.affectedOne(ctx, res, id)
+	}
+	if errors.Is(err, errNoMatch) {
+		err = authz.ErrStale
+	}
+	if err != nil {
+		return fmt.Errorf("store: replace password hash: %w", err)
+	}
+	return nil
+}

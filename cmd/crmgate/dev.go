@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/proxy/demo"
+)
+
+// demoPolicy is the policy of `crmgate dev`: a public home page, a signed-in
+// area and an admin-only area of the demo upstream.
+const demoPolicy = `upstreams:
+  - name: demo
+    url: %q
+routes:
+  - name: home
+    paths: ["/", "/favicon.ico"]
+    access: public
+  - name: admin
+    paths: ["/admin/**"]
+    access: authenticated
+    roles: [admin]
+  - name: account
+    paths: ["/account/**", "/api/**"]
+    access: authenticated
+`
+
+// demoAccount is a seeded account of `crmgate dev`.
+type demoAccount struct {
+	username, email, name string
+	roles                 []string
+}
+
+var demoAccounts = []demoAccount{
+	{"admin", "admin@demo.crmgate.test", "Ada Admin", []string{"admin"}},
+	{"alice", "alice@demo.crmgate.test", "Alice Example", nil},
+}
+
+// runDev runs the gateway with everything generated: a temporary SQLite
+// database, fresh keys, the demo upstream, a demo policy and seeded accounts.
+func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	listenAddr := fs.String("listen", "127.0.0.1:8080", "address of the gateway")
+	opsAddr := fs.String("ops-listen", "127.0.0.1:9090", "address of the ops listener")
+	if err := fs.Parse(args); err != nil {
+		return usageError{fmt.Sprintf("dev: %v (flags: --listen, --ops-listen)", err)}
+	}
+
+	dir, err := os.MkdirTemp("", "crmgate-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	pub, ops, err := listen(*listenAddr, *opsAddr)
+	if err != nil {
+		return fmt.Errorf("%w (choose other ports with --listen and --ops-listen)", err)
+	}
+	publicURL := "http://" + pub.Addr().String()
+
+	// The demo upstream verifies X-Current-User against the gateway's JWKS.
+	upl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	upstream := &http.Server{Handler: demo.NewUpstream(demo.UpstreamOptions{
+		JWKSURL: publicURL + "/.auth/jwks.json", Issuer: publicURL}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = upstream.Serve(upl) }()
+	defer upstream.Close()
+
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, fmt.Appendf(nil, demoPolicy, "http://"+upl.Addr().String()), 0o600); err != nil {
+		return err
+	}
+	cookieKey, err := config.GenerateCookieKey()
+	if err != nil {
+		return err
+	}
+	signingKey, err := config.GenerateSigningKey()
+	if err != nil {
+		return err
+	}
+	env := []string{
+		"CRMGATE_PUBLIC_URL=" + publicURL,
+		"CRMGATE_LISTEN=" + pub.Addr().String(),
+		"CRMGATE_OPS_LISTEN=" + ops.Addr().String(),
+		"CRMGATE_POLICY_FILE=" + policyFile,
+		"CRMGATE_DATABASE_URL=sqlite:" + filepath.Join(dir, "crmgate.db"),
+		"CRMGATE_COOKIE_KEYS=" + cookieKey,
+		"CRMGATE_SIGNING_KEYS=" + signingKey,
+		"CRMGATE_SITE_NAME=crmgate demo",
+		"CRMGATE_LOG_FORMAT=text",
+		"CRMGATE_SHUTDOWN_DELAY=0s",
+	}
+	// Branding and logging settings from the environment still apply.
+	for _, kv := range environ {
+		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL="} {
+			if strings.HasPrefix(kv, keep) {
+				env = append(env, kv)
+			}
+		}
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	g, err := buildGateway(ctx, cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+
+	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n", publicURL)
+	for _, a := range demoAccounts {
+		pw := rand.Text()[:16]
+		if _, err := g.auth.CreateUser(ctx, authz.NewUser{Username: a.username, Email: a.email, DisplayName: a.name,
+			Password: pw, Roles: a.roles}, "dev"); err != nil && !errors.Is(err, authz.ErrConflict) {
+			return err
+		}
+		fmt.Fprintf(stdout, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
+	}
+	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account/ (signed in), %s/admin/ (admin only)\n", publicURL, publicURL, publicURL)
+	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\nData:  %s (deleted on exit). Press Ctrl-C to stop.\n", ops.Addr(), dir)
+	return serveGateway(ctx, cfg, g, log, pub, ops)
+}

@@ -1,0 +1,303 @@
+// Package config holds crmgate's one configuration struct, read from
+// CRMGATE_* environment variables, and its single pure validation step.
+//
+// Structured rules (routes, upstreams, policies) live in the YAML policy file
+// named by CRMGATE_POLICY_FILE and are compiled by package policies; this
+// package only carries the file name.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Prefix is the prefix of every environment variable crmgate reads.
+const Prefix = "CRMGATE_"
+
+// Config is the whole gateway configuration. The zero value is not usable:
+// build it with Load, which applies the documented defaults, then call
+// Validate.
+//
+// Fields tagged secret:"true" may also be given as <NAME>_FILE, the path of
+// a file holding the value (as mounted from a Kubernetes Secret); setting
+// both is an error. Secrets are never printed by String or logged.
+type Config struct {
+	PublicURL         string   `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
+	Listen            string   `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`
+	OpsListen         string   `env:"OPS_LISTEN" envDefault:":9090" desc:"Address of the ops listener (/livez, /readyz, /metrics). Keep it off the public network."`
+	AuthPrefix        string   `env:"AUTH_PREFIX" envDefault:"/.auth" desc:"Path prefix of the gateway's own pages and APIs; never proxied."`
+	PolicyFile        string   `env:"POLICY_FILE" desc:"YAML file of upstreams and route rules, compiled at start-up. Required unless UPSTREAM_URL is set (then everything needs sign-in)."`
+	UpstreamURL       string   `env:"UPSTREAM_URL" desc:"Default upstream used when the policy file lists none."`
+	DatabaseURL       string   `env:"DATABASE_URL" envDefault:"sqlite:crmgate.db" secret:"true" desc:"Accounts store: sqlite:PATH (embedded, default) or postgres://... for several replicas."`
+	TrustedProxies    []string `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs). Empty: the TCP peer is the client."`
+	RedirectAllowlist []string `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
+
+	Cookie   CookieConfig   `envPrefix:"COOKIE_"`
+	Session  SessionConfig  `envPrefix:"SESSION_"`
+	Signing  SigningConfig  `envPrefix:"SIGNING_"`
+	SignIn   SignInConfig   `envPrefix:"SIGNIN_"`
+	Password PasswordConfig `envPrefix:"PASSWORD_"`
+	Branding BrandingConfig
+	Proxy    ProxyConfig    `envPrefix:"PROXY_"`
+	Log      LogConfig      `envPrefix:"LOG_"`
+	Shutdown ShutdownConfig `envPrefix:"SHUTDOWN_"`
+
+	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
+	// Load fills it; it is reported as a warning, not an error, because
+	// Kubernetes injects CRMGATE_SERVICE_* variables for a Service named crmgate.
+	Unknown []string `env:"-"`
+}
+
+// CookieConfig configures the session cookie.
+type CookieConfig struct {
+	Keys   string `env:"KEYS" secret:"true" desc:"Comma-separated base64 secrets of at least 32 bytes, newest first. The first encodes; all decode (rotation). Generate with: crmgate gen-keys."`
+	Name   string `env:"NAME" envDefault:"crmgate_session" desc:"Session cookie name; with an https public URL and no domain it gets the __Host- prefix."`
+	Domain string `env:"DOMAIN" desc:"Cookie Domain attribute. Empty (default) makes the cookie host-only, the safest choice."`
+}
+
+// SessionConfig bounds session lifetimes.
+type SessionConfig struct {
+	IdleTimeout        time.Duration `env:"IDLE_TIMEOUT" envDefault:"1h" desc:"A session unused for this long ends."`
+	AbsoluteTimeout    time.Duration `env:"ABSOLUTE_TIMEOUT" envDefault:"12h" desc:"A session ends this long after sign-in, however active."`
+	RememberTimeout    time.Duration `env:"REMEMBER_TIMEOUT" envDefault:"720h" desc:"Absolute and idle lifetime of a \"keep me signed in\" session; its cookie is persistent."`
+	StampCheckInterval time.Duration `env:"STAMP_CHECK_INTERVAL" envDefault:"2m" desc:"How often a session's security stamp is checked against the store, so a disabled user or changed password ends sessions."`
+}
+
+// SigningConfig configures the X-Current-User JWT.
+type SigningConfig struct {
+	Keys     string        `env:"KEYS" secret:"true" desc:"PEM ECDSA P-256 private keys (PKCS#8 or SEC1), newest first. The first signs; all are published in the JWKS (rotation). Generate with: crmgate gen-keys."`
+	TokenTTL time.Duration `env:"TOKEN_TTL" envDefault:"5m" desc:"Lifetime of X-Current-User tokens, at most 5m. Tokens are reused per session and audience until shortly before expiry."`
+}
+
+// SignInConfig configures brute-force defences.
+type SignInConfig struct {
+	MaxFailures     int           `env:"MAX_FAILURES" envDefault:"5" desc:"Failed passwords in a row that lock an account."`
+	LockoutDuration time.Duration `env:"LOCKOUT_DURATION" envDefault:"15m" desc:"How long a locked account stays locked."`
+	ClientRate      int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address (per replica)."`
+	ClientBurst     int           `env:"CLIENT_BURST" envDefault:"10" desc:"Burst of sign-in attempts allowed from one client address."`
+}
+
+// PasswordConfig sets the argon2id cost. Defaults follow the OWASP password
+// storage cheat sheet (m=19 MiB, t=2, p=1).
+type PasswordConfig struct {
+	MemoryKiB   uint32 `env:"ARGON2_MEMORY_KIB" envDefault:"19456" desc:"argon2id memory cost in KiB."`
+	Iterations  uint32 `env:"ARGON2_ITERATIONS" envDefault:"2" desc:"argon2id time cost."`
+	Parallelism uint8  `env:"ARGON2_PARALLELISM" envDefault:"1" desc:"argon2id parallelism."`
+}
+
+// BrandingConfig customises the gateway's pages.
+type BrandingConfig struct {
+	SiteName     string `env:"SITE_NAME" envDefault:"crmgate" desc:"Name shown on the gateway's pages."`
+	LogoURL      string `env:"LOGO_URL" desc:"Logo image URL (https or a same-site path)."`
+	BrandColor   string `env:"BRAND_COLOR" desc:"Primary colour, #RGB or #RRGGBB; text colour on it is chosen for contrast."`
+	TemplatesDir string `env:"TEMPLATES_DIR" desc:"Directory whose templates and static files replace the embedded ones of the same name."`
+}
+
+// ProxyConfig tunes the upstream transport.
+type ProxyConfig struct {
+	MaxIdleConnsPerHost   int           `env:"MAX_IDLE_CONNS_PER_HOST" envDefault:"256" desc:"Idle keep-alive connections kept per upstream (Go's default of 2 costs a third of the throughput)."`
+	DialTimeout           time.Duration `env:"DIAL_TIMEOUT" envDefault:"5s" desc:"Timeout to connect to an upstream."`
+	ResponseHeaderTimeout time.Duration `env:"RESPONSE_HEADER_TIMEOUT" envDefault:"60s" desc:"Timeout for an upstream's response headers (0 = none)."`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `env:"LEVEL" envDefault:"info" desc:"debug, info, warn or error."`
+	Format string `env:"FORMAT" envDefault:"json" desc:"json or text."`
+	Access bool   `env:"ACCESS" envDefault:"true" desc:"Log one line per request (method, host, path without query, status, route, duration)."`
+}
+
+// ShutdownConfig configures graceful shutdown.
+type ShutdownConfig struct {
+	Delay   time.Duration `env:"DELAY" envDefault:"5s" desc:"After SIGTERM, how long /readyz reports not ready before the listener stops accepting (lets load balancers notice)."`
+	Timeout time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"How long in-flight requests may take to finish after that."`
+}
+
+var colorRE = regexp.MustCompile(`^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
+
+// Validate checks the whole configuration and reports every problem at once,
+// joined with errors.Join; nil means valid. It reads no files and changes
+// nothing.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+	}
+
+	if c.PublicURL == "" {
+		add("PUBLIC_URL", "required (e.g. https://app.example.com)")
+	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("PUBLIC_URL", "must be an absolute http or https URL, got %q", c.PublicURL)
+	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		add("PUBLIC_URL", "must be an origin without path, query, fragment or user info, got %q", c.PublicURL)
+	}
+	for name, addr := range map[string]string{"LISTEN": c.Listen, "OPS_LISTEN": c.OpsListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add(name, "must be host:port, got %q", addr)
+		}
+	}
+	if c.Listen == c.OpsListen && c.Listen != "" {
+		add("OPS_LISTEN", "must differ from CRMGATE_LISTEN")
+	}
+	if !validPrefix(c.AuthPrefix) {
+		add("AUTH_PREFIX", "must start with / and be one or more plain segments without a trailing slash, got %q", c.AuthPrefix)
+	}
+	if c.PolicyFile == "" && c.UpstreamURL == "" {
+		add("POLICY_FILE", "required unless CRMGATE_UPSTREAM_URL is set")
+	}
+	if c.UpstreamURL != "" {
+		if u, err := url.Parse(c.UpstreamURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			add("UPSTREAM_URL", "must be an absolute http or https URL without query or fragment, got %q", c.UpstreamURL)
+		}
+	}
+	if c.DatabaseURL == "" {
+		add("DATABASE_URL", "required")
+	} else if strings.Contains(c.DatabaseURL, "://") && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		add("DATABASE_URL", "unsupported scheme; use sqlite:PATH or postgres://...")
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(p)); err != nil {
+			if _, err2 := netip.ParseAddr(strings.TrimSpace(p)); err2 != nil {
+				add("TRUSTED_PROXIES", "%q is not a CIDR or IP address", p)
+			}
+		}
+	}
+	for _, o := range c.RedirectAllowlist {
+		if _, err := ParseOrigin(o); err != nil {
+			add("REDIRECT_ALLOWLIST", "%v", err)
+		}
+	}
+
+	if _, err := c.Cookie.DecodeKeys(); err != nil {
+		add("COOKIE_KEYS", "%v", err)
+	}
+	if !cookieNameRE.MatchString(c.Cookie.Name) {
+		add("COOKIE_NAME", "must be a cookie token of letters, digits, '-' or '_', got %q", c.Cookie.Name)
+	}
+	if c.Cookie.Domain != "" && strings.HasPrefix(c.Cookie.Name, "__Host-") {
+		add("COOKIE_DOMAIN", "a __Host- cookie cannot have a Domain")
+	}
+
+	s := c.Session
+	for name, d := range map[string]time.Duration{"SESSION_IDLE_TIMEOUT": s.IdleTimeout, "SESSION_ABSOLUTE_TIMEOUT": s.AbsoluteTimeout, "SESSION_REMEMBER_TIMEOUT": s.RememberTimeout, "SESSION_STAMP_CHECK_INTERVAL": s.StampCheckInterval} {
+		if d <= 0 {
+			add(name, "must be positive, got %s", d)
+		}
+	}
+	if s.IdleTimeout > s.AbsoluteTimeout {
+		add("SESSION_IDLE_TIMEOUT", "must not exceed CRMGATE_SESSION_ABSOLUTE_TIMEOUT")
+	}
+	if s.StampCheckInterval > 15*time.Minute {
+		add("SESSION_STAMP_CHECK_INTERVAL", "must be at most 15m so revoked sessions end promptly, got %s", s.StampCheckInterval)
+	}
+
+	if _, err := c.Signing.PrivateKeys(); err != nil {
+		add("SIGNING_KEYS", "%v", err)
+	}
+	if c.Signing.TokenTTL < 30*time.Second || c.Signing.TokenTTL > 5*time.Minute {
+		add("SIGNING_TOKEN_TTL", "must be between 30s and 5m, got %s", c.Signing.TokenTTL)
+	}
+
+	if c.SignIn.MaxFailures < 1 {
+		add("SIGNIN_MAX_FAILURES", "must be at least 1")
+	}
+	if c.SignIn.LockoutDuration <= 0 {
+		add("SIGNIN_LOCKOUT_DURATION", "must be positive")
+	}
+	if c.SignIn.ClientRate < 1 || c.SignIn.ClientBurst < 1 {
+		add("SIGNIN_CLIENT_RATE", "rate and burst must be at least 1")
+	}
+
+	p := c.Password
+	if p.MemoryKiB < 8*1024 || p.MemoryKiB > 4*1024*1024 {
+		add("PASSWORD_ARGON2_MEMORY_KIB", "must be between 8192 and 4194304, got %d", p.MemoryKiB)
+	}
+	if p.Iterations < 1 || p.Iterations > 64 {
+		add("PASSWORD_ARGON2_ITERATIONS", "must be between 1 and 64, got %d", p.Iterations)
+	}
+	if p.Parallelism < 1 {
+		add("PASSWORD_ARGON2_PARALLELISM", "must be at least 1")
+	}
+
+	if strings.TrimSpace(c.Branding.SiteName) == "" {
+		add("SITE_NAME", "must not be empty")
+	}
+	if c.Branding.BrandColor != "" && !colorRE.MatchString(c.Branding.BrandColor) {
+		add("BRAND_COLOR", "must be #RGB or #RRGGBB, got %q", c.Branding.BrandColor)
+	}
+	if l := c.Branding.LogoURL; l != "" {
+		if u, err := url.Parse(l); err != nil || !(u.Scheme == "https" || (u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/"))) {
+			add("LOGO_URL", "must be an https URL or a path starting with /, got %q", l)
+		}
+	}
+
+	if c.Proxy.MaxIdleConnsPerHost < 2 {
+		add("PROXY_MAX_IDLE_CONNS_PER_HOST", "must be at least 2")
+	}
+	if c.Proxy.DialTimeout <= 0 {
+		add("PROXY_DIAL_TIMEOUT", "must be positive")
+	}
+	if c.Proxy.ResponseHeaderTimeout < 0 {
+		add("PROXY_RESPONSE_HEADER_TIMEOUT", "must not be negative")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		add("LOG_FORMAT", "must be json or text, got %q", c.Log.Format)
+	}
+	if c.Shutdown.Delay < 0 || c.Shutdown.Timeout <= 0 {
+		add("SHUTDOWN_TIMEOUT", "delay must not be negative and timeout must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+var cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func validPrefix(p string) bool {
+	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-~", r)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ParseOrigin parses s as an absolute http(s) origin and returns it in the
+// form scheme://host[:port], lower-cased.
+func ParseOrigin(s string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q is not an origin like https://app.example.com", s)
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// SecureCookies reports whether cookies must carry the Secure attribute,
+// which is when the public URL is https.
+func (c *Config) SecureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }
+
+// CookieName returns the session cookie name in effect: the configured name,
+// with the __Host- prefix added when cookies are Secure and host-only.
+func (c *Config) CookieName() string {
+	if c.SecureCookies() && c.Cookie.Domain == "" && !strings.HasPrefix(c.Cookie.Name, "__Host-") {
+		return "__Host-" + c.Cookie.Name
+	}
+	return c.Cookie.Name
+}

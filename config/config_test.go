@@ -1,0 +1,177 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+func validEnv(t *testing.T) []string {
+	t.Helper()
+	ck, _ := GenerateCookieKey()
+	sk, _ := GenerateSigningKey()
+	return []string{
+		"CRMGATE_PUBLIC_URL=https://gw.example.com",
+		"CRMGATE_UPSTREAM_URL=http://127.0.0.1:3000",
+		"CRMGATE_COOKIE_KEYS=" + ck,
+		"CRMGATE_SIGNING_KEYS=" + sk,
+		"PATH=/usr/bin", // not ours: ignored
+	}
+}
+
+func TestLoadDefaultsAndValid(t *testing.T) {
+	cfg, err := Load(validEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+	if cfg.Listen != ":8080" || cfg.OpsListen != ":9090" || cfg.AuthPrefix != "/.auth" || cfg.DatabaseURL != "sqlite:crmgate.db" ||
+		cfg.Session.IdleTimeout != time.Hour || cfg.Password.MemoryKiB != 19456 || cfg.Signing.TokenTTL != 5*time.Minute {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if cfg.CookieName() != "__Host-crmgate_session" || !cfg.SecureCookies() {
+		t.Fatalf("https public URL: cookie %q secure %v", cfg.CookieName(), cfg.SecureCookies())
+	}
+	cfg.PublicURL = "http://localhost:8080"
+	if cfg.CookieName() != "crmgate_session" || cfg.SecureCookies() {
+		t.Fatal("http public URL must not use __Host- or Secure")
+	}
+}
+
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	sk, _ := GenerateSigningKey()
+	keyFile := filepath.Join(dir, "signing.pem")
+	if err := os.WriteFile(keyFile, []byte(sk+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envs := validEnv(t)
+	var base []string
+	for _, e := range envs {
+		if !strings.HasPrefix(e, "CRMGATE_SIGNING_KEYS=") {
+			base = append(base, e)
+		}
+	}
+	cfg, err := Load(append(base, "CRMGATE_SIGNING_KEYS_FILE="+keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("key from file rejected: %v", err)
+	}
+	if _, err := Load(append(envs, "CRMGATE_SIGNING_KEYS_FILE="+keyFile)); err == nil || !strings.Contains(err.Error(), "both set") {
+		t.Fatalf("both value and _FILE: %v", err)
+	}
+	if _, err := Load(append(base, "CRMGATE_SIGNING_KEYS_FILE="+filepath.Join(dir, "missing"))); err == nil || !strings.Contains(err.Error(), "CRMGATE_SIGNING_KEYS_FILE") {
+		t.Fatalf("missing file: %v", err)
+	}
+	// _FILE is only for secrets.
+	cfg, err = Load(append(base, "CRMGATE_SIGNING_KEYS_FILE="+keyFile, "CRMGATE_LISTEN_FILE=/x"))
+	if err != nil || len(cfg.Unknown) != 1 || cfg.Unknown[0] != "CRMGATE_LISTEN_FILE" {
+		t.Fatalf("non-secret _FILE: %v %v", err, cfg.Unknown)
+	}
+}
+
+func TestLoadReportsEveryParseError(t *testing.T) {
+	_, err := Load(append(validEnv(t), "CRMGATE_SESSION_IDLE_TIMEOUT=soon", "CRMGATE_SIGNIN_MAX_FAILURES=many"))
+	if err == nil || !strings.Contains(err.Error(), "IDLE_TIMEOUT") || !strings.Contains(err.Error(), "MAX_FAILURES") {
+		t.Fatalf("want both parse errors, got %v", err)
+	}
+}
+
+func TestValidateReportsEverything(t *testing.T) {
+	env := []string{
+		"CRMGATE_PUBLIC_URL=ftp://x/path",
+		"CRMGATE_LISTEN=nope",
+		"CRMGATE_AUTH_PREFIX=auth/",
+		"CRMGATE_COOKIE_KEYS=c2hvcnQ=",
+		"CRMGATE_SIGNING_KEYS=-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+		"CRMGATE_SESSION_IDLE_TIMEOUT=24h",
+		"CRMGATE_SIGNING_TOKEN_TTL=1h",
+		"CRMGATE_BRAND_COLOR=red",
+		"CRMGATE_LOGO_URL=javascript:alert(1)",
+		"CRMGATE_TRUSTED_PROXIES=10.0.0.0/8,bogus",
+		"CRMGATE_REDIRECT_ALLOWLIST=https://ok.example.com,https://x.example.com/path",
+		"CRMGATE_LOG_FORMAT=xml",
+		"CRMGATE_DATABASE_URL=mysql://x",
+		"CRMGATE_PASSWORD_ARGON2_MEMORY_KIB=16",
+		"CRMGATE_PASWORD_TYPO=1",
+		"CRMGATE_SERVICE_HOST=10.0.0.1", // injected by Kubernetes: not a typo
+		"CRMGATE_PORT_8080_TCP=tcp://10.0.0.1:8080",
+	}
+	cfg, err := Load(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verr := cfg.Validate()
+	if verr == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{"PUBLIC_URL", "CRMGATE_LISTEN", "AUTH_PREFIX", "POLICY_FILE", "COOKIE_KEYS", "SIGNING_KEYS",
+		"SESSION_IDLE_TIMEOUT", "TOKEN_TTL", "BRAND_COLOR", "LOGO_URL", "TRUSTED_PROXIES", "REDIRECT_ALLOWLIST", "LOG_FORMAT",
+		"DATABASE_URL", "ARGON2_MEMORY_KIB"} {
+		if !strings.Contains(verr.Error(), want) {
+			t.Errorf("Validate did not report %s:\n%v", want, verr)
+		}
+	}
+	if len(cfg.Unknown) != 1 || cfg.Unknown[0] != "CRMGATE_PASWORD_TYPO" {
+		t.Errorf("Unknown = %v", cfg.Unknown)
+	}
+	// Secrets never appear in messages.
+	if strings.Contains(verr.Error(), "c2hvcnQ") || strings.Contains(verr.Error(), "AAAA") {
+		t.Errorf("secret echoed in validation errors: %v", verr)
+	}
+}
+
+func TestKeyParsing(t *testing.T) {
+	k1, _ := GenerateSigningKey()
+	k2, _ := GenerateSigningKey()
+	keys, err := SigningConfig{Keys: k1 + "\n" + k2}.PrivateKeys()
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("two PEM keys: %v %d", err, len(keys))
+	}
+	if _, err := (SigningConfig{Keys: k1 + "trailing junk"}).PrivateKeys(); err == nil {
+		t.Fatal("trailing junk accepted")
+	}
+	ck1, _ := GenerateCookieKey()
+	ck2, _ := GenerateCookieKey()
+	ks, err := CookieConfig{Keys: ck1 + ", " + ck2}.DecodeKeys()
+	if err != nil || len(ks) != 2 || len(ks[0]) != 32 {
+		t.Fatalf("cookie keys: %v", err)
+	}
+	if _, err := (CookieConfig{Keys: ck1 + ",!!"}).DecodeKeys(); err == nil {
+		t.Fatal("bad base64 accepted")
+	}
+}
+
+// TestFieldsMatchEnv guards the documentation walker against drifting from
+// how caarlos0/env names the variables.
+func TestFieldsMatchEnv(t *testing.T) {
+	params, err := env.GetFieldParamsWithOptions(&Config{}, env.Options{Prefix: Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, p := range params {
+		want[p.Key] = p.DefaultValue
+	}
+	fields := Fields()
+	if len(fields) != len(want) {
+		t.Fatalf("Fields() has %d settings, env has %d", len(fields), len(want))
+	}
+	for _, f := range fields {
+		def, ok := want[f.Name]
+		if !ok || def != f.Default {
+			t.Errorf("%s: env knows it %v with default %q, Fields says %q", f.Name, ok, def, f.Default)
+		}
+		if f.Description == "" {
+			t.Errorf("%s has no description", f.Name)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+// Package policies holds crmgate's route rules: a YAML policy file compiled
+// once at start-up (LoadFile, Parse), the canonical forms of request paths and
+// hosts that rules are matched on (CanonicalPath, CanonicalHost), and the
+// access decision for a matched route (Route.Decide).
+//
+// # Using it
+//
+// For each request, in this order:
+//
+//  1. path, err := CanonicalPath(r.URL.EscapedPath()); on error answer 400
+//     (errors.Is(err, ErrAmbiguousPath)). host, err := CanonicalHost(r.Host)
+//     likewise (ErrInvalidHost).
+//  2. route := policy.Route(host, r.Method, path); nil means deny (403).
+//  3. switch route.Decide(subject, RequestInfo{r.Method, host, path}):
+//     Allow proxies, Unauthenticated sends the user to sign in, Forbidden is 403.
+//  4. up := policy.Upstream(host, path) picks where to proxy; the outgoing URL
+//     path is up.URL's base path joined with the canonical path (never the
+//     original escaped path), and the JWT audience is route.AudienceFor(up).
+//
+// # The policy file
+//
+// The file is named by CRMGATE_POLICY_FILE. Decoding is strict: an unknown or
+// repeated field is an error, and every error names the file, the line and the
+// reason, for example "policies: policy.yaml:12: routes[2].access: "admin"
+// must be public, authenticated or deny". All problems are reported at once.
+//
+//	upstreams:                       # optional; where allowed requests are proxied
+//	  - name: app                    # required, unique
+//	    url: http://127.0.0.1:8080   # required, http or https, no query, fragment or credentials; may have a base path
+//	    hosts: [app.example.com]     # optional; empty = any host
+//	    path_prefix: /               # optional, default "/"; no trailing slash otherwise
+//	    audience: https://app.example.com  # optional; default the url's origin (scheme://host[:port])
+//	routes:                          # required, at least one; ordered, the first matching route decides
+//	  - name: home                   # required, unique; letters, digits, '_', '-', '.'; used as a metrics label
+//	    hosts: [app.example.com, "*.example.com"]  # optional; empty = any host
+//	    paths: ["/", "/public/**", "/about"]        # required; see path patterns
+//	    methods: [GET, HEAD]         # optional; default any method
+//	    access: public               # required: public | authenticated | deny
+//	    roles: [admin]               # optional, only with authenticated: the user must hold at least one
+//	    condition: 'user.email.endsWith("@example.com")'  # optional CEL, only with authenticated; must be a bool
+//	    audience: https://api.example.com  # optional; overrides the upstream's audience in the JWT
+//
+// Requests that match no route are denied.
+//
+// An upstream is chosen by host and then by the longest path_prefix that
+// matches the canonical path on a segment boundary ("/api" matches "/api" and
+// "/api/x", never "/apix"); on a tie the first in the file wins. Route and
+// upstream choice are independent: a route decides, an upstream serves.
+//
+// # Hosts
+//
+// Host patterns are exact names ("app.example.com") or a wildcard of exactly
+// one label ("*.example.com" matches "a.example.com", not "example.com" nor
+// "a.b.example.com"). They are written in canonical form: lowercase, no port,
+// no trailing dot; IP addresses without brackets. Requests are matched on
+// CanonicalHost of their Host header, so the port never matters.
+//
+// # Path patterns
+//
+// Patterns are written decoded ("/über", not "/%C3%BCber") and must already be
+// canonical (no "//", ".", "..", ";", backslash or control characters); the
+// loader says what to write instead.
+//
+//   - "/about" matches exactly "/about". A trailing slash is significant:
+//     "/about" does not match "/about/".
+//   - "/public/**" matches "/public", "/public/" and everything below, on
+//     segment boundaries: never "/publicity". "/**" matches every path.
+//   - "/files/*" matches exactly one non-empty segment: "/files/a", but not
+//     "/files", "/files/", "/files/a/" or "/files/a/b". "/files/*/" matches
+//     "/files/a/".
+//
+// "*" and "**" are only allowed as whole segments, and "**" only as the last.
+//
+// # Methods
+//
+// Methods are compared ignoring case, because some frameworks upper-case the
+// method before routing ("delete" reaches their DELETE handler). HEAD is not
+// implied by GET: list it.
+//
+// # Access
+//
+// public allows everyone. deny forbids everyone (it takes neither roles nor a
+// condition: put an authenticated route with the condition before it).
+// authenticated needs a signed-in user: anonymous users are sent to sign in,
+// even when the route has a condition; then the user must hold one of the
+// roles, if listed, and the condition, if any, must be true. A condition that
+// fails at run time (an index out of range, the cost limit) forbids.
+//
+// # Conditions
+//
+// Conditions are CEL (https://cel.dev) with the standard library and the
+// strings extension (lowerAscii, split, ...), type-checked when the file is
+// loaded: a misspelt field is a load error. Variables:
+//
+//	user.id, user.username, user.email, user.name, user.auth_method   string
+//	user.email_verified, user.authenticated                            bool
+//	user.roles                                                         list(string)
+//	request.method, request.host, request.path                         string
+//
+// user.email is lower-cased. request.host and request.path are canonical.
+// Conditions are only evaluated for signed-in users, so user.authenticated is
+// always true there. A condition that trusts the email's domain should also
+// test user.email_verified:
+//
+//	condition: 'user.email_verified && user.email.endsWith("@example.com")'
+//
+// # Paths the gateway refuses
+//
+// CanonicalPath answers every request path that upstream servers could read
+// in more than one way with ErrAmbiguousPath (400): encoded slashes,
+// backslashes, ";" path parameters, control characters, double encoding,
+// invalid UTF-8, dot segments above the root. See CanonicalPath.
+package policies

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// gatewayMux routes the gateway's own namespace. Every state-changing
+// handler is wrapped by the cross-origin check.
+func (srv *Server) gatewayMux() http.Handler {
+	p := srv.prefix
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+p+"/signin", srv.handleSignInForm)
+	mux.Handle("POST "+p+"/signin", srv.sameOrigin(srv.handleSignIn))
+	mux.HandleFunc("GET "+p+"/signout", srv.handleSignOutForm)
+	mux.Handle("POST "+p+"/signout", srv.sameOrigin(srv.handleSignOut))
+	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
+	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
+	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))
+	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
+		srv.renderError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Page not found",
+			Message: "There is no page at this address."})
+	})
+	return mux
+}
+
+// sameOrigin refuses cross-origin state-changing requests before h runs.
+func (srv *Server) sameOrigin(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := srv.cop.Check(r); err != nil {
+			srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "cross_origin", Title: "Request refused",
+				Message: "This request came from another site and was refused.", Err: err})
+			return
+		}
+		h(w, r)
+	})
+}
+
+// meResponse is the JSON of /.auth/me.
+type meResponse struct {
+	User    meUser    `json:"user"`
+	Session meSession `json:"session"`
+}
+
+type meUser struct {
+	ID         string   `json:"id"`
+	Username   string   `json:"username"`
+	Email      string   `json:"email,omitempty"`
+	Name       string   `json:"name,omitempty"`
+	Roles      []string `json:"roles"`
+	AuthMethod string   `json:"auth_method"`
+}
+
+type meSession struct {
+	AuthTime  time.Time `json:"auth_time"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Remember  bool      `json:"remember"`
+}
+
+// handleMe returns the signed-in user as JSON, or 401.
+func (srv *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+	sess, err := srv.loadSession(w, r)
+	if err != nil {
+		srv.renderError(w, r, err)
+		return
+	}
+	if sess == nil {
+		r.Header.Set("Accept", "application/json") // /me is an API: always answer JSON
+		srv.renderError(w, r, errUnauthenticated())
+		return
+	}
+	roles := sess.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	writeJSON(w, http.StatusOK, meResponse{
+		User: meUser{ID: sess.UserID, Username: sess.Username, Email: sess.Email, Name: sess.Name, Roles: roles, AuthMethod: sess.AuthMethod},
+		Session: meSession{AuthTime: time.Unix(sess.AuthTime, 0).UTC(), ExpiresAt: srv.sessions.expiresAt(sess).UTC(),
+			Remember: sess.Remember},
+	})
+}
+
+// handleJWKS publishes the public keys that verify X-Current-User.
+func (srv *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/jwk-set+json")
+	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("Access-Control-Allow-Origin", "*")
+	_, _ = w.Write(srv.signer.jwks)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

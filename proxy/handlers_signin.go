@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/proxy/pages"
+)
+
+// maxFormBytes bounds the body of the gateway's forms.
+const maxFormBytes = 64 << 10
+
+// Sign-in messages. One message for every credential failure, so the page
+// never tells whether an account exists or is locked.
+const (
+	msgInvalidCredentials = "The username or password is incorrect, or the account is temporarily locked."
+	msgThrottled          = "Too many sign-in attempts from your network. Please wait a moment and try again."
+	msgDisabled           = "This account is disabled. Please contact the site's administrator."
+	msgPending            = "This account is waiting for approval. You will be able to sign in once it is approved."
+	msgFormExpired        = "Your sign-in form expired. Please try again."
+)
+
+// handleSignInForm shows the sign-in page.
+func (srv *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
+	redirect := r.URL.Query().Get("redirect_url")
+	if _, ok := srv.redirects.validate(redirect); !ok {
+		redirect = ""
+	}
+	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect})
+}
+
+func (srv *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, data pages.SignInData) {
+	data.CSRFToken = srv.csrf.issue(w, r)
+	if err := srv.pages.Render(w, status, pages.PageSignIn, data); err != nil {
+		srv.log.Error("render sign-in page", "request_id", requestID(r.Context()), "err", err)
+	}
+}
+
+// handleSignIn checks the credentials and starts a new session.
+func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		srv.renderError(w, r, &Error{Status: http.StatusBadRequest, Code: "bad_form", Title: "Bad request",
+			Message: "The form could not be read.", Err: err})
+		return
+	}
+	login := r.PostForm.Get("login")
+	if len(login) > 320 {
+		login = login[:320]
+	}
+	redirect := r.PostForm.Get("redirect_url")
+	if _, ok := srv.redirects.validate(redirect); !ok {
+		redirect = ""
+	}
+	remember := r.PostForm.Get("remember") != ""
+	data := pages.SignInData{Login: login, RedirectURL: redirect, Remember: remember}
+
+	if !srv.csrf.valid(r, r.PostForm.Get("csrf_token")) {
+		srv.metrics.signIns.WithLabelValues("password", "csrf").Inc()
+		data.Error = msgFormExpired
+		srv.renderSignIn(w, r, http.StatusForbidden, data)
+		return
+	}
+	client, _ := srv.clients.of(r)
+	u, err := srv.auth.SignIn(r.Context(), authz.Credentials{Login: login, Password: r.PostForm.Get("password"), ClientAddr: client.String()})
+	if err != nil {
+		outcome, status := "invalid", http.StatusUnauthorized
+		data.Error = msgInvalidCredentials
+		var throttled *authz.ThrottledError
+		switch {
+		case errors.As(err, &throttled):
+			outcome, status, data.Error = "throttled", http.StatusTooManyRequests, msgThrottled
+			w.Header().Set("Retry-After", retryAfterSeconds(throttled.RetryAfter))
+		case errors.Is(err, authz.ErrAccountDisabled):
+			outcome, status, data.Error = "disabled", http.StatusForbidden, msgDisabled
+		case errors.Is(err, authz.ErrAccountPending):
+			outcome, status, data.Error = "pending", http.StatusForbidden, msgPending
+		case errors.Is(err, authz.ErrInvalidCredentials):
+		default:
+			srv.metrics.signIns.WithLabelValues("password", "error").Inc()
+			srv.renderError(w, r, err)
+			return
+		}
+		srv.metrics.signIns.WithLabelValues("password", outcome).Inc()
+		srv.renderSignIn(w, r, status, data)
+		return
+	}
+
+	// A brand-new session ID at every sign-in: a session planted before
+	// sign-in (fixation) never becomes authenticated.
+	now := srv.now()
+	sess := &Session{ID: rand.Text(), UserID: u.ID, Stamp: u.SecurityStamp, AuthMethod: "password",
+		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Remember: remember}
+	sess.snapshot(u)
+	if err := srv.writeSession(w, sess); err != nil {
+		srv.renderError(w, r, err)
+		return
+	}
+	srv.metrics.signIns.WithLabelValues("password", "success").Inc()
+	srv.log.Info("signed in", "request_id", requestID(r.Context()), "user_id", u.ID, "client", client.String())
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, srv.redirects.orDefault(redirect), http.StatusSeeOther)
+}
+
+// handleSignOutForm shows a confirmation button: signing out changes state,
+// so it is never done by a GET that another site could trigger.
+func (srv *Server) handleSignOutForm(w http.ResponseWriter, r *http.Request) {
+	token := srv.csrf.issue(w, r)
+	if err := srv.pages.Render(w, http.StatusOK, pages.PageSignOut, pages.SignOutData{CSRFToken: token,
+		RedirectURL: r.URL.Query().Get("redirect_url")}); err != nil {
+		srv.log.Error("render sign-out page", "request_id", requestID(r.Context()), "err", err)
+	}
+}
+
+// handleSignOut ends the session. The cross-origin check has already run, so
+// a plain same-origin form in an upstream page may post here without a
+// token; a token, when sent, must be valid.
+func (srv *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		srv.renderError(w, r, &Error{Status: http.StatusBadRequest, Code: "bad_form", Title: "Bad request",
+			Message: "The form could not be read.", Err: err})
+		return
+	}
+	if tok := r.PostForm.Get("csrf_token"); tok != "" && !srv.csrf.valid(r, tok) {
+		srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "bad_csrf", Title: "Request refused",
+			Message: "This sign-out form expired. Please try again."})
+		return
+	}
+	if c, err := r.Cookie(srv.cookieName); err == nil {
+		if sess, err := srv.codec.decode(c.Value); err == nil {
+			client, _ := srv.clients.of(r)
+			until := srv.sessions.expiresAt(sess)
+			srv.revoked.add(sess.ID, until, srv.now())
+			if err := srv.auth.EndSession(r.Context(), sess.ID, sess.UserID, client.String(), until); err != nil {
+				// The browser forgets the cookie and this replica refuses it,
+				// but other replicas would accept a copy: say so.
+				srv.endSession(w, "signout")
+				srv.renderError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Signed out on this device",
+					Message: "You are signed out here, but the sign-out could not be recorded everywhere. Please sign in and out again shortly.",
+					Err:     fmt.Errorf("revoke session: %w", err)})
+				return
+			}
+		}
+	}
+	srv.endSession(w, "signout")
+	w.Header().Set("Cache-Control", "no-store")
+	if target, ok := srv.redirects.validate(r.PostForm.Get("redirect_url")); ok {
+		http.Redirect(w, r, target, http.StatusSeeOther)
+		return
+	}
+	if err := srv.pages.Render(w, http.StatusOK, pages.PageSignedOut, pages.SignedOutData{SignInURL: srv.prefix + "/signin"}); err != nil {
+		srv.log.Error("render signed-out page", "request_id", requestID(r.Context()), "err", err)
+	}
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// HeaderCurrentUser is the signed identity header; every header whose name
+// folds to it or to HeaderCurrentUser+"-*" belongs to the gateway.
+const HeaderCurrentUser = "X-Current-User"
+
+// isIdentityHeader reports whether name folds (case-insensitively, with '_'
+// read as '-') to X-Current-User or X-Current-User-*. Upstream stacks such as
+// CGI, PHP and some Java servers map '_' and '-' to the same variable, so
+// every spelling must be removed.
+func isIdentityHeader(name string) bool {
+	const want = "x-current-user"
+	if len(name) < len(want) {
+		return false
+	}
+	for i := 0; i < len(want); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return len(name) == len(want) || name[len(want)] == '-' || name[len(want)] == '_'
+}
+
+// stripIdentityHeaders removes every client-sent copy of the identity
+// headers, in any spelling, from h.
+func stripIdentityHeaders(h http.Header) {
+	for k := range h {
+		if isIdentityHeader(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// claims is the payload of X-Current-User (DESIGN.md section 4).
+type claims struct {
+	Issuer            string   `json:"iss"`
+	Audience          string   `json:"aud"`
+	Subject           string   `json:"sub"`
+	IssuedAt          int64    `json:"iat"`
+	Expiry            int64    `json:"exp"`
+	Email             string   `json:"email,omitempty"`
+	Name              string   `json:"name,omitempty"`
+	PreferredUsername string   `json:"preferred_username"`
+	Roles             []string `json:"roles"`
+	AuthMethod        string   `json:"auth_method"`
+}
+
+// signer issues X-Current-User tokens and publishes the JWKS. Tokens are
+// cached per session, audience and user snapshot, and reused until shortly
+// before they expire, so the hot path signs rarely.
+type signer struct {
+	issuer string
+	ttl    time.Duration
+	now    func() time.Time
+	jose   jose.Signer
+	jwks   []byte
+
+	mu    sync.Mutex
+	cache map[tokenKey]cachedToken
+	sweep time.Time
+}
+
+type tokenKey struct {
+	sid, aud string
+	checked  int64 // the snapshot version: a stamp check may change roles or names
+}
+
+type cachedToken struct {
+	token  string
+	expiry time.Time
+}
+
+// newSigner builds a signer from private keys, newest first: the first signs,
+// all are published.
+func newSigner(issuer string, keys []*ecdsa.PrivateKey, ttl time.Duration, now func() time.Time) (*signer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("proxy: no signing keys")
+	}
+	var set jose.JSONWebKeySet
+	var first jose.JSONWebKey
+	for i, k := range keys {
+		pub := jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
+		tp, err := pub.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: signing key %d: %w", i+1, err)
+		}
+		pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+		set.Keys = append(set.Keys, pub)
+		if i == 0 {
+			first = jose.JSONWebKey{Key: k, KeyID: pub.KeyID, Algorithm: string(jose.ES256)}
+		}
+	}
+	js, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: first}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: signer: %w", err)
+	}
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, err
+	}
+	return &signer{issuer: issuer, ttl: ttl, now: now, jose: js, jwks: jwks, cache: map[tokenKey]cachedToken{}}, nil
+}
+
+// reuseMargin is how long before expiry a cached token is replaced, so an
+// upstream never receives a token about to expire in transit.
+func (s *signer) reuseMargin() time.Duration { return min(time.Minute, s.ttl/5) }
+
+// token returns a signed X-Current-User for the session and audience.
+func (s *signer) token(sess *Session, aud string) (string, error) {
+	now := s.now()
+	key := tokenKey{sess.ID, aud, sess.CheckedAt}
+	s.mu.Lock()
+	if t, ok := s.cache[key]; ok && now.Before(t.expiry.Add(-s.reuseMargin())) {
+		s.mu.Unlock()
+		return t.token, nil
+	}
+	s.mu.Unlock()
+
+	exp := now.Add(s.ttl)
+	c := claims{
+		Issuer: s.issuer, Audience: aud, Subject: sess.UserID,
+		IssuedAt: now.Unix(), Expiry: exp.Unix(),
+		Email: sess.Email, Name: sess.Name, PreferredUsername: sess.Username,
+		Roles: sess.Roles, AuthMethod: sess.AuthMethod,
+	}
+	if c.Roles == nil {
+		c.Roles = []string{}
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("proxy: claims: %w", err)
+	}
+	jws, err := s.jose.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("proxy: sign: %w", err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		return "", fmt.Errorf("proxy: serialize: %w", err)
+	}
+
+	s.mu.Lock()
+	s.cache[key] = cachedToken{tok, exp}
+	if now.Sub(s.sweep) > s.ttl { // drop expired entries at most once per TTL
+		for k, v := range s.cache {
+			if !now.Before(v.expiry) {
+				delete(s.cache, k)
+			}
+		}
+		s.sweep = now
+	}
+	s.mu.Unlock()
+	return tok, nil
+}
+
+// identityHeaders are the headers set on a proxied request for a signed-in user.
+type identityHeaders struct {
+	token string
+	sess  *Session
+}
+
+// apply sets the identity headers on h, which must already be stripped.
+func (id *identityHeaders) apply(h http.Header) {
+	h[HeaderCurrentUser] = []string{id.token}
+	h["X-Current-User-Id"] = []string{headerValue(id.sess.UserID)}
+	if id.sess.Email != "" {
+		h["X-Current-User-Email"] = []string{headerValue(id.sess.Email)}
+	}
+	if id.sess.Name != "" {
+		h["X-Current-User-Name"] = []string{headerValue(id.sess.Name)}
+	}
+	h["X-Current-User-Roles"] = []string{headerValue(strings.Join(id.sess.Roles, ","))}
+}
+
+// headerValue removes control characters, which would make the upstream
+// request invalid (and are a header-injection vector on lax servers).
+func headerValue(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return strings.Map(func(r rune) rune {
+				if r < 0x20 || r == 0x7f {
+					return -1
+				}
+				return r
+			}, s)
+		}
+	}
+	return s
+}

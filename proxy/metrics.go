@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus collectors. Labels never carry user
+// ids, emails or raw paths: routes are named by the policy file.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	decisions *prometheus.CounterVec
+	signIns   *prometheus.CounterVec
+	sessions  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_http_requests_total", Help: "Requests handled, by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "crmgate_http_request_duration_seconds", Help: "Time to serve a request, including the upstream, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_policy_decisions_total", Help: "Access decisions, by route and decision.",
+		}, []string{"route", "decision"}),
+		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_signins_total", Help: "Sign-in attempts, by method and outcome.",
+		}, []string{"method", "outcome"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_sessions_ended_total", Help: "Sessions ended by the gateway, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.decisions, m.signIns, m.sessions)
+	}
+	return m
+}

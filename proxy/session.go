@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/policies"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/securecookie"
+)
+
+// Session is what the session cookie carries. It is encrypted and
+// authenticated; the user snapshot (names, roles) is refreshed from the
+// store at every security-stamp check, so proxied requests need no store
+// access between checks.
+type Session struct {
+	ID         string   `json:"sid"`
+	UserID     string   `json:"uid"`
+	Stamp      string   `json:"stm"`
+	AuthMethod string   `json:"amr"`
+	AuthTime   int64    `json:"iat"` // unix seconds of sign-in; bounds the absolute lifetime
+	LastSeen   int64    `json:"lst"` // unix seconds; bounds the idle lifetime
+	CheckedAt  int64    `json:"chk"` // unix seconds of the last security-stamp check
+	Remember   bool     `json:"rem,omitempty"`
+	Username   string   `json:"usr"`
+	Email      string   `json:"eml,omitempty"`
+	EmailOK    bool     `json:"emv,omitempty"` // the email address is confirmed
+	Name       string   `json:"nam,omitempty"`
+	Roles      []string `json:"rol,omitempty"`
+}
+
+// errSessionInvalid is any cookie that does not decode to a session. It is
+// not shown to users: a bad cookie is treated as no session.
+var errSessionInvalid = errors.New("proxy: session cookie invalid")
+
+// sessionCodec encodes and decodes session cookies with key rotation: the
+// first key encodes, every key decodes.
+type sessionCodec struct {
+	codecs []securecookie.Codec
+	name   string
+}
+
+// deriveKey stretches one configured secret into a purpose-bound key with
+// HKDF-SHA256, so one secret yields independent MAC, encryption and CSRF keys.
+func deriveKey(secret []byte, purpose string, n int) []byte {
+	k, err := hkdf.Key(sha256.New, secret, nil, "crmgate "+purpose, n)
+	if err != nil { // only for n larger than 255*32 bytes
+		panic(fmt.Sprintf("proxy: hkdf: %v", err))
+	}
+	return k
+}
+
+func newSessionCodec(name string, secrets [][]byte, maxAge time.Duration) (*sessionCodec, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("proxy: no cookie keys")
+	}
+	c := &sessionCodec{name: name}
+	for _, s := range secrets {
+		sc := securecookie.New(deriveKey(s, "session mac", 32), deriveKey(s, "session enc", 32))
+		sc.SetSerializer(securecookie.JSONEncoder{})
+		sc.MaxAge(int(maxAge / time.Second))
+		sc.MaxLength(8192)
+		c.codecs = append(c.codecs, sc)
+	}
+	return c, nil
+}
+
+func (c *sessionCodec) encode(s *Session) (string, error) {
+	return securecookie.EncodeMulti(c.name, s, c.codecs...)
+}
+
+// decode authenticates, decrypts and parses a cookie value. Any failure,
+// including one made by a key no longer configured, is errSessionInvalid.
+func (c *sessionCodec) decode(value string) (*Session, error) {
+	var s Session
+	if err := securecookie.DecodeMulti(c.name, value, &s, c.codecs...); err != nil {
+		return nil, errSessionInvalid
+	}
+	if s.ID == "" || s.UserID == "" || s.AuthTime == 0 {
+		return nil, errSessionInvalid
+	}
+	return &s, nil
+}
+
+// sessionPolicy holds the lifetime rules of sessions.
+type sessionPolicy struct {
+	idle, absolute, remember, stampCheck time.Duration
+}
+
+// expired reports whether s has outlived its idle or absolute lifetime at now.
+func (p sessionPolicy) expired(s *Session, now time.Time) bool {
+	abs, idle := p.absolute, p.idle
+	if s.Remember {
+		abs, idle = p.remember, p.remember
+	}
+	t := now.Unix()
+	return t-s.AuthTime >= int64(abs/time.Second) || t-s.LastSeen >= int64(idle/time.Second) || s.AuthTime > t+60
+}
+
+// expiresAt is the latest time s can live if it stays active.
+func (p sessionPolicy) expiresAt(s *Session) time.Time {
+	abs := p.absolute
+	if s.Remember {
+		abs = p.remember
+	}
+	return time.Unix(s.AuthTime, 0).Add(abs)
+}
+
+// refreshDue reports whether the cookie should be re-issued to push the idle
+// deadline forward. Re-issuing on every request would cost an encryption per
+// request; once per minute (or a tenth of the idle lifetime) keeps the idle
+// deadline accurate to that granularity.
+func (p sessionPolicy) refreshDue(s *Session, now time.Time) bool {
+	g := min(p.idle/10, time.Minute)
+	return now.Unix()-s.LastSeen >= int64(g/time.Second)
+}
+
+// cookie builds the Set-Cookie for a session value.
+func (srv *Server) sessionCookie(value string, s *Session) *http.Cookie {
+	c := &http.Cookie{
+		Name:     srv.cookieName,
+		Value:    value,
+		Path:     "/",
+		Domain:   srv.opts.CookieDomain,
+		HttpOnly: true,
+		Secure:   srv.secure,
+		SameSite: http.SameSiteLaxMode,
+	}
+	if s.Remember {
+		c.Expires = srv.sessions.expiresAt(s)
+		c.MaxAge = max(1, int(c.Expires.Sub(srv.now())/time.Second))
+	}
+	return c
+}
+
+// clearSessionCookie deletes the session cookie in the browser.
+func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: srv.cookieName, Value: "", Path: "/", Domain: srv.opts.CookieDomain,
+		MaxAge: -1, HttpOnly: true, Secure: srv.secure, SameSite: http.SameSiteLaxMode})
+}
+
+// loadSession returns the request's session, or nil when it has none or its
+// session is invalid, expired or revoked (the cookie is then cleared). It
+// re-checks the security stamp against the store every StampCheckInterval
+// and re-issues the cookie when the idle deadline needs to move. An error
+// means the store could not be asked; the request must not proceed.
+func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session, error) {
+	c, err := r.Cookie(srv.cookieName)
+	if err != nil || c.Value == "" {
+		return nil, nil
+	}
+	sess, err := srv.codec.decode(c.Value)
+	if err != nil {
+		srv.endSession(w, "invalid")
+		return nil, nil
+	}
+	now := srv.now()
+	if srv.sessions.expired(sess, now) {
+		srv.endSession(w, "expired")
+		return nil, nil
+	}
+	if srv.revoked.has(sess.ID, now) {
+		srv.endSession(w, "revoked")
+		return nil, nil
+	}
+	dirty := false
+	if now.Unix()-sess.CheckedAt >= int64(srv.sessions.stampCheck/time.Second) {
+		u, err := srv.auth.UserByID(r.Context(), sess.UserID)
+		switch {
+		case errors.Is(err, authz.ErrNotFound):
+			srv.endSession(w, "revoked")
+			return nil, nil
+		case err != nil:
+			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
+				Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
+		case u.SecurityStamp != sess.Stamp || u.Status != authz.StatusActive:
+			srv.endSession(w, "revoked")
+			return nil, nil
+		}
+		// Signed out on another replica?
+		revoked, err := srv.auth.SessionRevoked(r.Context(), sess.ID)
+		if err != nil {
+			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
+				Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
+		}
+		if revoked {
+			srv.revoked.add(sess.ID, srv.sessions.expiresAt(sess), now)
+			srv.endSession(w, "revoked")
+			return nil, nil
+		}
+		sess.snapshot(u)
+		sess.CheckedAt = now.Unix()
+		dirty = true
+	}
+	if dirty || srv.sessions.refreshDue(sess, now) {
+		sess.LastSeen = now.Unix()
+		if err := srv.writeSession(w, sess); err != nil {
+			return nil, err
+		}
+	}
+	return sess, nil
+}
+
+// writeSession encodes sess into the session cookie on w.
+func (srv *Server) writeSession(w http.ResponseWriter, sess *Session) error {
+	v, err := srv.codec.encode(sess)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	http.SetCookie(w, srv.sessionCookie(v, sess))
+	return nil
+}
+
+// endSession clears the cookie and counts why the session ended.
+func (srv *Server) endSession(w http.ResponseWriter, reason string) {
+	srv.clearSessionCookie(w)
+	srv.metrics.sessions.WithLabelValues(reason).Inc()
+}
+
+// snapshot copies what identity headers need from u into s.
+func (s *Session) snapshot(u *authz.User) {
+	s.Username, s.Email, s.Name = u.Username, u.Email, u.Name()
+	s.EmailOK = u.EmailConfirmed
+	s.Roles = append([]string(nil), u.Roles...)
+}
+
+// subject is the session as policies see it; nil for anonymous requests.
+func (s *Session) subject() *policies.Subject {
+	if s == nil {
+		return nil
+	}
+	return &policies.Subject{ID: s.UserID, Username: s.Username, Email: s.Email, EmailVerified: s.EmailOK, Name: s.Name, Roles: s.Roles, AuthMethod: s.AuthMethod}
+}
+
+// revokedSessions remembers sessions signed out through this replica (or
+// found revoked in the store) until they would have expired, so a copied
+// cookie is refused at once here; other replicas learn of it from the store
+// at their next security-stamp check.
+type revokedSessions struct {
+	mu    sync.RWMutex
+	m     map[string]time.Time // session ID -> when its cookie expires anyway
+	sweep time.Time
+}
+
+func (r *revokedSessions) has(sid string, now time.Time) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	until, ok := r.m[sid]
+	return ok && now.Before(until)
+}
+
+func (r *revokedSessions) add(sid string, until, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m[sid] = until
+	if now.Sub(r.sweep) > time.Hour {
+		for k, v := range r.m {
+			if !now.Before(v) {
+				delete(r.m, k)
+			}
+		}
+		r.sweep = now
+	}
+}
