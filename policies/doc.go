@@ -42,7 +42,9 @@
 //
 // Requests that match no route are denied.
 //
-// An upstream is chosen by host and then by the longest path_prefix that
+// An upstream is chosen by host first, the most specific match winning (an
+// exact name, then a wildcard, then an upstream without hosts), and then by
+// the longest path_prefix that
 // matches the canonical path on a segment boundary ("/api" matches "/api" and
 // "/api/x", never "/apix"); on a tie the first in the file wins. Route and
 // upstream choice are independent: a route decides, an upstream serves.

@@ -142,6 +142,24 @@ func (hp *hostPattern) match(h string) bool {
 	return ok && label != "" && !strings.Contains(label, ".")
 }
 
+// hostSpecificity says how closely h is matched by hps: 0 no match, 1 any
+// host (empty list), 2 a wildcard, 3 an exact name.
+func hostSpecificity(hps []hostPattern, h string) int {
+	if len(hps) == 0 {
+		return 1
+	}
+	best := 0
+	for i := range hps {
+		if hps[i].match(h) {
+			if hps[i].suffix == "" {
+				return 3
+			}
+			best = 2
+		}
+	}
+	return best
+}
+
 // matchHosts reports whether h matches one of hps; an empty list matches any host.
 func matchHosts(hps []hostPattern, h string) bool {
 	if len(hps) == 0 {

@@ -153,18 +153,22 @@ func hasMethod(methods []string, m string) bool {
 	return false
 }
 
-// Upstream returns the upstream that serves the request: among those whose
-// hosts match host, the one with the longest path prefix that matches path
-// on a segment boundary, the first in the file on a tie. It returns nil when
-// none does. host and path must be canonical, as for Route.
+// Upstream returns the upstream that serves the request: the one whose hosts
+// match host most specifically (an exact name before a wildcard before an
+// upstream without hosts, as web servers choose virtual hosts), then with the
+// longest path prefix that matches path on a segment boundary, the first in
+// the file on a tie. It returns nil when none does. host and path must be
+// canonical, as for Route.
 func (p *Policy) Upstream(host, path string) *Upstream {
 	var best *Upstream
+	bestHost := 0
 	for _, u := range p.Upstreams {
-		if !matchHosts(u.hosts, host) || !hasPathPrefix(path, u.PathPrefix) {
+		spec := hostSpecificity(u.hosts, host)
+		if spec == 0 || !hasPathPrefix(path, u.PathPrefix) {
 			continue
 		}
-		if best == nil || len(u.PathPrefix) > len(best.PathPrefix) {
-			best = u
+		if best == nil || spec > bestHost || (spec == bestHost && len(u.PathPrefix) > len(best.PathPrefix)) {
+			best, bestHost = u, spec
 		}
 	}
 	return best

@@ -153,8 +153,9 @@ func TestUpstream(t *testing.T) {
 		{"app.example.com", "/api/v2", "api-v2", "http://[::1]:9000"}, // first of two equal prefixes
 		{"app.example.com", "/api/v2/x", "api-v2", "http://[::1]:9000"},
 		{"app.example.com", "/api/v20", "api", "https://api.internal:8443"},
-		{"a.tenants.example.com", "/x", "app", "http://127.0.0.1:8080"}, // same prefix, app comes first
-		{"a.tenants.example.com", "/api", "api", "https://api.internal:8443"},
+		{"a.tenants.example.com", "/x", "tenant", "urn:tenant"},   // a matching host beats an upstream for any host
+		{"a.tenants.example.com", "/api", "tenant", "urn:tenant"}, // even with a longer prefix elsewhere
+		{"b.c.tenants.example.com", "/x", "app", "http://127.0.0.1:8080"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+tt.path, func(t *testing.T) {

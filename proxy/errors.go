@@ -103,7 +103,7 @@ func (srv *Server) renderError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	data := pages.ErrorData{Status: e.Status, Title: e.Title, Message: e.Message, RequestID: rid, HomeURL: "/"}
-	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+	if e.Status == http.StatusUnauthorized {
 		data.SignInURL = srv.signInURL(r.URL.RequestURI())
 	}
 	if rerr := srv.pages.Render(w, e.Status, pages.PageError, data); rerr != nil {

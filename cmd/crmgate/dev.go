@@ -133,7 +133,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		}
 		fmt.Fprintf(stdout, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
 	}
-	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account/ (signed in), %s/admin/ (admin only)\n", publicURL, publicURL, publicURL)
+	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
 	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\nData:  %s (deleted on exit). Press Ctrl-C to stop.\n", ops.Addr(), dir)
 	return serveGateway(ctx, cfg, g, log, pub, ops)
 }

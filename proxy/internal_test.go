@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/policies"
+	"github.com/crmgate/crmgate/proxy/pages"
+)
+
+// fakeAuth is an Authenticator of func fields for unit tests of the pipeline.
+type fakeAuth struct {
+	userByID func(ctx context.Context, id string) (*authz.User, error)
+}
+
+func (f *fakeAuth) SignIn(context.Context, authz.Credentials) (*authz.User, error) {
+	return nil, authz.ErrInvalidCredentials
+}
+func (f *fakeAuth) UserByID(ctx context.Context, id string) (*authz.User, error) {
+	return f.userByID(ctx, id)
+}
+func (f *fakeAuth) EndSession(context.Context, string, string, string, time.Time) error { return nil }
+func (f *fakeAuth) SessionRevoked(context.Context, string) (bool, error)                { return false, nil }
+
+// testServer builds a Server over policyYAML (with %[1]s … placeholders for
+// the upstream URLs) and returns it with a valid session cookie for user u1.
+func testServer(t *testing.T, policyYAML string, upstreamURLs ...any) (*Server, *http.Cookie) {
+	t.Helper()
+	pol, err := policies.Parse("t.yaml", fmt.Appendf(nil, policyYAML, upstreamURLs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rend, err := pages.New(pages.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Unix(1_800_000_000, 0)
+	srv, err := New(Options{
+		PublicURL: "https://gw.example.com", Policy: pol, Pages: rend, CookieName: "s",
+		CookieKeys: [][]byte{make([]byte, 32)}, SigningKeys: []*ecdsa.PrivateKey{key},
+		Now: func() time.Time { return now },
+		Auth: &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
+			return &authz.User{ID: "u1", Username: "u", Status: authz.StatusActive, SecurityStamp: "st"}, nil
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := srv.codec.encode(&Session{ID: "sid", UserID: "u1", Stamp: "st", AuthMethod: "password",
+		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Username: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, &http.Cookie{Name: "s", Value: v}
+}
+
+type failingSigner struct{}
+
+func (failingSigner) Sign([]byte) (*jose.JSONWebSignature, error) {
+	return nil, errors.New("hsm unavailable")
+}
+func (failingSigner) Options() jose.SignerOptions { return jose.SignerOptions{} }
+
+func TestSigningFailureIsNeverProxied(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer up.Close()
+	srv, cookie := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: public\n", up.URL)
+	srv.signer.jose = failingSigner{}
+
+	// Signed in: the identity cannot be signed, so the request stops here.
+	req := httptest.NewRequest("GET", "https://gw.example.com/page", nil)
+	req.AddCookie(cookie)
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	if rec.Code != http.StatusInternalServerError || hits.Load() != 0 {
+		t.Fatalf("status %d, upstream hits %d", rec.Code, hits.Load())
+	}
+	if strings.Contains(rec.Body.String(), "hsm unavailable") {
+		t.Fatal("internal error text shown to the user")
+	}
+	// Anonymous on a public route needs no signature and is proxied.
+	rec = httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "https://gw.example.com/page", nil))
+	if rec.Code != 200 || hits.Load() != 1 {
+		t.Fatalf("anonymous: status %d, hits %d", rec.Code, hits.Load())
+	}
+}
+
+func TestStoreFailureDuringStampCheckFailsClosed(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer up.Close()
+	srv, cookie := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n", up.URL)
+	srv.auth = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) { return nil, errors.New("database is locked") }}
+	now := time.Unix(1_800_000_000, 0).Add(3 * time.Minute) // past the stamp-check interval
+	srv.now = func() time.Time { return now }
+	req := httptest.NewRequest("GET", "https://gw.example.com/page", nil)
+	req.Header.Set("Accept", "application/json")
+	req.AddCookie(cookie)
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || hits.Load() != 0 || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("status %d hits %d", rec.Code, hits.Load())
+	}
+}
+
+func TestUpstreamChosenByHostAndPrefix(t *testing.T) {
+	names := []string{}
+	mk := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name+" "+r.URL.Path+" aud-header="+fmt.Sprint(r.Header.Get("X-Current-User") != ""))
+		}))
+	}
+	main, api, shop := mk("main"), mk("api"), mk("shop")
+	defer main.Close()
+	defer api.Close()
+	defer shop.Close()
+	_ = names
+	srv, cookie := testServer(t, `upstreams:
+  - name: main
+    url: %s
+  - name: api
+    url: %s/v2
+    path_prefix: /api
+  - name: shop
+    url: %s
+    hosts: [shop.example.com]
+routes:
+  - name: all
+    paths: ["/**"]
+    access: public
+`, main.URL, api.URL, shop.URL)
+	tests := []struct{ host, path, want string }{
+		{"gw.example.com", "/", "main /"},
+		{"gw.example.com", "/apix", "main /apix"},
+		{"gw.example.com", "/api/users", "api /v2/api/users"},
+		{"shop.example.com", "/cart", "shop /cart"},
+		{"SHOP.example.com.", "/cart", "shop /cart"},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", "https://"+tt.host+tt.path, nil)
+		req.AddCookie(cookie)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if got := rec.Body.String(); !strings.HasPrefix(got, tt.want+" ") {
+			t.Errorf("%s%s → %q, want %q", tt.host, tt.path, got, tt.want)
+		}
+	}
+}
