@@ -110,7 +110,7 @@ type ProxyConfig struct {
 type LogConfig struct {
 	Level  string `env:"LEVEL" envDefault:"info" desc:"debug, info, warn or error."`
 	Format string `env:"FORMAT" envDefault:"json" desc:"json or text."`
-	Access bool   `env:"ACCESS" envDefault:"true" desc:"Log one line per request (method, host, path without query, status, route, duration)."`
+	Access bool   `env:"ACCESS" envDefault:"true" desc:"Log one line per request (method, host, path without query, status, route, duration). Lines are written in batches every 100 ms, so a crash may lose the last 100 ms of them; security events are logged unbatched."`
 }
 
 // ShutdownConfig configures graceful shutdown.

@@ -180,7 +180,7 @@ func TestOpsAndGracefulShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- proxy.Listeners{Public: pub, Ops: ops, PublicHandler: handler, OpsHandler: proxy.OpsHandler(ready, h.registry),
-			Ready: ready, ShutdownDelay: 0, ShutdownTimeout: 10 * time.Second}.Serve(ctx)
+			Ready: ready, ShutdownDelay: time.Second, ShutdownTimeout: 10 * time.Second}.Serve(ctx)
 	}()
 	opsURL := "http://" + ops.Addr().String()
 	waitFor(t, func() bool { r, err := http.Get(opsURL + "/readyz"); return err == nil && r.StatusCode == 200 })
@@ -213,6 +213,14 @@ func TestOpsAndGracefulShutdown(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let the request reach the handler (not a correctness wait: the assertion holds either way)
 	cancel()
 	waitFor(t, func() bool { return !ready.Ready() })
+	// During the shutdown delay: not ready, but still serving, so a load
+	// balancer that has not noticed yet loses nothing.
+	if r, err := http.Get(opsURL + "/readyz"); err != nil || r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %v %v", r, err)
+	}
+	if r, err := http.Get("http://" + pub.Addr().String() + "/public/x"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("public request during the shutdown delay: %v %v", r, err)
+	}
 	close(slow)
 	if code := <-inflight; code != http.StatusForbidden { // /slow is unmatched: 403 from the gateway, but it completed
 		t.Fatalf("in-flight request: %d", code)

@@ -87,7 +87,7 @@ type tokenKey struct {
 }
 
 type cachedToken struct {
-	token  string
+	id     *identityHeaders
 	expiry time.Time
 }
 
@@ -126,14 +126,16 @@ func newSigner(issuer string, keys []*ecdsa.PrivateKey, ttl time.Duration, now f
 // upstream never receives a token about to expire in transit.
 func (s *signer) reuseMargin() time.Duration { return min(time.Minute, s.ttl/5) }
 
-// token returns a signed X-Current-User for the session and audience.
-func (s *signer) token(sess *Session, aud string) (string, error) {
+// identity returns the identity headers for the session and audience, with a
+// signed X-Current-User reused until shortly before it expires. The header
+// values are built once per token and shared read-only between requests.
+func (s *signer) identity(sess *Session, aud string) (*identityHeaders, error) {
 	now := s.now()
 	key := tokenKey{sess.ID, aud, sess.CheckedAt}
 	s.mu.Lock()
 	if t, ok := s.cache[key]; ok && now.Before(t.expiry.Add(-s.reuseMargin())) {
 		s.mu.Unlock()
-		return t.token, nil
+		return t.id, nil
 	}
 	s.mu.Unlock()
 
@@ -149,19 +151,20 @@ func (s *signer) token(sess *Session, aud string) (string, error) {
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {
-		return "", fmt.Errorf("proxy: claims: %w", err)
+		return nil, fmt.Errorf("proxy: claims: %w", err)
 	}
 	jws, err := s.jose.Sign(payload)
 	if err != nil {
-		return "", fmt.Errorf("proxy: sign: %w", err)
+		return nil, fmt.Errorf("proxy: sign: %w", err)
 	}
 	tok, err := jws.CompactSerialize()
 	if err != nil {
-		return "", fmt.Errorf("proxy: serialize: %w", err)
+		return nil, fmt.Errorf("proxy: serialize: %w", err)
 	}
+	id := newIdentityHeaders(tok, sess)
 
 	s.mu.Lock()
-	s.cache[key] = cachedToken{tok, exp}
+	s.cache[key] = cachedToken{id, exp}
 	if now.Sub(s.sweep) > s.ttl { // drop expired entries at most once per TTL
 		for k, v := range s.cache {
 			if !now.Before(v.expiry) {
@@ -171,26 +174,41 @@ func (s *signer) token(sess *Session, aud string) (string, error) {
 		s.sweep = now
 	}
 	s.mu.Unlock()
-	return tok, nil
+	return id, nil
 }
 
-// identityHeaders are the headers set on a proxied request for a signed-in user.
+// identityHeaders are the header values set on a proxied request for a
+// signed-in user. They are shared between requests: never modify them. Each
+// slice has capacity 1, so an append elsewhere copies instead of writing here.
 type identityHeaders struct {
-	token string
-	sess  *Session
+	token, id, email, name, roles []string // nil email or name: header absent
+}
+
+func one(v string) []string { return []string{v}[:1:1] }
+
+func newIdentityHeaders(token string, sess *Session) *identityHeaders {
+	id := &identityHeaders{token: one(token), id: one(headerValue(sess.UserID)),
+		roles: one(headerValue(strings.Join(sess.Roles, ",")))}
+	if sess.Email != "" {
+		id.email = one(headerValue(sess.Email))
+	}
+	if sess.Name != "" {
+		id.name = one(headerValue(sess.Name))
+	}
+	return id
 }
 
 // apply sets the identity headers on h, which must already be stripped.
 func (id *identityHeaders) apply(h http.Header) {
-	h[HeaderCurrentUser] = []string{id.token}
-	h["X-Current-User-Id"] = []string{headerValue(id.sess.UserID)}
-	if id.sess.Email != "" {
-		h["X-Current-User-Email"] = []string{headerValue(id.sess.Email)}
+	h[HeaderCurrentUser] = id.token
+	h["X-Current-User-Id"] = id.id
+	if id.email != nil {
+		h["X-Current-User-Email"] = id.email
 	}
-	if id.sess.Name != "" {
-		h["X-Current-User-Name"] = []string{headerValue(id.sess.Name)}
+	if id.name != nil {
+		h["X-Current-User-Name"] = id.name
 	}
-	h["X-Current-User-Roles"] = []string{headerValue(strings.Join(id.sess.Roles, ","))}
+	h["X-Current-User-Roles"] = id.roles
 }
 
 // headerValue removes control characters, which would make the upstream

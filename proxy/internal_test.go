@@ -163,3 +163,69 @@ routes:
 		}
 	}
 }
+
+func TestCookieValue(t *testing.T) {
+	tests := []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"s=abc"}, "abc"},
+		{[]string{"a=1; s=abc; b=2"}, "abc"},
+		{[]string{"a=1;s=abc"}, "abc"},
+		{[]string{"sx=no; s=yes"}, "yes"},
+		{[]string{"xs=no"}, ""},
+		{[]string{`s="quoted"`}, "quoted"},
+		{[]string{"s=first; s=second"}, "first"},
+		{[]string{"a=1", "s=other-line"}, "other-line"},
+		{[]string{"s"}, ""},
+		{[]string{" s=spaced \t"}, "spaced"},
+		{[]string{";;; ; s=x"}, "x"},
+		{nil, ""},
+	}
+	for _, tt := range tests {
+		if got := cookieValue(http.Header{"Cookie": tt.lines}, "s"); got != tt.want {
+			t.Errorf("cookieValue(%q) = %q, want %q", tt.lines, got, tt.want)
+		}
+	}
+}
+
+// TestReplayedCookieChecksStoreOncePerInterval: a client that ignores
+// Set-Cookie and keeps sending one stale cookie (a script, an API client)
+// costs one store lookup per stamp-check interval, not one per request.
+func TestReplayedCookieChecksStoreOncePerInterval(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	srv, cookie := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n", up.URL)
+	var lookups atomic.Int32
+	srv.auth = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
+		lookups.Add(1)
+		return &authz.User{ID: "u1", Username: "u", Status: authz.StatusActive, SecurityStamp: "st"}, nil
+	}}
+	now := time.Unix(1_800_000_000, 0).Add(3 * time.Minute) // the cookie's check is 3 minutes old
+	srv.now = func() time.Time { return now }
+	srv.signer.now = srv.now
+	get := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "https://gw.example.com/x", nil)
+		req.AddCookie(cookie)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec
+	}
+	first := get()
+	if first.Code != 200 || lookups.Load() != 1 || first.Header().Get("Set-Cookie") == "" {
+		t.Fatalf("first: %d, lookups %d, Set-Cookie %q", first.Code, lookups.Load(), first.Header().Get("Set-Cookie"))
+	}
+	for i := 0; i < 20; i++ {
+		if rec := get(); rec.Code != 200 || rec.Header().Get("Set-Cookie") != "" {
+			t.Fatalf("replay %d: %d, Set-Cookie %q", i, rec.Code, rec.Header().Get("Set-Cookie"))
+		}
+	}
+	if lookups.Load() != 1 {
+		t.Fatalf("store asked %d times for 21 requests within one interval", lookups.Load())
+	}
+	now = now.Add(2*time.Minute + time.Second)
+	get()
+	if lookups.Load() != 2 {
+		t.Fatalf("after the interval: %d lookups, want 2", lookups.Load())
+	}
+}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,6 +14,7 @@ type metrics struct {
 	decisions *prometheus.CounterVec
 	signIns   *prometheus.CounterVec
 	sessions  *prometheus.CounterVec
+	routes    sync.Map // label -> *routeMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,4 +40,42 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.requests, m.duration, m.decisions, m.signIns, m.sessions)
 	}
 	return m
+}
+
+// routeMetrics are one route's collectors, resolved once so the hot path
+// does no label hashing.
+type routeMetrics struct {
+	duration                     prometheus.Observer
+	allow, unauthenticated, deny prometheus.Counter
+	codes                        sync.Map // int status -> prometheus.Counter
+	requests                     *prometheus.CounterVec
+	name                         string
+}
+
+// route returns the collectors for a route label, creating them on first use.
+func (m *metrics) route(label string) *routeMetrics {
+	if v, ok := m.routes.Load(label); ok {
+		return v.(*routeMetrics)
+	}
+	rm := &routeMetrics{
+		duration:        m.duration.WithLabelValues(label),
+		allow:           m.decisions.WithLabelValues(label, "allow"),
+		unauthenticated: m.decisions.WithLabelValues(label, "unauthenticated"),
+		deny:            m.decisions.WithLabelValues(label, "forbidden"),
+		requests:        m.requests,
+		name:            label,
+	}
+	v, _ := m.routes.LoadOrStore(label, rm)
+	return v.(*routeMetrics)
+}
+
+// request counts a finished request with its status.
+func (rm *routeMetrics) request(status int) {
+	if c, ok := rm.codes.Load(status); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := rm.requests.WithLabelValues(rm.name, statusText(status))
+	rm.codes.Store(status, c)
+	c.Inc()
 }

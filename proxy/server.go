@@ -73,7 +73,7 @@ type Options struct {
 
 	SiteName   string                // used in the WWW-Authenticate realm; default "crmgate"
 	Logger     *slog.Logger          // default: discard
-	AccessLog  bool                  // log one line per request
+	AccessLog  *slog.Logger          // one line per request; nil: no access log
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 	Now        func() time.Time      // default time.Now
 }
@@ -89,20 +89,21 @@ type Server struct {
 	cookieName string
 	csrfName   string
 
-	policy    *policies.Policy
-	auth      Authenticator
-	pages     *pages.Renderer
-	codec     *sessionCodec
-	sessions  sessionPolicy
-	csrf      *csrfTokens
-	cop       *http.CrossOriginProtection
-	signer    *signer
-	redirects redirectValidator
-	clients   clientAddrs
-	revoked   revokedSessions
-	upstreams map[*policies.Upstream]*upstream
-	gateway   http.Handler
-	metrics   *metrics
+	policy       *policies.Policy
+	auth         Authenticator
+	pages        *pages.Renderer
+	codec        *sessionCodec
+	sessions     sessionPolicy
+	csrf         *csrfTokens
+	cop          *http.CrossOriginProtection
+	signer       *signer
+	redirects    redirectValidator
+	clients      clientAddrs
+	revoked      revokedSessions
+	sessionCache sessionCache
+	upstreams    map[*policies.Upstream]*upstream
+	gateway      http.Handler
+	metrics      *metrics
 }
 
 // New validates opts and builds the server.
@@ -174,25 +175,26 @@ func New(opts Options) (*Server, error) {
 	}
 
 	srv := &Server{
-		opts:       opts,
-		log:        opts.Logger,
-		now:        opts.Now,
-		prefix:     opts.AuthPrefix,
-		publicURL:  pub,
-		secure:     pub.Scheme == "https",
-		cookieName: opts.CookieName,
-		csrfName:   opts.CookieName + csrfCookieSuffix,
-		policy:     opts.Policy,
-		auth:       opts.Auth,
-		pages:      opts.Pages,
-		codec:      codec,
-		sessions:   sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
-		signer:     sig,
-		redirects:  newRedirectValidator(origin, opts.RedirectAllowlist),
-		clients:    clients,
-		cop:        http.NewCrossOriginProtection(),
-		metrics:    newMetrics(opts.Registerer),
-		revoked:    revokedSessions{m: map[string]time.Time{}},
+		opts:         opts,
+		log:          opts.Logger,
+		now:          opts.Now,
+		prefix:       opts.AuthPrefix,
+		publicURL:    pub,
+		secure:       pub.Scheme == "https",
+		cookieName:   opts.CookieName,
+		csrfName:     opts.CookieName + csrfCookieSuffix,
+		policy:       opts.Policy,
+		auth:         opts.Auth,
+		pages:        opts.Pages,
+		codec:        codec,
+		sessions:     sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
+		signer:       sig,
+		redirects:    newRedirectValidator(origin, opts.RedirectAllowlist),
+		clients:      clients,
+		cop:          http.NewCrossOriginProtection(),
+		metrics:      newMetrics(opts.Registerer),
+		revoked:      revokedSessions{m: map[string]time.Time{}},
+		sessionCache: newSessionCache(),
 	}
 	srv.csrf = newCSRFTokens(opts.CookieKeys, srv.csrfName, srv.secure)
 	if err := srv.cop.AddTrustedOrigin(origin); err != nil {
@@ -214,9 +216,12 @@ func New(opts Options) (*Server, error) {
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rid := newRequestID()
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+	// One request-scoped value carries the request ID and, later, what the
+	// pipeline decided for the proxy hooks.
+	st := &requestState{rid: rid, ridHeader: []string{rid}[:1:1]}
+	r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
 	rec := &statusRecorder{ResponseWriter: w}
-	rec.Header().Set("X-Request-Id", rid)
+	rec.Header()["X-Request-Id"] = st.ridHeader
 
 	label := srv.serve(rec, r)
 
@@ -225,10 +230,11 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	elapsed := time.Since(start)
-	srv.metrics.requests.WithLabelValues(label, strconv.Itoa(status)).Inc()
-	srv.metrics.duration.WithLabelValues(label).Observe(elapsed.Seconds())
-	if srv.opts.AccessLog {
-		srv.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+	rm := srv.metrics.route(label)
+	rm.request(status)
+	rm.duration.Observe(elapsed.Seconds())
+	if srv.opts.AccessLog != nil {
+		srv.opts.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", rid), slog.String("method", r.Method), slog.String("host", r.Host),
 			slog.String("path", r.URL.Path), slog.Int("status", status), slog.String("route", label),
 			slog.Duration("duration", elapsed), slog.Int64("bytes", rec.bytes))
@@ -285,15 +291,16 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		srv.renderError(w, r, errForbidden(""))
 		return "unmatched"
 	}
+	rm := srv.metrics.route(route.Name)
 	switch route.Decide(sess.subject(), policies.RequestInfo{Method: r.Method, Host: host, Path: path}) {
 	case policies.Allow:
-		srv.metrics.decisions.WithLabelValues(route.Name, "allow").Inc()
+		rm.allow.Inc()
 	case policies.Unauthenticated:
-		srv.metrics.decisions.WithLabelValues(route.Name, "unauthenticated").Inc()
+		rm.unauthenticated.Inc()
 		srv.challenge(w, r)
 		return route.Name
 	default:
-		srv.metrics.decisions.WithLabelValues(route.Name, "forbidden").Inc()
+		rm.deny.Inc()
 		srv.renderError(w, r, errForbidden(""))
 		return route.Name
 	}
@@ -308,20 +315,36 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 
 	// 8. Sign the identity; never proxy a request whose identity could not be signed.
-	st := &proxyState{rid: requestID(r.Context())}
+	st := stateOf(r.Context())
 	_, st.trustedPeer = srv.clients.of(r)
 	if sess != nil {
-		tok, err := srv.signer.token(sess, route.AudienceFor(pu))
+		id, err := srv.signer.identity(sess, route.AudienceFor(pu))
 		if err != nil {
 			srv.renderError(w, r, fmt.Errorf("sign identity: %w", err))
 			return route.Name
 		}
-		st.identity = &identityHeaders{token: tok, sess: sess}
+		st.identity = id
 	}
 
 	// 9. Proxy.
-	up.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, st)))
+	up.proxy.ServeHTTP(w, r)
 	return route.Name
+}
+
+// statusCodes are the decimal forms of status codes, so metrics need not
+// format one per request.
+var statusCodes = func() (m [600]string) {
+	for i := 100; i < 600; i++ {
+		m[i] = strconv.Itoa(i)
+	}
+	return m
+}()
+
+func statusText(code int) string {
+	if code >= 100 && code < 600 {
+		return statusCodes[code]
+	}
+	return strconv.Itoa(code)
 }
 
 // methodOverrideHeaders let frameworks (Laravel, Symfony, Rails, ASP.NET,
@@ -348,13 +371,27 @@ func (srv *Server) signInURL(back string) string {
 	return srv.prefix + "/signin?redirect_url=" + url.QueryEscape(back)
 }
 
-type requestIDKey struct{}
+// requestState is the request-scoped state of the pipeline: the request ID
+// and what was decided for the proxy hooks. Rewrite only applies decisions.
+type requestState struct {
+	rid         string
+	ridHeader   []string         // rid as a header value, shared read-only by the response and the upstream request
+	identity    *identityHeaders // nil for anonymous requests
+	trustedPeer bool
+}
+
+type requestStateKey struct{}
+
+// stateOf returns the pipeline's state of a request; never nil.
+func stateOf(ctx context.Context) *requestState {
+	if st, ok := ctx.Value(requestStateKey{}).(*requestState); ok {
+		return st
+	}
+	return &requestState{}
+}
 
 // requestID returns the request ID the pipeline assigned, or "".
-func requestID(ctx context.Context) string {
-	s, _ := ctx.Value(requestIDKey{}).(string)
-	return s
-}
+func requestID(ctx context.Context) string { return stateOf(ctx).rid }
 
 // newRequestID returns a random 16-hex-digit ID. It is for correlation, not
 // secrecy, so the fast non-cryptographic generator is enough.

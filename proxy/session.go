@@ -8,10 +8,12 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/policies"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
+	"github.com/patrickmn/go-cache"
 )
 
 // Session is what the session cookie carries. It is encrypted and
@@ -150,51 +152,37 @@ func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
 // and re-issues the cookie when the idle deadline needs to move. An error
 // means the store could not be asked; the request must not proceed.
 func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session, error) {
-	c, err := r.Cookie(srv.cookieName)
-	if err != nil || c.Value == "" {
+	value := cookieValue(r.Header, srv.cookieName)
+	if value == "" {
 		return nil, nil
 	}
-	sess, err := srv.codec.decode(c.Value)
+	sess, entry, err := srv.sessionCache.get(value, srv.codec)
 	if err != nil {
 		srv.endSession(w, "invalid")
 		return nil, nil
 	}
 	now := srv.now()
 	if srv.sessions.expired(sess, now) {
+		srv.sessionCache.drop(value)
 		srv.endSession(w, "expired")
 		return nil, nil
 	}
 	if srv.revoked.has(sess.ID, now) {
+		srv.sessionCache.drop(value)
 		srv.endSession(w, "revoked")
 		return nil, nil
 	}
 	dirty := false
 	if now.Unix()-sess.CheckedAt >= int64(srv.sessions.stampCheck/time.Second) {
-		u, err := srv.auth.UserByID(r.Context(), sess.UserID)
-		switch {
-		case errors.Is(err, authz.ErrNotFound):
-			srv.endSession(w, "revoked")
-			return nil, nil
-		case err != nil:
-			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
-				Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
-		case u.SecurityStamp != sess.Stamp || u.Status != authz.StatusActive:
-			srv.endSession(w, "revoked")
-			return nil, nil
-		}
-		// Signed out on another replica?
-		revoked, err := srv.auth.SessionRevoked(r.Context(), sess.ID)
+		ended, err := srv.checkStamp(r, sess, now)
 		if err != nil {
-			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
-				Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
+			return nil, err
 		}
-		if revoked {
-			srv.revoked.add(sess.ID, srv.sessions.expiresAt(sess), now)
+		if ended {
+			srv.sessionCache.drop(value)
 			srv.endSession(w, "revoked")
 			return nil, nil
 		}
-		sess.snapshot(u)
-		sess.CheckedAt = now.Unix()
 		dirty = true
 	}
 	if dirty || srv.sessions.refreshDue(sess, now) {
@@ -202,8 +190,108 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 		if err := srv.writeSession(w, sess); err != nil {
 			return nil, err
 		}
+		// A client that keeps sending this same cookie (a script, or a
+		// browser whose Set-Cookie is still in flight) is not checked or
+		// re-issued again until the next interval.
+		entry.update(sess)
 	}
 	return sess, nil
+}
+
+// checkStamp compares the session with the user's current state in the store
+// and refreshes the snapshot. ended reports that the session must end: the
+// user is gone, disabled, has a new security stamp, or the session was
+// signed out on another replica. An error means the store could not answer.
+func (srv *Server) checkStamp(r *http.Request, sess *Session, now time.Time) (ended bool, err error) {
+	unavailable := func(err error) error {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
+			Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
+	}
+	u, err := srv.auth.UserByID(r.Context(), sess.UserID)
+	switch {
+	case errors.Is(err, authz.ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, unavailable(err)
+	case u.SecurityStamp != sess.Stamp || u.Status != authz.StatusActive:
+		return true, nil
+	}
+	revoked, err := srv.auth.SessionRevoked(r.Context(), sess.ID)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	if revoked {
+		srv.revoked.add(sess.ID, srv.sessions.expiresAt(sess), now)
+		return true, nil
+	}
+	sess.snapshot(u)
+	sess.CheckedAt = now.Unix()
+	return false, nil
+}
+
+// cookieValue returns the value of the first cookie called name in the
+// Cookie headers of h, or "". Unlike http.Request.Cookie it parses nothing
+// else and allocates nothing, which matters on every proxied request.
+func cookieValue(h http.Header, name string) string {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimLeft(part, " \t")
+			if k, v, ok := strings.Cut(part, "="); ok && k == name {
+				v = strings.TrimRight(v, " \t")
+				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// sessionCache keeps decoded sessions by cookie value for a short while, so
+// the authenticated decryption and JSON decoding of the cookie run about
+// once a minute per cookie rather than on every request. Only cookies that
+// decoded are kept, so its size is bounded by the live sessions (each
+// session's cookie changes at most once a minute, and entries expire after
+// a minute). All lifetime, revocation and stamp checks still run on every
+// request against the cached values.
+type sessionCache struct{ c *cache.Cache }
+
+func newSessionCache() sessionCache {
+	return sessionCache{c: cache.New(time.Minute, 2*time.Minute)}
+}
+
+type cachedSession struct {
+	mu sync.Mutex
+	s  Session
+}
+
+// get returns a private copy of the session of value, decoding it on a miss.
+func (sc sessionCache) get(value string, codec *sessionCodec) (*Session, *cachedSession, error) {
+	if v, ok := sc.c.Get(value); ok {
+		e := v.(*cachedSession)
+		e.mu.Lock()
+		s := e.s // Roles is never modified in place, so sharing it is safe
+		e.mu.Unlock()
+		return &s, e, nil
+	}
+	s, err := codec.decode(value)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := &cachedSession{s: *s}
+	sc.c.SetDefault(value, e)
+	return s, e, nil
+}
+
+func (sc sessionCache) drop(value string) { sc.c.Delete(value) }
+
+func (e *cachedSession) update(s *Session) {
+	e.mu.Lock()
+	e.s = *s
+	e.mu.Unlock()
 }
 
 // writeSession encodes sess into the session cookie on w.

@@ -118,7 +118,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	g, err := buildGateway(ctx, cfg, log, nil)
+	g, err := buildGateway(ctx, cfg, stderr, nil)
 	if err != nil {
 		return err
 	}

@@ -86,16 +86,24 @@ func newRenderer(cfg *config.Config) (*pages.Renderer, error) {
 
 // gateway is everything serve runs, built from a validated configuration.
 type gateway struct {
-	store    *store.DB
-	auth     *authz.Service
-	handler  *proxy.Server
-	registry *prometheus.Registry
+	store     *store.DB
+	auth      *authz.Service
+	handler   *proxy.Server
+	registry  *prometheus.Registry
+	accessBuf *proxy.LineBuffer // nil when the access log is off
 }
 
-func (g *gateway) Close() error { return g.store.Close() }
+// Close flushes the access log and closes the store.
+func (g *gateway) Close() error {
+	if g.accessBuf != nil {
+		_ = g.accessBuf.Close()
+	}
+	return g.store.Close()
+}
 
-// buildGateway connects the packages. now may be nil (real clock).
-func buildGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (*gateway, error) {
+// buildGateway connects the packages. Logs go to logw. now may be nil (real clock).
+func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now func() time.Time) (*gateway, error) {
+	log := newLogger(cfg, logw)
 	pol, err := loadPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -130,6 +138,13 @@ func buildGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, now
 		_ = db.Close()
 		return nil, err
 	}
+	var accessLog *slog.Logger
+	var accessBuf *proxy.LineBuffer
+	if cfg.Log.Access {
+		// Batched: one write per 100 ms instead of one per request.
+		accessBuf = proxy.NewLineBuffer(logw, 100*time.Millisecond, 64<<10)
+		accessLog = newLogger(cfg, accessBuf)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Options{
@@ -141,13 +156,16 @@ func buildGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, now
 		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
 		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
 		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
-		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: cfg.Log.Access, Registerer: reg, Now: now,
+		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: reg, Now: now,
 	})
 	if err != nil {
+		if accessBuf != nil {
+			_ = accessBuf.Close()
+		}
 		_ = db.Close()
 		return nil, err
 	}
-	return &gateway{store: db, auth: auth, handler: srv, registry: reg}, nil
+	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf}, nil
 }
 
 // listen opens the public and ops listeners.
@@ -182,7 +200,7 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 	if len(cfg.Unknown) > 0 {
 		log.Warn("ignoring unknown settings (typos?)", "names", strings.Join(cfg.Unknown, ","))
 	}
-	g, err := buildGateway(ctx, cfg, log, nil)
+	g, err := buildGateway(ctx, cfg, stderr, nil)
 	if err != nil {
 		return err
 	}
