@@ -277,6 +277,8 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		return "invalid"
 	}
 
+	st := stateOf(r.Context())
+
 	// 5. The session, if any (expired or revoked sessions count as none).
 	sess, err := srv.loadSession(w, r)
 	if err != nil {
@@ -287,12 +289,16 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// 6. The first matching route decides; unmatched requests are denied.
 	route := srv.policy.Route(host, r.Method, path)
 	if route == nil {
-		srv.metrics.decisions.WithLabelValues("unmatched", "deny").Inc()
+		srv.metrics.route("unmatched").deny.Inc()
 		srv.renderError(w, r, errForbidden(""))
 		return "unmatched"
 	}
 	rm := srv.metrics.route(route.Name)
-	switch route.Decide(sess.subject(), policies.RequestInfo{Method: r.Method, Host: host, Path: path}) {
+	decision, cerr := route.Check(sess.subject(), policies.RequestInfo{Method: r.Method, Host: host, Path: path})
+	if cerr != nil { // the condition failed at run time: denied, and worth an operator's look
+		srv.log.Warn("policy condition failed", "request_id", st.rid, "route", route.Name, "err", cerr)
+	}
+	switch decision {
 	case policies.Allow:
 		rm.allow.Inc()
 	case policies.Unauthenticated:
@@ -315,7 +321,6 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 
 	// 8. Sign the identity; never proxy a request whose identity could not be signed.
-	st := stateOf(r.Context())
 	_, st.trustedPeer = srv.clients.of(r)
 	if sess != nil {
 		id, err := srv.signer.identity(sess, route.AudienceFor(pu))
