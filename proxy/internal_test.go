@@ -229,3 +229,21 @@ func TestReplayedCookieChecksStoreOncePerInterval(t *testing.T) {
 		t.Fatalf("after the interval: %d lookups, want 2", lookups.Load())
 	}
 }
+
+func TestCookiesAreSecureBehindHTTPS(t *testing.T) {
+	srv, _ := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: public\n", "http://127.0.0.1:1")
+	c := srv.sessionCookie("v", &Session{AuthTime: time.Now().Unix()})
+	if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Domain != "" || c.Path != "/" {
+		t.Fatalf("session cookie: %+v", c)
+	}
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "https://gw.example.com/.auth/signin", nil))
+	for _, sc := range rec.Result().Cookies() {
+		if !sc.Secure || !sc.HttpOnly {
+			t.Errorf("cookie %s lacks Secure or HttpOnly", sc.Name)
+		}
+	}
+	if len(rec.Result().Cookies()) == 0 {
+		t.Fatal("sign-in page set no CSRF cookie")
+	}
+}
