@@ -44,6 +44,7 @@ commands:
   check-config   validate the configuration and policy file, print every problem
   users          manage accounts: create, list, set-password, set-roles, disable, enable
   gen-keys       print a new cookie key and signing key
+  dataverse-emulator  run the Dataverse Web API emulator (development and tests)
   version        print the version
 
 Configuration comes from CRMGATE_* environment variables; see the README.`
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 		return runUsers(ctx, args, environ, stdin, stdout)
 	case "gen-keys":
 		return runGenKeys(stdout)
+	case "dataverse-emulator":
+		return runEmulator(ctx, args, environ, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "crmgate", version)
 		return nil
