@@ -557,6 +557,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		`^$`,
 		`^Pages: (\S+) \(public\), (\S+) \(signed in\), (\S+) \(admin only\)$`,
 		`^Ops:   (http://127\.0\.0\.1:[0-9]+/metrics)$`,
+		`^Dataverse: (http://127\.0\.0\.1:[0-9]+)/api/data/v9\.2/ \(emulator; tenant (\S+), client (\S+), secret (\S+)\)$`,
 		`^Data:  (\S+) \(deleted on exit\)\. Press Ctrl-C to stop\.$`,
 	}
 	if len(g.lines) != len(patterns) {
@@ -599,7 +600,31 @@ func TestBrowserDevOutput(t *testing.T) {
 		}
 	}
 
-	dataDir := groups[8][1]
+	// The emulator answers with the printed credentials and has the demo contacts.
+	dv := groups[8]
+	tr, err := http.PostForm(dv[1]+"/"+dv[2]+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
+		"client_id": {dv[3]}, "client_secret": {dv[4]}, "scope": {dv[1] + "/.default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(tr.Body).Decode(&tok)
+	tr.Body.Close()
+	req, _ := http.NewRequest("GET", dv[1]+"/api/data/v9.2/contacts?$select=adx_identity_username", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	cr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contacts, _ := io.ReadAll(cr.Body)
+	cr.Body.Close()
+	if cr.StatusCode != 200 || !bytes.Contains(contacts, []byte(`"alice"`)) || !bytes.Contains(contacts, []byte(`"admin"`)) {
+		t.Fatalf("emulator contacts: %d %s", cr.StatusCode, contacts)
+	}
+
+	dataDir := groups[9][1]
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("data directory while running: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/proxy/demo"
 )
 
@@ -36,6 +37,33 @@ routes:
     paths: ["/account/**", "/api/**"]
     access: authenticated
 `
+
+// The emulator's demo app registration.
+const (
+	demoTenant   = "emulator.local"
+	demoClientID = "00000000-0000-4000-8000-00000000c0de"
+)
+
+// demoSeed is the emulator's demo data: an account, a contact for each demo
+// account (adx_identity_username = username), and web roles.
+const demoSeed = `{
+  "accounts": [{"accountid": "a0000000-0000-4000-8000-000000000001", "name": "Contoso Partners"}],
+  "contacts": [
+    {"contactid": "c0000000-0000-4000-8000-000000000001", "firstname": "Ada", "lastname": "Admin",
+     "emailaddress1": "admin@demo.crmgate.test", "adx_identity_username": "admin", "adx_identity_logonenabled": true},
+    {"contactid": "c0000000-0000-4000-8000-000000000002", "firstname": "Alice", "lastname": "Example",
+     "emailaddress1": "alice@demo.crmgate.test", "adx_identity_username": "alice", "adx_identity_logonenabled": true,
+     "parentcustomerid_account@odata.bind": "/accounts(a0000000-0000-4000-8000-000000000001)"}
+  ],
+  "adx_webroles": [
+    {"adx_webroleid": "d0000000-0000-4000-8000-000000000001", "adx_name": "Administrators"},
+    {"adx_webroleid": "d0000000-0000-4000-8000-000000000002", "adx_name": "Partners"}
+  ],
+  "associations": [
+    {"relationship": "adx_webrole_contact", "contactid": "c0000000-0000-4000-8000-000000000001", "adx_webroleid": "d0000000-0000-4000-8000-000000000001"},
+    {"relationship": "adx_webrole_contact", "contactid": "c0000000-0000-4000-8000-000000000002", "adx_webroleid": "d0000000-0000-4000-8000-000000000002"}
+  ]
+}`
 
 // demoAccount is a seeded account of `crmgate dev`.
 type demoAccount struct {
@@ -80,6 +108,23 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		JWKSURL: publicURL + "/.auth/jwks.json", Issuer: publicURL}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = upstream.Serve(upl) }()
 	defer upstream.Close()
+
+	// The Dataverse emulator with demo contacts (the gateway binds users to
+	// them with the next issue; until then it is there to explore).
+	dvl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	dvURL := "http://" + dvl.Addr().String()
+	dvSecret := rand.Text()
+	dv := dataversetest.NewHandler(dataversetest.Options{BaseURL: dvURL, TenantID: demoTenant,
+		Clients: []dataversetest.Client{{ID: demoClientID, Secret: dvSecret}}})
+	if err := dv.LoadSeed(strings.NewReader(demoSeed)); err != nil {
+		return fmt.Errorf("demo seed: %w", err)
+	}
+	dvServer := &http.Server{Handler: dv, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = dvServer.Serve(dvl) }()
+	defer dvServer.Close()
 
 	policyFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, fmt.Appendf(nil, demoPolicy, "http://"+upl.Addr().String()), 0o600); err != nil {
@@ -134,6 +179,8 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
 	}
 	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
-	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\nData:  %s (deleted on exit). Press Ctrl-C to stop.\n", ops.Addr(), dir)
+	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\n", ops.Addr())
+	fmt.Fprintf(stdout, "Dataverse: %s/api/data/v9.2/ (emulator; tenant %s, client %s, secret %s)\n", dvURL, demoTenant, demoClientID, dvSecret)
+	fmt.Fprintf(stdout, "Data:  %s (deleted on exit). Press Ctrl-C to stop.\n", dir)
 	return serveGateway(ctx, cfg, g, log, pub, ops)
 }
