@@ -9,7 +9,7 @@ import (
 
 // TestAlternateKeys covers WEBAPI.md §4.1 and §4.3: retrieve and upsert by
 // an alternate key defined in Options.AlternateKeys, the documented errors
-// for an undefined key and a missing record, and '' escaping in key values.
+// for an undefined key and a missing record, and ” escaping in key values.
 func TestAlternateKeys(t *testing.T) {
 	e := newEnv(t, func(o *Options) {
 		o.AlternateKeys = map[string][][]string{"contact": {{"emailaddress1"}, {"firstname", "lastname"}}}
