@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -137,6 +138,8 @@ type Client struct {
 
 	mu        sync.Mutex
 	notBefore time.Time // no request starts before it: Dataverse's Retry-After
+
+	lastFailure atomic.Pointer[error] // the last outcome the breaker counted as a failure
 }
 
 // New validates cfg, applies the defaults, loads the certificate if one is

@@ -85,11 +85,15 @@ func (e callerGone) Error() string { return e.err.Error() }
 func (e callerGone) Unwrap() error { return e.err }
 
 // isBreakerSuccess tells the breaker which outcomes show a healthy
-// Dataverse: success and business answers (400, 403, 404, 412, ...). 408,
-// 429 and 5xx answers that survived the retries, connection errors,
-// timeouts and token failures are failures.
+// Dataverse: success and business answers (400, 403, 404, 412, ...), and
+// throttling (429): a throttled Dataverse is up and has said when to come
+// back, and the shared Retry-After wait already keeps every caller away
+// until then, so opening the breaker would only hide IsThrottled behind
+// ErrOpenState and keep callers out longer than Dataverse asked. 408 and
+// 5xx answers that survived the retries, connection errors, timeouts and
+// token failures are failures.
 func isBreakerSuccess(err error) bool {
-	if err == nil {
+	if err == nil || IsThrottled(err) {
 		return true
 	}
 	if errors.Is(err, ErrUnavailable) {
@@ -122,10 +126,19 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 		r.header = http.Header{}
 	}
 	resp, err := c.breaker.Execute(func() (*response, error) {
-		return c.withRetries(ctx, r)
+		resp, err := c.withRetries(ctx, r)
+		if !isBreakerSuccess(err) {
+			c.lastFailure.Store(&err)
+		}
+		return resp, err
 	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		c.metrics.requests.WithLabelValues(r.op, "breaker_open").Inc()
+		// Name the failure that opened the breaker, so a configuration
+		// error (a wrong secret) is not hidden behind "circuit open".
+		if last := c.lastFailure.Load(); last != nil {
+			return nil, fmt.Errorf("%w: %w (last failure: %v)", ErrUnavailable, err, *last)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return resp, err
