@@ -52,3 +52,20 @@ func TestAlternateKeys(t *testing.T) {
 		t.Fatalf("after upserts: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestPrivilegeDenied: a request the application user's role does not allow
+// gets 403 PrivilegeDenied with the documented code and message (§6.2).
+func TestPrivilegeDenied(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Clients[0].Denied = []string{"POST contacts", "* adx_invitations"} })
+	resp, body := e.do("POST", "contacts", map[string]any{"firstname": "X"})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"0x80040220"`) ||
+		!strings.Contains(string(body), "The user does not hold the necessary privileges.") {
+		t.Fatalf("denied create: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := e.do("GET", "adx_invitations", nil); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("denied read: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := e.do("GET", "contacts?$select=firstname", nil); resp.StatusCode != 200 {
+		t.Fatalf("allowed read: %d %s", resp.StatusCode, body)
+	}
+}

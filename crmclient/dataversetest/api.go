@@ -116,6 +116,9 @@ func (q *apiRequest) route() error {
 		return q.whoAmI()
 	}
 	t, ok := h.bySet[first.name]
+	if ok && h.denied(q.user.clientID, method, first.name) {
+		return errf(http.StatusForbidden, codePrivilegeDenied, "The user does not hold the necessary privileges.")
+	}
 	if !ok {
 		if _, isAction := h.opts.Actions[first.name]; isAction && !first.hasKey && len(segs) == 1 {
 			if method != http.MethodPost {
@@ -465,4 +468,21 @@ func queryOptions(r *http.Request) (url.Values, error) {
 		}
 	}
 	return vals, nil
+}
+
+// denied reports whether the client's security role forbids method on set
+// (Client.Denied).
+func (h *Handler) denied(clientID, method, set string) bool {
+	for _, c := range h.opts.Clients {
+		if c.ID != clientID {
+			continue
+		}
+		for _, d := range c.Denied {
+			m, s, _ := strings.Cut(d, " ")
+			if s == set && (m == "*" || m == method) {
+				return true
+			}
+		}
+	}
+	return false
 }

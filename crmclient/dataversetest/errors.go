@@ -35,6 +35,7 @@ const (
 	codeDuplicateRecord        = "0x80040237"
 	codeNotAuthenticated       = "0x80044302"
 	codeInvalidArgument        = "0x80040203"
+	codePrivilegeDenied        = "0x80040220"
 	codeRequestsLimit          = "0x80072322"
 	codeExecutionTimeLimit     = "0x80072321"
 	codeConcurrentRequestLimit = "0x80072326"

@@ -82,6 +82,11 @@ type Client struct {
 	// WhoAmI and used to count service protection limits. Empty means
 	// generated with NewID when the handler is built.
 	UserID string
+	// Denied lists what the application user's security role does not
+	// allow, as "METHOD entityset" ("POST contacts", "GET adx_invitations")
+	// or "* entityset" for every method; such requests get 403
+	// PrivilegeDenied (WEBAPI.md §6.2). Nil allows everything.
+	Denied []string
 }
 
 // FederatedCredential is a federated identity credential: an external IdP's
