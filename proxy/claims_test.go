@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"math/big"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite golden files")
+
+// fixedKey is a deterministic P-256 key so the golden kid is stable.
+func fixedKey() *ecdsa.PrivateKey {
+	d := new(big.Int).SetBytes(bytes.Repeat([]byte{7}, 32))
+	k := &ecdsa.PrivateKey{D: d}
+	k.PublicKey.Curve = elliptic.P256()
+	k.PublicKey.X, k.PublicKey.Y = elliptic.P256().ScalarBaseMult(d.Bytes())
+	return k
+}
+
+// TestClaimsGolden pins the X-Current-User contract of DESIGN.md §4: the
+// JOSE header and the claims of a token, and the plain headers beside it.
+func TestClaimsGolden(t *testing.T) {
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	s, err := newSigner("https://gw.example.com", []*ecdsa.PrivateKey{fixedKey()}, 5*time.Minute, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := &Session{ID: "sid", UserID: "u-123", AuthMethod: "password", AuthTime: now.Unix(), CheckedAt: now.Unix(),
+		Username: "alice", Email: "alice@example.com", Name: "Alice Example", Roles: []string{"partner", "admin"}}
+	id, err := s.identity(sess, "https://app.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(id.token[0], ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %q", id.token[0])
+	}
+	decode := func(p string) any {
+		b, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	h := http.Header{}
+	id.apply(h)
+	delete(h, HeaderCurrentUser) // the signature is not deterministic
+	got, _ := json.MarshalIndent(map[string]any{"jose_header": decode(parts[0]), "claims": decode(parts[1]), "plain_headers": h}, "", "  ")
+	got = append(got, '\n')
+	const path = "testdata/claims.golden.json"
+	if *updateGolden {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("claims differ from %s (run with -update after a deliberate contract change):\n%s", path, got)
+	}
+}
