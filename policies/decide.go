@@ -10,6 +10,9 @@ import (
 // exactly (case-sensitive). Email is lower-cased before conditions see it, so
 // that a negated domain check cannot be dodged by case.
 type Subject struct {
+	// Contact is the Dataverse contact the user is bound to ("contact");
+	// nil means not bound, which AccessBound routes forbid.
+	Contact *Contact
 	// ID is the gateway user id ("user.id").
 	ID string
 	// Username is the sign-in name ("user.username").
@@ -22,11 +25,31 @@ type Subject struct {
 	EmailVerified bool
 	// Name is the display name ("user.name").
 	Name string
-	// Roles are the user's roles ("user.roles"); nil is no roles.
+	// Roles are the user's roles ("user.roles"): the local roles plus, for a
+	// bound user, the names of the contact's web roles, merged by the caller;
+	// nil is no roles.
 	Roles []string
 	// AuthMethod is how the user signed in, e.g. "password" or an OIDC
 	// provider name.
 	AuthMethod string
+}
+
+// Contact is the Dataverse contact a user is bound to, as the gateway fetched
+// it at sign-in. Conditions see it as "contact".
+type Contact struct {
+	// ID is the contact's id (a GUID), "contact.id".
+	ID string
+	// LogicalName is the table's logical name, normally "contact",
+	// "contact.logicalname".
+	LogicalName string
+	// Name is the contact's primary name, "contact.name".
+	Name string
+	// Columns are the fetched columns by logical name, "contact.columns"
+	// (map(string, dyn)); values are as decoded from JSON: string, float64,
+	// bool or nil (CEL null). A column not in the map is absent: reading it
+	// in a condition is an error, which forbids. Conditions only read it;
+	// nil is no columns. The gateway should fetch Policy.ContactColumns.
+	Columns map[string]any
 }
 
 // RequestInfo is what conditions see of the request as "request". Host and
@@ -92,6 +115,8 @@ func (e *ConditionError) Unwrap() error { return e.Err }
 //     forbids users holding none of the route's roles (when it lists any),
 //     then allows the user when the condition (if any) evaluates to true.
 //     A condition that is false or fails to evaluate forbids: it fails closed.
+//   - AccessBound is AccessAuthenticated that first forbids signed-in users
+//     not bound to a contact (s.Contact == nil).
 //
 // Use Check instead to also learn why a condition failed to evaluate.
 func (r *Route) Decide(s *Subject, req RequestInfo) Decision {
@@ -109,12 +134,15 @@ func (r *Route) Check(s *Subject, req RequestInfo) (Decision, error) {
 	switch r.Access {
 	case AccessPublic:
 		return Allow, nil
-	case AccessAuthenticated:
+	case AccessAuthenticated, AccessBound:
 	default:
 		return Forbidden, nil
 	}
 	if s == nil {
 		return Unauthenticated, nil
+	}
+	if r.Access == AccessBound && s.Contact == nil {
+		return Forbidden, nil
 	}
 	if len(r.Roles) > 0 && !holdsAny(s.Roles, r.Roles) {
 		return Forbidden, nil
@@ -135,11 +163,19 @@ func (r *Route) Check(s *Subject, req RequestInfo) (Decision, error) {
 			Roles:         s.Roles,
 			AuthMethod:    s.AuthMethod,
 			Authenticated: true,
+			Bound:         s.Contact != nil,
 		},
 		request: celRequest(req),
+		contact: celContact{Columns: noColumns},
 	}
 	if act.user.Roles == nil {
 		act.user.Roles = []string{}
+	}
+	if c := s.Contact; c != nil {
+		act.contact = celContact{ID: c.ID, LogicalName: c.LogicalName, Name: c.Name, Columns: c.Columns}
+		if c.Columns == nil {
+			act.contact.Columns = noColumns
+		}
 	}
 	out, _, err := r.program.Eval(act)
 	if err != nil {
@@ -154,6 +190,10 @@ func (r *Route) Check(s *Subject, req RequestInfo) (Decision, error) {
 	}
 	return Allow, nil
 }
+
+// noColumns is the contact.columns of an unbound user or a contact without
+// columns. It is shared and must never be written.
+var noColumns = map[string]any{}
 
 // errNotCompiled is the ConditionError cause for a route that was not built by Parse.
 var errNotCompiled = errors.New("policies: condition was not compiled (route not built by Parse)")

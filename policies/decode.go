@@ -393,7 +393,7 @@ func (d *decoder) hosts(n *yaml.Node, path string) ([]string, []hostPattern) {
 func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route {
 	before := len(d.errs)
 	r := &Route{}
-	var nameNode, accessNode, pathsNode, rolesNode, condNode *yaml.Node
+	var nameNode, accessNode, pathsNode, rolesNode, condNode, columnsNode *yaml.Node
 	d.mapping(n, path, fields{
 		"name": func(_, v *yaml.Node) {
 			if s, ok := d.str(v, path+".name"); ok && d.checkName(v, path+".name", s, names) {
@@ -436,10 +436,10 @@ func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route 
 			accessNode = v
 			if s, ok := d.str(v, path+".access"); ok {
 				switch a := Access(s); a {
-				case AccessPublic, AccessAuthenticated, AccessDeny:
+				case AccessPublic, AccessAuthenticated, AccessBound, AccessDeny:
 					r.Access = a
 				default:
-					d.errorf(v, "%s.access: %q must be public, authenticated or deny", path, s)
+					d.errorf(v, "%s.access: %q must be public, authenticated, bound or deny", path, s)
 				}
 			}
 		},
@@ -458,8 +458,12 @@ func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route 
 			if s, ok := d.str(v, path+".condition"); ok {
 				condNode = v
 				r.Condition = s
-				r.program = d.condition(v, path+".condition", s)
+				r.program, r.conditionColumns = d.condition(v, path+".condition", s)
 			}
+		},
+		"contact_columns": func(_, v *yaml.Node) {
+			columnsNode = v
+			r.ContactColumns, r.ContactHeaders = d.contactColumns(v, path+".contact_columns")
 		},
 		"audience": func(_, v *yaml.Node) {
 			if s, ok := d.str(v, path+".audience"); ok && d.checkAudience(v, path+".audience", s) {
@@ -485,6 +489,8 @@ func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route 
 		d.errorf(rolesNode, "%s (%s): roles cannot be used with access deny", path, r.Name)
 	case r.Access == AccessDeny && condNode != nil:
 		d.errorf(condNode, "%s (%s): a condition cannot be used with access deny (deny is unconditional; put an authenticated route with the condition before it)", path, r.Name)
+	case r.Access == AccessDeny && len(r.ContactColumns) > 0:
+		d.errorf(columnsNode, "%s (%s): contact_columns cannot be used with access deny (nothing is proxied)", path, r.Name)
 	default:
 		return r
 	}

@@ -13,16 +13,20 @@
 //  2. route := policy.Route(host, r.Method, path); nil means deny (403).
 //  3. switch route.Decide(subject, RequestInfo{r.Method, host, path}):
 //     Allow proxies, Unauthenticated sends the user to sign in, Forbidden is 403.
+//     subject carries the bound contact, if any (Subject.Contact), with the
+//     columns named by policy.ContactColumns, fetched once at sign-in.
 //  4. up := policy.Upstream(host, path) picks where to proxy; the outgoing URL
 //     path is up.URL's base path joined with the canonical path (never the
 //     original escaped path), and the JWT audience is route.AudienceFor(up).
+//     The JWT's contact.columns claim and the X-Current-User-Contact-* headers
+//     carry only route.ContactHeaders (see Contact columns).
 //
 // # The policy file
 //
 // The file is named by CRMGATE_POLICY_FILE. Decoding is strict: an unknown or
 // repeated field is an error, and every error names the file, the line and the
 // reason, for example "policies: policy.yaml:12: routes[2].access: "admin"
-// must be public, authenticated or deny". All problems are reported at once.
+// must be public, authenticated, bound or deny". All problems are reported at once.
 //
 //	upstreams:                       # optional; where allowed requests are proxied
 //	  - name: app                    # required, unique
@@ -35,10 +39,11 @@
 //	    hosts: [app.example.com, "*.example.com"]  # optional; empty = any host
 //	    paths: ["/", "/public/**", "/about"]        # required; see path patterns
 //	    methods: [GET, HEAD]         # optional; default any method
-//	    access: public               # required: public | authenticated | deny
-//	    roles: [admin]               # optional, only with authenticated: the user must hold at least one
-//	    condition: 'user.email.endsWith("@example.com")'  # optional CEL, only with authenticated; must be a bool
+//	    access: public               # required: public | authenticated | bound | deny
+//	    roles: [admin]               # optional, only with authenticated or bound: the user must hold at least one
+//	    condition: 'user.email.endsWith("@example.com")'  # optional CEL, only with authenticated or bound; must be a bool
 //	    audience: https://api.example.com  # optional; overrides the upstream's audience in the JWT
+//	    contact_columns: [fullname, emailaddress1]  # optional, not with deny; contact columns sent upstream, default none
 //
 // Requests that match no route are denied.
 //
@@ -86,18 +91,60 @@
 // authenticated needs a signed-in user: anonymous users are sent to sign in,
 // even when the route has a condition; then the user must hold one of the
 // roles, if listed, and the condition, if any, must be true. A condition that
-// fails at run time (an index out of range, the cost limit) forbids.
+// fails at run time (an index out of range, a missing contact column, the
+// cost limit) forbids.
+//
+// bound is authenticated for users bound to a Dataverse contact: anonymous
+// users are sent to sign in, signed-in users without a contact are forbidden,
+// then roles and condition apply as for authenticated:
+//
+//	routes:
+//	  - name: partners
+//	    paths: ["/partners/**"]
+//	    access: bound
+//	    roles: [Partners]            # a local role or a web role of the contact
+//	    condition: 'contact.columns._parentcustomerid_value == "0d5e2c1a-0000-0000-0000-000000000001"'
+//	    contact_columns: [fullname, _parentcustomerid_value]
+//
+// # Contact columns
+//
+// A route's contact_columns is its allow-list of the bound contact's columns
+// (data minimisation: an upstream gets only the columns its route lists).
+// Each is a Dataverse logical name: 1 to 128 lowercase ASCII letters, digits
+// and '_', not starting with a digit, e.g. "fullname" or the lookup value
+// "_parentcustomerid_value". For a bound user, each listed column goes into
+// the JWT's contact.columns claim under its logical name and into a header
+// named by ContactHeaderName: "X-Current-User-Contact-" followed by the
+// column's '_'-separated parts, empty parts dropped, each with its first
+// letter upper-cased, joined by '-':
+//
+//	fullname                  X-Current-User-Contact-Fullname
+//	emailaddress1             X-Current-User-Contact-Emailaddress1
+//	_parentcustomerid_value   X-Current-User-Contact-Parentcustomerid-Value
+//	adx_identity_username     X-Current-User-Contact-Adx-Identity-Username
+//
+// Headers never hold '_' (many proxies drop such headers, and client copies
+// are stripped with '_' folded to '-'). Within a route, two columns that map
+// to the same header ("new_tier", "_new_tier") are a load error, as is a
+// column that maps to X-Current-User-Contact-Id ("id", "_id"), which always
+// carries the contact's id. Repeated columns are a load error too.
+//
+// Policy.ContactColumns is what the gateway fetches once per sign-in: every
+// route's contact_columns and every column a condition names literally.
 //
 // # Conditions
 //
 // Conditions are CEL (https://cel.dev) with the standard library and the
 // strings extension (lowerAscii, split, ...), type-checked when the file is
-// loaded: a misspelt field is a load error. Variables:
+// loaded: a misspelt field ("user.emial", "contact.colums") is a load error.
+// Variables:
 //
 //	user.id, user.username, user.email, user.name, user.auth_method   string
-//	user.email_verified, user.authenticated                            bool
+//	user.email_verified, user.authenticated, user.bound                bool
 //	user.roles                                                         list(string)
 //	request.method, request.host, request.path                         string
+//	contact.id, contact.logicalname, contact.name                      string
+//	contact.columns                                                    map(string, dyn)
 //
 // user.email is lower-cased. request.host and request.path are canonical.
 // Conditions are only evaluated for signed-in users, so user.authenticated is
@@ -105,6 +152,32 @@
 // test user.email_verified:
 //
 //	condition: 'user.email_verified && user.email.endsWith("@example.com")'
+//
+// user.roles holds the user's local roles and, when bound, the names of the
+// contact's web roles:
+//
+//	condition: '"Partners" in user.roles'
+//
+// user.bound is true when the user is bound to a contact. contact is that
+// contact; for an unbound user it is empty: its strings are "" and
+// contact.columns has no entries. contact.columns holds the fetched columns
+// (see Contact columns) by logical name, as decoded from Dataverse's JSON:
+// strings, doubles (numbers), bools and null. Reading a column that is not
+// there is a run-time error, so the route forbids (it fails closed), which
+// is what happens to an unbound user on an authenticated route:
+//
+//	condition: 'contact.columns.parentcustomerid == "acc-1"'   # unbound: forbidden
+//
+// Test presence with has(), which is never an error:
+//
+//	condition: '!user.bound || (has(contact.columns.emailaddress1) && contact.columns.emailaddress1.endsWith("@example.com"))'
+//
+// Columns a condition names literally (contact.columns.x, has(contact.columns.x),
+// contact.columns["x"], "x" in contact.columns) must be valid logical names
+// and are fetched at sign-in; a computed key or a comprehension over the map
+// sees only the columns fetched for other reasons. A condition may read any
+// fetched column, not only those in its route's contact_columns: conditions
+// run in the gateway, and contact_columns limits only what goes upstream.
 //
 // # Paths the gateway refuses
 //

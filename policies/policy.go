@@ -56,6 +56,9 @@ const (
 	// AccessAuthenticated allows signed-in users that hold one of the route's
 	// roles (if it lists any) and satisfy its condition (if it has one).
 	AccessAuthenticated Access = "authenticated"
+	// AccessBound is AccessAuthenticated for users bound to a Dataverse
+	// contact only: a signed-in user without a contact is forbidden.
+	AccessBound Access = "bound"
 	// AccessDeny refuses everyone.
 	AccessDeny Access = "deny"
 )
@@ -84,10 +87,22 @@ type Route struct {
 	Hosts []string
 	// Paths are the canonical path patterns the route applies to; never empty.
 	Paths []string
+	// ContactColumns is the route's allow-list of contact columns (Dataverse
+	// logical names) sent upstream, in file order: only these appear in the
+	// JWT's contact.columns claim and as X-Current-User-Contact-* headers.
+	// Empty (the default) sends no column. The contact's id, logical name and
+	// name are not columns: DESIGN.md section 4 sends them for every bound
+	// user.
+	ContactColumns []string
+	// ContactHeaders pairs each of ContactColumns, in the same order, with
+	// its header name (see ContactHeaderName). Parse guarantees the header
+	// names are distinct and never X-Current-User-Contact-Id.
+	ContactHeaders []ContactHeader
 
-	hosts   []hostPattern
-	paths   []pathPattern
-	program cel.Program
+	hosts            []hostPattern
+	paths            []pathPattern
+	program          cel.Program
+	conditionColumns []string
 }
 
 // LoadFile reads and compiles the policy file at path. Errors are as for
