@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
-	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -18,11 +17,11 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite golden files")
 
 // fixedKey is a deterministic P-256 key so the golden kid is stable.
-func fixedKey() *ecdsa.PrivateKey {
-	d := new(big.Int).SetBytes(bytes.Repeat([]byte{7}, 32))
-	k := &ecdsa.PrivateKey{D: d}
-	k.PublicKey.Curve = elliptic.P256()
-	k.PublicKey.X, k.PublicKey.Y = elliptic.P256().ScalarBaseMult(d.Bytes())
+func fixedKey(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 
@@ -30,13 +29,13 @@ func fixedKey() *ecdsa.PrivateKey {
 // JOSE header and the claims of a token, and the plain headers beside it.
 func TestClaimsGolden(t *testing.T) {
 	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
-	s, err := newSigner("https://gw.example.com", []*ecdsa.PrivateKey{fixedKey()}, 5*time.Minute, func() time.Time { return now })
+	s, err := newSigner("https://gw.example.com", []*ecdsa.PrivateKey{fixedKey(t)}, 5*time.Minute, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
 	sess := &Session{ID: "sid", UserID: "u-123", AuthMethod: "password", AuthTime: now.Unix(), CheckedAt: now.Unix(),
 		Username: "alice", Email: "alice@example.com", Name: "Alice Example", Roles: []string{"partner", "admin"}}
-	id, err := s.identity(sess, "https://app.example.com")
+	id, err := s.identity(sess, "https://app.example.com", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,8 +39,18 @@ func (srv *Server) sameOrigin(h http.HandlerFunc) http.Handler {
 
 // meResponse is the JSON of /.auth/me.
 type meResponse struct {
-	User    meUser    `json:"user"`
-	Session meSession `json:"session"`
+	User    meUser     `json:"user"`
+	Contact *meContact `json:"contact,omitempty"`
+	Session meSession  `json:"session"`
+}
+
+// meContact is the bound contact as /.auth/me shows it. Columns are left
+// out: which ones a page may see is decided per route.
+type meContact struct {
+	ID          string   `json:"id"`
+	LogicalName string   `json:"logicalname"`
+	Name        string   `json:"name,omitempty"`
+	Roles       []string `json:"web_roles"`
 }
 
 type meUser struct {
@@ -70,11 +80,15 @@ func (srv *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 		srv.renderError(w, r, errUnauthenticated())
 		return
 	}
-	roles := sess.Roles
+	roles := sess.roles()
 	if roles == nil {
 		roles = []string{}
 	}
-	writeJSON(w, http.StatusOK, meResponse{
+	var contact *meContact
+	if c := sess.Contact; c != nil {
+		contact = &meContact{ID: c.ID, LogicalName: c.LogicalName, Name: c.Name, Roles: append([]string{}, c.Roles...)}
+	}
+	writeJSON(w, http.StatusOK, meResponse{Contact: contact,
 		User: meUser{ID: sess.UserID, Username: sess.Username, Email: sess.Email, Name: sess.Name, Roles: roles, AuthMethod: sess.AuthMethod},
 		Session: meSession{AuthTime: time.Unix(sess.AuthTime, 0).UTC(), ExpiresAt: srv.sessions.expiresAt(sess).UTC(),
 			Remember: sess.Remember},

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/crmgate/crmgate/policies"
 )
 
 // HeaderCurrentUser is the signed identity header; every header whose name
@@ -54,16 +57,25 @@ func stripIdentityHeaders(h http.Header) {
 
 // claims is the payload of X-Current-User (DESIGN.md section 4).
 type claims struct {
-	Issuer            string   `json:"iss"`
-	Audience          string   `json:"aud"`
-	Subject           string   `json:"sub"`
-	IssuedAt          int64    `json:"iat"`
-	Expiry            int64    `json:"exp"`
-	Email             string   `json:"email,omitempty"`
-	Name              string   `json:"name,omitempty"`
-	PreferredUsername string   `json:"preferred_username"`
-	Roles             []string `json:"roles"`
-	AuthMethod        string   `json:"auth_method"`
+	Issuer            string        `json:"iss"`
+	Audience          string        `json:"aud"`
+	Subject           string        `json:"sub"`
+	IssuedAt          int64         `json:"iat"`
+	Expiry            int64         `json:"exp"`
+	Email             string        `json:"email,omitempty"`
+	Name              string        `json:"name,omitempty"`
+	PreferredUsername string        `json:"preferred_username"`
+	Roles             []string      `json:"roles"`
+	AuthMethod        string        `json:"auth_method"`
+	Contact           *contactClaim `json:"contact,omitempty"`
+}
+
+// contactClaim is the "contact" claim: only the route's allow-listed columns.
+type contactClaim struct {
+	ID          string         `json:"id"`
+	LogicalName string         `json:"logicalname"`
+	Name        string         `json:"name,omitempty"`
+	Columns     map[string]any `json:"columns"`
 }
 
 // signer issues X-Current-User tokens and publishes the JWKS. Tokens are
@@ -82,8 +94,8 @@ type signer struct {
 }
 
 type tokenKey struct {
-	sid, aud string
-	checked  int64 // the snapshot version: a stamp check may change roles or names
+	sid, aud, route string // the route: each has its own contact column allow-list
+	checked         int64  // the snapshot version: a stamp check may change roles or names
 }
 
 type cachedToken struct {
@@ -126,12 +138,19 @@ func newSigner(issuer string, keys []*ecdsa.PrivateKey, ttl time.Duration, now f
 // upstream never receives a token about to expire in transit.
 func (s *signer) reuseMargin() time.Duration { return min(time.Minute, s.ttl/5) }
 
-// identity returns the identity headers for the session and audience, with a
-// signed X-Current-User reused until shortly before it expires. The header
-// values are built once per token and shared read-only between requests.
-func (s *signer) identity(sess *Session, aud string) (*identityHeaders, error) {
+// identity returns the identity headers for the session, audience and
+// route, with a signed X-Current-User reused until shortly before it
+// expires. Contact columns are limited to the route's allow-list (data
+// minimisation). The header values are built once per token and shared
+// read-only between requests.
+func (s *signer) identity(sess *Session, aud string, route *policies.Route) (*identityHeaders, error) {
 	now := s.now()
-	key := tokenKey{sess.ID, aud, sess.CheckedAt}
+	routeName := ""
+	var allowed []policies.ContactHeader
+	if route != nil {
+		routeName, allowed = route.Name, route.ContactHeaders
+	}
+	key := tokenKey{sess.ID, aud, routeName, sess.CheckedAt}
 	s.mu.Lock()
 	if t, ok := s.cache[key]; ok && now.Before(t.expiry.Add(-s.reuseMargin())) {
 		s.mu.Unlock()
@@ -144,10 +163,19 @@ func (s *signer) identity(sess *Session, aud string) (*identityHeaders, error) {
 		Issuer: s.issuer, Audience: aud, Subject: sess.UserID,
 		IssuedAt: now.Unix(), Expiry: exp.Unix(),
 		Email: sess.Email, Name: sess.Name, PreferredUsername: sess.Username,
-		Roles: sess.Roles, AuthMethod: sess.AuthMethod,
+		Roles: sess.roles(), AuthMethod: sess.AuthMethod,
 	}
 	if c.Roles == nil {
 		c.Roles = []string{}
+	}
+	if ct := sess.Contact; ct != nil {
+		cols := make(map[string]any, len(allowed))
+		for _, h := range allowed {
+			if v, ok := ct.Columns[h.Column]; ok {
+				cols[h.Column] = v
+			}
+		}
+		c.Contact = &contactClaim{ID: ct.ID, LogicalName: ct.LogicalName, Name: ct.Name, Columns: cols}
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {
@@ -161,7 +189,7 @@ func (s *signer) identity(sess *Session, aud string) (*identityHeaders, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: serialize: %w", err)
 	}
-	id := newIdentityHeaders(tok, sess)
+	id := newIdentityHeaders(tok, sess, c.Roles, allowed)
 
 	s.mu.Lock()
 	s.cache[key] = cachedToken{id, exp}
@@ -182,13 +210,22 @@ func (s *signer) identity(sess *Session, aud string) (*identityHeaders, error) {
 // slice has capacity 1, so an append elsewhere copies instead of writing here.
 type identityHeaders struct {
 	token, id, email, name, roles []string // nil email or name: header absent
+	contact                       map[string][]string
 }
 
 func one(v string) []string { return []string{v}[:1:1] }
 
-func newIdentityHeaders(token string, sess *Session) *identityHeaders {
+func newIdentityHeaders(token string, sess *Session, roles []string, allowed []policies.ContactHeader) *identityHeaders {
 	id := &identityHeaders{token: one(token), id: one(headerValue(sess.UserID)),
-		roles: one(headerValue(strings.Join(sess.Roles, ",")))}
+		roles: one(headerValue(strings.Join(roles, ",")))}
+	if ct := sess.Contact; ct != nil {
+		id.contact = map[string][]string{policies.ContactHeaderPrefix + "Id": one(headerValue(ct.ID))}
+		for _, h := range allowed {
+			if v, ok := columnHeaderValue(ct.Columns[h.Column]); ok {
+				id.contact[h.Header] = one(headerValue(v))
+			}
+		}
+	}
 	if sess.Email != "" {
 		id.email = one(headerValue(sess.Email))
 	}
@@ -209,6 +246,33 @@ func (id *identityHeaders) apply(h http.Header) {
 		h["X-Current-User-Name"] = id.name
 	}
 	h["X-Current-User-Roles"] = id.roles
+	for k, v := range id.contact {
+		h[k] = v
+	}
+}
+
+// columnHeaderValue formats a contact column for a plain header: strings as
+// they are, numbers in their shortest form, booleans as true/false, other
+// JSON values as JSON. A null or missing column sends no header.
+func columnHeaderValue(v any) (string, bool) {
+	switch x := v.(type) {
+	case nil:
+		return "", false
+	case string:
+		return x, true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	case bool:
+		return strconv.FormatBool(x), true
+	case json.Number:
+		return x.String(), true
+	default:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return "", false
+		}
+		return string(b), true
+	}
 }
 
 // headerValue removes control characters, which would make the upstream

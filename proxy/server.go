@@ -323,7 +323,7 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// 8. Sign the identity; never proxy a request whose identity could not be signed.
 	_, st.trustedPeer = srv.clients.of(r)
 	if sess != nil {
-		id, err := srv.signer.identity(sess, route.AudienceFor(pu))
+		id, err := srv.signer.identity(sess, route.AudienceFor(pu), route)
 		if err != nil {
 			srv.renderError(w, r, fmt.Errorf("sign identity: %w", err))
 			return route.Name

@@ -8,6 +8,7 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/policies"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,19 @@ type Session struct {
 	EmailOK    bool     `json:"emv,omitempty"` // the email address is confirmed
 	Name       string   `json:"nam,omitempty"`
 	Roles      []string `json:"rol,omitempty"`
+	// Contact is the bound contact's snapshot; nil when the user is not bound.
+	Contact *SessionContact `json:"ct,omitempty"`
+}
+
+// SessionContact is the snapshot of a bound contact carried by the session:
+// its id, name, the columns any route may forward (the policy's union) and
+// its web-role names.
+type SessionContact struct {
+	ID          string         `json:"id"`
+	LogicalName string         `json:"ln"`
+	Name        string         `json:"n,omitempty"`
+	Columns     map[string]any `json:"c,omitempty"`
+	Roles       []string       `json:"r,omitempty"`
 }
 
 // errSessionInvalid is any cookie that does not decode to a session. It is
@@ -318,11 +332,32 @@ func (s *Session) snapshot(u *authz.User) {
 }
 
 // subject is the session as policies see it; nil for anonymous requests.
+// Roles are the local roles plus the contact's web-role names.
 func (s *Session) subject() *policies.Subject {
 	if s == nil {
 		return nil
 	}
-	return &policies.Subject{ID: s.UserID, Username: s.Username, Email: s.Email, EmailVerified: s.EmailOK, Name: s.Name, Roles: s.Roles, AuthMethod: s.AuthMethod}
+	sub := &policies.Subject{ID: s.UserID, Username: s.Username, Email: s.Email, EmailVerified: s.EmailOK, Name: s.Name,
+		Roles: s.roles(), AuthMethod: s.AuthMethod}
+	if c := s.Contact; c != nil {
+		sub.Contact = &policies.Contact{ID: c.ID, LogicalName: c.LogicalName, Name: c.Name, Columns: c.Columns}
+	}
+	return sub
+}
+
+// roles returns the local roles followed by the contact's web-role names
+// not already among them.
+func (s *Session) roles() []string {
+	if s.Contact == nil || len(s.Contact.Roles) == 0 {
+		return s.Roles
+	}
+	out := slices.Clone(s.Roles)
+	for _, r := range s.Contact.Roles {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // revokedSessions remembers sessions signed out through this replica (or
