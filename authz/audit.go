@@ -38,6 +38,8 @@ const (
 	EventPasswordSet     = "user.password_set"
 	EventRolesSet        = "user.roles_set"
 	EventStatusSet       = "user.status_set"
+	EventBindingSet      = "user.binding_set" // Detail is the binding mode
+	EventUserDeleted     = "user.deleted"
 )
 
 // Reasons recorded in the Detail of EventSignInFailed.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/mail"
 	"slices"
 	"strings"
@@ -114,9 +115,16 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*Us
 			return nil, fmt.Errorf("authz: create user: %w", err)
 		}
 	}
-	if err := s.store.CreateUser(ctx, u); err != nil {
+	// The id is chosen here so that the event's snapshot carries it.
+	u.ID = newStamp()
+	ev, err := lifecycleEvent(LifecycleCreated, u, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateUserAndEnqueue(ctx, u, ev); err != nil {
 		return nil, fmt.Errorf("authz: create user: %w", err)
 	}
+	s.notify()
 	s.audit(ctx, AuditEvent{Time: now, Type: EventUserCreated, Actor: actor, UserID: u.ID, Detail: string(u.Status)})
 	return u, nil
 }
@@ -132,7 +140,7 @@ func (s *Service) SetPassword(ctx context.Context, login, pw, actor string) erro
 	if err != nil {
 		return err
 	}
-	u, err := s.modify(ctx, login, func(u *User) {
+	u, err := s.modify(ctx, login, LifecycleUpdated, func(u *User) {
 		u.PasswordHash = h
 		u.FailedCount, u.LockoutUntil = 0, time.Time{}
 	})
@@ -150,7 +158,7 @@ func (s *Service) SetRoles(ctx context.Context, login string, roles []string, ac
 	if err != nil {
 		return err
 	}
-	u, err := s.modify(ctx, login, func(u *User) { u.Roles = roles })
+	u, err := s.modify(ctx, login, LifecycleUpdated, func(u *User) { u.Roles = roles })
 	if err != nil {
 		return fmt.Errorf("authz: set roles: %w", err)
 	}
@@ -164,12 +172,111 @@ func (s *Service) SetStatus(ctx context.Context, login string, st Status, actor 
 	if !st.Valid() {
 		return &ValidationError{Field: "status", Message: "The status must be pending, active or disabled."}
 	}
-	u, err := s.modify(ctx, login, func(u *User) { u.Status = st })
+	u, err := s.modify(ctx, login, LifecycleUpdated, func(u *User) { u.Status = st })
 	if err != nil {
 		return fmt.Errorf("authz: set status: %w", err)
 	}
 	s.audit(ctx, AuditEvent{Type: EventStatusSet, Actor: actor, UserID: u.ID, Detail: string(st)})
 	return nil
+}
+
+// SetBinding ties the account named by login to a Dataverse contact, or
+// unties it with a zero Binding or mode none, and rotates its security
+// stamp. A lookup binding needs a Ref with LogicalName "contact" and a
+// non-nil GUID Id (stored in lower case); the other modes take no Ref. Bad
+// input gives a *ValidationError. It enqueues LifecycleBound, or
+// LifecycleUnbound for mode none, in the same transaction.
+func (s *Service) SetBinding(ctx context.Context, login string, b Binding, actor string) error {
+	b, err := ValidateBinding(b)
+	if err != nil {
+		return err
+	}
+	typ := LifecycleBound
+	if b.Mode == BindingNone {
+		typ = LifecycleUnbound
+	}
+	u, err := s.modify(ctx, login, typ, func(u *User) { u.Binding = b })
+	if err != nil {
+		return fmt.Errorf("authz: set binding: %w", err)
+	}
+	s.audit(ctx, AuditEvent{Type: EventBindingSet, Actor: actor, UserID: u.ID, Detail: string(b.Mode)})
+	return nil
+}
+
+// DeleteUser deletes the account named by login, which ends its sessions at
+// their next check, and enqueues LifecycleDeleted with a snapshot of the
+// account in the same transaction. The audit trail keeps the account's
+// events. A missing account gives ErrNotFound.
+func (s *Service) DeleteUser(ctx context.Context, login, actor string) error {
+	u, err := s.store.UserByLogin(ctx, login)
+	if err != nil {
+		return fmt.Errorf("authz: delete user: %w", err)
+	}
+	now := s.now()
+	ev, err := lifecycleEvent(LifecycleDeleted, u, now)
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteUser(ctx, u.ID, ev); err != nil {
+		return fmt.Errorf("authz: delete user: %w", err)
+	}
+	s.notify()
+	s.audit(ctx, AuditEvent{Time: now, Type: EventUserDeleted, Actor: actor, UserID: u.ID, Detail: u.Username})
+	return nil
+}
+
+// ValidateBinding checks b and returns it normalised: an empty mode becomes
+// BindingNone and a lookup's contact id is lower-cased. Only a lookup
+// carries a Ref, whose Id must be a non-nil GUID and whose LogicalName must
+// be "contact".
+func ValidateBinding(b Binding) (Binding, error) {
+	if b.Mode == "" {
+		b.Mode = BindingNone
+	}
+	if !b.Mode.Valid() {
+		return Binding{}, &ValidationError{Field: "binding", Message: "The binding mode must be none, lookup, username or custom."}
+	}
+	if b.Mode != BindingLookup {
+		if b.Ref != nil {
+			return Binding{}, &ValidationError{Field: "binding", Message: "Only a lookup binding names a contact."}
+		}
+		return b, nil
+	}
+	if b.Ref == nil {
+		return Binding{}, &ValidationError{Field: "binding", Message: "A lookup binding needs the contact it points to."}
+	}
+	if b.Ref.LogicalName != "contact" {
+		return Binding{}, &ValidationError{Field: "binding", Message: `A lookup binding must point to a "contact" row.`}
+	}
+	id := strings.ToLower(b.Ref.ID)
+	if !isGUID(id) || id == "00000000-0000-0000-0000-000000000000" {
+		return Binding{}, &ValidationError{Field: "binding", Message: "The contact id must be a GUID such as 0f8fad5b-d9cb-469f-a165-70867728950e."}
+	}
+	ref := *b.Ref
+	ref.ID = id
+	ref.KeyAttributes = maps.Clone(b.Ref.KeyAttributes)
+	b.Ref = &ref
+	return b, nil
+}
+
+// isGUID reports whether s is a GUID in the 8-4-4-4-12 lower-case hex form.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ListUsers returns users ordered by normalised username, filtered by f.
@@ -184,9 +291,9 @@ func (s *Service) ListUsers(ctx context.Context, f UserFilter) ([]*User, error) 
 const modifyAttempts = 5
 
 // modify applies change to the account named by login, rotates its
-// security stamp and saves it, rereading and retrying when another writer
-// got in between.
-func (s *Service) modify(ctx context.Context, login string, change func(*User)) (*User, error) {
+// security stamp and saves it together with a lifecycle event of type typ,
+// rereading and retrying when another writer got in between.
+func (s *Service) modify(ctx context.Context, login, typ string, change func(*User)) (*User, error) {
 	for range modifyAttempts {
 		u, err := s.store.UserByLogin(ctx, login)
 		if err != nil {
@@ -194,13 +301,18 @@ func (s *Service) modify(ctx context.Context, login string, change func(*User)) 
 		}
 		change(u)
 		u.SecurityStamp = newStamp()
-		err = s.store.UpdateUser(ctx, u)
+		ev, err := lifecycleEvent(typ, u, s.now())
+		if err != nil {
+			return nil, err
+		}
+		err = s.store.UpdateUserAndEnqueue(ctx, u, ev)
 		if errors.Is(err, ErrStale) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
+		s.notify()
 		return u, nil
 	}
 	return nil, ErrStale

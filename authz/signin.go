@@ -81,6 +81,11 @@ type Options struct {
 	// Logger receives store failures that the caller does not see; nil
 	// discards them.
 	Logger *slog.Logger
+	// OutboxNotify, when set, is called after a change that enqueued
+	// outbox events has been committed, typically OutboxWorker.Notify so
+	// that a local worker delivers them at once. It must not block. Nil
+	// leaves the events to the worker's next poll.
+	OutboxNotify func()
 }
 
 // Service signs users in and manages accounts on top of a Store. It is safe
@@ -93,6 +98,7 @@ type Service struct {
 	now         func() time.Time
 	log         *slog.Logger
 	dummyHash   string
+	notify      func()
 
 	clientRate  rate.Limit
 	clientBurst int
@@ -120,6 +126,7 @@ func NewService(store Store, opts Options) (*Service, error) {
 		log:         opts.Logger,
 		clientRate:  opts.ClientRate,
 		clientBurst: opts.ClientBurst,
+		notify:      opts.OutboxNotify,
 	}
 	if s.params == (PasswordParams{}) {
 		s.params = DefaultPasswordParams
@@ -138,6 +145,9 @@ func NewService(store Store, opts Options) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.notify == nil {
+		s.notify = func() {}
 	}
 	if s.clientRate == 0 {
 		s.clientRate = DefaultClientRate

@@ -43,6 +43,17 @@ type Store interface {
 	// gives ErrStale, a missing one ErrNotFound, a duplicate username or
 	// email ErrConflict.
 	UpdateUser(ctx context.Context, u *User) error
+	// CreateUserAndEnqueue is CreateUser that also enqueues events in the
+	// outbox, in the same transaction: either the user and every event are
+	// stored, or none of them. Events with an empty UserID get u.ID.
+	CreateUserAndEnqueue(ctx context.Context, u *User, events ...OutboxEvent) error
+	// UpdateUserAndEnqueue is UpdateUser that also enqueues events in the
+	// outbox, in the same transaction.
+	UpdateUserAndEnqueue(ctx context.Context, u *User, events ...OutboxEvent) error
+	// DeleteUser deletes the user with that id and enqueues events in the
+	// outbox, in the same transaction. A missing user gives ErrNotFound and
+	// enqueues nothing.
+	DeleteUser(ctx context.Context, id string, events ...OutboxEvent) error
 	// BeginSignInAttempt counts a password attempt against the user before
 	// the password is checked, in one atomic statement, so that concurrent
 	// attempts can never verify more than maxFailures passwords per lockout

@@ -90,6 +90,10 @@ func runSuite(t *testing.T, newURL opener) {
 	t.Run("RevokedSessions", func(t *testing.T) { testRevokedSessions(t, newURL(t)) })
 	t.Run("MigrationsIdempotent", func(t *testing.T) { testMigrationsIdempotent(t, newURL(t)) })
 	t.Run("ConcurrentOpen", func(t *testing.T) { testConcurrentOpen(t, newURL(t)) })
+	t.Run("OutboxEnqueue", func(t *testing.T) { testOutboxEnqueue(t, open(t)) })
+	t.Run("OutboxRollback", func(t *testing.T) { testOutboxRollback(t, open(t)) })
+	t.Run("OutboxClaim", func(t *testing.T) { testOutboxClaim(t, open(t)) })
+	t.Run("OutboxConcurrentClaims", func(t *testing.T) { testOutboxConcurrentClaims(t, open(t)) })
 }
 
 func newUser(name string) *authz.User {

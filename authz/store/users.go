@@ -80,8 +80,76 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// querier is what the user statements need: a *sql.DB or a *sql.Tx.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // CreateUser implements authz.Store.
 func (d *DB) CreateUser(ctx context.Context, u *authz.User) error {
+	return d.createUser(ctx, d.db, u)
+}
+
+// CreateUserAndEnqueue implements authz.Store.
+func (d *DB) CreateUserAndEnqueue(ctx context.Context, u *authz.User, events ...authz.OutboxEvent) error {
+	return d.inTx(ctx, "create user", func(tx *sql.Tx) error {
+		if err := d.createUser(ctx, tx, u); err != nil {
+			return err
+		}
+		return d.enqueue(ctx, tx, u.ID, events)
+	})
+}
+
+// UpdateUserAndEnqueue implements authz.Store.
+func (d *DB) UpdateUserAndEnqueue(ctx context.Context, u *authz.User, events ...authz.OutboxEvent) error {
+	prev := u.UpdatedAt
+	err := d.inTx(ctx, "update user", func(tx *sql.Tx) error {
+		if err := d.updateUser(ctx, tx, u); err != nil {
+			return err
+		}
+		return d.enqueue(ctx, tx, u.ID, events)
+	})
+	if err != nil {
+		u.UpdatedAt = prev // the update was rolled back
+	}
+	return err
+}
+
+// DeleteUser implements authz.Store.
+func (d *DB) DeleteUser(ctx context.Context, id string, events ...authz.OutboxEvent) error {
+	return d.inTx(ctx, "delete user", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, d.q(`DELETE FROM users WHERE id = ?`), id)
+		if err != nil {
+			return fmt.Errorf("store: delete user: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err == nil {
+				err = authz.ErrNotFound
+			}
+			return fmt.Errorf("store: delete user: %w", err)
+		}
+		return d.enqueue(ctx, tx, id, events)
+	})
+}
+
+// inTx runs fn in a transaction and commits it when fn returns nil.
+func (d *DB) inTx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %s: commit: %w", what, err)
+	}
+	return nil
+}
+
+func (d *DB) createUser(ctx context.Context, db querier, u *authz.User) error {
 	if u.ID == "" {
 		u.ID = newID()
 	}
@@ -101,7 +169,7 @@ func (d *DB) CreateUser(ctx context.Context, u *authz.User) error {
 	if err != nil {
 		return err
 	}
-	_, err = d.db.ExecContext(ctx, d.q(`INSERT INTO users (id, username, username_norm, email, email_norm,
+	_, err = db.ExecContext(ctx, d.q(`INSERT INTO users (id, username, username_norm, email, email_norm,
 		first_name, last_name, display_name, password_hash, roles, status, email_confirmed, must_change_password,
 		failed_count, lockout_until, security_stamp, binding, created_at, updated_at, last_sign_in_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -186,13 +254,17 @@ func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, 
 
 // UpdateUser implements authz.Store.
 func (d *DB) UpdateUser(ctx context.Context, u *authz.User) error {
+	return d.updateUser(ctx, d.db, u)
+}
+
+func (d *DB) updateUser(ctx context.Context, db querier, u *authz.User) error {
 	roles, binding, err := encodeUser(u)
 	if err != nil {
 		return err
 	}
 	prev := millis(u.UpdatedAt)
 	next := max(d.now().UnixMilli(), prev+1)
-	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET username = ?, username_norm = ?, email = ?, email_norm = ?,
+	res, err := db.ExecContext(ctx, d.q(`UPDATE users SET username = ?, username_norm = ?, email = ?, email_norm = ?,
 		first_name = ?, last_name = ?, display_name = ?, password_hash = ?, roles = ?, status = ?,
 		email_confirmed = ?, must_change_password = ?, failed_count = ?, lockout_until = ?, security_stamp = ?,
 		binding = ?, updated_at = ?, last_sign_in_at = ?
@@ -204,7 +276,7 @@ func (d *DB) UpdateUser(ctx context.Context, u *authz.User) error {
 	if err != nil {
 		return fmt.Errorf("store: update user: %w", mapErr(err))
 	}
-	if err := d.affectedOne(ctx, res, u.ID); err != nil {
+	if err := d.affectedOne(ctx, db, res, u.ID); err != nil {
 		if errors.Is(err, errNoMatch) {
 			err = authz.ErrStale
 		}
@@ -216,7 +288,7 @@ func (d *DB) UpdateUser(ctx context.Context, u *authz.User) error {
 
 // affectedOne returns nil when res changed a row; otherwise ErrNotFound if
 // no user has id, or errNoMatch if the user exists but the condition failed.
-func (d *DB) affectedOne(ctx context.Context, res sql.Result, id string) error {
+func (d *DB) affectedOne(ctx context.Context, db querier, res sql.Result, id string) error {
 	n, err := res.RowsAffected()
 	if err != nil {
 		return err
@@ -225,7 +297,7 @@ func (d *DB) affectedOne(ctx context.Context, res sql.Result, id string) error {
 		return nil
 	}
 	var one int
-	if err := d.db.QueryRowContext(ctx, d.q("SELECT 1 FROM users WHERE id = ?"), id).Scan(&one); err != nil {
+	if err := db.QueryRowContext(ctx, d.q("SELECT 1 FROM users WHERE id = ?"), id).Scan(&one); err != nil {
 		return mapErr(err)
 	}
 	return errNoMatch
@@ -263,7 +335,7 @@ func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) e
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0, last_sign_in_at = ? WHERE id = ?`),
 		millis(at), id)
 	if err == nil {
-		err = d.affectedOne(ctx, res, id)
+		err = d.affectedOne(ctx, d.db, res, id)
 	}
 	if err != nil {
 		return fmt.Errorf("store: record sign-in: %w", err)
@@ -275,7 +347,7 @@ func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) e
 func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0 WHERE id = ?`), id)
 	if err == nil {
-		err = d.affectedOne(ctx, res, id)
+		err = d.affectedOne(ctx, d.db, res, id)
 	}
 	if err != nil {
 		return fmt.Errorf("store: reset sign-in failures: %w", err)
@@ -288,7 +360,7 @@ func (d *DB) ReplacePasswordHash(ctx context.Context, id, oldHash, newHash strin
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?`),
 		newHash, id, oldHash)
 	if err == nil {
-		err = d.affectedOne(ctx, res, id)
+		err = d.affectedOne(ctx, d.db, res, id)
 	}
 	if errors.Is(err, errNoMatch) {
 		err = authz.ErrStale
