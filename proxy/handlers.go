@@ -18,6 +18,7 @@ func (srv *Server) gatewayMux() http.Handler {
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))
+	srv.apiMux(mux)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Page not found",
 			Message: "There is no page at this address."})

@@ -33,6 +33,9 @@ func (f *fakeAuth) SignIn(context.Context, authz.Credentials) (*authz.User, erro
 func (f *fakeAuth) UserByID(ctx context.Context, id string) (*authz.User, error) {
 	return f.userByID(ctx, id)
 }
+func (f *fakeAuth) ListUsers(context.Context, authz.UserFilter) ([]*authz.User, error) {
+	return nil, nil
+}
 func (f *fakeAuth) EndSession(context.Context, string, string, string, time.Time) error { return nil }
 func (f *fakeAuth) SessionRevoked(context.Context, string) (bool, error)                { return false, nil }
 

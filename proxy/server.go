@@ -48,6 +48,9 @@ type Options struct {
 	Policy     *policies.Policy
 	Auth       Authenticator
 	Pages      *pages.Renderer
+	// Users serves the REST API's account reads. Nil means Auth, when it
+	// implements UserDirectory (as *authz.Service does).
+	Users UserDirectory
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -91,6 +94,7 @@ type Server struct {
 
 	policy       *policies.Policy
 	auth         Authenticator
+	users        UserDirectory
 	pages        *pages.Renderer
 	codec        *sessionCodec
 	sessions     sessionPolicy
@@ -147,6 +151,13 @@ func New(opts Options) (*Server, error) {
 	if opts.Auth == nil {
 		errs = append(errs, errors.New("proxy: no authenticator"))
 	}
+	if opts.Users == nil {
+		if ud, ok := opts.Auth.(UserDirectory); ok {
+			opts.Users = ud
+		} else {
+			errs = append(errs, errors.New("proxy: no user directory for the REST API"))
+		}
+	}
 	if opts.Pages == nil {
 		errs = append(errs, errors.New("proxy: no page renderer"))
 	}
@@ -185,6 +196,7 @@ func New(opts Options) (*Server, error) {
 		csrfName:     opts.CookieName + csrfCookieSuffix,
 		policy:       opts.Policy,
 		auth:         opts.Auth,
+		users:        opts.Users,
 		pages:        opts.Pages,
 		codec:        codec,
 		sessions:     sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
