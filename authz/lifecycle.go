@@ -221,3 +221,13 @@ func lifecycleValue(field string, e OutboxEvent, u *LifecycleUser) (v string, ok
 	}
 	return "", false // Validate refuses unknown fields
 }
+
+// NoDeliverer is the Deliverer when no Dataverse is configured: it sends
+// nothing and answers ErrNothingToDeliver, so the worker marks every event
+// done (counted as skipped) and the outbox stays bounded by its retention.
+// Dangerous only if used by mistake with Dataverse configured: its events
+// would never reach Dataverse.
+type NoDeliverer struct{}
+
+// Deliver implements Deliverer.
+func (NoDeliverer) Deliver(context.Context, OutboxEvent) error { return ErrNothingToDeliver }

@@ -248,6 +248,25 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	cookies := jar.Cookies(&url.URL{Scheme: "http", Host: pub})
 
+	// The user.created event written by `users create` is drained by the
+	// outbox worker (marked done: no Dataverse delivery is configured).
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		r, err := http.Get("http://" + ops + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if strings.Contains(string(m), "crmgate_outbox_pending_events 0") && strings.Contains(string(m), `crmgate_outbox_skipped_total{type="user.created"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox not drained:\n%s", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve returned %v", err)

@@ -91,6 +91,7 @@ type gateway struct {
 	handler   *proxy.Server
 	registry  *prometheus.Registry
 	accessBuf *proxy.LineBuffer // nil when the access log is off
+	outbox    *authz.OutboxWorker
 }
 
 // Close flushes the access log and closes the store.
@@ -124,7 +125,17 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 	if err != nil {
 		return nil, err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Lifecycle events wait in the outbox; until Dataverse delivery is
+	// configured they are marked done without being sent.
+	outbox, err := authz.NewOutboxWorker(db, authz.NoDeliverer{}, authz.OutboxOptions{Now: now, Logger: log, Registerer: reg})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	auth, err := authz.NewService(db, authz.Options{
+		OutboxNotify: outbox.Notify,
 		Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB, Iterations: cfg.Password.Iterations,
 			Parallelism: cfg.Password.Parallelism, SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen},
 		MaxFailures:     cfg.SignIn.MaxFailures,
@@ -145,8 +156,6 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		accessBuf = proxy.NewLineBuffer(logw, 100*time.Millisecond, 64<<10)
 		accessLog = newLogger(cfg, accessBuf)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Options{
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Auth: auth, Pages: renderer,
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
@@ -165,7 +174,7 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		_ = db.Close()
 		return nil, err
 	}
-	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf}, nil
+	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf, outbox: outbox}, nil
 }
 
 // listen opens the public and ops listeners.
@@ -184,6 +193,16 @@ func listen(publicAddr, opsAddr string) (pub, ops net.Listener, err error) {
 
 // serveGateway serves g on the listeners until ctx ends, then shuts down gracefully.
 func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog.Logger, pub, ops net.Listener) error {
+	// The outbox worker runs for as long as the listeners do.
+	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		if err := g.outbox.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("outbox worker stopped", "err", err)
+		}
+	}()
+	defer func() { stopWorker(); <-workerDone }()
 	ready := &proxy.Readiness{}
 	return proxy.Listeners{
 		Public: pub, Ops: ops, PublicHandler: g.handler, OpsHandler: proxy.OpsHandler(ready, g.registry),
