@@ -40,6 +40,8 @@ const (
 	EventStatusSet       = "user.status_set"
 	EventBindingSet      = "user.binding_set" // Detail is the binding mode
 	EventUserDeleted     = "user.deleted"
+	EventAPIKeyCreated   = "apikey.created" // Detail is the key id and its comma-separated scopes
+	EventAPIKeyRevoked   = "apikey.revoked" // Detail is the key id
 )
 
 // Reasons recorded in the Detail of EventSignInFailed.

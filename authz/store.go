@@ -79,6 +79,25 @@ type Store interface {
 	RevokeSession(ctx context.Context, sessionID, userID string, expiresAt time.Time) error
 	// SessionRevoked reports whether RevokeSession was called for sessionID.
 	SessionRevoked(ctx context.Context, sessionID string) (bool, error)
+	// CreateAPIKey inserts k, whose ID and SecretHash the caller sets. A
+	// zero CreatedAt is set by the store's clock; the stored times are
+	// written back into k, truncated to milliseconds. An ID already in use
+	// gives ErrConflict.
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+	// APIKeyByID returns the API key with that id, revoked or not, or ErrNotFound.
+	APIKeyByID(ctx context.Context, id string) (*APIKey, error)
+	// ListAPIKeys returns every API key, revoked and expired ones included,
+	// oldest first.
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// RevokeAPIKey sets the key's RevokedAt to at and reports true, unless
+	// it is revoked already: then it changes nothing and reports false. A
+	// missing key gives ErrNotFound.
+	RevokeAPIKey(ctx context.Context, id string, at time.Time) (bool, error)
+	// TouchAPIKey sets the key's LastUsedAt to at, but only when it is unset
+	// or at least minInterval before at, so that replicas serving the same
+	// key write it about once per minInterval. A missing key, or one used
+	// more recently, is left alone without error.
+	TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the database.

@@ -1,10 +1,14 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
 )
 
 func TestRESTAPIUsers(t *testing.T) {
@@ -110,5 +114,49 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 				t.Errorf("%s %s is documented but not served", method, path)
 			}
 		}
+	}
+}
+
+func TestRESTAPIKeys(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	h.createUser("alice", "alice@example.test", "correct horse battery")
+	ctx := context.Background()
+	readKey, _, err := h.svc.CreateAPIKey(ctx, "power automate", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bindOnly, info, _ := h.svc.CreateAPIKey(ctx, "binder", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	c := &http.Client{}
+	call := func(auth string) (int, string) {
+		req, _ := http.NewRequest("GET", h.url("/.auth/api/users"), nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, body := h.do(c, req)
+		var e struct{ Error string }
+		_ = json.Unmarshal([]byte(body), &e)
+		return resp.StatusCode, e.Error
+	}
+	if code, _ := call("Bearer " + readKey); code != 200 {
+		t.Fatalf("read key: %d", code)
+	}
+	for name, tt := range map[string]struct {
+		auth, code string
+		status     int
+	}{
+		"wrong scope":     {"Bearer " + bindOnly, "forbidden", 403},
+		"tampered secret": {"Bearer " + readKey[:len(readKey)-2] + "AA", "invalid_api_key", 401},
+		"garbage":         {"Bearer nonsense", "invalid_api_key", 401},
+		"basic scheme":    {"Basic dXNlcjpwdw==", "unauthenticated", 401},
+	} {
+		if status, code := call(tt.auth); status != tt.status || code != tt.code {
+			t.Errorf("%s: %d %s", name, status, code)
+		}
+	}
+	if err := h.svc.RevokeAPIKey(ctx, info.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if status, code := call("Bearer " + bindOnly); status != 401 || code != "invalid_api_key" {
+		t.Errorf("revoked key: %d %s", status, code)
 	}
 }

@@ -14,6 +14,11 @@ import (
 // AdminRole is the local role that may use the admin console and the REST API.
 const AdminRole = "admin"
 
+// APIKeys authenticates REST API keys. *authz.Service satisfies it.
+type APIKeys interface {
+	AuthenticateAPIKey(ctx context.Context, presented string) (*authz.APIKey, error)
+}
+
 // UserDirectory is what the REST API needs to read accounts.
 // *authz.Service satisfies it.
 type UserDirectory interface {
@@ -33,17 +38,45 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(openAPIDocument)
 	})
-	mux.HandleFunc("GET "+p+"/users", srv.admin(srv.apiListUsers))
-	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(srv.apiGetUser))
+	mux.HandleFunc("GET "+p+"/users", srv.admin(authz.ScopeUsersRead, srv.apiListUsers))
+	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(authz.ScopeUsersRead, srv.apiGetUser))
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
 			Message: "There is no API endpoint at this address."})
 	})
 }
 
-// admin runs h only for a signed-in admin; anything else is a JSON 401/403.
-func (srv *Server) admin(h func(w http.ResponseWriter, r *http.Request, sess *Session)) http.HandlerFunc {
+// apiCaller is who calls the REST API: an admin's session or an API key.
+type apiCaller struct {
+	sess *Session      // nil for an API key
+	key  *authz.APIKey // nil for a session
+}
+
+// admin runs h for a signed-in admin, or for an API key (Authorization:
+// Bearer) that holds scope; anything else is a JSON 401/403. A request with
+// an Authorization header is judged by the key alone, never by a cookie.
+func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Request, c apiCaller)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if authzHeader := r.Header.Get("Authorization"); authzHeader != "" {
+			presented, ok := strings.CutPrefix(authzHeader, "Bearer ")
+			if !ok || srv.apiKeys == nil {
+				srv.renderAPIError(w, r, errUnauthenticated())
+				return
+			}
+			key, err := srv.apiKeys.AuthenticateAPIKey(r.Context(), presented)
+			switch {
+			case errors.Is(err, authz.ErrInvalidAPIKey):
+				srv.renderAPIError(w, r, &Error{Status: http.StatusUnauthorized, Code: "invalid_api_key", Title: "Sign-in required",
+					Message: "The API key is not valid."})
+			case err != nil:
+				srv.renderAPIError(w, r, err)
+			case !key.HasScope(scope):
+				srv.renderAPIError(w, r, errForbidden("This API key lacks the scope "+scope+"."))
+			default:
+				h(w, r, apiCaller{key: key})
+			}
+			return
+		}
 		sess, err := srv.loadSession(w, r)
 		switch {
 		case err != nil:
@@ -53,7 +86,7 @@ func (srv *Server) admin(h func(w http.ResponseWriter, r *http.Request, sess *Se
 		case !sessionHasRole(sess, AdminRole):
 			srv.renderAPIError(w, r, errForbidden("This API needs the admin role."))
 		default:
-			h(w, r, sess)
+			h(w, r, apiCaller{sess: sess})
 		}
 	}
 }
@@ -80,7 +113,7 @@ type apiUserList struct {
 	Next string `json:"next,omitempty"`
 }
 
-func (srv *Server) apiListUsers(w http.ResponseWriter, r *http.Request, _ *Session) {
+func (srv *Server) apiListUsers(w http.ResponseWriter, r *http.Request, _ apiCaller) {
 	q := r.URL.Query()
 	f := authz.UserFilter{Query: q.Get("query"), Status: authz.Status(q.Get("status")), After: q.Get("after")}
 	if f.Status != "" && !f.Status.Valid() {
@@ -114,7 +147,7 @@ func (srv *Server) apiListUsers(w http.ResponseWriter, r *http.Request, _ *Sessi
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (srv *Server) apiGetUser(w http.ResponseWriter, r *http.Request, _ *Session) {
+func (srv *Server) apiGetUser(w http.ResponseWriter, r *http.Request, _ apiCaller) {
 	id := r.PathValue("id")
 	if id == "" || len(id) > 64 || strings.ContainsAny(id, " /\\") {
 		srv.renderAPIError(w, r, apiBadRequest("the user id is not valid"))

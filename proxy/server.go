@@ -51,6 +51,9 @@ type Options struct {
 	// Users serves the REST API's account reads. Nil means Auth, when it
 	// implements UserDirectory (as *authz.Service does).
 	Users UserDirectory
+	// APIKeys authenticates REST API keys. Nil means Auth, when it
+	// implements APIKeys; if neither, the API accepts admin sessions only.
+	APIKeys APIKeys
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -95,6 +98,7 @@ type Server struct {
 	policy       *policies.Policy
 	auth         Authenticator
 	users        UserDirectory
+	apiKeys      APIKeys
 	pages        *pages.Renderer
 	codec        *sessionCodec
 	sessions     sessionPolicy
@@ -151,6 +155,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Auth == nil {
 		errs = append(errs, errors.New("proxy: no authenticator"))
 	}
+	if opts.APIKeys == nil {
+		opts.APIKeys, _ = opts.Auth.(APIKeys)
+	}
 	if opts.Users == nil {
 		if ud, ok := opts.Auth.(UserDirectory); ok {
 			opts.Users = ud
@@ -197,6 +204,7 @@ func New(opts Options) (*Server, error) {
 		policy:       opts.Policy,
 		auth:         opts.Auth,
 		users:        opts.Users,
+		apiKeys:      opts.APIKeys,
 		pages:        opts.Pages,
 		codec:        codec,
 		sessions:     sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
