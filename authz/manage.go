@@ -58,7 +58,8 @@ type NewUser struct {
 
 // CreateUser validates nu and creates the account; actor is recorded in the
 // audit trail. Bad input gives a *ValidationError, a taken username or email
-// ErrConflict.
+// ErrConflict. The account's binding comes from Options.Binding (the
+// default mode, or an email auto-map).
 func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*User, error) {
 	now := s.now()
 	u := &User{
@@ -115,6 +116,7 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*Us
 			return nil, fmt.Errorf("authz: create user: %w", err)
 		}
 	}
+	u.Binding = s.initialBinding(ctx, u)
 	// The id is chosen here so that the event's snapshot carries it.
 	u.ID = newStamp()
 	ev, err := lifecycleEvent(LifecycleCreated, u, now)
@@ -152,7 +154,8 @@ func (s *Service) SetPassword(ctx context.Context, login, pw, actor string) erro
 }
 
 // SetRoles replaces the local roles of the account named by login and
-// rotates its security stamp.
+// rotates its security stamp. It refuses (ErrLastBreakGlassAdmin) to take
+// the break-glass role from the last break-glass administrator.
 func (s *Service) SetRoles(ctx context.Context, login string, roles []string, actor string) error {
 	roles, err := ValidateRoles(roles)
 	if err != nil {
@@ -168,6 +171,8 @@ func (s *Service) SetRoles(ctx context.Context, login string, roles []string, ac
 
 // SetStatus changes the state of the account named by login and rotates its
 // security stamp, so disabling it ends its sessions at their next check.
+// It refuses (ErrLastBreakGlassAdmin) to deactivate the last break-glass
+// administrator.
 func (s *Service) SetStatus(ctx context.Context, login string, st Status, actor string) error {
 	if !st.Valid() {
 		return &ValidationError{Field: "status", Message: "The status must be pending, active or disabled."}
@@ -185,7 +190,8 @@ func (s *Service) SetStatus(ctx context.Context, login string, st Status, actor 
 // stamp. A lookup binding needs a Ref with LogicalName "contact" and a
 // non-nil GUID Id (stored in lower case); the other modes take no Ref. Bad
 // input gives a *ValidationError. It enqueues LifecycleBound, or
-// LifecycleUnbound for mode none, in the same transaction.
+// LifecycleUnbound for mode none, in the same transaction. It refuses
+// (ErrLastBreakGlassAdmin) to bind the last break-glass administrator.
 func (s *Service) SetBinding(ctx context.Context, login string, b Binding, actor string) error {
 	b, err := ValidateBinding(b)
 	if err != nil {
@@ -206,10 +212,14 @@ func (s *Service) SetBinding(ctx context.Context, login string, b Binding, actor
 // DeleteUser deletes the account named by login, which ends its sessions at
 // their next check, and enqueues LifecycleDeleted with a snapshot of the
 // account in the same transaction. The audit trail keeps the account's
-// events. A missing account gives ErrNotFound.
+// events. A missing account gives ErrNotFound. It refuses
+// (ErrLastBreakGlassAdmin) to delete the last break-glass administrator.
 func (s *Service) DeleteUser(ctx context.Context, login, actor string) error {
 	u, err := s.store.UserByLogin(ctx, login)
 	if err != nil {
+		return fmt.Errorf("authz: delete user: %w", err)
+	}
+	if err := s.keepBreakGlass(ctx, s.isBreakGlass(u), &User{ID: u.ID}); err != nil {
 		return fmt.Errorf("authz: delete user: %w", err)
 	}
 	now := s.now()
@@ -299,7 +309,11 @@ func (s *Service) modify(ctx context.Context, login, typ string, change func(*Us
 		if err != nil {
 			return nil, err
 		}
+		was := s.isBreakGlass(u)
 		change(u)
+		if err := s.keepBreakGlass(ctx, was, u); err != nil {
+			return nil, err
+		}
 		u.SecurityStamp = newStamp()
 		ev, err := lifecycleEvent(typ, u, s.now())
 		if err != nil {

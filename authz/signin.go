@@ -86,6 +86,22 @@ type Options struct {
 	// that a local worker delivers them at once. It must not block. Nil
 	// leaves the events to the worker's next poll.
 	OutboxNotify func()
+	// Contacts reads Dataverse contacts for bindings and the sign-in
+	// check. Nil means no binding resolves; then Binding and SignInCheck
+	// must not need it (NewService refuses them).
+	Contacts Contacts
+	// Binding configures binding modes and the binding of new users; see
+	// BindingOptions for the zero value.
+	Binding BindingOptions
+	// SignInCheck configures the Dataverse check of bound users at
+	// sign-in; the zero value turns it off.
+	SignInCheck SignInCheck
+	// BreakGlassRole is the local role of break-glass administrators,
+	// typically "admin": when set, SetRoles, SetStatus, SetBinding and
+	// DeleteUser refuse (ErrLastBreakGlassAdmin) a change after which no
+	// active, unbound user holds it. Empty turns the guard off, which lets
+	// an operator leave no one able to sign in while Dataverse is down.
+	BreakGlassRole string
 }
 
 // Service signs users in and manages accounts on top of a Store. It is safe
@@ -99,6 +115,11 @@ type Service struct {
 	log         *slog.Logger
 	dummyHash   string
 	notify      func()
+
+	contacts       Contacts
+	binding        BindingOptions
+	check          SignInCheck
+	breakGlassRole string
 
 	clientRate  rate.Limit
 	clientBurst int
@@ -127,6 +148,17 @@ func NewService(store Store, opts Options) (*Service, error) {
 		clientRate:  opts.ClientRate,
 		clientBurst: opts.ClientBurst,
 		notify:      opts.OutboxNotify,
+
+		contacts:       opts.Contacts,
+		binding:        opts.Binding,
+		check:          opts.SignInCheck,
+		breakGlassRole: opts.BreakGlassRole,
+	}
+	if err := s.binding.validate(s.contacts != nil); err != nil {
+		return nil, err
+	}
+	if s.check.Enabled && s.contacts == nil {
+		return nil, errors.New("authz: the sign-in check needs a contact directory (Options.Contacts)")
 	}
 	if s.params == (PasswordParams{}) {
 		s.params = DefaultPasswordParams
@@ -191,9 +223,16 @@ type Credentials struct {
 // work); the account's lockout; the password; the account's status
 // (ErrAccountDisabled, ErrAccountPending). Unknown logins, wrong passwords
 // and locked accounts all give ErrInvalidCredentials after the same
-// argon2id work. A successful sign-in upgrades a hash made with old
-// parameters. Every outcome is audited. Any other error is a store failure.
+// argon2id work. Then, for a bound user, the Dataverse sign-in check when
+// enabled (see CheckSignIn; SignInWithContact also returns the contact). A
+// successful sign-in upgrades a hash made with old parameters. Every
+// outcome is audited. Any other error is a store failure.
 func (s *Service) SignIn(ctx context.Context, c Credentials) (*User, error) {
+	return s.signIn(ctx, c, nil)
+}
+
+// signIn is SignIn; run, when not nil, receives the contact snapshot.
+func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*User, error) {
 	now := s.now()
 	ev := AuditEvent{Time: now, Type: EventSignInFailed, ClientAddr: c.ClientAddr}
 	if err := s.throttle(ctx, c.ClientAddr, now); err != nil {
@@ -263,6 +302,9 @@ func (s *Service) SignIn(ctx context.Context, c Credentials) (*User, error) {
 		}
 		s.audit(ctx, ev)
 		return nil, fail
+	}
+	if err := s.gateSignIn(ctx, u, ev, run); err != nil {
+		return nil, err
 	}
 	if err := s.store.RecordSignInSuccess(ctx, u.ID, now); err != nil {
 		return nil, fmt.Errorf("authz: sign-in: %w", err)
