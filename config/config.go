@@ -38,15 +38,17 @@ type Config struct {
 	TrustedProxies    []string `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs). Empty: the TCP peer is the client."`
 	RedirectAllowlist []string `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
 
-	Cookie   CookieConfig   `envPrefix:"COOKIE_"`
-	Session  SessionConfig  `envPrefix:"SESSION_"`
-	Signing  SigningConfig  `envPrefix:"SIGNING_"`
-	SignIn   SignInConfig   `envPrefix:"SIGNIN_"`
-	Password PasswordConfig `envPrefix:"PASSWORD_"`
-	Branding BrandingConfig
-	Proxy    ProxyConfig    `envPrefix:"PROXY_"`
-	Log      LogConfig      `envPrefix:"LOG_"`
-	Shutdown ShutdownConfig `envPrefix:"SHUTDOWN_"`
+	Cookie    CookieConfig   `envPrefix:"COOKIE_"`
+	Session   SessionConfig  `envPrefix:"SESSION_"`
+	Signing   SigningConfig  `envPrefix:"SIGNING_"`
+	SignIn    SignInConfig   `envPrefix:"SIGNIN_"`
+	Password  PasswordConfig `envPrefix:"PASSWORD_"`
+	Branding  BrandingConfig
+	Proxy     ProxyConfig     `envPrefix:"PROXY_"`
+	Log       LogConfig       `envPrefix:"LOG_"`
+	Shutdown  ShutdownConfig  `envPrefix:"SHUTDOWN_"`
+	Dataverse DataverseConfig `envPrefix:"DATAVERSE_"`
+	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -117,6 +119,44 @@ type LogConfig struct {
 type ShutdownConfig struct {
 	Delay   time.Duration `env:"DELAY" envDefault:"5s" desc:"After SIGTERM, how long /readyz reports not ready before the listener stops accepting (lets load balancers notice)."`
 	Timeout time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"How long in-flight requests may take to finish after that."`
+}
+
+// DataverseConfig connects the gateway to a Dataverse environment. With URL
+// empty (the default) there is no Dataverse: nothing is looked up and
+// lifecycle events are dropped once written; every other field must then
+// keep its default, so a half-configured connection is an error rather
+// than silently off. Lifecycle action names and parameters live in the
+// policy file's dataverse section.
+type DataverseConfig struct {
+	URL                  string        `env:"URL" desc:"Dataverse environment URL, e.g. https://org.crm.dynamics.com (https; http only on a loopback host, for the emulator). Empty: no Dataverse, and every other CRMGATE_DATAVERSE_* setting must be left unset."`
+	TenantID             string        `env:"TENANT_ID" desc:"Microsoft Entra tenant of the app registration, a GUID or domain name. Required with CRMGATE_DATAVERSE_URL."`
+	ClientID             string        `env:"CLIENT_ID" desc:"Application (client) id GUID of the app registration whose application user calls Dataverse. Required with CRMGATE_DATAVERSE_URL."`
+	ClientSecret         string        `env:"CLIENT_SECRET" secret:"true" desc:"Client secret of the app registration. Set exactly one of CLIENT_SECRET, CERTIFICATE_FILE and FEDERATED_TOKEN_FILE."`
+	CertificateFile      string        `env:"CERTIFICATE_FILE" desc:"PEM file holding the registered certificate and its unencrypted RSA private key (read at start-up); the alternative to a client secret."`
+	FederatedTokenFile   string        `env:"FEDERATED_TOKEN_FILE" desc:"File holding a federated identity token (e.g. a projected Kubernetes service account token for workload identity), read at every token request so it may rotate."`
+	AuthorityHost        string        `env:"AUTHORITY_HOST" envDefault:"https://login.microsoftonline.com" desc:"Microsoft Entra host the token is requested from (https; http only on a loopback host). Change it for sovereign clouds or the emulator."`
+	Timeout              time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"Timeout of one HTTP attempt to Dataverse or Entra, reading the answer included."`
+	MaxConcurrency       int           `env:"MAX_CONCURRENCY" envDefault:"52" desc:"Requests in flight to Dataverse per replica; 52 is Dataverse's concurrent-request limit per user."`
+	ContactCacheTTL      time.Duration `env:"CONTACT_CACHE_TTL" envDefault:"1m" desc:"How long a contact snapshot (columns and web roles) is used without asking Dataverse again; changes made in Dataverse are seen at most this late."`
+	ContactCacheMaxStale time.Duration `env:"CONTACT_CACHE_MAX_STALE" envDefault:"15m" desc:"How long past CONTACT_CACHE_TTL a snapshot may still be used while Dataverse is unavailable (0 = never). Longer keeps sign-ins working through outages but lets a disabled contact or removed web role count for longer."`
+	WebRoleModel         string        `env:"WEB_ROLE_MODEL" envDefault:"standard" desc:"Power Pages data model of web roles: standard (adx_webrole) or enhanced (powerpagecomponent)."`
+}
+
+// Configured reports whether a Dataverse environment is configured.
+func (d DataverseConfig) Configured() bool { return d.URL != "" }
+
+// dataverseDefaults is DataverseConfig as Load builds it when no
+// CRMGATE_DATAVERSE_* variable is set.
+var dataverseDefaults = DataverseConfig{AuthorityHost: "https://login.microsoftonline.com", Timeout: 30 * time.Second,
+	MaxConcurrency: 52, ContactCacheTTL: time.Minute, ContactCacheMaxStale: 15 * time.Minute, WebRoleModel: "standard"}
+
+// OutboxConfig tunes the delivery of durable events (user lifecycle events
+// to Dataverse). Events are never dropped: a failing event is retried
+// forever, at most MaxBackoff apart.
+type OutboxConfig struct {
+	PollInterval time.Duration `env:"POLL_INTERVAL" envDefault:"5s" desc:"How often each replica looks for due outbox events; events written by this replica are picked up at once."`
+	MaxBackoff   time.Duration `env:"MAX_BACKOFF" envDefault:"10m" desc:"Longest wait between two delivery attempts of a failing event (the wait starts at 1s and doubles)."`
+	Lease        time.Duration `env:"LEASE" envDefault:"2m" desc:"How long a replica owns the events it is delivering; after a crash they are retried by any replica once it ends. Must exceed CRMGATE_DATAVERSE_TIMEOUT; an attempt still running at its end is cancelled."`
 }
 
 var colorRE = regexp.MustCompile(`^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
@@ -257,7 +297,122 @@ func (c *Config) Validate() error {
 	if c.Shutdown.Delay < 0 || c.Shutdown.Timeout <= 0 {
 		add("SHUTDOWN_TIMEOUT", "delay must not be negative and timeout must be positive")
 	}
+	c.validateDataverse(add)
+	o := c.Outbox
+	if o.PollInterval < 10*time.Millisecond || o.PollInterval > time.Hour {
+		add("OUTBOX_POLL_INTERVAL", "must be between 10ms and 1h, got %s", o.PollInterval)
+	}
+	if o.MaxBackoff < time.Second {
+		add("OUTBOX_MAX_BACKOFF", "must be at least 1s, got %s", o.MaxBackoff)
+	}
+	if o.Lease < time.Second {
+		add("OUTBOX_LEASE", "must be at least 1s, got %s", o.Lease)
+	} else if c.Dataverse.Configured() && o.Lease <= c.Dataverse.Timeout {
+		add("OUTBOX_LEASE", "must exceed CRMGATE_DATAVERSE_TIMEOUT (%s) so that one delivery attempt fits in it, got %s", c.Dataverse.Timeout, o.Lease)
+	}
 	return errors.Join(errs...)
+}
+
+// validateDataverse checks the Dataverse section: complete when URL is set,
+// untouched when it is not.
+func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
+	d := c.Dataverse
+	if !d.Configured() {
+		var set []string
+		for _, f := range []struct {
+			name    string
+			changed bool
+		}{
+			{"TENANT_ID", d.TenantID != ""},
+			{"CLIENT_ID", d.ClientID != ""},
+			{"CLIENT_SECRET", d.ClientSecret != ""},
+			{"CERTIFICATE_FILE", d.CertificateFile != ""},
+			{"FEDERATED_TOKEN_FILE", d.FederatedTokenFile != ""},
+			{"AUTHORITY_HOST", d.AuthorityHost != dataverseDefaults.AuthorityHost},
+			{"TIMEOUT", d.Timeout != dataverseDefaults.Timeout},
+			{"MAX_CONCURRENCY", d.MaxConcurrency != dataverseDefaults.MaxConcurrency},
+			{"CONTACT_CACHE_TTL", d.ContactCacheTTL != dataverseDefaults.ContactCacheTTL},
+			{"CONTACT_CACHE_MAX_STALE", d.ContactCacheMaxStale != dataverseDefaults.ContactCacheMaxStale},
+			{"WEB_ROLE_MODEL", d.WebRoleModel != dataverseDefaults.WebRoleModel},
+		} {
+			if f.changed {
+				set = append(set, Prefix+"DATAVERSE_"+f.name)
+			}
+		}
+		if len(set) > 0 {
+			add("DATAVERSE_URL", "required because %s set (leave every CRMGATE_DATAVERSE_* setting unset to run without Dataverse)",
+				strings.Join(set, ", "))
+		}
+		return
+	}
+	if err := checkServiceURL(d.URL); err != nil {
+		add("DATAVERSE_URL", "%v", err)
+	}
+	if err := checkServiceURL(d.AuthorityHost); err != nil {
+		add("DATAVERSE_AUTHORITY_HOST", "%v", err)
+	}
+	if d.TenantID == "" {
+		add("DATAVERSE_TENANT_ID", "required with CRMGATE_DATAVERSE_URL")
+	} else if !tenantRE.MatchString(d.TenantID) {
+		add("DATAVERSE_TENANT_ID", "must be a tenant GUID or domain name, got %q", d.TenantID)
+	}
+	if d.ClientID == "" {
+		add("DATAVERSE_CLIENT_ID", "required with CRMGATE_DATAVERSE_URL")
+	} else if !guidRE.MatchString(d.ClientID) {
+		add("DATAVERSE_CLIENT_ID", "must be the application (client) id, a GUID like 00000000-0000-0000-0000-000000000000, got %q", d.ClientID)
+	}
+	creds := 0
+	for _, v := range []string{d.ClientSecret, d.CertificateFile, d.FederatedTokenFile} {
+		if v != "" {
+			creds++
+		}
+	}
+	if creds != 1 {
+		add("DATAVERSE_CLIENT_SECRET", "set exactly one credential of CRMGATE_DATAVERSE_CLIENT_SECRET, CRMGATE_DATAVERSE_CERTIFICATE_FILE and CRMGATE_DATAVERSE_FEDERATED_TOKEN_FILE (%d set)", creds)
+	}
+	if d.Timeout <= 0 {
+		add("DATAVERSE_TIMEOUT", "must be positive, got %s", d.Timeout)
+	}
+	if d.MaxConcurrency < 1 || d.MaxConcurrency > 1000 {
+		add("DATAVERSE_MAX_CONCURRENCY", "must be between 1 and 1000, got %d", d.MaxConcurrency)
+	}
+	if d.ContactCacheTTL <= 0 {
+		add("DATAVERSE_CONTACT_CACHE_TTL", "must be positive, got %s", d.ContactCacheTTL)
+	}
+	if d.ContactCacheMaxStale < 0 {
+		add("DATAVERSE_CONTACT_CACHE_MAX_STALE", "must not be negative, got %s", d.ContactCacheMaxStale)
+	}
+	if d.WebRoleModel != "standard" && d.WebRoleModel != "enhanced" {
+		add("DATAVERSE_WEB_ROLE_MODEL", "must be standard or enhanced, got %q", d.WebRoleModel)
+	}
+}
+
+var (
+	guidRE   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	tenantRE = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
+)
+
+// checkServiceURL accepts an origin (scheme://host[:port]) that is https, or
+// http on a loopback host (an emulator on the same machine).
+func checkServiceURL(raw string) error {
+	u, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return fmt.Errorf("must be an absolute https URL, got %q", raw)
+	case u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("must be scheme://host[:port] without path, query or user info, got %q", raw)
+	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+		return fmt.Errorf("must be https (http only on a loopback host), got %q", raw)
+	}
+	return nil
+}
+
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 var cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

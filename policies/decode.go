@@ -208,6 +208,9 @@ func (d *decoder) decodeFile(data []byte) *Policy {
 				d.errorf(k, "routes: at least one route is required")
 			}
 		},
+		"dataverse": func(_, v *yaml.Node) {
+			p.Dataverse = d.dataverse(v, "dataverse")
+		},
 	})
 	if !sawRoutes && len(d.errs) == 0 {
 		d.errorf(root, "routes: at least one route is required")

@@ -23,7 +23,9 @@
 //
 // # The policy file
 //
-// The file is named by CRMGATE_POLICY_FILE. Decoding is strict: an unknown or
+// The file is named by CRMGATE_POLICY_FILE. It has three top-level sections:
+// upstreams, routes and the optional dataverse (see Dataverse lifecycle
+// actions). Decoding is strict: an unknown or
 // repeated field is an error, and every error names the file, the line and the
 // reason, for example "policies: policy.yaml:12: routes[2].access: "admin"
 // must be public, authenticated, bound or deny". All problems are reported at once.
@@ -178,6 +180,33 @@
 // sees only the columns fetched for other reasons. A condition may read any
 // fetched column, not only those in its route's contact_columns: conditions
 // run in the gateway, and contact_columns limits only what goes upstream.
+//
+// # Dataverse lifecycle actions
+//
+// The optional dataverse section names the Dataverse unbound action (custom
+// API) the gateway calls when a user is created, updated (password, roles or
+// status), deleted, bound to a contact or unbound. Events go through the
+// gateway's durable outbox: they are delivered at least once, in order per
+// user, retried until Dataverse takes them, and never lost across restarts,
+// so an action must tolerate a repeated call (event_id is the same on
+// every repetition). The connection itself is configured with the
+// CRMGATE_DATAVERSE_* environment variables; without them nothing is sent.
+//
+//	dataverse:
+//	  lifecycle_actions:             # optional; an event not listed sends nothing
+//	    created:                     # created | updated | deleted | bound | unbound
+//	      name: alex_WPUserCreated   # required; the action's unique name
+//	      params: {UserId: id, Email: email, Roles: roles}   # parameter name: event field
+//	    deleted:
+//	      name: alex_WPUserDeleted
+//	      params: {UserId: id, ContactId: contact_id}
+//
+// Event fields (LifecycleFields): id, username, email, first_name, last_name,
+// display_name, roles (comma-separated), status (pending, active, disabled),
+// contact_id (left out when the user is not bound), binding_mode, event_id,
+// event_type (e.g. user.created) and occurred_at (RFC 3339, UTC). Every value
+// is sent as a string. A deleted event carries the user as it was just
+// before the deletion.
 //
 // # Paths the gateway refuses
 //

@@ -19,6 +19,9 @@ type Policy struct {
 	Routes []*Route
 	// Upstreams in file order.
 	Upstreams []*Upstream
+	// Dataverse is the optional dataverse section; its zero value
+	// configures nothing.
+	Dataverse Dataverse
 }
 
 // Upstream is an application requests are proxied to. Build it with Parse;

@@ -36,7 +36,18 @@ routes:
   - name: account
     paths: ["/account/**", "/api/**"]
     access: authenticated
+dataverse:
+  lifecycle_actions:
+    created: {name: alex_WPUserCreated, params: {UserId: id, Email: email, Roles: roles}}
+    updated: {name: alex_WPUserUpdated, params: {UserId: id, Email: email, Roles: roles, Status: status}}
+    deleted: {name: alex_WPUserDeleted, params: {UserId: id, ContactId: contact_id}}
+    bound: {name: alex_WPUserBound, params: {UserId: id, ContactId: contact_id}}
+    unbound: {name: alex_WPUserUnbound, params: {UserId: id}}
 `
+
+// demoActions are the unbound actions of demoPolicy, which the demo
+// emulator accepts.
+var demoActions = []string{"alex_WPUserCreated", "alex_WPUserUpdated", "alex_WPUserDeleted", "alex_WPUserBound", "alex_WPUserUnbound"}
 
 // The emulator's demo app registration.
 const (
@@ -109,16 +120,21 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	go func() { _ = upstream.Serve(upl) }()
 	defer upstream.Close()
 
-	// The Dataverse emulator with demo contacts (the gateway binds users to
-	// them with the next issue; until then it is there to explore).
+	// The Dataverse emulator with demo contacts and the demo lifecycle
+	// actions: the gateway is configured against it, so creating the demo
+	// users sends their created events.
 	dvl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	dvURL := "http://" + dvl.Addr().String()
 	dvSecret := rand.Text()
+	dvActions := map[string]dataversetest.Action{}
+	for _, a := range demoActions {
+		dvActions[a] = dataversetest.Action{}
+	}
 	dv := dataversetest.NewHandler(dataversetest.Options{BaseURL: dvURL, TenantID: demoTenant,
-		Clients: []dataversetest.Client{{ID: demoClientID, Secret: dvSecret}}})
+		Clients: []dataversetest.Client{{ID: demoClientID, Secret: dvSecret}}, Actions: dvActions})
 	if err := dv.LoadSeed(strings.NewReader(demoSeed)); err != nil {
 		return fmt.Errorf("demo seed: %w", err)
 	}
@@ -149,6 +165,11 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		"CRMGATE_SITE_NAME=crmgate demo",
 		"CRMGATE_LOG_FORMAT=text",
 		"CRMGATE_SHUTDOWN_DELAY=0s",
+		"CRMGATE_DATAVERSE_URL=" + dvURL,
+		"CRMGATE_DATAVERSE_AUTHORITY_HOST=" + dvURL,
+		"CRMGATE_DATAVERSE_TENANT_ID=" + demoTenant,
+		"CRMGATE_DATAVERSE_CLIENT_ID=" + demoClientID,
+		"CRMGATE_DATAVERSE_CLIENT_SECRET=" + dvSecret,
 	}
 	// Branding and logging settings from the environment still apply.
 	for _, kv := range environ {

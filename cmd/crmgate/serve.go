@@ -92,6 +92,7 @@ type gateway struct {
 	registry  *prometheus.Registry
 	accessBuf *proxy.LineBuffer // nil when the access log is off
 	outbox    *authz.OutboxWorker
+	dataverse *dataverse // nil when no Dataverse is configured
 }
 
 // Close flushes the access log and closes the store.
@@ -127,9 +128,22 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// Lifecycle events wait in the outbox; until Dataverse delivery is
-	// configured they are marked done without being sent.
-	outbox, err := authz.NewOutboxWorker(db, authz.NoDeliverer{}, authz.OutboxOptions{Now: now, Logger: log, Registerer: reg})
+	dv, err := newDataverse(cfg, pol, reg, log, now)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	// Lifecycle events wait in the outbox until the worker hands them to
+	// the Dataverse actions of the policy (or, with no Dataverse or no
+	// action, marks them done unsent).
+	deliverer, err := newDeliverer(dv, pol, log)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	outbox, err := authz.NewOutboxWorker(db, deliverer, authz.OutboxOptions{
+		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
+		Now: now, Logger: log, Registerer: reg})
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -174,7 +188,7 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		_ = db.Close()
 		return nil, err
 	}
-	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf, outbox: outbox}, nil
+	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf, outbox: outbox, dataverse: dv}, nil
 }
 
 // listen opens the public and ops listeners.
@@ -244,8 +258,16 @@ func runCheckConfig(_ context.Context, environ []string, stdout io.Writer) error
 		problems = append(problems, err)
 	}
 	if cfg.PolicyFile != "" || cfg.UpstreamURL != "" {
-		if _, err := loadPolicy(cfg); err != nil {
+		if pol, err := loadPolicy(cfg); err != nil {
 			problems = append(problems, err)
+		} else {
+			warnings, err := checkDataverse(cfg, pol)
+			if err != nil {
+				problems = append(problems, err)
+			}
+			for _, w := range warnings {
+				fmt.Fprintf(stdout, "warning: %s\n", w)
+			}
 		}
 	}
 	if _, err := newRenderer(cfg); err != nil {

@@ -1,0 +1,166 @@
+package policies
+
+import (
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Dataverse is the policy file's optional dataverse section: what the
+// gateway tells Dataverse, as opposed to the connection settings, which are
+// CRMGATE_DATAVERSE_* environment variables.
+type Dataverse struct {
+	// LifecycleActions maps a lifecycle event, one of LifecycleEvents, to
+	// the Dataverse unbound action called when it happens. An event that
+	// is not in the map sends nothing; nil sends nothing at all.
+	LifecycleActions map[string]LifecycleAction
+}
+
+// LifecycleAction is one unbound action (custom API) and its parameters.
+type LifecycleAction struct {
+	// Name is the action's unique name, e.g. alex_WPUserCreated: an ASCII
+	// letter or '_' followed by letters, digits and '_'.
+	Name string
+	// Params maps each action parameter name (an identifier, like Name) to
+	// the event field it takes, one of LifecycleFields. Nil sends no
+	// parameters.
+	Params map[string]string
+	// Line is the line of the action in the policy file, for messages.
+	Line int
+}
+
+// The lifecycle events, the keys of dataverse.lifecycle_actions.
+const (
+	LifecycleCreated = "created"
+	LifecycleUpdated = "updated"
+	LifecycleDeleted = "deleted"
+	LifecycleBound   = "bound"
+	LifecycleUnbound = "unbound"
+)
+
+// LifecycleEvents returns the lifecycle events in the order of their
+// documentation.
+func LifecycleEvents() []string {
+	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound}
+}
+
+// lifecycleFields is a copy of the event fields package authz can send
+// (authz.LifecycleField*): this package does not import authz, and a test
+// in cmd/crmgate keeps the two lists equal.
+var lifecycleFields = []string{
+	"id", "username", "email", "first_name", "last_name", "display_name", "roles", "status",
+	"contact_id", "binding_mode", "event_id", "event_type", "occurred_at",
+}
+
+// LifecycleFields returns the event fields an action parameter may take,
+// as a new slice.
+func LifecycleFields() []string { return slices.Clone(lifecycleFields) }
+
+// dataverse decodes the dataverse section.
+func (d *decoder) dataverse(n *yaml.Node, path string) Dataverse {
+	var dv Dataverse
+	d.mapping(n, path, fields{
+		"lifecycle_actions": func(_, v *yaml.Node) {
+			path := path + ".lifecycle_actions"
+			fs := fields{}
+			for _, ev := range LifecycleEvents() {
+				fs[ev] = func(k, v *yaml.Node) {
+					if a, ok := d.lifecycleAction(k, v, path+"."+ev); ok {
+						if dv.LifecycleActions == nil {
+							dv.LifecycleActions = map[string]LifecycleAction{}
+						}
+						dv.LifecycleActions[ev] = a
+					}
+				}
+			}
+			d.mapping(v, path, fs)
+		},
+	})
+	return dv
+}
+
+// lifecycleAction decodes one action; ok is false when it has problems or
+// is null (no action for the event).
+func (d *decoder) lifecycleAction(k, n *yaml.Node, path string) (LifecycleAction, bool) {
+	before := len(d.errs)
+	a := LifecycleAction{Line: k.Line}
+	if isNull(resolve(n)) {
+		return a, false
+	}
+	sawName := false
+	d.mapping(n, path, fields{
+		"name": func(_, v *yaml.Node) {
+			sawName = true
+			if s, ok := d.str(v, path+".name"); ok {
+				if !isIdentifier(s) {
+					d.errorf(v, "%s.name: %q must be an action's unique name: a letter or '_' followed by letters, digits and '_'", path, s)
+				}
+				a.Name = s
+			}
+		},
+		"params": func(_, v *yaml.Node) {
+			a.Params = d.actionParams(v, path+".params")
+		},
+	})
+	if !sawName && len(d.errs) == before {
+		d.errorf(n, "%s: name is required", path)
+	}
+	return a, len(d.errs) == before
+}
+
+// actionParams decodes a mapping of parameter names to event fields.
+func (d *decoder) actionParams(n *yaml.Node, path string) map[string]string {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: must be a mapping of parameter names to event fields", path)
+		return nil
+	}
+	out := make(map[string]string, len(n.Content)/2)
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.errorf(k, "%s: keys must be strings", path)
+			continue
+		}
+		name := path + "." + k.Value
+		if first, dup := seen[k.Value]; dup {
+			d.errorf(k, "%s: repeated (first at line %d)", name, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if !isIdentifier(k.Value) {
+			d.errorf(k, "%s: %q is not a parameter name: a letter or '_' followed by letters, digits and '_'", path, k.Value)
+			continue
+		}
+		f, ok := d.str(v, name)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(lifecycleFields, f) {
+			d.errorf(v, "%s: unknown event field %q (known: %s)", name, f, strings.Join(lifecycleFields, ", "))
+			continue
+		}
+		out[k.Value] = f
+	}
+	return out
+}
+
+// isIdentifier reports whether s is an ASCII letter or '_' followed by
+// letters, digits and '_', at most 128 bytes: the shape of Dataverse
+// action and parameter names (and what package authz accepts).
+func isIdentifier(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
