@@ -115,6 +115,8 @@ type harnessConfig struct {
 	clientBurst int
 	upstream    http.Handler
 	mutate      func(*proxy.Options)
+	authz       func(*authz.Options) // e.g. Contacts and SignInCheck
+	policy      string               // replaces testPolicy; %s is the upstream URL
 }
 
 var testPassword = authz.PasswordParams{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
@@ -151,7 +153,11 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	}))
 	t.Cleanup(h.up.srv.Close)
 
-	pol, err := policies.Parse("test.yaml", fmt.Appendf(nil, testPolicy, h.up.srv.URL))
+	policyText := testPolicy
+	if hc.policy != "" {
+		policyText = hc.policy
+	}
+	pol, err := policies.Parse("test.yaml", fmt.Appendf(nil, policyText, h.up.srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +173,12 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	if burst == 0 {
 		burst = 1000
 	}
-	h.svc, err = authz.NewService(h.db, authz.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: 15 * time.Minute,
-		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Now: h.clock.Now})
+	ao := authz.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: 15 * time.Minute,
+		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Now: h.clock.Now}
+	if hc.authz != nil {
+		hc.authz(&ao)
+	}
+	h.svc, err = authz.NewService(h.db, ao)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -23,7 +24,41 @@ const (
 	msgDisabled           = "This account is disabled. Please contact the site's administrator."
 	msgPending            = "This account is waiting for approval. You will be able to sign in once it is approved."
 	msgFormExpired        = "Your sign-in form expired. Please try again."
+	// msgRefused is the one message for every refusal by Dataverse (contact
+	// missing, inactive, sign-in disabled, filter): which check failed is
+	// in the audit log only.
+	msgRefused     = "You cannot sign in to this site right now. If you think this is a mistake, please contact the site's support."
+	msgUnavailable = "We cannot check your account right now. Please try again in a few minutes."
 )
+
+// ContactSignIn signs in and, for a user bound to a Dataverse contact,
+// checks the contact and returns its snapshot (nil for unbound users).
+// *authz.Service satisfies it; see authz.Service.SignInWithContact.
+type ContactSignIn interface {
+	SignInWithContact(ctx context.Context, c authz.Credentials, columns []string) (*authz.User, *authz.Contact, error)
+}
+
+// signIn verifies credentials, with the Dataverse check when the
+// authenticator offers it.
+func (srv *Server) signIn(ctx context.Context, c authz.Credentials) (*authz.User, *authz.Contact, error) {
+	if cs, ok := srv.auth.(ContactSignIn); ok {
+		return cs.SignInWithContact(ctx, c, srv.contactColumns)
+	}
+	u, err := srv.auth.SignIn(ctx, c)
+	return u, nil, err
+}
+
+// sessionContact turns a contact into the session's snapshot.
+func sessionContact(c *authz.Contact) *SessionContact {
+	if c == nil {
+		return nil
+	}
+	ln := c.LogicalName
+	if ln == "" {
+		ln = "contact"
+	}
+	return &SessionContact{ID: c.ID, LogicalName: ln, Name: c.Name, Columns: c.Columns, Roles: append([]string(nil), c.Roles...)}
+}
 
 // handleSignInForm shows the sign-in page.
 func (srv *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +102,7 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, _ := srv.clients.of(r)
-	u, err := srv.auth.SignIn(r.Context(), authz.Credentials{Login: login, Password: r.PostForm.Get("password"), ClientAddr: client.String()})
+	u, contact, err := srv.signIn(r.Context(), authz.Credentials{Login: login, Password: r.PostForm.Get("password"), ClientAddr: client.String()})
 	if err != nil {
 		outcome, status := "invalid", http.StatusUnauthorized
 		data.Error = msgInvalidCredentials
@@ -80,6 +115,13 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 			outcome, status, data.Error = "disabled", http.StatusForbidden, msgDisabled
 		case errors.Is(err, authz.ErrAccountPending):
 			outcome, status, data.Error = "pending", http.StatusForbidden, msgPending
+		case errors.Is(err, authz.ErrSignInRefused):
+			outcome, status, data.Error = "refused", http.StatusForbidden, msgRefused
+		case errors.Is(err, authz.ErrDirectoryUnavailable):
+			// Fail closed for bound users: Dataverse must say yes.
+			outcome, status, data.Error = "unavailable", http.StatusServiceUnavailable, msgUnavailable
+			w.Header().Set("Retry-After", "30")
+			srv.log.Warn("sign-in: Dataverse unavailable", "request_id", requestID(r.Context()), "err", err)
 		case errors.Is(err, authz.ErrInvalidCredentials):
 		default:
 			srv.metrics.signIns.WithLabelValues("password", "error").Inc()
@@ -97,6 +139,7 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	sess := &Session{ID: rand.Text(), UserID: u.ID, Stamp: u.SecurityStamp, AuthMethod: "password",
 		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Remember: remember}
 	sess.snapshot(u)
+	sess.Contact = sessionContact(contact)
 	if err := srv.writeSession(w, sess); err != nil {
 		srv.renderError(w, r, err)
 		return

@@ -95,23 +95,24 @@ type Server struct {
 	cookieName string
 	csrfName   string
 
-	policy       *policies.Policy
-	auth         Authenticator
-	users        UserDirectory
-	apiKeys      APIKeys
-	pages        *pages.Renderer
-	codec        *sessionCodec
-	sessions     sessionPolicy
-	csrf         *csrfTokens
-	cop          *http.CrossOriginProtection
-	signer       *signer
-	redirects    redirectValidator
-	clients      clientAddrs
-	revoked      revokedSessions
-	sessionCache sessionCache
-	upstreams    map[*policies.Upstream]*upstream
-	gateway      http.Handler
-	metrics      *metrics
+	policy         *policies.Policy
+	auth           Authenticator
+	users          UserDirectory
+	apiKeys        APIKeys
+	contactColumns []string // the policy's union: what a sign-in fetches
+	pages          *pages.Renderer
+	codec          *sessionCodec
+	sessions       sessionPolicy
+	csrf           *csrfTokens
+	cop            *http.CrossOriginProtection
+	signer         *signer
+	redirects      redirectValidator
+	clients        clientAddrs
+	revoked        revokedSessions
+	sessionCache   sessionCache
+	upstreams      map[*policies.Upstream]*upstream
+	gateway        http.Handler
+	metrics        *metrics
 }
 
 // New validates opts and builds the server.
@@ -228,6 +229,7 @@ func New(opts Options) (*Server, error) {
 	for _, u := range opts.Policy.Upstreams {
 		srv.upstreams[u] = srv.newUpstream(u, transport)
 	}
+	srv.contactColumns = opts.Policy.ContactColumns()
 	srv.gateway = srv.gatewayMux()
 	return srv, nil
 }
