@@ -1,0 +1,288 @@
+package crmclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/crmgate/crmgate/authz"
+)
+
+// Directory is the authz.Contacts of a Dataverse environment: it reads
+// contacts, the columns authz asks for and their active web roles, one Web
+// API request per call. It never caches: every call asks Dataverse, so a
+// sign-in never sees a stale contact (the proxy revalidates sessions
+// through ContactCache instead). The zero value is not usable; build it
+// with NewDirectory. It is safe for concurrent use.
+type Directory struct {
+	client *Client
+	model  WebRoleModel
+}
+
+var _ authz.Contacts = (*Directory)(nil)
+
+// NewDirectory returns the Directory of c, reading web roles in model.
+// c must not be nil.
+func NewDirectory(c *Client, model WebRoleModel) *Directory {
+	return &Directory{client: c, model: model}
+}
+
+// secretColumns are contact columns that hold secrets (WEBAPI.md §7.1);
+// authz.Contact must never carry them, so a Directory refuses to read or
+// filter on them.
+var secretColumns = []string{"adx_identity_passwordhash", "adx_identity_securitystamp", "adx_identity_newpassword"}
+
+// identityColumns are the columns FindContacts always selects: those of
+// authz.Contact's typed fields. The secrets of contactColumns are left
+// out, so that a search does not carry password hashes over the wire.
+var identityColumns = []string{
+	"contactid", "fullname", "firstname", "lastname", "emailaddress1", "statecode",
+	"adx_identity_username", "adx_identity_logonenabled",
+}
+
+// checkColumns validates the column names authz passes in; an invalid or
+// secret one wraps ErrInvalidArgument (and ErrInvalidFilter for a bad
+// name), never authz.ErrDirectoryUnavailable.
+func checkColumns(cols []string) error {
+	for _, c := range cols {
+		if err := validColumn(c); err != nil {
+			return fmt.Errorf("crmclient: directory: %w: %w", ErrInvalidArgument, err)
+		}
+		if slices.ContainsFunc(secretColumns, func(s string) bool { return strings.EqualFold(s, c) }) {
+			return invalidArg("directory: column %s holds a secret and is never read", c)
+		}
+	}
+	return nil
+}
+
+// directoryError maps an error of the client to the authz contract:
+// ErrUnavailable becomes authz.ErrDirectoryUnavailable (the cause stays in
+// the chain), and, when notFound is set, a missing record becomes
+// authz.ErrContactNotFound.
+func directoryError(op string, err error, notFound bool) error {
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, authz.ErrDirectoryUnavailable, err)
+	case notFound && (errors.Is(err, ErrNotFound) || IsNotFound(err)):
+		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, authz.ErrContactNotFound, err)
+	}
+	return fmt.Errorf("crmclient: directory: %s: %w", op, err)
+}
+
+// ContactByID implements authz.Contacts: contact id, active or not, with
+// exactly columns in Contact.Columns and its active web roles, in one
+// request (GetContact). An id that is not a GUID, or is the nil GUID,
+// names no contact: the error wraps both authz.ErrContactNotFound and
+// ErrInvalidArgument, and nothing is sent. A secret or malformed column
+// name wraps ErrInvalidArgument. Dataverse being unavailable wraps
+// authz.ErrDirectoryUnavailable and ErrUnavailable.
+func (d *Directory) ContactByID(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
+	g, err := ParseGUID(id)
+	if err == nil && g.IsZero() {
+		err = errors.New("crmclient: the nil GUID")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("crmclient: directory: contact by id: %w: %w: %w", authz.ErrContactNotFound, ErrInvalidArgument, err)
+	}
+	if err := checkColumns(columns); err != nil {
+		return nil, err
+	}
+	ct, err := d.client.GetContact(ctx, g, columns, d.model)
+	if err != nil {
+		return nil, directoryError("contact by id", err, true)
+	}
+	return toAuthzContact(ct, columns, true)
+}
+
+// FindContacts implements authz.Contacts: one collection request whose
+// $filter is built with F from q.Conditions (joined with and), selecting
+// the identity columns plus q.Columns and the conditions' columns,
+// ordered by contactid, with $top q.Limit and, when q.Roles, the web-role
+// relationship expanded. q must have at least one condition, each with Op
+// "eq" or "ne" and a Value that is a string, an int64, a bool or nil, and
+// a Limit of 1 to 5,000; anything else wraps ErrInvalidArgument and sends
+// nothing. Dataverse matches strings loosely (case, wildcards), so callers
+// check the rows again with authz.Condition.Matches. An expanded role list
+// that Dataverse pages is an error rather than a partial list.
+func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*authz.Contact, error) {
+	filter, err := contactFilter(q.Conditions)
+	if err != nil {
+		return nil, err
+	}
+	if q.Limit < 1 || q.Limit > 5000 {
+		return nil, invalidArg("directory: find contacts: limit %d: want 1 to 5000", q.Limit)
+	}
+	extra := slices.Clone(q.Columns)
+	for _, c := range q.Conditions {
+		if !slices.Contains(extra, c.Column) {
+			extra = append(extra, c.Column)
+		}
+	}
+	if err := checkColumns(extra); err != nil {
+		return nil, err
+	}
+	cols := slices.Clone(identityColumns)
+	for _, c := range extra {
+		if !slices.Contains(cols, c) {
+			cols = append(cols, c)
+		}
+	}
+	opts := ListOptions{Query: Query{Select: cols, Filter: filter, OrderBy: []string{"contactid"}, Top: q.Limit}}
+	var rs roleSchema
+	if q.Roles {
+		if rs, err = d.model.schema(); err != nil {
+			return nil, err
+		}
+		opts.Expand = []Expand{{Nav: rs.relationship, Select: rs.columns()}}
+	}
+	out := []*authz.Contact{}
+	_, err = d.client.List(ctx, SetContacts, opts, func(row json.RawMessage) error {
+		ct, err := decodeContact(row, extra)
+		if err != nil {
+			return err
+		}
+		if q.Roles {
+			if ct.Roles, err = decodeRoles(row, rs, ct.ID); err != nil {
+				return err
+			}
+		}
+		ac, err := toAuthzContact(ct, extra, q.Roles)
+		if err != nil {
+			return err
+		}
+		out = append(out, ac)
+		return nil
+	})
+	if err != nil {
+		return nil, directoryError("find contacts", err, false)
+	}
+	return out, nil
+}
+
+// contactFilter builds the $filter of conds with F; it refuses what
+// authz.Condition does not allow.
+func contactFilter(conds []authz.Condition) (Filter, error) {
+	if len(conds) == 0 {
+		return Filter{}, invalidArg("directory: find contacts without conditions")
+	}
+	terms := make([]Filter, 0, len(conds))
+	for _, c := range conds {
+		switch c.Value.(type) {
+		case string, int64, bool, nil:
+		default:
+			return Filter{}, invalidArg("directory: condition on %s: value of type %T; want string, int64, bool or nil", truncate(c.Column, 64), c.Value)
+		}
+		var f Filter
+		switch c.Op {
+		case "eq":
+			f = F.Eq(c.Column, c.Value)
+		case "ne":
+			f = F.Ne(c.Column, c.Value)
+		default:
+			return Filter{}, invalidArg("directory: condition on %s: operator %q; want eq or ne", truncate(c.Column, 64), truncate(c.Op, 16))
+		}
+		if err := f.Err(); err != nil {
+			return Filter{}, fmt.Errorf("crmclient: directory: %w: %w", ErrInvalidArgument, err)
+		}
+		terms = append(terms, f)
+	}
+	return F.And(terms...), nil
+}
+
+// decodeRoles reads the active web roles expanded into a contact row, as
+// GetContact does.
+func decodeRoles(row json.RawMessage, rs roleSchema, id GUID) ([]WebRole, error) {
+	var rel map[string]json.RawMessage
+	if err := json.Unmarshal(row, &rel); err != nil {
+		return nil, fmt.Errorf("crmclient: decode contact: %w", err)
+	}
+	if _, paged := rel[rs.relationship+"@odata.nextLink"]; paged {
+		// Expanding a collection on an entity set may come back as a
+		// nextLink instead of the rows (WEBAPI.md §3.2); a partial role
+		// list must not be taken for the whole.
+		return nil, fmt.Errorf("crmclient: %s of contact %s came back paged; roles incomplete", rs.relationship, id)
+	}
+	var rows []json.RawMessage
+	if v, ok := rel[rs.relationship]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &rows); err != nil {
+			return nil, fmt.Errorf("crmclient: decode %s: %w", rs.relationship, err)
+		}
+	}
+	roles := []WebRole{}
+	for _, raw := range rows {
+		r, err := rs.decode(raw)
+		if err != nil {
+			return nil, err
+		}
+		if r.StateCode == StateActive {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
+}
+
+// toAuthzContact copies ct into an authz.Contact with exactly columns in
+// Columns (numbers as float64) and, when roles is set, the role names.
+// Secrets are not copied.
+func toAuthzContact(ct *Contact, columns []string, roles bool) (*authz.Contact, error) {
+	ac := &authz.Contact{
+		ID:           ct.ID.String(),
+		LogicalName:  "contact",
+		Name:         ct.FullName,
+		Active:       ct.Active(),
+		LogonEnabled: ct.LogonEnabled,
+		Email:        ct.Email,
+		FirstName:    ct.FirstName,
+		LastName:     ct.LastName,
+		Username:     ct.Username,
+		Columns:      make(map[string]any, len(columns)),
+	}
+	for _, col := range columns {
+		v, err := plainJSON(ct.Columns[col])
+		if err != nil {
+			return nil, fmt.Errorf("crmclient: contact %s column %s: %w", ac.ID, col, err)
+		}
+		ac.Columns[col] = v
+	}
+	if roles {
+		ac.Roles = ct.RoleNames()
+	}
+	return ac, nil
+}
+
+// plainJSON turns the json.Number values of a value decoded with
+// UseNumber into float64, as json.Unmarshal would have decoded them.
+func plainJSON(v any) (any, error) {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("number %s: %w", truncate(x.String(), 32), err)
+		}
+		return f, nil
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			p, err := plainJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = p
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			p, err := plainJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = p
+		}
+		return out, nil
+	}
+	return v, nil
+}

@@ -1,0 +1,139 @@
+package proxy_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/crmclient"
+	"github.com/crmgate/crmgate/crmclient/dataversetest"
+)
+
+const (
+	dvTenant = "contoso.example"
+	dvClient = "0c000000-0000-4000-8000-0000000000c1"
+	dvSecret = "emulator secret"
+	annID    = "c0000000-0000-4000-8000-00000000000a"
+	bobID    = "c0000000-0000-4000-8000-00000000000b"
+	caraID   = "c0000000-0000-4000-8000-00000000000c"
+	roleID   = "d0000000-0000-4000-8000-00000000000a"
+)
+
+const contactSeed = `{
+ "contacts": [
+  {"contactid": "` + annID + `", "firstname": "Ann", "lastname": "Lee", "emailaddress1": "ann@example.test",
+   "adx_identity_username": "ann", "adx_identity_logonenabled": true},
+  {"contactid": "` + bobID + `", "firstname": "Bob", "lastname": "Gone", "emailaddress1": "bob@example.test",
+   "adx_identity_username": "bob", "adx_identity_logonenabled": true, "statecode": 1, "statuscode": 2},
+  {"contactid": "` + caraID + `", "firstname": "Cara", "lastname": "Off", "emailaddress1": "cara@example.test",
+   "adx_identity_username": "cara", "adx_identity_logonenabled": false}
+ ],
+ "adx_webroles": [{"adx_webroleid": "` + roleID + `", "adx_name": "Partners"}],
+ "associations": [{"relationship": "adx_webrole_contact", "contactid": "` + annID + `", "adx_webroleid": "` + roleID + `"}]
+}`
+
+const contactPolicy = `upstreams:
+  - name: app
+    url: %s
+routes:
+  - name: orders
+    paths: ["/orders/**"]
+    access: bound
+    contact_columns: [fullname, emailaddress1]
+  - name: partners
+    paths: ["/partners/**"]
+    access: authenticated
+    roles: [Partners]
+  - name: other
+    paths: ["/**"]
+    access: authenticated
+`
+
+// TestSignInBoundToContact drives sign-in of users bound by username to
+// emulator contacts through the whole gateway: one Dataverse request per
+// cold sign-in, none per proxied request, contact headers and claims per
+// route, web roles in roles, the generic refusal for an inactive contact
+// and a disabled login, and fail-closed while Dataverse is down, when an
+// unbound admin still signs in.
+func TestSignInBoundToContact(t *testing.T) {
+	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
+	defer emu.Close()
+	if err := emu.LoadSeed(strings.NewReader(contactSeed)); err != nil {
+		t.Fatal(err)
+	}
+	client, err := crmclient.New(crmclient.Config{URL: emu.URL, AuthorityHost: emu.URL, TenantID: dvTenant, ClientID: dvClient,
+		ClientSecret: dvSecret, MaxRetries: -1, BreakerFailures: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *authz.Options) {
+		o.Contacts = crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
+		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
+		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
+		o.BreakGlassRole = "admin"
+	}})
+	ctx := context.Background()
+	for _, n := range []string{"ann", "bob", "cara"} {
+		h.createUser(n, n+"@example.test", "correct horse battery")
+	}
+	h.createUser("root", "root@example.test", "correct horse battery", "admin")
+	if err := h.svc.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	contactRequests := func() int { return emu.Requests("GET contacts") + emu.Requests("GET contacts()") }
+
+	// Ann: bound, active, may sign in. One Dataverse request for the cold sign-in.
+	ann := h.browser()
+	before := contactRequests()
+	h.signIn(ann, "ann", "correct horse battery")
+	if n := contactRequests() - before; n != 1 {
+		t.Errorf("cold sign-in made %d contact requests, want 1", n)
+	}
+	before = contactRequests()
+	h.get(ann, "/orders/7")
+	got := h.up.last(t).Header
+	if got.Get("X-Current-User-Contact-Id") != annID || got.Get("X-Current-User-Contact-Fullname") != "Ann Lee" ||
+		got.Get("X-Current-User-Contact-Emailaddress1") != "ann@example.test" {
+		t.Errorf("contact headers on /orders: %v", got)
+	}
+	claims := h.verifyToken(got.Get("X-Current-User"), h.up.srv.URL)
+	ct, _ := claims["contact"].(map[string]any)
+	if ct["id"] != annID || len(ct["columns"].(map[string]any)) != 2 {
+		t.Errorf("contact claim: %v", claims["contact"])
+	}
+	if resp, _ := h.get(ann, "/partners/x"); resp.StatusCode != 200 {
+		t.Errorf("web role Partners did not grant /partners: %d", resp.StatusCode)
+	}
+	if got := h.up.last(t).Header; got.Get("X-Current-User-Contact-Fullname") != "" || !strings.Contains(got.Get("X-Current-User-Roles"), "Partners") {
+		t.Errorf("/partners forwards columns it does not list, or lacks the web role: %v", got)
+	}
+	if n := contactRequests() - before; n != 0 {
+		t.Errorf("proxied requests made %d Dataverse requests, want 0", n)
+	}
+
+	// Refusals: the same message whatever failed; the audit log knows why.
+	_, refusedInactive := h.postSignIn(h.browser(), "bob", "correct horse battery", nil)
+	resp, refusedLogon := h.postSignIn(h.browser(), "cara", "correct horse battery", nil)
+	if resp.StatusCode != http.StatusForbidden || msg(refusedInactive) != msg(refusedLogon) || msg(refusedLogon) == "" {
+		t.Fatalf("refusals: %d %q %q", resp.StatusCode, msg(refusedInactive), msg(refusedLogon))
+	}
+	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSignInFailed})
+	reasons := ""
+	for _, e := range events {
+		reasons += e.Detail + " "
+	}
+	if !strings.Contains(reasons, authz.ReasonContactInactive) || !strings.Contains(reasons, authz.ReasonContactLogonDisabled) {
+		t.Errorf("audit reasons: %q", reasons)
+	}
+
+	// Dataverse down: bound users fail closed with a try-again page; the
+	// unbound (break-glass) admin signs in.
+	emu.SetFaults(dataversetest.Faults{Status: 503, Count: 1000})
+	resp, body := h.postSignIn(h.browser(), "ann", "correct horse battery", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "try again") {
+		t.Errorf("sign-in while Dataverse is down: %d", resp.StatusCode)
+	}
+	h.signIn(h.browser(), "root", "correct horse battery")
+}
