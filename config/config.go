@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -48,6 +49,7 @@ type Config struct {
 	Log       LogConfig       `envPrefix:"LOG_"`
 	Shutdown  ShutdownConfig  `envPrefix:"SHUTDOWN_"`
 	Dataverse DataverseConfig `envPrefix:"DATAVERSE_"`
+	Binding   BindingConfig   `envPrefix:"BINDING_"`
 	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
@@ -83,6 +85,10 @@ type SignInConfig struct {
 	LockoutDuration time.Duration `env:"LOCKOUT_DURATION" envDefault:"15m" desc:"How long a locked account stays locked."`
 	ClientRate      int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address (per replica)."`
 	ClientBurst     int           `env:"CLIENT_BURST" envDefault:"10" desc:"Burst of sign-in attempts allowed from one client address."`
+	// DataverseCheck is off by default so that configuring Dataverse (for
+	// lifecycle actions, say) never starts refusing sign-ins by itself.
+	DataverseCheck      bool `env:"DATAVERSE_CHECK" envDefault:"false" desc:"Check bound users against Dataverse at sign-in (one request): the bound contact must exist and be active, and pass the policy file's dataverse.signin_filter. Fails closed while Dataverse is unavailable; unbound users (break-glass admins) are never checked. Off by default, so that a contact deactivated in Dataverse still signs in. Needs CRMGATE_DATAVERSE_URL."`
+	RequireLogonEnabled bool `env:"REQUIRE_LOGON_ENABLED" envDefault:"true" desc:"With CRMGATE_SIGNIN_DATAVERSE_CHECK, also require the contact's adx_identity_logonenabled to be true, as Power Pages does."`
 }
 
 // PasswordConfig sets the argon2id cost. Defaults follow the OWASP password
@@ -149,6 +155,28 @@ func (d DataverseConfig) Configured() bool { return d.URL != "" }
 // CRMGATE_DATAVERSE_* variable is set.
 var dataverseDefaults = DataverseConfig{AuthorityHost: "https://login.microsoftonline.com", Timeout: 30 * time.Second,
 	MaxConcurrency: 52, ContactCacheTTL: time.Minute, ContactCacheMaxStale: 15 * time.Minute, WebRoleModel: "standard"}
+
+// BindingConfig configures how users are bound to Dataverse contacts. The
+// zero value is not what Load builds; with no Dataverse configured every
+// field must keep its default (Validate). The custom mode's filter lives in
+// the policy file's dataverse.binding_filter.
+type BindingConfig struct {
+	DefaultMode    string `env:"DEFAULT_MODE" envDefault:"none" desc:"Binding of new users: none (unbound until an administrator binds them), username (the contact whose CRMGATE_BINDING_USERNAME_COLUMN equals the username) or custom (the policy file's dataverse.binding_filter, which is then required). Anything but none needs CRMGATE_DATAVERSE_URL."`
+	UsernameColumn string `env:"USERNAME_COLUMN" envDefault:"adx_identity_username" desc:"Contact column a username binding compares with the username (a Dataverse logical column name)."`
+	// AutoMapEmail is dangerous with self-registration: see its desc.
+	AutoMapEmail bool `env:"AUTO_MAP_EMAIL" envDefault:"false" desc:"Bind each new user to the single active contact whose emailaddress1 equals the user's email and that no other user is bound to. DANGEROUS where people register themselves: it binds on an email address that is not yet confirmed, so anyone registering with a customer's address receives that customer's contact. Enable only where administrators create the accounts. Needs CRMGATE_DATAVERSE_URL."`
+}
+
+// Binding modes accepted by CRMGATE_BINDING_DEFAULT_MODE.
+const (
+	BindingModeNone     = "none"
+	BindingModeUsername = "username"
+	BindingModeCustom   = "custom"
+)
+
+// bindingDefaults is BindingConfig as Load builds it when no
+// CRMGATE_BINDING_* variable is set.
+var bindingDefaults = BindingConfig{DefaultMode: BindingModeNone, UsernameColumn: "adx_identity_username"}
 
 // OutboxConfig tunes the delivery of durable events (user lifecycle events
 // to Dataverse). Events are never dropped: a failing event is retried
@@ -298,6 +326,7 @@ func (c *Config) Validate() error {
 		add("SHUTDOWN_TIMEOUT", "delay must not be negative and timeout must be positive")
 	}
 	c.validateDataverse(add)
+	c.validateBinding(add)
 	o := c.Outbox
 	if o.PollInterval < 10*time.Millisecond || o.PollInterval > time.Hour {
 		add("OUTBOX_POLL_INTERVAL", "must be between 10ms and 1h, got %s", o.PollInterval)
@@ -385,6 +414,69 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 	if d.WebRoleModel != "standard" && d.WebRoleModel != "enhanced" {
 		add("DATAVERSE_WEB_ROLE_MODEL", "must be standard or enhanced, got %q", d.WebRoleModel)
 	}
+}
+
+// validateBinding checks the binding and sign-in check settings, which
+// only make sense with a Dataverse connection.
+func (c *Config) validateBinding(add func(name, format string, args ...any)) {
+	b := c.Binding
+	switch b.DefaultMode {
+	case BindingModeNone, BindingModeUsername, BindingModeCustom:
+	case "lookup":
+		add("BINDING_DEFAULT_MODE", "cannot be lookup: a lookup binding names one contact, so it is set per user; use none, username or custom")
+	default:
+		add("BINDING_DEFAULT_MODE", "must be none, username or custom, got %q", b.DefaultMode)
+	}
+	if err := CheckColumn(b.UsernameColumn); err != nil {
+		add("BINDING_USERNAME_COLUMN", "%v", err)
+	}
+	if c.Dataverse.Configured() {
+		return
+	}
+	var set []string
+	for _, f := range []struct {
+		name    string
+		changed bool
+	}{
+		{"BINDING_DEFAULT_MODE", b.DefaultMode != bindingDefaults.DefaultMode},
+		{"BINDING_USERNAME_COLUMN", b.UsernameColumn != bindingDefaults.UsernameColumn},
+		{"BINDING_AUTO_MAP_EMAIL", b.AutoMapEmail != bindingDefaults.AutoMapEmail},
+		{"SIGNIN_DATAVERSE_CHECK", c.SignIn.DataverseCheck},
+		{"SIGNIN_REQUIRE_LOGON_ENABLED", !c.SignIn.RequireLogonEnabled},
+	} {
+		if f.changed {
+			set = append(set, Prefix+f.name)
+		}
+	}
+	if len(set) > 0 {
+		add("DATAVERSE_URL", "required because %s set (bindings and the sign-in check read Dataverse contacts)", strings.Join(set, ", "))
+	}
+}
+
+// odataKeywords are the words a column name must not be. With CheckColumn
+// it is a copy of authz.ValidColumn's rule (config imports no gateway
+// package); a test in cmd/crmgate keeps the two in step.
+var odataKeywords = []string{"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "has", "in",
+	"add", "sub", "mul", "div", "mod", "null", "true", "false", "inf", "nan"}
+
+// CheckColumn checks a Dataverse logical column name, as
+// CRMGATE_BINDING_USERNAME_COLUMN must be: 1 to 128 ASCII letters, digits
+// and underscores, not starting with a digit, and not an OData keyword.
+// nil means valid.
+func CheckColumn(name string) error {
+	if name == "" || len(name) > 128 {
+		return fmt.Errorf("must be a Dataverse column name of 1 to 128 characters, got %q", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+			return fmt.Errorf("must be a Dataverse column name (letters, digits and _, not starting with a digit), got %q", name)
+		}
+	}
+	if slices.Contains(odataKeywords, strings.ToLower(name)) {
+		return fmt.Errorf("must be a Dataverse column name, not the OData keyword %q", name)
+	}
+	return nil
 }
 
 var (

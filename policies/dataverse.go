@@ -15,6 +15,27 @@ type Dataverse struct {
 	// the Dataverse unbound action called when it happens. An event that
 	// is not in the map sends nothing; nil sends nothing at all.
 	LifecycleActions map[string]LifecycleAction
+	// BindingFilter is the contact filter of custom bindings
+	// (binding_filter), e.g. "emailaddress1 eq {email}"; its Text is
+	// empty when the file has none, and custom bindings then fail to
+	// resolve. This package checks only that it is a string: the gateway
+	// parses it at start-up with authz.ParseFilterTemplate and reports a
+	// problem at its Line.
+	BindingFilter FilterText
+	// SignInFilter is the extra filter the bound contact must also match
+	// at sign-in (signin_filter), e.g. "adx_portalaccess eq true"; empty
+	// means none. Parsed like BindingFilter.
+	SignInFilter FilterText
+}
+
+// FilterText is a contact filter template as written in the policy file,
+// not yet parsed (package policies does not import authz, which owns the
+// grammar). The zero value means no filter.
+type FilterText struct {
+	// Text is the template, e.g. "emailaddress1 eq {email}".
+	Text string
+	// Line is the line of the value in the policy file, for messages.
+	Line int
 }
 
 // LifecycleAction is one unbound action (custom API) and its parameters.
@@ -76,8 +97,28 @@ func (d *decoder) dataverse(n *yaml.Node, path string) Dataverse {
 			}
 			d.mapping(v, path, fs)
 		},
+		"binding_filter": func(_, v *yaml.Node) { dv.BindingFilter = d.filterText(v, path+".binding_filter") },
+		"signin_filter":  func(_, v *yaml.Node) { dv.SignInFilter = d.filterText(v, path+".signin_filter") },
 	})
 	return dv
+}
+
+// filterText decodes a filter template: a non-empty string, or null for
+// none.
+func (d *decoder) filterText(n *yaml.Node, path string) FilterText {
+	n = resolve(n)
+	if isNull(n) {
+		return FilterText{}
+	}
+	s, ok := d.str(n, path)
+	if !ok {
+		return FilterText{}
+	}
+	if strings.TrimSpace(s) == "" {
+		d.errorf(n, "%s: must not be empty (leave it out for no filter)", path)
+		return FilterText{}
+	}
+	return FilterText{Text: s, Line: n.Line}
 }
 
 // lifecycleAction decodes one action; ok is false when it has problems or

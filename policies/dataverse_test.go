@@ -93,3 +93,45 @@ func TestLifecycleFieldsIsACopy(t *testing.T) {
 		t.Fatal("LifecycleFields shares its slice")
 	}
 }
+
+func TestDataverseFilters(t *testing.T) {
+	p := mustParse(t, dvRoutes+`dataverse:
+  binding_filter: emailaddress1 eq {email}
+  signin_filter: "adx_portalaccess eq true"
+`)
+	if got, want := p.Dataverse.BindingFilter, (FilterText{Text: "emailaddress1 eq {email}", Line: 6}); got != want {
+		t.Errorf("BindingFilter = %+v, want %+v", got, want)
+	}
+	if got, want := p.Dataverse.SignInFilter, (FilterText{Text: "adx_portalaccess eq true", Line: 7}); got != want {
+		t.Errorf("SignInFilter = %+v, want %+v", got, want)
+	}
+	p = mustParse(t, dvRoutes+"dataverse:\n  binding_filter: ~\n")
+	if p.Dataverse.BindingFilter != (FilterText{}) || p.Dataverse.SignInFilter != (FilterText{}) {
+		t.Errorf("null and missing filters: %+v", p.Dataverse)
+	}
+
+	tests := []struct {
+		name, src string
+		want      []string
+	}{
+		{"not a string", "dataverse:\n  binding_filter: [a, b]\n  signin_filter: {a: b}\n", []string{
+			"policy.yaml:6: dataverse.binding_filter: must be a string",
+			"policy.yaml:7: dataverse.signin_filter: must be a string",
+		}},
+		{"empty", "dataverse:\n  signin_filter: '  '\n", []string{"policy.yaml:6: dataverse.signin_filter: must not be empty"}},
+		{"misspelt", "dataverse:\n  bind_filter: x eq {email}\n", []string{"policy.yaml:6: dataverse.bind_filter: unknown field"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("policy.yaml", []byte(dvRoutes+tt.src))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -208,6 +208,23 @@
 // is sent as a string. A deleted event carries the user as it was just
 // before the deletion.
 //
+// The section also holds two contact filter templates, kept here as text
+// (Dataverse.BindingFilter, Dataverse.SignInFilter) and parsed by the
+// gateway at start-up, which reports a bad one with its file and line:
+//
+//	dataverse:
+//	  binding_filter: emailaddress1 eq {email}        # custom bindings
+//	  signin_filter: adx_portalaccess eq true          # also required at sign-in
+//
+// binding_filter is the filter of the custom binding mode: the contact a
+// custom-bound user is bound to is the single active one it matches. It
+// must name a user field ({username}, {email}, {first_name}, {last_name},
+// {id}), or every user would get the same contact, and it is required when
+// CRMGATE_BINDING_DEFAULT_MODE is custom. signin_filter must also match the
+// bound contact when CRMGATE_SIGNIN_DATAVERSE_CHECK is on. The grammar is
+// terms "column eq|ne value" joined with "and"; a value is a {field}, a
+// 'quoted string', an integer, true, false or null.
+//
 // # Paths the gateway refuses
 //
 // CanonicalPath answers every request path that upstream servers could read

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +21,9 @@ var _ authz.ActionCaller = (*crmclient.Client)(nil)
 // dataverse is the gateway's connection to Dataverse; nil when
 // CRMGATE_DATAVERSE_URL is unset.
 type dataverse struct {
-	client   *crmclient.Client
-	contacts *crmclient.ContactCache
+	client    *crmclient.Client
+	contacts  *crmclient.ContactCache
+	directory *crmclient.Directory // what authz resolves bindings and checks sign-ins with
 }
 
 // newDataverse builds the Dataverse client and the contact cache from a
@@ -46,7 +49,76 @@ func newDataverse(cfg *config.Config, pol *policies.Policy, reg prometheus.Regis
 	if err != nil {
 		return nil, fmt.Errorf("dataverse: %w", err)
 	}
-	return &dataverse{client: client, contacts: contacts}, nil
+	return &dataverse{client: client, contacts: contacts, directory: crmclient.NewDirectory(client, model)}, nil
+}
+
+// contactFilters are the policy file's contact filter templates, parsed.
+type contactFilters struct {
+	binding *authz.FilterTemplate // dataverse.binding_filter; nil when absent
+	signIn  *authz.FilterTemplate // dataverse.signin_filter; nil when absent
+}
+
+// policyName is how messages name the policy source, as policies does.
+func policyName(cfg *config.Config) string {
+	if cfg.PolicyFile == "" {
+		return "CRMGATE_UPSTREAM_URL"
+	}
+	return filepath.Base(cfg.PolicyFile)
+}
+
+// parseContactFilters parses the policy's binding and sign-in filters with
+// authz's grammar, reporting each problem as "file:line: field: reason",
+// and checks them against the binding settings: custom as the default mode
+// needs a binding filter, and a binding filter must name a user field.
+func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilters, error) {
+	var (
+		f    contactFilters
+		errs []error
+	)
+	file := policyName(cfg)
+	parse := func(ft policies.FilterText, field string) *authz.FilterTemplate {
+		if ft.Text == "" {
+			return nil
+		}
+		t, err := authz.ParseFilterTemplate(ft.Text)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: dataverse.%s: %w", file, ft.Line, field, err))
+			return nil
+		}
+		return t
+	}
+	f.binding = parse(pol.Dataverse.BindingFilter, "binding_filter")
+	f.signIn = parse(pol.Dataverse.SignInFilter, "signin_filter")
+	if f.binding != nil && !f.binding.HasFields() {
+		errs = append(errs, fmt.Errorf("%s:%d: dataverse.binding_filter: names no user field such as {email}: every user would be bound to the same contact",
+			file, pol.Dataverse.BindingFilter.Line))
+	}
+	if cfg.Binding.DefaultMode == config.BindingModeCustom && pol.Dataverse.BindingFilter.Text == "" {
+		errs = append(errs, fmt.Errorf("%s: CRMGATE_BINDING_DEFAULT_MODE is custom but the policy has no dataverse.binding_filter", file))
+	}
+	return f, errors.Join(errs...)
+}
+
+// contactOptions returns the authz options that read Dataverse contacts:
+// the directory, the binding of users and the sign-in check. Without
+// Dataverse they are zero apart from the custom filter (Validate keeps
+// the other settings at their defaults then), so no binding resolves.
+func contactOptions(cfg *config.Config, f contactFilters, dv *dataverse) (authz.Contacts, authz.BindingOptions, authz.SignInCheck) {
+	if dv == nil {
+		return nil, authz.BindingOptions{Custom: f.binding}, authz.SignInCheck{}
+	}
+	binding := authz.BindingOptions{
+		DefaultMode:    authz.BindingMode(cfg.Binding.DefaultMode),
+		UsernameColumn: cfg.Binding.UsernameColumn,
+		Custom:         f.binding,
+		AutoMapEmail:   cfg.Binding.AutoMapEmail,
+	}
+	check := authz.SignInCheck{
+		Enabled:             cfg.SignIn.DataverseCheck,
+		RequireLogonEnabled: cfg.SignIn.RequireLogonEnabled,
+		Extra:               f.signIn,
+	}
+	return dv.directory, binding, check
 }
 
 // clientConfig is the crmclient configuration of d.
@@ -113,6 +185,12 @@ func newDeliverer(dv *dataverse, pol *policies.Policy, log *slog.Logger) (authz.
 func checkDataverse(cfg *config.Config, pol *policies.Policy) (warnings []string, err error) {
 	if _, err := lifecycleActions(pol); err != nil {
 		return nil, err
+	}
+	if _, err := parseContactFilters(cfg, pol); err != nil {
+		return nil, err
+	}
+	if pol.Dataverse.SignInFilter.Text != "" && !cfg.SignIn.DataverseCheck {
+		warnings = append(warnings, "the policy has a dataverse.signin_filter but CRMGATE_SIGNIN_DATAVERSE_CHECK is off: it is not applied")
 	}
 	if len(pol.Dataverse.LifecycleActions) > 0 && !cfg.Dataverse.Configured() {
 		warnings = append(warnings, "the policy names Dataverse lifecycle actions but CRMGATE_DATAVERSE_URL is unset: they are not called")

@@ -56,7 +56,10 @@ const (
 )
 
 // demoSeed is the emulator's demo data: an account, a contact for each demo
-// account (adx_identity_username = username), and web roles.
+// account (adx_identity_username = username, so the username binding of
+// `crmgate dev` binds them), and web roles. Only alice's contact holds one
+// (Partners): the admin's contact holds none, so that the admin's roles
+// stay exactly its local [admin].
 const demoSeed = `{
   "accounts": [{"accountid": "a0000000-0000-4000-8000-000000000001", "name": "Contoso Partners"}],
   "contacts": [
@@ -71,7 +74,6 @@ const demoSeed = `{
     {"adx_webroleid": "d0000000-0000-4000-8000-000000000002", "adx_name": "Partners"}
   ],
   "associations": [
-    {"relationship": "adx_webrole_contact", "contactid": "c0000000-0000-4000-8000-000000000001", "adx_webroleid": "d0000000-0000-4000-8000-000000000001"},
     {"relationship": "adx_webrole_contact", "contactid": "c0000000-0000-4000-8000-000000000002", "adx_webroleid": "d0000000-0000-4000-8000-000000000002"}
   ]
 }`
@@ -170,6 +172,10 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		"CRMGATE_DATAVERSE_TENANT_ID=" + demoTenant,
 		"CRMGATE_DATAVERSE_CLIENT_ID=" + demoClientID,
 		"CRMGATE_DATAVERSE_CLIENT_SECRET=" + dvSecret,
+		// The demo users are bound by username to their demo contacts and
+		// checked against the emulator at every sign-in.
+		"CRMGATE_BINDING_DEFAULT_MODE=username",
+		"CRMGATE_SIGNIN_DATAVERSE_CHECK=true",
 	}
 	// Branding and logging settings from the environment still apply.
 	for _, kv := range environ {

@@ -110,6 +110,10 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 	if err != nil {
 		return nil, err
 	}
+	filters, err := parseContactFilters(cfg, pol)
+	if err != nil {
+		return nil, err
+	}
 	renderer, err := newRenderer(cfg)
 	if err != nil {
 		return nil, err
@@ -148,8 +152,15 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		_ = db.Close()
 		return nil, err
 	}
+	contacts, binding, check := contactOptions(cfg, filters, dv)
 	auth, err := authz.NewService(db, authz.Options{
 		OutboxNotify: outbox.Notify,
+		Contacts:     contacts,
+		Binding:      binding,
+		SignInCheck:  check,
+		// The last active, unbound admin (the break-glass account, who
+		// signs in while Dataverse is down) cannot be demoted or bound.
+		BreakGlassRole: "admin",
 		Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB, Iterations: cfg.Password.Iterations,
 			Parallelism: cfg.Password.Parallelism, SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen},
 		MaxFailures:     cfg.SignIn.MaxFailures,

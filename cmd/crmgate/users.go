@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/store"
@@ -26,8 +27,12 @@ commands:
   set-roles     --login U --roles a,b   (empty --roles removes every role)
   disable       --login U
   enable        --login U
+  api-key create  --name N --scopes users:read,users:bind,contacts:read [--expires 720h]
+  api-key list    [--json]
+  api-key revoke  --id ID
 
 Without --password-stdin a random password is generated and printed once.
+An API key is printed once, when it is created; only its hash is stored.
 Only CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings are read, so
 a break-glass admin can be recovered even when the rest of the
 configuration is broken.`
@@ -36,6 +41,9 @@ configuration is broken.`
 func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usageError{usersUsage}
+	}
+	if args[0] == "api-key" {
+		return runAPIKeys(ctx, args[1:], environ, stdout)
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
@@ -57,22 +65,11 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("users %s: unexpected argument %q", sub, fs.Arg(0))}
 	}
-	cfg, err := config.Load(environ)
+	svc, closeStore, err := openAccounts(ctx, environ)
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	svc, err := authz.NewService(db, authz.Options{Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB,
-		Iterations: cfg.Password.Iterations, Parallelism: cfg.Password.Parallelism,
-		SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen}})
-	if err != nil {
-		return err
-	}
-	const actor = "cli"
+	defer closeStore()
 	password := func() (string, bool, error) {
 		if *pwStdin {
 			line, err := bufio.NewReader(stdin).ReadString('\n')
@@ -100,7 +97,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 			return err
 		}
 		u, err := svc.CreateUser(ctx, authz.NewUser{Username: *username, Email: *email, DisplayName: *name,
-			Password: pw, Roles: splitList(*roles), MustChangePassword: *mustChange}, actor)
+			Password: pw, Roles: splitList(*roles), MustChangePassword: *mustChange}, cliActor)
 		if err != nil {
 			return err
 		}
@@ -132,7 +129,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err != nil {
 			return err
 		}
-		if err := svc.SetPassword(ctx, *login, pw, actor); err != nil {
+		if err := svc.SetPassword(ctx, *login, pw, cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "password changed for %s; existing sessions end at their next check\n", *login)
@@ -143,7 +140,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err := needLogin(); err != nil {
 			return err
 		}
-		if err := svc.SetRoles(ctx, *login, splitList(*roles), actor); err != nil {
+		if err := svc.SetRoles(ctx, *login, splitList(*roles), cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "roles of %s set to [%s]\n", *login, strings.Join(splitList(*roles), ","))
@@ -155,7 +152,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if sub == "enable" {
 			st = authz.StatusActive
 		}
-		if err := svc.SetStatus(ctx, *login, st, actor); err != nil {
+		if err := svc.SetStatus(ctx, *login, st, cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s is now %s\n", *login, st)
@@ -163,6 +160,131 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		return usageError{fmt.Sprintf("unknown users command %q\n\n%s", sub, usersUsage)}
 	}
 	return nil
+}
+
+// cliActor is the actor the users commands record in the audit log.
+const cliActor = "cli"
+
+// openAccounts opens the store and an authz.Service over it, reading only
+// CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings (Load, not
+// Validate), so that the users commands work when the rest of the
+// configuration is broken. Call the returned function to close the store.
+func openAccounts(ctx context.Context, environ []string) (*authz.Service, func(), error) {
+	cfg, err := config.Load(environ)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := authz.NewService(db, authz.Options{Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB,
+		Iterations: cfg.Password.Iterations, Parallelism: cfg.Password.Parallelism,
+		SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen}})
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return svc, func() { _ = db.Close() }, nil
+}
+
+// runAPIKeys creates, lists and revokes the REST API's keys.
+func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{usersUsage}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("users api-key "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		name    = fs.String("name", "", "what the key is for")
+		scopes  = fs.String("scopes", "", "comma-separated scopes")
+		expires = fs.Duration("expires", 0, "lifetime of the key, e.g. 720h; 0 means it never expires")
+		id      = fs.String("id", "", "id of the key")
+		asJSON  = fs.Bool("json", false, "print JSON")
+	)
+	if err := fs.Parse(args); err != nil {
+		return usageError{fmt.Sprintf("users api-key %s: %v\n\n%s", sub, err, usersUsage)}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("users api-key %s: unexpected argument %q", sub, fs.Arg(0))}
+	}
+	switch sub {
+	case "create":
+		if *name == "" || *scopes == "" {
+			return usageError{"users api-key create: --name and --scopes are required (scopes: " + strings.Join(authz.APIKeyScopes(), ", ") + ")"}
+		}
+		if *expires < 0 {
+			return usageError{"users api-key create: --expires must not be negative"}
+		}
+	case "revoke":
+		if *id == "" {
+			return usageError{"users api-key revoke: --id is required"}
+		}
+	case "list":
+	default:
+		return usageError{fmt.Sprintf("unknown users api-key command %q\n\n%s", sub, usersUsage)}
+	}
+	svc, closeStore, err := openAccounts(ctx, environ)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	now := time.Now()
+	switch sub {
+	case "create":
+		var expiresAt time.Time
+		if *expires > 0 {
+			expiresAt = now.Add(*expires)
+		}
+		key, k, err := svc.CreateAPIKey(ctx, *name, splitList(*scopes), expiresAt, cliActor)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created API key %s (%s) with scopes %s", k.ID, k.Name, strings.Join(k.Scopes, ","))
+		if !k.ExpiresAt.IsZero() {
+			fmt.Fprintf(stdout, ", expires %s", k.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(stdout, "\nkey: %s\nThe key is shown only now; store it in a secret.\n", key)
+	case "list":
+		keys, err := svc.ListAPIKeys(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(keys)
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tSTATE\tCREATED\tEXPIRES\tLAST USED")
+		for _, k := range keys {
+			state := "active"
+			switch {
+			case !k.RevokedAt.IsZero():
+				state = "revoked"
+			case !k.Usable(now):
+				state = "expired"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, strings.Join(k.Scopes, ","), state,
+				cliTime(k.CreatedAt), cliTime(k.ExpiresAt), cliTime(k.LastUsedAt))
+		}
+		return tw.Flush()
+	case "revoke":
+		if err := svc.RevokeAPIKey(ctx, *id, cliActor); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "API key %s revoked\n", *id)
+	}
+	return nil
+}
+
+// cliTime formats t for a table; "-" for the zero time.
+func cliTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 func splitList(s string) []string {
