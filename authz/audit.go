@@ -31,6 +31,7 @@ type AuditEvent struct {
 const (
 	EventSignIn          = "signin.succeeded"
 	EventSignInFailed    = "signin.failed"    // Detail is one of the Reason* constants
+	EventSessionRevoked  = "session.revoked"  // a session ended by contact revalidation; Detail is a Reason* constant
 	EventSignInThrottled = "signin.throttled" // the first rejection of a throttled client address
 	EventAccountLocked   = "account.locked"   // Detail is the lockout end in RFC 3339
 	EventSignOut         = "signout"

@@ -106,7 +106,9 @@ func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev
 	if !s.check.Enabled || u.Binding.Mode == "" || u.Binding.Mode == BindingNone {
 		return nil, nil
 	}
-	ev.Type = EventSignInFailed
+	if ev.Type == "" {
+		ev.Type = EventSignInFailed
+	}
 	refuse := func(reason string) error {
 		ev.Detail = reason
 		s.audit(ctx, ev)
@@ -118,8 +120,13 @@ func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev
 	case errors.As(err, &berr):
 		return nil, refuse(berr.Reason)
 	case errors.Is(err, ErrDirectoryUnavailable):
-		ev.Detail = ReasonDirectoryUnavailable
-		s.audit(ctx, ev)
+		// A sign-in refused for an outage is audited; a session riding out
+		// an outage is not (it would write once per request): the proxy
+		// counts those in metrics and logs.
+		if ev.Type == EventSignInFailed {
+			ev.Detail = ReasonDirectoryUnavailable
+			s.audit(ctx, ev)
+		}
 		return nil, fmt.Errorf("authz: sign-in check: %w", err)
 	case err != nil:
 		ev.Detail = ReasonDirectoryError
@@ -143,4 +150,19 @@ func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev
 	}
 	keepColumns(c, columns)
 	return c, nil
+}
+
+// RevalidateContact re-runs the sign-in check for a signed-in user, for a
+// session whose contact snapshot is due: it returns the fresh snapshot
+// (columns as for SignInWithContact); nil when the user is no longer bound
+// or the check is off; an error wrapping ErrSignInRefused when the user may
+// no longer be signed in (the reason audited as EventSessionRevoked); an
+// error wrapping ErrDirectoryUnavailable when Dataverse cannot answer; or
+// ErrNotFound when the user is gone.
+func (s *Service) RevalidateContact(ctx context.Context, userID string, columns []string) (*Contact, error) {
+	u, err := s.store.UserByID(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return s.checkSignIn(ctx, u, columns, AuditEvent{Type: EventSessionRevoked, Actor: u.ID, UserID: u.ID})
 }

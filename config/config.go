@@ -67,10 +67,12 @@ type CookieConfig struct {
 
 // SessionConfig bounds session lifetimes.
 type SessionConfig struct {
-	IdleTimeout        time.Duration `env:"IDLE_TIMEOUT" envDefault:"1h" desc:"A session unused for this long ends."`
-	AbsoluteTimeout    time.Duration `env:"ABSOLUTE_TIMEOUT" envDefault:"12h" desc:"A session ends this long after sign-in, however active."`
-	RememberTimeout    time.Duration `env:"REMEMBER_TIMEOUT" envDefault:"720h" desc:"Absolute and idle lifetime of a \"keep me signed in\" session; its cookie is persistent."`
-	StampCheckInterval time.Duration `env:"STAMP_CHECK_INTERVAL" envDefault:"2m" desc:"How often a session's security stamp is checked against the store, so a disabled user or changed password ends sessions."`
+	IdleTimeout               time.Duration `env:"IDLE_TIMEOUT" envDefault:"1h" desc:"A session unused for this long ends."`
+	AbsoluteTimeout           time.Duration `env:"ABSOLUTE_TIMEOUT" envDefault:"12h" desc:"A session ends this long after sign-in, however active."`
+	RememberTimeout           time.Duration `env:"REMEMBER_TIMEOUT" envDefault:"720h" desc:"Absolute and idle lifetime of a \"keep me signed in\" session; its cookie is persistent."`
+	StampCheckInterval        time.Duration `env:"STAMP_CHECK_INTERVAL" envDefault:"2m" desc:"How often a session's security stamp is checked against the store, so a disabled user or changed password ends sessions."`
+	ContactRevalidateInterval time.Duration `env:"CONTACT_REVALIDATE_INTERVAL" envDefault:"5m" desc:"How old a session's contact snapshot may get before Dataverse re-checks it (the sign-in check again); a deactivated or unbound contact then ends the session. Proxied requests make no Dataverse request in between."`
+	ContactGrace              time.Duration `env:"CONTACT_GRACE" envDefault:"15m" desc:"How much longer a contact snapshot is trusted while Dataverse cannot answer; after that the session ends."`
 }
 
 // SigningConfig configures the X-Current-User JWT.
@@ -260,6 +262,12 @@ func (c *Config) Validate() error {
 	}
 	if s.IdleTimeout > s.AbsoluteTimeout {
 		add("SESSION_IDLE_TIMEOUT", "must not exceed CRMGATE_SESSION_ABSOLUTE_TIMEOUT")
+	}
+	if s.ContactRevalidateInterval < 30*time.Second || s.ContactRevalidateInterval > 24*time.Hour {
+		add("SESSION_CONTACT_REVALIDATE_INTERVAL", "must be between 30s and 24h, got %s", s.ContactRevalidateInterval)
+	}
+	if s.ContactGrace < 0 || s.ContactGrace > 7*24*time.Hour {
+		add("SESSION_CONTACT_GRACE", "must be between 0s and 168h, got %s", s.ContactGrace)
 	}
 	if s.StampCheckInterval > 15*time.Minute {
 		add("SESSION_STAMP_CHECK_INTERVAL", "must be at most 15m so revoked sessions end promptly, got %s", s.StampCheckInterval)

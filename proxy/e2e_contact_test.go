@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/crmclient"
@@ -57,9 +58,12 @@ routes:
 // route, web roles in roles, the generic refusal for an inactive contact
 // and a disabled login, and fail-closed while Dataverse is down, when an
 // unbound admin still signs in.
-func TestSignInBoundToContact(t *testing.T) {
+// newContactHarness is a gateway whose users are bound by username to the
+// contacts of a seeded emulator, with the sign-in check on.
+func newContactHarness(t *testing.T) (*harness, *dataversetest.Server, *crmclient.Client) {
+	t.Helper()
 	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
-	defer emu.Close()
+	t.Cleanup(emu.Close)
 	if err := emu.LoadSeed(strings.NewReader(contactSeed)); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +78,11 @@ func TestSignInBoundToContact(t *testing.T) {
 		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
 		o.BreakGlassRole = "admin"
 	}})
+	return h, emu, client
+}
+
+func TestSignInBoundToContact(t *testing.T) {
+	h, emu, _ := newContactHarness(t)
 	ctx := context.Background()
 	for _, n := range []string{"ann", "bob", "cara"} {
 		h.createUser(n, n+"@example.test", "correct horse battery")
@@ -136,4 +145,55 @@ func TestSignInBoundToContact(t *testing.T) {
 		t.Errorf("sign-in while Dataverse is down: %d", resp.StatusCode)
 	}
 	h.signIn(h.browser(), "root", "correct horse battery")
+}
+
+// TestContactRevalidation: a session's contact snapshot is re-checked
+// after the revalidation interval (5m). A contact deactivated in Dataverse
+// ends the session; while Dataverse is down the session keeps its snapshot
+// for the grace period (15m) and then ends.
+func TestContactRevalidation(t *testing.T) {
+	h, emu, client := newContactHarness(t)
+	ctx := context.Background()
+	h.createUser("ann", "ann@example.test", "correct horse battery")
+	ann := h.browser()
+	h.signIn(ann, "ann", "correct horse battery")
+	requests := func() int { return emu.Requests("GET contacts") + emu.Requests("GET contacts()") }
+
+	before := requests()
+	h.clock.Advance(4 * time.Minute)
+	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != 200 || requests() != before {
+		t.Fatalf("fresh snapshot: %d, %d Dataverse requests", resp.StatusCode, requests()-before)
+	}
+	// Deactivated in Dataverse: the next revalidation ends the session.
+	if err := client.Update(ctx, crmclient.SetContacts, crmclient.ByID(crmclient.MustParseGUID(annID)),
+		map[string]any{"statecode": 1, "statuscode": 2}, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(2 * time.Minute)
+	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusFound {
+		t.Fatalf("after deactivation: %d", resp.StatusCode)
+	}
+	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSessionRevoked})
+	if len(events) != 1 || events[0].Detail != authz.ReasonContactInactive {
+		t.Fatalf("session.revoked audit: %+v", events)
+	}
+
+	// Reactivated, signed in again; then Dataverse goes down.
+	if err := client.Update(ctx, crmclient.SetContacts, crmclient.ByID(crmclient.MustParseGUID(annID)),
+		map[string]any{"statecode": 0, "statuscode": 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.signIn(ann, "ann", "correct horse battery")
+	emu.SetFaults(dataversetest.Faults{Status: 503, Count: 100000})
+	h.clock.Advance(6 * time.Minute)
+	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != 200 {
+		t.Fatalf("within the grace period: %d", resp.StatusCode)
+	}
+	if h.up.last(t).Header.Get("X-Current-User-Contact-Id") != annID {
+		t.Fatal("the snapshot was not kept during the outage")
+	}
+	h.clock.Advance(15 * time.Minute) // 21 minutes after the last confirmation: beyond 5m + 15m
+	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusFound {
+		t.Fatalf("beyond the grace period: %d", resp.StatusCode)
+	}
 }

@@ -140,6 +140,9 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Remember: remember}
 	sess.snapshot(u)
 	sess.Contact = sessionContact(contact)
+	if contact != nil {
+		sess.ContactAt = now.Unix()
+	}
 	if err := srv.writeSession(w, sess); err != nil {
 		srv.renderError(w, r, err)
 		return

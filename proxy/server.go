@@ -66,6 +66,12 @@ type Options struct {
 	AbsoluteTimeout    time.Duration // default 12h
 	RememberTimeout    time.Duration // default 30 days
 	StampCheckInterval time.Duration // default 2m
+	// ContactRevalidateInterval is how old a session's contact snapshot may
+	// get before Dataverse is asked again (default 5m); ContactGrace is how
+	// much longer a snapshot is trusted while Dataverse cannot answer
+	// (zero means 15m, a negative value none; then the session ends).
+	ContactRevalidateInterval time.Duration
+	ContactGrace              time.Duration
 
 	TrustedProxies    []string // CIDRs whose X-Forwarded-For is believed
 	RedirectAllowlist []string // absolute origins redirect_url may name
@@ -99,7 +105,8 @@ type Server struct {
 	auth           Authenticator
 	users          UserDirectory
 	apiKeys        APIKeys
-	contactColumns []string // the policy's union: what a sign-in fetches
+	contactColumns []string           // the policy's union: what a sign-in fetches
+	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
 	codec          *sessionCodec
 	sessions       sessionPolicy
@@ -134,6 +141,15 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.StampCheckInterval == 0 {
 		opts.StampCheckInterval = 2 * time.Minute
+	}
+	if opts.ContactRevalidateInterval == 0 {
+		opts.ContactRevalidateInterval = 5 * time.Minute
+	}
+	switch {
+	case opts.ContactGrace == 0:
+		opts.ContactGrace = 15 * time.Minute
+	case opts.ContactGrace < 0:
+		opts.ContactGrace = 0
 	}
 	if opts.SiteName == "" {
 		opts.SiteName = "crmgate"
@@ -230,6 +246,7 @@ func New(opts Options) (*Server, error) {
 		srv.upstreams[u] = srv.newUpstream(u, transport)
 	}
 	srv.contactColumns = opts.Policy.ContactColumns()
+	srv.revalidator, _ = opts.Auth.(ContactRevalidator)
 	srv.gateway = srv.gatewayMux()
 	return srv, nil
 }

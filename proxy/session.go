@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
@@ -37,6 +38,8 @@ type Session struct {
 	Roles      []string `json:"rol,omitempty"`
 	// Contact is the bound contact's snapshot; nil when the user is not bound.
 	Contact *SessionContact `json:"ct,omitempty"`
+	// ContactAt is when Dataverse last confirmed the snapshot (unix seconds).
+	ContactAt int64 `json:"cat,omitempty"`
 }
 
 // SessionContact is the snapshot of a bound contact carried by the session:
@@ -199,6 +202,15 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 		}
 		dirty = true
 	}
+	if sess.Contact != nil && srv.revalidator != nil && now.Sub(time.Unix(sess.ContactAt, 0)) >= srv.opts.ContactRevalidateInterval {
+		switch ended, changed := srv.revalidateContact(w, r, sess, now); {
+		case ended:
+			srv.sessionCache.drop(value)
+			return nil, nil
+		case changed:
+			dirty = true
+		}
+	}
 	if dirty || srv.sessions.refreshDue(sess, now) {
 		sess.LastSeen = now.Unix()
 		if err := srv.writeSession(w, sess); err != nil {
@@ -210,6 +222,46 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 		entry.update(sess)
 	}
 	return sess, nil
+}
+
+// ContactRevalidator re-checks a signed-in user's contact against
+// Dataverse. *authz.Service satisfies it; see authz.Service.RevalidateContact.
+type ContactRevalidator interface {
+	RevalidateContact(ctx context.Context, userID string, columns []string) (*authz.Contact, error)
+}
+
+// revalidateContact refreshes a due contact snapshot. ended reports that
+// the session must end (the contact was deactivated, the user unbound or no
+// longer allowed, or Dataverse has been unreachable for longer than the
+// grace period); the cookie is then cleared. changed reports a fresh
+// snapshot to write. While Dataverse is unreachable within the grace
+// period the old snapshot is kept (counted and logged).
+func (srv *Server) revalidateContact(w http.ResponseWriter, r *http.Request, sess *Session, now time.Time) (ended, changed bool) {
+	rid := requestID(r.Context())
+	c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, srv.contactColumns)
+	switch {
+	case errors.Is(err, authz.ErrDirectoryUnavailable):
+		age := now.Sub(time.Unix(sess.ContactAt, 0))
+		if age >= srv.opts.ContactRevalidateInterval+srv.opts.ContactGrace {
+			srv.log.Warn("session ended: Dataverse unreachable beyond the grace period", "request_id", rid, "user_id", sess.UserID, "snapshot_age", age.String())
+			srv.endSession(w, "dataverse_unavailable")
+			return true, false
+		}
+		srv.metrics.sessions.WithLabelValues("grace").Inc()
+		srv.log.Warn("Dataverse unreachable: session continues on its contact snapshot", "request_id", rid, "user_id", sess.UserID, "snapshot_age", age.String(), "err", err)
+		return false, false
+	case err != nil || c == nil:
+		reason := "contact_revoked"
+		if err != nil && !errors.Is(err, authz.ErrSignInRefused) && !errors.Is(err, authz.ErrNotFound) {
+			reason = "contact_error"
+		}
+		srv.log.Info("session ended by contact revalidation", "request_id", rid, "user_id", sess.UserID, "reason", reason)
+		srv.endSession(w, reason)
+		return true, false
+	}
+	sess.Contact = sessionContact(c)
+	sess.ContactAt = now.Unix()
+	return false, true
 }
 
 // checkStamp compares the session with the user's current state in the store

@@ -187,6 +187,7 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
 		RememberTimeout: cfg.Session.RememberTimeout, StampCheckInterval: cfg.Session.StampCheckInterval,
+		ContactRevalidateInterval: cfg.Session.ContactRevalidateInterval, ContactGrace: contactGrace(cfg.Session.ContactGrace),
 		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
 		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
 		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
@@ -306,4 +307,12 @@ func runGenKeys(stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n\n# CRMGATE_SIGNING_KEYS (or put it in a file and set CRMGATE_SIGNING_KEYS_FILE):\n%s", ck, sk)
 	return nil
+}
+
+// contactGrace maps the setting (0 = no grace) to proxy.Options (0 = default, negative = none).
+func contactGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
