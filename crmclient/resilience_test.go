@@ -307,8 +307,12 @@ func TestEmulatorServiceProtectionLimits(t *testing.T) {
 
 	t.Run("shared Retry-After across callers", func(t *testing.T) {
 		// One window of 3 requests per 20 s, three concurrent callers
-		// after the window is full: the first 429 sets the wait for all,
-		// so the emulator sees at most one refused request per caller.
+		// after the window is full: the first 429 sets the wait for all.
+		// Callers already in flight may each be refused once, and a caller
+		// whose wait ends after the others refilled the window may be
+		// refused once more (the injected clock moves with every wait), so
+		// refusals are bounded by two per caller, not by one; every caller
+		// still succeeds.
 		r := newRig(t, limits, nil)
 		fill(t, r)
 		var wg sync.WaitGroup
@@ -327,8 +331,8 @@ func TestEmulatorServiceProtectionLimits(t *testing.T) {
 			}
 		}
 		throttled := metric(t, r.reg, "crmgate_dataverse_throttled_total", nil)
-		if n := r.srv.Requests(whoAmIOp); n != 3+3+int(throttled) || throttled < 1 || throttled > 3 {
-			t.Fatalf("emulator %s = %d with %v throttled, want 6 + throttled and 1..3 throttled", whoAmIOp, n, throttled)
+		if n := r.srv.Requests(whoAmIOp); n != 3+3+int(throttled) || throttled < 1 || throttled > 6 {
+			t.Fatalf("emulator %s = %d with %v throttled, want 6 + throttled and 1..6 throttled", whoAmIOp, n, throttled)
 		}
 	})
 }

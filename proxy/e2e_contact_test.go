@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -196,4 +197,93 @@ func TestContactRevalidation(t *testing.T) {
 	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusFound {
 		t.Fatalf("beyond the grace period: %d", resp.StatusCode)
 	}
+}
+
+// TestRESTAPIBinding: search contacts and change a user's binding with the
+// EntityReference body, by an admin session (same origin only) and by an
+// API key with users:bind (Power Automate); every change is audited with
+// its actor; the last break-glass admin cannot be bound away.
+func TestRESTAPIBinding(t *testing.T) {
+	h, _, _ := newContactHarness(t)
+	ctx := context.Background()
+	h.createUser("root", "root@example.test", "correct horse battery", "admin")
+	if err := h.svc.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	dave := h.createUser("dave", "dave@example.test", "correct horse battery")
+	admin := h.browser()
+	h.signIn(admin, "root", "correct horse battery")
+
+	resp, body := h.get(admin, "/.auth/api/contacts?email=ANN@example.test")
+	var found struct {
+		Contacts []struct {
+			Ref    authz.EntityReference
+			Active bool
+		}
+	}
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &found) != nil || len(found.Contacts) != 1 || found.Contacts[0].Ref.ID != annID || !found.Contacts[0].Active {
+		t.Fatalf("search: %d %s", resp.StatusCode, body)
+	}
+
+	put := func(c *http.Client, id, body string, hdr ...string) (int, string) {
+		req, _ := http.NewRequest("PUT", h.url("/.auth/api/users/"+id+"/binding"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, b := h.do(c, req)
+		return resp.StatusCode, b
+	}
+	lookupAnn := `{"binding":{"mode":"lookup","ref":{"Id":"` + annID + `","LogicalName":"contact","Name":"Ann Lee"}}}`
+	if code, b := put(admin, dave.ID, lookupAnn, "Sec-Fetch-Site", "cross-site"); code != http.StatusForbidden || !strings.Contains(b, "cross_origin") {
+		t.Fatalf("cross-site PUT with a cookie: %d %s", code, b)
+	}
+	code, b := put(admin, dave.ID, lookupAnn, "Sec-Fetch-Site", "same-origin")
+	var u authz.User
+	if code != 200 || json.Unmarshal([]byte(b), &u) != nil || u.Binding.Mode != authz.BindingLookup || u.Binding.Ref == nil || u.Binding.Ref.ID != annID {
+		t.Fatalf("bind by session: %d %s", code, b)
+	}
+
+	key, info, err := h.svc.CreateAPIKey(ctx, "flow", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, b := put(&http.Client{}, dave.ID, `{"binding":{"mode":"none"}}`, "Authorization", "Bearer "+key); code != 200 {
+		t.Fatalf("unbind by API key: %d %s", code, b)
+	}
+	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: dave.ID})
+	if len(events) != 2 || events[0].Actor != "apikey:"+info.ID || events[1].Actor == "" {
+		t.Fatalf("binding audit: %+v", events)
+	}
+
+	for name, tt := range map[string]struct {
+		id, body string
+		status   int
+	}{
+		"unknown field":          {dave.ID, `{"binding":{"mode":"none"},"extra":1}`, 400},
+		"lookup without ref":     {dave.ID, `{"binding":{"mode":"lookup"}}`, 400},
+		"not a contact":          {dave.ID, `{"binding":{"mode":"lookup","ref":{"Id":"` + annID + `","LogicalName":"account"}}}`, 400},
+		"bad mode":               {dave.ID, `{"binding":{"mode":"sometimes"}}`, 400},
+		"not JSON":               {dave.ID, `binding=none`, 400},
+		"unknown user":           {"nope", `{"binding":{"mode":"none"}}`, 404},
+		"last break-glass admin": {mustUserID(t, h, "root"), lookupAnn, 409},
+	} {
+		if code, b := put(admin, tt.id, tt.body, "Sec-Fetch-Site", "same-origin"); code != tt.status {
+			t.Errorf("%s: %d %s", name, code, b)
+		}
+	}
+	// A key without users:bind cannot bind.
+	readKey, _, _ := h.svc.CreateAPIKey(ctx, "reader", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	if code, _ := put(&http.Client{}, dave.ID, lookupAnn, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
+		t.Errorf("read-only key bound a user: %d", code)
+	}
+}
+
+func mustUserID(t *testing.T, h *harness, login string) string {
+	t.Helper()
+	users, err := h.svc.ListUsers(context.Background(), authz.UserFilter{Query: login})
+	if err != nil || len(users) == 0 {
+		t.Fatalf("user %s: %v", login, err)
+	}
+	return users[0].ID
 }

@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/crmgate/crmgate/authz"
 )
@@ -17,6 +19,13 @@ const AdminRole = "admin"
 // APIKeys authenticates REST API keys. *authz.Service satisfies it.
 type APIKeys interface {
 	AuthenticateAPIKey(ctx context.Context, presented string) (*authz.APIKey, error)
+}
+
+// BindingAdmin changes bindings and searches contacts for the REST API.
+// *authz.Service satisfies it.
+type BindingAdmin interface {
+	SetBinding(ctx context.Context, login string, b authz.Binding, actor string) error
+	SearchContacts(ctx context.Context, field authz.ContactSearchField, value string, limit int) ([]*authz.Contact, error)
 }
 
 // UserDirectory is what the REST API needs to read accounts.
@@ -40,6 +49,10 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+p+"/users", srv.admin(authz.ScopeUsersRead, srv.apiListUsers))
 	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(authz.ScopeUsersRead, srv.apiGetUser))
+	if srv.binder != nil {
+		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(authz.ScopeUsersBind, srv.apiSetBinding))
+		mux.HandleFunc("GET "+p+"/contacts", srv.admin(authz.ScopeContactsRead, srv.apiSearchContacts))
+	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
 			Message: "There is no API endpoint at this address."})
@@ -50,6 +63,14 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 type apiCaller struct {
 	sess *Session      // nil for an API key
 	key  *authz.APIKey // nil for a session
+}
+
+// actor names the caller in the audit log.
+func (c apiCaller) actor() string {
+	if c.key != nil {
+		return "apikey:" + c.key.ID
+	}
+	return c.sess.UserID
 }
 
 // admin runs h for a signed-in admin, or for an API key (Authorization:
@@ -75,6 +96,13 @@ func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Req
 			default:
 				h(w, r, apiCaller{key: key})
 			}
+			return
+		}
+		// A cookie is sent by browsers whatever site asks: state-changing
+		// calls made with one must come from the gateway's own origin.
+		if err := srv.cop.Check(r); err != nil {
+			srv.renderAPIError(w, r, &Error{Status: http.StatusForbidden, Code: "cross_origin", Title: "Request refused",
+				Message: "This request came from another site and was refused.", Err: err})
 			return
 		}
 		sess, err := srv.loadSession(w, r)
@@ -148,23 +176,132 @@ func (srv *Server) apiListUsers(w http.ResponseWriter, r *http.Request, _ apiCal
 }
 
 func (srv *Server) apiGetUser(w http.ResponseWriter, r *http.Request, _ apiCaller) {
-	id := r.PathValue("id")
-	if id == "" || len(id) > 64 || strings.ContainsAny(id, " /\\") {
-		srv.renderAPIError(w, r, apiBadRequest("the user id is not valid"))
-		return
+	if u, ok := srv.apiUser(w, r); ok {
+		writeJSON(w, http.StatusOK, u)
 	}
-	u, err := srv.users.UserByID(r.Context(), id)
-	if errors.Is(err, authz.ErrNotFound) {
-		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id."})
-		return
-	}
-	if err != nil {
-		srv.renderAPIError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, u)
 }
 
 func apiBadRequest(msg string) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: "bad_request", Title: "Bad request", Message: msg}
+}
+
+// apiBindingBody is the body of PUT /api/users/{id}/binding.
+type apiBindingBody struct {
+	Binding *authz.Binding `json:"binding"`
+}
+
+func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCaller) {
+	u, ok := srv.apiUser(w, r)
+	if !ok {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var body apiBindingBody
+	if err := dec.Decode(&body); err != nil || body.Binding == nil || dec.More() {
+		srv.renderAPIError(w, r, apiBadRequest(`the body must be {"binding":{"mode":"lookup","ref":{"Id":"...","LogicalName":"contact","Name":"..."}}}`))
+		return
+	}
+	err := srv.binder.SetBinding(r.Context(), u.Username, *body.Binding, c.actor())
+	var verr *authz.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		srv.renderAPIError(w, r, apiBadRequest(verr.Message))
+		return
+	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
+		srv.renderAPIError(w, r, &Error{Status: http.StatusConflict, Code: "last_break_glass_admin", Title: "Refused",
+			Message: "This change would leave no active administrator who can sign in without Dataverse."})
+		return
+	case errors.Is(err, authz.ErrNotFound):
+		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id."})
+		return
+	case err != nil:
+		srv.renderAPIError(w, r, err)
+		return
+	}
+	if u, ok = srv.apiUser(w, r); ok {
+		writeJSON(w, http.StatusOK, u)
+	}
+}
+
+// apiUser loads the user named by the {id} path value, answering the error itself.
+func (srv *Server) apiUser(w http.ResponseWriter, r *http.Request) (*authz.User, bool) {
+	id := r.PathValue("id")
+	if id == "" || len(id) > 64 || strings.ContainsAny(id, " /\\") {
+		srv.renderAPIError(w, r, apiBadRequest("the user id is not valid"))
+		return nil, false
+	}
+	u, err := srv.users.UserByID(r.Context(), id)
+	if errors.Is(err, authz.ErrNotFound) {
+		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id."})
+		return nil, false
+	}
+	if err != nil {
+		srv.renderAPIError(w, r, err)
+		return nil, false
+	}
+	return u, true
+}
+
+// apiContact is one contact found for binding.
+type apiContact struct {
+	Ref      authz.EntityReference `json:"ref"`
+	Email    string                `json:"email,omitempty"`
+	Username string                `json:"username,omitempty"`
+	Active   bool                  `json:"active"`
+}
+
+func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ apiCaller) {
+	q := r.URL.Query()
+	var field authz.ContactSearchField
+	var value string
+	for _, f := range []authz.ContactSearchField{authz.SearchByEmail, authz.SearchByUsername, authz.SearchByName} {
+		if v := q.Get(string(f)); v != "" {
+			if field != "" {
+				srv.renderAPIError(w, r, apiBadRequest("search by one of email, username or name"))
+				return
+			}
+			field, value = f, v
+		}
+	}
+	if field == "" {
+		srv.renderAPIError(w, r, apiBadRequest("search by one of email, username or name"))
+		return
+	}
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > authz.MaxContactSearch {
+			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(authz.MaxContactSearch)))
+			return
+		}
+		limit = n
+	}
+	found, err := srv.binder.SearchContacts(r.Context(), field, value, limit)
+	var verr *authz.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		srv.renderAPIError(w, r, apiBadRequest(verr.Message))
+		return
+	case errors.Is(err, authz.ErrNoDirectory):
+		srv.renderAPIError(w, r, &Error{Status: http.StatusNotImplemented, Code: "no_dataverse", Title: "Not available",
+			Message: "No Dataverse is configured."})
+		return
+	case errors.Is(err, authz.ErrDirectoryUnavailable):
+		srv.renderAPIError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
+			Message: "Dataverse cannot be reached just now. Please try again shortly.", RetryAfter: 30 * time.Second, Err: err})
+		return
+	case err != nil:
+		srv.renderAPIError(w, r, err)
+		return
+	}
+	out := struct {
+		Contacts []apiContact `json:"contacts"`
+	}{Contacts: []apiContact{}}
+	for _, c := range found {
+		out.Contacts = append(out.Contacts, apiContact{Ref: authz.EntityReference{ID: c.ID, LogicalName: "contact", Name: c.Name},
+			Email: c.Email, Username: c.Username, Active: c.Active})
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -105,6 +105,7 @@ type Server struct {
 	auth           Authenticator
 	users          UserDirectory
 	apiKeys        APIKeys
+	binder         BindingAdmin       // nil: no binding endpoints
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -247,6 +248,7 @@ func New(opts Options) (*Server, error) {
 	}
 	srv.contactColumns = opts.Policy.ContactColumns()
 	srv.revalidator, _ = opts.Auth.(ContactRevalidator)
+	srv.binder, _ = opts.Auth.(BindingAdmin)
 	srv.gateway = srv.gatewayMux()
 	return srv, nil
 }
