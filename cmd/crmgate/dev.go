@@ -36,6 +36,7 @@ routes:
   - name: account
     paths: ["/account/**", "/api/**"]
     access: authenticated
+    contact_columns: [fullname, emailaddress1, _parentcustomerid_value]
 dataverse:
   lifecycle_actions:
     created: {name: alex_WPUserCreated, params: {UserId: id, Email: email, Roles: roles}}
