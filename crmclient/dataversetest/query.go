@@ -33,7 +33,16 @@ type parsedQuery struct {
 	expSel  [][]string
 }
 
-// parseQuery parses the query options for table t.
+// query reads the request's query options and parses them for table t.
+func (q *apiRequest) query(t *table) (*parsedQuery, error) {
+	vals, err := queryOptions(q.r)
+	if err != nil {
+		return nil, err
+	}
+	return q.parseQuery(t, vals)
+}
+
+// parseQuery parses the query options vals for table t.
 func (q *apiRequest) parseQuery(t *table, vals url.Values) (*parsedQuery, error) {
 	pq := &parsedQuery{}
 	if v, ok := vals["$select"]; ok {
@@ -467,11 +476,7 @@ func parseSkipToken(tok string) (int, bool) {
 // countOnly serves GET /<set>/$count: 200 text/plain with a bare number
 // (WEBAPI.md §3.4), capped at 5000.
 func (q *apiRequest) countOnly(t *table) error {
-	vals, err := queryOptions(q.r)
-	if err != nil {
-		return err
-	}
-	pq, err := q.parseQuery(t, vals)
+	pq, err := q.query(t)
 	if err != nil {
 		return err
 	}
@@ -492,11 +497,7 @@ func (q *apiRequest) countOnly(t *table) error {
 
 // retrieve serves GET /<set>(<id>) (WEBAPI.md §4.1, §4.4).
 func (q *apiRequest) retrieve(t *table, id string) error {
-	vals, err := queryOptions(q.r)
-	if err != nil {
-		return err
-	}
-	pq, err := q.parseQuery(t, vals)
+	pq, err := q.query(t)
 	if err != nil {
 		return err
 	}

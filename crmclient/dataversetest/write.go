@@ -275,11 +275,7 @@ func (q *apiRequest) create(t *table) error {
 	if err != nil {
 		return err
 	}
-	vals, err := queryOptions(q.r)
-	if err != nil {
-		return err
-	}
-	pq, err := q.parseQuery(t, vals)
+	pq, err := q.query(t)
 	if err != nil {
 		return err
 	}
