@@ -61,7 +61,7 @@ routes:
 // unbound admin still signs in.
 // newContactHarness is a gateway whose users are bound by username to the
 // contacts of a seeded emulator, with the sign-in check on.
-func newContactHarness(t *testing.T) (*harness, *dataversetest.Server, *crmclient.Client) {
+func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *dataversetest.Server, *crmclient.Client) {
 	t.Helper()
 	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
 	t.Cleanup(emu.Close)
@@ -78,6 +78,9 @@ func newContactHarness(t *testing.T) (*harness, *dataversetest.Server, *crmclien
 		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
 		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
 		o.BreakGlassRole = "admin"
+		for _, m := range mods {
+			m(o)
+		}
 	}})
 	return h, emu, client
 }
@@ -286,4 +289,47 @@ func mustUserID(t *testing.T, h *harness, login string) string {
 		t.Fatalf("user %s: %v", login, err)
 	}
 	return users[0].ID
+}
+
+// TestCustomBindingAndExtraFilterOverHTTP: custom mode binds through a
+// filter template filled with the user's email (a literal escaped by the
+// client: quotes and wildcards in it find nothing), and an extra sign-in
+// filter refuses with the same generic message and its own audit reason.
+func TestCustomBindingAndExtraFilterOverHTTP(t *testing.T) {
+	h, _, client := newContactHarness(t, func(o *authz.Options) {
+		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingCustom,
+			Custom: authz.MustParseFilterTemplate("emailaddress1 eq {email}")}
+		o.SignInCheck.Extra = authz.MustParseFilterTemplate("lastname ne 'Blocked'")
+	})
+	ctx := context.Background()
+	h.createUser("ann2", "ann@example.test", "correct horse battery") // Ann's contact, found by email
+	h.createUser("mallory", "o'r%_@example.test", "correct horse battery")
+
+	c := h.browser()
+	h.signIn(c, "ann2", "correct horse battery")
+	h.get(c, "/orders/1")
+	if got := h.up.last(t).Header.Get("X-Current-User-Contact-Id"); got != annID {
+		t.Fatalf("custom binding: contact %q, want %s", got, annID)
+	}
+	lastReason := func() string {
+		events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSignInFailed})
+		if len(events) == 0 {
+			return ""
+		}
+		return events[0].Detail
+	}
+	// Quotes and wildcards in the email are data: no contact matches.
+	resp, refusedNoContact := h.postSignIn(h.browser(), "mallory", "correct horse battery", nil)
+	if resp.StatusCode != http.StatusForbidden || lastReason() != authz.ReasonContactNotFound {
+		t.Fatalf("hostile email: %d, reason %q", resp.StatusCode, lastReason())
+	}
+	// Ann's contact renamed Blocked: the extra filter refuses, same message.
+	if err := client.Update(ctx, crmclient.SetContacts, crmclient.ByID(crmclient.MustParseGUID(annID)),
+		map[string]any{"lastname": "Blocked"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	resp, refusedFilter := h.postSignIn(h.browser(), "ann2", "correct horse battery", nil)
+	if resp.StatusCode != http.StatusForbidden || lastReason() != authz.ReasonContactFilter || msg(refusedFilter) != msg(refusedNoContact) {
+		t.Fatalf("extra filter: %d, reason %q", resp.StatusCode, lastReason())
+	}
 }
