@@ -246,6 +246,13 @@ func TestRESTAPIBinding(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(b), &u) != nil || u.Binding.Mode != authz.BindingLookup || u.Binding.Ref == nil || u.Binding.Ref.ID != annID {
 		t.Fatalf("bind by session: %d %s", code, b)
 	}
+	// Dave, now bound by lookup, signs in as Ann's contact.
+	dc := h.browser()
+	h.signIn(dc, "dave", "correct horse battery")
+	h.get(dc, "/orders/1")
+	if got := h.up.last(t).Header.Get("X-Current-User-Contact-Id"); got != annID {
+		t.Fatalf("lookup binding at sign-in: contact %q", got)
+	}
 
 	key, info, err := h.svc.CreateAPIKey(ctx, "flow", []string{authz.ScopeUsersBind}, time.Time{}, "test")
 	if err != nil {
