@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -516,41 +515,6 @@ func TestNewWithCertificate(t *testing.T) {
 	}
 }
 
-// pipeNet is an in-memory network for synctest bubbles: an http.Server
-// listens on it and the client dials it, with no real sockets.
-type pipeNet struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newPipeNet() *pipeNet { return &pipeNet{conns: make(chan net.Conn), done: make(chan struct{})} }
-
-func (p *pipeNet) Accept() (net.Conn, error) {
-	select {
-	case c := <-p.conns:
-		return c, nil
-	case <-p.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (p *pipeNet) Close() error { p.once.Do(func() { close(p.done) }); return nil }
-
-func (p *pipeNet) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
-
-func (p *pipeNet) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	server, client := net.Pipe()
-	select {
-	case p.conns <- server:
-		return client, nil
-	case <-p.done:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // TestBreakerHalfOpensAndCloses runs in a synctest bubble because
 // gobreaker reads the real clock: there, time.Sleep advances a fake clock
 // at once.
@@ -564,7 +528,7 @@ func TestBreakerHalfOpensAndCloses(t *testing.T) {
 			}
 			dvError(w, 503, "", "Service Unavailable")
 		}}
-		pn := newPipeNet()
+		pn := NewPipeNet()
 		srv := &http.Server{Handler: dv}
 		go srv.Serve(pn)
 		tr := &http.Transport{DialContext: pn.DialContext}

@@ -3,7 +3,6 @@ package crmclient_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -473,45 +472,6 @@ func TestEmulatorConcurrencyLimitOverSockets(t *testing.T) {
 	}
 }
 
-// pipeListener is an in-memory network for synctest bubbles, where real
-// sockets do not work: an http.Server serves the emulator on it and the
-// client's transport dials it. Every dial is a net.Pipe carrying real
-// HTTP/1.1.
-type pipeListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (p *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-p.conns:
-		return c, nil
-	case <-p.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (p *pipeListener) Close() error { p.once.Do(func() { close(p.done) }); return nil }
-
-func (p *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
-
-func (p *pipeListener) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	server, client := net.Pipe()
-	select {
-	case p.conns <- server:
-		return client, nil
-	case <-p.done:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // bubbleRig serves a dataversetest.Handler on a pipeListener inside a
 // synctest bubble, where time.Now, timers and the gobreaker clock are the
 // bubble's fake clock. It must be built inside synctest.Test.
@@ -522,7 +482,7 @@ func bubbleRig(t *testing.T, opts func(*dataversetest.Options), cfg func(*crmcli
 		opts(&o)
 	}
 	h := dataversetest.NewHandler(o)
-	pl := newPipeListener()
+	pl := crmclient.NewPipeNet()
 	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(pl) }()
 	tr := &http.Transport{DialContext: pl.DialContext, MaxIdleConnsPerHost: 64}

@@ -111,9 +111,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(users)
+			return printJSON(stdout, users)
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tUSERNAME\tEMAIL\tSTATUS\tROLES")
@@ -252,9 +250,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(keys)
+			return printJSON(stdout, keys)
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tSTATE\tCREATED\tEXPIRES\tLAST USED")
@@ -295,4 +291,11 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// printJSON writes v as indented JSON, for the --json listings.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
