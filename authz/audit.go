@@ -41,8 +41,10 @@ const (
 	EventStatusSet       = "user.status_set"
 	EventBindingSet      = "user.binding_set" // Detail is the binding mode
 	EventUserDeleted     = "user.deleted"
-	EventAPIKeyCreated   = "apikey.created" // Detail is the key id and its comma-separated scopes
-	EventAPIKeyRevoked   = "apikey.revoked" // Detail is the key id
+	EventProfileUpdated  = "user.profile_updated" // Detail lists the changed fields and which were pushed to or kept from Dataverse
+	EventProfileSynced   = "user.profile_synced"  // fields pulled from the bound contact; Detail lists them
+	EventAPIKeyCreated   = "apikey.created"       // Detail is the key id and its comma-separated scopes
+	EventAPIKeyRevoked   = "apikey.revoked"       // Detail is the key id
 )
 
 // Reasons recorded in the Detail of EventSignInFailed.

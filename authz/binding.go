@@ -315,41 +315,24 @@ func (s *Service) initialBinding(ctx context.Context, u *User) Binding {
 }
 
 // ErrLastBreakGlassAdmin is returned (wrapped) by SetRoles, SetStatus,
-// SetBinding and DeleteUser for a change after which no active, unbound
-// user with the break-glass role would remain (Options.BreakGlassRole):
-// such a user is the only one who can sign in while Dataverse is down.
+// SetBinding, SetBindings and DeleteUser for a change after which no
+// break-glass account (see IsBreakGlass and Options.BreakGlassRole) would
+// remain: such a user is the only one who can sign in while Dataverse is
+// down. Stores return it (wrapped) from UpdateUserKeepingBreakGlass and
+// DeleteUserKeepingBreakGlass.
 var ErrLastBreakGlassAdmin = errors.New("authz: refused: this is the last active unbound administrator (break-glass account)")
 
-// isBreakGlass reports whether u is an active, unbound holder of the
-// break-glass role. It is false for everyone when the guard is off.
-func (s *Service) isBreakGlass(u *User) bool {
-	return s.breakGlassRole != "" && u.Status == StatusActive && u.HasRole(s.breakGlassRole) &&
+// IsBreakGlass reports whether u is a break-glass account for role: active,
+// holding role, and unbound (binding mode none or empty). It is false for
+// everyone when role is empty.
+func IsBreakGlass(u *User, role string) bool {
+	return role != "" && u.Status == StatusActive && u.HasRole(role) &&
 		(u.Binding.Mode == "" || u.Binding.Mode == BindingNone)
 }
 
-// keepBreakGlass refuses, with ErrLastBreakGlassAdmin, a change that turns
-// u from a break-glass admin (was) into something else when no other user
-// is one. It scans the active users, so it costs one store query per
-// MaxListLimit active users, and only for changes to a break-glass admin.
-// It is not atomic with the change: two administrators demoting the last
-// two break-glass accounts at the same instant can both succeed.
-func (s *Service) keepBreakGlass(ctx context.Context, was bool, u *User) error {
-	if !was || s.isBreakGlass(u) {
-		return nil
-	}
-	found := false
-	err := s.eachUser(ctx, StatusActive, func(o *User) bool {
-		found = o.ID != u.ID && s.isBreakGlass(o)
-		return !found
-	})
-	if err != nil {
-		return err
-	}
-	if !found {
-		return ErrLastBreakGlassAdmin
-	}
-	return nil
-}
+// isBreakGlass reports whether u is a break-glass account for the
+// configured role; false for everyone when the guard is off.
+func (s *Service) isBreakGlass(u *User) bool { return IsBreakGlass(u, s.breakGlassRole) }
 
 // eachUser calls fn for every user in status st (empty: any), page by
 // page, until fn returns false.

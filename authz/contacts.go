@@ -22,6 +22,10 @@ var (
 	// fails closed with it, so the caller can show "try again shortly";
 	// unbound users never meet it.
 	ErrDirectoryUnavailable = errors.New("authz: contact directory unavailable")
+	// ErrContactChanged means a conditional update was refused because the
+	// contact changed in Dataverse since it was read (its ETag no longer
+	// matches; HTTP 412). Nothing was written.
+	ErrContactChanged = errors.New("authz: contact changed since it was read")
 )
 
 // Contact is the snapshot of a Dataverse contact that authz reads through
@@ -49,6 +53,9 @@ type Contact struct {
 	// Roles are the names of the contact's active web roles; nil when the
 	// request did not ask for them.
 	Roles []string
+	// ETag is the row version Dataverse sent (@odata.etag, e.g. W/"5012"),
+	// for a conditional UpdateContact; empty when it sent none.
+	ETag string
 }
 
 // Condition is one "Column Op Value" term of a contact query. Values are
@@ -95,6 +102,26 @@ type Contacts interface {
 	// most q.Limit, ordered by id, in one request (with the web roles
 	// expanded when q.Roles). No match is an empty slice, not an error.
 	FindContacts(ctx context.Context, q ContactQuery) ([]*Contact, error)
+	// UpdateContact writes columns (logical name to a string, a bool, an
+	// int64 or nil) to contact id in one request, only if the contact still
+	// has etag (If-Match); an empty etag updates whatever version is there.
+	// It never creates a contact: a missing one gives ErrContactNotFound, a
+	// changed one ErrContactChanged.
+	UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error
+}
+
+// ContactSnapshots serves recently read contacts, for the revalidation of
+// signed-in sessions: within its time to live a snapshot is answered
+// without a request, and concurrent lookups of one contact share one
+// request. crmclient.CachedDirectory satisfies it. Implementations must
+// return ErrDirectoryUnavailable rather than a snapshot older than their
+// time to live, since the session's grace period is counted from the last
+// confirmed snapshot.
+type ContactSnapshots interface {
+	// ContactSnapshot returns contact id (lower-case GUID), active or not,
+	// with at least columns in Contact.Columns and its active web roles.
+	// A missing contact gives ErrContactNotFound.
+	ContactSnapshot(ctx context.Context, id string, columns []string) (*Contact, error)
 }
 
 // value returns the contact's column col: from Columns, else from the

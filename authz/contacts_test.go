@@ -17,10 +17,13 @@ import (
 type directory struct {
 	byID func(ctx context.Context, id string, columns []string) (*authz.Contact, error)
 	find func(ctx context.Context, q authz.ContactQuery) ([]*authz.Contact, error)
+	// update answers UpdateContact; nil refuses every update.
+	update func(ctx context.Context, id string, columns map[string]any, etag string) error
 
 	mu      sync.Mutex
 	ids     []string
 	queries []authz.ContactQuery
+	updates []map[string]any
 }
 
 func (d *directory) ContactByID(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
@@ -37,11 +40,21 @@ func (d *directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 	return d.find(ctx, q)
 }
 
+func (d *directory) UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error {
+	d.mu.Lock()
+	d.updates = append(d.updates, columns)
+	d.mu.Unlock()
+	if d.update == nil {
+		return errors.New("directory: updates not expected in this test")
+	}
+	return d.update(ctx, id, columns, etag)
+}
+
 // requests counts the requests answered so far.
 func (d *directory) requests() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.ids) + len(d.queries)
+	return len(d.ids) + len(d.queries) + len(d.updates)
 }
 
 // rows is a directory over fixed contacts. find returns every contact

@@ -193,20 +193,27 @@ func (s *Service) SetStatus(ctx context.Context, login string, st Status, actor 
 // LifecycleUnbound for mode none, in the same transaction. It refuses
 // (ErrLastBreakGlassAdmin) to bind the last break-glass administrator.
 func (s *Service) SetBinding(ctx context.Context, login string, b Binding, actor string) error {
+	_, err := s.setBinding(ctx, func() (*User, error) { return s.store.UserByLogin(ctx, login) }, b, actor)
+	return err
+}
+
+// setBinding is SetBinding of the account load reads (see modifyWith); it
+// returns the account as saved.
+func (s *Service) setBinding(ctx context.Context, load func() (*User, error), b Binding, actor string) (*User, error) {
 	b, err := ValidateBinding(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	typ := LifecycleBound
 	if b.Mode == BindingNone {
 		typ = LifecycleUnbound
 	}
-	u, err := s.modify(ctx, login, typ, func(u *User) { u.Binding = b })
+	u, err := s.modifyWith(ctx, load, typ, func(u *User) { u.Binding = b })
 	if err != nil {
-		return fmt.Errorf("authz: set binding: %w", err)
+		return nil, fmt.Errorf("authz: set binding: %w", err)
 	}
 	s.audit(ctx, AuditEvent{Type: EventBindingSet, Actor: actor, UserID: u.ID, Detail: string(b.Mode)})
-	return nil
+	return u, nil
 }
 
 // DeleteUser deletes the account named by login, which ends its sessions at
@@ -219,15 +226,21 @@ func (s *Service) DeleteUser(ctx context.Context, login, actor string) error {
 	if err != nil {
 		return fmt.Errorf("authz: delete user: %w", err)
 	}
-	if err := s.keepBreakGlass(ctx, s.isBreakGlass(u), &User{ID: u.ID}); err != nil {
-		return fmt.Errorf("authz: delete user: %w", err)
-	}
 	now := s.now()
 	ev, err := lifecycleEvent(LifecycleDeleted, u, now)
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteUser(ctx, u.ID, ev); err != nil {
+	// With the guard on every delete goes through the guarded store call,
+	// which rereads the row under its lock: a delete has no version check,
+	// so u may be stale (promoted to break-glass admin since it was read).
+	// Deletes are rare; the lock costs little.
+	if s.breakGlassRole != "" {
+		err = s.store.DeleteUserKeepingBreakGlass(ctx, u.ID, s.breakGlassRole, ev)
+	} else {
+		err = s.store.DeleteUser(ctx, u.ID, ev)
+	}
+	if err != nil {
 		return fmt.Errorf("authz: delete user: %w", err)
 	}
 	s.notify()
@@ -304,22 +317,36 @@ const modifyAttempts = 5
 // security stamp and saves it together with a lifecycle event of type typ,
 // rereading and retrying when another writer got in between.
 func (s *Service) modify(ctx context.Context, login, typ string, change func(*User)) (*User, error) {
+	return s.modifyWith(ctx, func() (*User, error) { return s.store.UserByLogin(ctx, login) }, typ, change)
+}
+
+// modifyWith is modify for the account load reads; load is called again
+// on every retry.
+//
+// A change that turns a break-glass account into something else is saved
+// with UpdateUserKeepingBreakGlass, which refuses it atomically when it is
+// the last one. Every other change takes the cheap path without the
+// guard's lock: the optimistic update fails (ErrStale) unless the stored
+// row is still the one read, so a change judged harmless here cannot take
+// away a break-glass account that appeared meanwhile.
+func (s *Service) modifyWith(ctx context.Context, load func() (*User, error), typ string, change func(*User)) (*User, error) {
 	for range modifyAttempts {
-		u, err := s.store.UserByLogin(ctx, login)
+		u, err := load()
 		if err != nil {
 			return nil, err
 		}
 		was := s.isBreakGlass(u)
 		change(u)
-		if err := s.keepBreakGlass(ctx, was, u); err != nil {
-			return nil, err
-		}
 		u.SecurityStamp = newStamp()
 		ev, err := lifecycleEvent(typ, u, s.now())
 		if err != nil {
 			return nil, err
 		}
-		err = s.store.UpdateUserAndEnqueue(ctx, u, ev)
+		if was && !s.isBreakGlass(u) {
+			err = s.store.UpdateUserKeepingBreakGlass(ctx, u, s.breakGlassRole, ev)
+		} else {
+			err = s.store.UpdateUserAndEnqueue(ctx, u, ev)
+		}
 		if errors.Is(err, ErrStale) {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -96,9 +97,17 @@ type Options struct {
 	// SignInCheck configures the Dataverse check of bound users at
 	// sign-in; the zero value turns it off.
 	SignInCheck SignInCheck
+	// FieldSync maps user fields to contact columns; see FieldSync. The
+	// zero value syncs nothing. It needs Contacts.
+	FieldSync FieldSync
+	// Snapshots, when set, answers the revalidation of signed-in sessions
+	// from a short-lived cache shared by every session (see
+	// ContactSnapshots); nil makes each revalidation one request through
+	// Contacts. Sign-ins never use it: they always ask Dataverse.
+	Snapshots ContactSnapshots
 	// BreakGlassRole is the local role of break-glass administrators,
-	// typically "admin": when set, SetRoles, SetStatus, SetBinding and
-	// DeleteUser refuse (ErrLastBreakGlassAdmin) a change after which no
+	// typically "admin": when set, SetRoles, SetStatus, SetBinding,
+	// SetBindings and DeleteUser refuse (ErrLastBreakGlassAdmin) a change after which no
 	// active, unbound user holds it. Empty turns the guard off, which lets
 	// an operator leave no one able to sign in while Dataverse is down.
 	BreakGlassRole string
@@ -119,6 +128,8 @@ type Service struct {
 	contacts       Contacts
 	binding        BindingOptions
 	check          SignInCheck
+	sync           FieldSync
+	snapshots      ContactSnapshots
 	breakGlassRole string
 
 	clientRate  rate.Limit
@@ -152,6 +163,8 @@ func NewService(store Store, opts Options) (*Service, error) {
 		contacts:       opts.Contacts,
 		binding:        opts.Binding,
 		check:          opts.SignInCheck,
+		sync:           FieldSync{Columns: maps.Clone(opts.FieldSync.Columns)},
+		snapshots:      opts.Snapshots,
 		breakGlassRole: opts.BreakGlassRole,
 	}
 	if err := s.binding.validate(s.contacts != nil); err != nil {
@@ -159,6 +172,12 @@ func NewService(store Store, opts Options) (*Service, error) {
 	}
 	if s.check.Enabled && s.contacts == nil {
 		return nil, errors.New("authz: the sign-in check needs a contact directory (Options.Contacts)")
+	}
+	if err := s.sync.Validate(); err != nil {
+		return nil, err
+	}
+	if len(s.sync.Columns) > 0 && s.contacts == nil {
+		return nil, errors.New("authz: field sync needs a contact directory (Options.Contacts)")
 	}
 	if s.params == (PasswordParams{}) {
 		s.params = DefaultPasswordParams

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 )
 
 // SignInCheck configures the Dataverse check of bound users at sign-in.
@@ -103,22 +106,17 @@ func (s *Service) gateSignIn(ctx context.Context, u *User, ev AuditEvent, run *s
 }
 
 func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev AuditEvent) (*Contact, error) {
-	if !s.check.Enabled || u.Binding.Mode == "" || u.Binding.Mode == BindingNone {
+	if !s.checked(u) {
 		return nil, nil
 	}
 	if ev.Type == "" {
 		ev.Type = EventSignInFailed
 	}
-	refuse := func(reason string) error {
-		ev.Detail = reason
-		s.audit(ctx, ev)
-		return &SignInRefusedError{Reason: reason}
-	}
-	c, err := s.resolveBinding(ctx, u, withColumns(columns, s.check.Extra.Columns()), true)
+	c, err := s.resolveBinding(ctx, u, s.checkColumns(columns), true)
 	var berr *BindingError
 	switch {
 	case errors.As(err, &berr):
-		return nil, refuse(berr.Reason)
+		return nil, s.refuse(ctx, ev, berr.Reason)
 	case errors.Is(err, ErrDirectoryUnavailable):
 		// A sign-in refused for an outage is audited; a session riding out
 		// an outage is not (it would write once per request): the proxy
@@ -133,36 +131,134 @@ func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev
 		s.audit(ctx, ev)
 		return nil, fmt.Errorf("authz: sign-in check: %w", err)
 	}
+	return s.admit(ctx, u, c, columns, ev)
+}
+
+// SnapshotColumns returns every column the revalidation of a session asks
+// o.Snapshots for when sessions carry columns: those, the extra sign-in
+// filter's, the synced fields', the username binding's and the custom
+// binding filter's. A cache built with them answers every revalidation.
+func SnapshotColumns(columns []string, o Options) []string {
+	cols := withColumns(columns, o.SignInCheck.Extra.Columns())
+	cols = withColumns(cols, FieldSync{Columns: o.FieldSync.Columns}.columns())
+	username := o.Binding.UsernameColumn
+	if username == "" {
+		username = DefaultUsernameColumn
+	}
+	cols = withColumns(cols, []string{username})
+	return withColumns(cols, o.Binding.Custom.Columns())
+}
+
+// checked reports whether the sign-in check applies to u.
+func (s *Service) checked(u *User) bool {
+	return s.check.Enabled && u.Binding.Mode != "" && u.Binding.Mode != BindingNone
+}
+
+// checkColumns are the columns the check reads: the caller's, the extra
+// filter's and the synced fields'.
+func (s *Service) checkColumns(columns []string) []string {
+	return withColumns(withColumns(columns, s.check.Extra.Columns()), s.sync.columns())
+}
+
+// refuse audits a refusal with reason and returns its error.
+func (s *Service) refuse(ctx context.Context, ev AuditEvent, reason string) error {
+	ev.Detail = reason
+	s.audit(ctx, ev)
+	return &SignInRefusedError{Reason: reason}
+}
+
+// admit applies the checks to u's resolved contact c: active, logon
+// enabled when required, the extra filter. When c passes, the synced
+// fields are pulled into u's account and c is returned with exactly
+// columns.
+func (s *Service) admit(ctx context.Context, u *User, c *Contact, columns []string, ev AuditEvent) (*Contact, error) {
 	if !c.Active {
-		return nil, refuse(ReasonContactInactive)
+		return nil, s.refuse(ctx, ev, ReasonContactInactive)
 	}
 	if s.check.RequireLogonEnabled && !c.LogonEnabled {
-		return nil, refuse(ReasonContactLogonDisabled)
+		return nil, s.refuse(ctx, ev, ReasonContactLogonDisabled)
 	}
 	if s.check.Extra != nil {
 		conds, err := s.check.Extra.Conditions(u)
 		if err != nil {
-			return nil, refuse(ReasonUserFieldEmpty)
+			return nil, s.refuse(ctx, ev, ReasonUserFieldEmpty)
 		}
 		if !matchesAll(c, conds) {
-			return nil, refuse(ReasonContactFilter)
+			return nil, s.refuse(ctx, ev, ReasonContactFilter)
 		}
 	}
+	s.pullFields(ctx, u, c)
 	keepColumns(c, columns)
 	return c, nil
 }
 
 // RevalidateContact re-runs the sign-in check for a signed-in user, for a
-// session whose contact snapshot is due: it returns the fresh snapshot
-// (columns as for SignInWithContact); nil when the user is no longer bound
-// or the check is off; an error wrapping ErrSignInRefused when the user may
-// no longer be signed in (the reason audited as EventSessionRevoked); an
-// error wrapping ErrDirectoryUnavailable when Dataverse cannot answer; or
-// ErrNotFound when the user is gone.
-func (s *Service) RevalidateContact(ctx context.Context, userID string, columns []string) (*Contact, error) {
+// session whose snapshot of contact contactID is due: it returns the fresh
+// snapshot (columns as for SignInWithContact); nil when the user is no
+// longer bound or the check is off; an error wrapping ErrSignInRefused
+// when the user may no longer be signed in (the reason audited as
+// EventSessionRevoked); an error wrapping ErrDirectoryUnavailable when
+// Dataverse cannot answer; or ErrNotFound when the user is gone.
+//
+// With Options.Snapshots the contact is read through that shared cache,
+// and the binding is confirmed by checking that the cached contact still
+// satisfies it (the lookup names it; its username or custom conditions
+// still match). A contact that no longer satisfies it, or an empty
+// contactID, is resolved afresh as at sign-in, which may bind the session
+// to another contact.
+func (s *Service) RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*Contact, error) {
 	u, err := s.store.UserByID(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	return s.checkSignIn(ctx, u, columns, AuditEvent{Type: EventSessionRevoked, Actor: u.ID, UserID: u.ID})
+	ev := AuditEvent{Type: EventSessionRevoked, Actor: u.ID, UserID: u.ID}
+	if !s.checked(u) || s.snapshots == nil || contactID == "" {
+		return s.checkSignIn(ctx, u, columns, ev)
+	}
+	conds, err := s.bindingConditions(u, contactID)
+	if err != nil {
+		return nil, s.refuse(ctx, ev, ReasonUserFieldEmpty)
+	}
+	cached, err := s.snapshots.ContactSnapshot(ctx, strings.ToLower(contactID), withColumns(s.checkColumns(columns), condColumns(conds)))
+	switch {
+	case errors.Is(err, ErrContactNotFound):
+		return s.checkSignIn(ctx, u, columns, ev)
+	case err != nil:
+		return nil, fmt.Errorf("authz: revalidate contact: %w", err)
+	}
+	c := cached.clone()
+	if conds == nil || !matchesAll(c, conds) {
+		return s.checkSignIn(ctx, u, columns, ev)
+	}
+	return s.admit(ctx, u, c, columns, ev)
+}
+
+// bindingConditions returns what contact id must satisfy to still be u's
+// contact; nil when it cannot be told without a fresh resolve (a lookup
+// that names another contact).
+func (s *Service) bindingConditions(u *User, id string) ([]Condition, error) {
+	switch u.Binding.Mode {
+	case BindingLookup:
+		if u.Binding.Ref == nil || !strings.EqualFold(u.Binding.Ref.ID, id) {
+			return nil, nil
+		}
+		return []Condition{}, nil
+	case BindingUsername:
+		return []Condition{{Column: s.binding.UsernameColumn, Op: "eq", Value: u.Username}}, nil
+	case BindingCustom:
+		if s.binding.Custom == nil {
+			return nil, nil
+		}
+		return s.binding.Custom.Conditions(u)
+	}
+	return nil, nil
+}
+
+// clone returns a deep copy of c's maps and slices, for a snapshot shared
+// through a cache.
+func (c *Contact) clone() *Contact {
+	cp := *c
+	cp.Columns = maps.Clone(c.Columns)
+	cp.Roles = slices.Clone(c.Roles)
+	return &cp
 }

@@ -54,6 +54,24 @@ type Store interface {
 	// outbox, in the same transaction. A missing user gives ErrNotFound and
 	// enqueues nothing.
 	DeleteUser(ctx context.Context, id string, events ...OutboxEvent) error
+	// UpdateUserKeepingBreakGlass is UpdateUserAndEnqueue that keeps a
+	// break-glass account (see IsBreakGlass) for role: when the stored
+	// user is one and u is not, and no other user is one, it rolls back
+	// and returns an error wrapping ErrLastBreakGlassAdmin. The check reads
+	// the stored rows in the same transaction as the change, and the calls
+	// of this method and DeleteUserKeepingBreakGlass run one at a time
+	// (across replicas too), so two of them cannot each take away one of
+	// the last two break-glass accounts; other methods take no part in
+	// that serialisation. UpdateUserAndEnqueue and DeleteUser check
+	// nothing, so every change that may take away a break-glass account
+	// must come here. An empty role makes it UpdateUserAndEnqueue.
+	UpdateUserKeepingBreakGlass(ctx context.Context, u *User, role string, events ...OutboxEvent) error
+	// DeleteUserKeepingBreakGlass is DeleteUser that keeps a break-glass
+	// account for role, with the check and the serialisation of
+	// UpdateUserKeepingBreakGlass: deleting the last one gives an error
+	// wrapping ErrLastBreakGlassAdmin and deletes nothing. An empty role
+	// makes it DeleteUser.
+	DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...OutboxEvent) error
 	// BeginSignInAttempt counts a password attempt against the user before
 	// the password is checked, in one atomic statement, so that concurrent
 	// attempts can never verify more than maxFailures passwords per lockout

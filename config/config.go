@@ -136,18 +136,17 @@ type ShutdownConfig struct {
 // than silently off. Lifecycle action names and parameters live in the
 // policy file's dataverse section.
 type DataverseConfig struct {
-	URL                  string        `env:"URL" desc:"Dataverse environment URL, e.g. https://org.crm.dynamics.com (https; http only on a loopback host, for the emulator). Empty: no Dataverse, and every other CRMGATE_DATAVERSE_* setting must be left unset."`
-	TenantID             string        `env:"TENANT_ID" desc:"Microsoft Entra tenant of the app registration, a GUID or domain name. Required with CRMGATE_DATAVERSE_URL."`
-	ClientID             string        `env:"CLIENT_ID" desc:"Application (client) id GUID of the app registration whose application user calls Dataverse. Required with CRMGATE_DATAVERSE_URL."`
-	ClientSecret         string        `env:"CLIENT_SECRET" secret:"true" desc:"Client secret of the app registration. Set exactly one of CLIENT_SECRET, CERTIFICATE_FILE and FEDERATED_TOKEN_FILE."`
-	CertificateFile      string        `env:"CERTIFICATE_FILE" desc:"PEM file holding the registered certificate and its unencrypted RSA private key (read at start-up); the alternative to a client secret."`
-	FederatedTokenFile   string        `env:"FEDERATED_TOKEN_FILE" desc:"File holding a federated identity token (e.g. a projected Kubernetes service account token for workload identity), read at every token request so it may rotate."`
-	AuthorityHost        string        `env:"AUTHORITY_HOST" envDefault:"https://login.microsoftonline.com" desc:"Microsoft Entra host the token is requested from (https; http only on a loopback host). Change it for sovereign clouds or the emulator."`
-	Timeout              time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"Timeout of one HTTP attempt to Dataverse or Entra, reading the answer included."`
-	MaxConcurrency       int           `env:"MAX_CONCURRENCY" envDefault:"52" desc:"Requests in flight to Dataverse per replica; 52 is Dataverse's concurrent-request limit per user."`
-	ContactCacheTTL      time.Duration `env:"CONTACT_CACHE_TTL" envDefault:"1m" desc:"How long a contact snapshot (columns and web roles) is used without asking Dataverse again; changes made in Dataverse are seen at most this late."`
-	ContactCacheMaxStale time.Duration `env:"CONTACT_CACHE_MAX_STALE" envDefault:"15m" desc:"How long past CONTACT_CACHE_TTL a snapshot may still be used while Dataverse is unavailable (0 = never). Longer keeps sign-ins working through outages but lets a disabled contact or removed web role count for longer."`
-	WebRoleModel         string        `env:"WEB_ROLE_MODEL" envDefault:"standard" desc:"Power Pages data model of web roles: standard (adx_webrole) or enhanced (powerpagecomponent)."`
+	URL                string        `env:"URL" desc:"Dataverse environment URL, e.g. https://org.crm.dynamics.com (https; http only on a loopback host, for the emulator). Empty: no Dataverse, and every other CRMGATE_DATAVERSE_* setting must be left unset."`
+	TenantID           string        `env:"TENANT_ID" desc:"Microsoft Entra tenant of the app registration, a GUID or domain name. Required with CRMGATE_DATAVERSE_URL."`
+	ClientID           string        `env:"CLIENT_ID" desc:"Application (client) id GUID of the app registration whose application user calls Dataverse. Required with CRMGATE_DATAVERSE_URL."`
+	ClientSecret       string        `env:"CLIENT_SECRET" secret:"true" desc:"Client secret of the app registration. Set exactly one of CLIENT_SECRET, CERTIFICATE_FILE and FEDERATED_TOKEN_FILE."`
+	CertificateFile    string        `env:"CERTIFICATE_FILE" desc:"PEM file holding the registered certificate and its unencrypted RSA private key (read at start-up); the alternative to a client secret."`
+	FederatedTokenFile string        `env:"FEDERATED_TOKEN_FILE" desc:"File holding a federated identity token (e.g. a projected Kubernetes service account token for workload identity), read at every token request so it may rotate."`
+	AuthorityHost      string        `env:"AUTHORITY_HOST" envDefault:"https://login.microsoftonline.com" desc:"Microsoft Entra host the token is requested from (https; http only on a loopback host). Change it for sovereign clouds or the emulator."`
+	Timeout            time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"Timeout of one HTTP attempt to Dataverse or Entra, reading the answer included."`
+	MaxConcurrency     int           `env:"MAX_CONCURRENCY" envDefault:"52" desc:"Requests in flight to Dataverse per replica; 52 is Dataverse's concurrent-request limit per user."`
+	ContactCacheTTL    time.Duration `env:"CONTACT_CACHE_TTL" envDefault:"1m" desc:"How long a contact read to revalidate sessions is shared by every session of that contact before Dataverse is asked again (concurrent revalidations of one contact also share one request). Sign-ins always ask Dataverse. A change made in Dataverse reaches a session at most CRMGATE_SESSION_CONTACT_REVALIDATE_INTERVAL plus this late."`
+	WebRoleModel       string        `env:"WEB_ROLE_MODEL" envDefault:"standard" desc:"Power Pages data model of web roles: standard (adx_webrole) or enhanced (powerpagecomponent)."`
 }
 
 // Configured reports whether a Dataverse environment is configured.
@@ -156,7 +155,7 @@ func (d DataverseConfig) Configured() bool { return d.URL != "" }
 // dataverseDefaults is DataverseConfig as Load builds it when no
 // CRMGATE_DATAVERSE_* variable is set.
 var dataverseDefaults = DataverseConfig{AuthorityHost: "https://login.microsoftonline.com", Timeout: 30 * time.Second,
-	MaxConcurrency: 52, ContactCacheTTL: time.Minute, ContactCacheMaxStale: 15 * time.Minute, WebRoleModel: "standard"}
+	MaxConcurrency: 52, ContactCacheTTL: time.Minute, WebRoleModel: "standard"}
 
 // BindingConfig configures how users are bound to Dataverse contacts. The
 // zero value is not what Load builds; with no Dataverse configured every
@@ -166,7 +165,50 @@ type BindingConfig struct {
 	DefaultMode    string `env:"DEFAULT_MODE" envDefault:"none" desc:"Binding of new users: none (unbound until an administrator binds them), username (the contact whose CRMGATE_BINDING_USERNAME_COLUMN equals the username) or custom (the policy file's dataverse.binding_filter, which is then required). Anything but none needs CRMGATE_DATAVERSE_URL."`
 	UsernameColumn string `env:"USERNAME_COLUMN" envDefault:"adx_identity_username" desc:"Contact column a username binding compares with the username (a Dataverse logical column name)."`
 	// AutoMapEmail is dangerous with self-registration: see its desc.
-	AutoMapEmail bool `env:"AUTO_MAP_EMAIL" envDefault:"false" desc:"Bind each new user to the single active contact whose emailaddress1 equals the user's email and that no other user is bound to. DANGEROUS where people register themselves: it binds on an email address that is not yet confirmed, so anyone registering with a customer's address receives that customer's contact. Enable only where administrators create the accounts. Needs CRMGATE_DATAVERSE_URL."`
+	// SyncFields is parsed by SyncFieldMap.
+	SyncFields   string `env:"SYNC_FIELDS" desc:"Field sync between users and their bound contacts: comma-separated user_field=contact_column pairs, user fields being email, first_name, last_name and display_name, e.g. first_name=firstname,last_name=lastname,email=emailaddress1. A sign-in or session revalidation pulls the columns into the account and a change on the profile page pushes to the contact; Dataverse wins a conflict. email, and fields mapped to columns Dataverse computes (fullname), are pull-only. Empty (default) syncs nothing. Needs CRMGATE_DATAVERSE_URL and CRMGATE_SIGNIN_DATAVERSE_CHECK for the pull."`
+	AutoMapEmail bool   `env:"AUTO_MAP_EMAIL" envDefault:"false" desc:"Bind each new user to the single active contact whose emailaddress1 equals the user's email and that no other user is bound to. DANGEROUS where people register themselves: it binds on an email address that is not yet confirmed, so anyone registering with a customer's address receives that customer's contact. Enable only where administrators create the accounts. Needs CRMGATE_DATAVERSE_URL."`
+}
+
+// syncFields are the user fields CRMGATE_BINDING_SYNC_FIELDS may name.
+var syncFields = []string{"email", "first_name", "last_name", "display_name"}
+
+// SyncFieldMap parses SyncFields into user field → contact column; nil
+// when empty. It reports every malformed pair, unknown field, invalid
+// column, and field or column named twice.
+func (b BindingConfig) SyncFieldMap() (map[string]string, error) {
+	if strings.TrimSpace(b.SyncFields) == "" {
+		return nil, nil
+	}
+	m := map[string]string{}
+	cols := map[string]string{}
+	var errs []error
+	for _, pair := range strings.Split(b.SyncFields, ",") {
+		field, col, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		field, col = strings.TrimSpace(field), strings.TrimSpace(col)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%q is not user_field=contact_column", pair))
+			continue
+		case !slices.Contains(syncFields, field):
+			errs = append(errs, fmt.Errorf("unknown user field %q (want %s)", field, strings.Join(syncFields, ", ")))
+			continue
+		}
+		if err := CheckColumn(col); err != nil {
+			errs = append(errs, fmt.Errorf("%s: column %w", field, err))
+			continue
+		}
+		if _, dup := m[field]; dup {
+			errs = append(errs, fmt.Errorf("%s is mapped twice", field))
+			continue
+		}
+		if other, dup := cols[strings.ToLower(col)]; dup {
+			errs = append(errs, fmt.Errorf("%s and %s both map to column %s", other, field, col))
+			continue
+		}
+		m[field], cols[strings.ToLower(col)] = col, field
+	}
+	return m, errors.Join(errs...)
 }
 
 // Binding modes accepted by CRMGATE_BINDING_DEFAULT_MODE.
@@ -188,6 +230,8 @@ type OutboxConfig struct {
 	MaxBackoff   time.Duration `env:"MAX_BACKOFF" envDefault:"10m" desc:"Longest wait between two delivery attempts of a failing event (the wait starts at 1s and doubles)."`
 	Lease        time.Duration `env:"LEASE" envDefault:"2m" desc:"How long a replica owns the events it is delivering; after a crash they are retried by any replica once it ends. Must exceed CRMGATE_DATAVERSE_TIMEOUT; an attempt still running at its end is cancelled."`
 }
+
+var companionSuffixRE = regexp.MustCompile(`_[0-9]+$`)
 
 var colorRE = regexp.MustCompile(`^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
 
@@ -249,6 +293,10 @@ func (c *Config) Validate() error {
 	}
 	if !cookieNameRE.MatchString(c.Cookie.Name) {
 		add("COOKIE_NAME", "must be a cookie token of letters, digits, '-' or '_', got %q", c.Cookie.Name)
+	} else if companionSuffixRE.MatchString(c.Cookie.Name) {
+		// <name>_2 … hold the parts of a large session: another gateway's
+		// cookie of such a name on the same domain would collide with them.
+		add("COOKIE_NAME", "must not end in '_' and digits (the gateway names a large session's extra parts <name>_2, <name>_3, ...), got %q", c.Cookie.Name)
 	}
 	if c.Cookie.Domain != "" && strings.HasPrefix(c.Cookie.Name, "__Host-") {
 		add("COOKIE_DOMAIN", "a __Host- cookie cannot have a Domain")
@@ -369,7 +417,6 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 			{"TIMEOUT", d.Timeout != dataverseDefaults.Timeout},
 			{"MAX_CONCURRENCY", d.MaxConcurrency != dataverseDefaults.MaxConcurrency},
 			{"CONTACT_CACHE_TTL", d.ContactCacheTTL != dataverseDefaults.ContactCacheTTL},
-			{"CONTACT_CACHE_MAX_STALE", d.ContactCacheMaxStale != dataverseDefaults.ContactCacheMaxStale},
 			{"WEB_ROLE_MODEL", d.WebRoleModel != dataverseDefaults.WebRoleModel},
 		} {
 			if f.changed {
@@ -416,9 +463,6 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 	if d.ContactCacheTTL <= 0 {
 		add("DATAVERSE_CONTACT_CACHE_TTL", "must be positive, got %s", d.ContactCacheTTL)
 	}
-	if d.ContactCacheMaxStale < 0 {
-		add("DATAVERSE_CONTACT_CACHE_MAX_STALE", "must not be negative, got %s", d.ContactCacheMaxStale)
-	}
 	if d.WebRoleModel != "standard" && d.WebRoleModel != "enhanced" {
 		add("DATAVERSE_WEB_ROLE_MODEL", "must be standard or enhanced, got %q", d.WebRoleModel)
 	}
@@ -438,6 +482,9 @@ func (c *Config) validateBinding(add func(name, format string, args ...any)) {
 	if err := CheckColumn(b.UsernameColumn); err != nil {
 		add("BINDING_USERNAME_COLUMN", "%v", err)
 	}
+	if _, err := b.SyncFieldMap(); err != nil {
+		add("BINDING_SYNC_FIELDS", "%v", err)
+	}
 	if c.Dataverse.Configured() {
 		return
 	}
@@ -449,6 +496,7 @@ func (c *Config) validateBinding(add func(name, format string, args ...any)) {
 		{"BINDING_DEFAULT_MODE", b.DefaultMode != bindingDefaults.DefaultMode},
 		{"BINDING_USERNAME_COLUMN", b.UsernameColumn != bindingDefaults.UsernameColumn},
 		{"BINDING_AUTO_MAP_EMAIL", b.AutoMapEmail != bindingDefaults.AutoMapEmail},
+		{"BINDING_SYNC_FIELDS", b.SyncFields != ""},
 		{"SIGNIN_DATAVERSE_CHECK", c.SignIn.DataverseCheck},
 		{"SIGNIN_REQUIRE_LOGON_ENABLED", !c.SignIn.RequireLogonEnabled},
 	} {

@@ -101,6 +101,7 @@ func TestValidateReportsEverything(t *testing.T) {
 		"CRMGATE_LOG_FORMAT=xml",
 		"CRMGATE_DATABASE_URL=mysql://x",
 		"CRMGATE_PASSWORD_ARGON2_MEMORY_KIB=16",
+		"CRMGATE_COOKIE_NAME=gate_2",
 		"CRMGATE_PASWORD_TYPO=1",
 		"CRMGATE_SERVICE_HOST=10.0.0.1", // injected by Kubernetes: not a typo
 		"CRMGATE_PORT_8080_TCP=tcp://10.0.0.1:8080",
@@ -115,7 +116,7 @@ func TestValidateReportsEverything(t *testing.T) {
 	}
 	for _, want := range []string{"PUBLIC_URL", "CRMGATE_LISTEN", "AUTH_PREFIX", "POLICY_FILE", "COOKIE_KEYS", "SIGNING_KEYS",
 		"SESSION_IDLE_TIMEOUT", "TOKEN_TTL", "BRAND_COLOR", "LOGO_URL", "TRUSTED_PROXIES", "REDIRECT_ALLOWLIST", "LOG_FORMAT",
-		"DATABASE_URL", "ARGON2_MEMORY_KIB"} {
+		"DATABASE_URL", "ARGON2_MEMORY_KIB", "COOKIE_NAME: must not end in '_' and digits"} {
 		if !strings.Contains(verr.Error(), want) {
 			t.Errorf("Validate did not report %s:\n%v", want, verr)
 		}

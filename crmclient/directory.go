@@ -162,6 +162,46 @@ func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 	return out, nil
 }
 
+// UpdateContact implements authz.Contacts: one PATCH of contact id with
+// columns, If-Match etag (or * when etag is empty), so it never creates a
+// contact (WEBAPI.md §4.3). A stale etag wraps authz.ErrContactChanged, a
+// missing contact authz.ErrContactNotFound, Dataverse being unavailable
+// authz.ErrDirectoryUnavailable. Values must be strings, bools, int64s or
+// nil, and column names valid and not secret; otherwise nothing is sent
+// and the error wraps ErrInvalidArgument.
+func (d *Directory) UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error {
+	g, err := ParseGUID(id)
+	if err == nil && g.IsZero() {
+		err = errors.New("crmclient: the nil GUID")
+	}
+	if err != nil {
+		return fmt.Errorf("crmclient: directory: update contact: %w: %w: %w", authz.ErrContactNotFound, ErrInvalidArgument, err)
+	}
+	if len(columns) == 0 {
+		return invalidArg("directory: update contact %s: no columns", g)
+	}
+	names := make([]string, 0, len(columns))
+	for col, v := range columns {
+		switch v.(type) {
+		case string, bool, int64, nil:
+		default:
+			return invalidArg("directory: update contact: column %s: value of type %T; want string, bool, int64 or nil", truncate(col, 64), v)
+		}
+		names = append(names, col)
+	}
+	if err := checkColumns(names); err != nil {
+		return err
+	}
+	err = d.client.Update(ctx, SetContacts, ByID(g), columns, etag)
+	switch {
+	case err == nil:
+		return nil
+	case IsConflict(err):
+		return fmt.Errorf("crmclient: directory: update contact: %w: %w", authz.ErrContactChanged, err)
+	}
+	return directoryError("update contact", err, true)
+}
+
 // contactFilter builds the $filter of conds with F; it refuses what
 // authz.Condition does not allow.
 func contactFilter(conds []authz.Condition) (Filter, error) {
@@ -239,6 +279,7 @@ func toAuthzContact(ct *Contact, columns []string, roles bool) (*authz.Contact, 
 		LastName:     ct.LastName,
 		Username:     ct.Username,
 		Columns:      make(map[string]any, len(columns)),
+		ETag:         ct.ETag,
 	}
 	for _, col := range columns {
 		v, err := plainJSON(ct.Columns[col])

@@ -147,3 +147,16 @@ func (p *Policy) ContactColumns() []string {
 	slices.Sort(cols)
 	return slices.Compact(cols)
 }
+
+// ContactRoute returns the name of the first route that needs the
+// signed-in user's contact: one with access bound, contact columns to
+// forward, or a condition that reads contact columns. ok is false when no
+// route does. Such routes only work when sessions carry contact snapshots.
+func (p *Policy) ContactRoute() (name string, ok bool) {
+	for _, r := range p.Routes {
+		if r.Access == AccessBound || len(r.ContactColumns) > 0 || len(r.conditionColumns) > 0 {
+			return r.Name, true
+		}
+	}
+	return "", false
+}

@@ -160,3 +160,188 @@ func TestRESTAPIKeys(t *testing.T) {
 		t.Errorf("revoked key: %d %s", status, code)
 	}
 }
+
+// TestRESTAPIBulkBindings: POST /users/bindings changes many users' bindings
+// in one call, by an admin session (same origin only) and by an API key
+// with users:bind. Users are named by id, username or email; each item
+// succeeds or fails alone (unknown user, bad binding, the last break-glass
+// admin), every applied change is audited with its actor and leaves its
+// lifecycle event, and a malformed or oversize body changes nothing.
+func TestRESTAPIBulkBindings(t *testing.T) {
+	h, _, _ := newContactHarness(t)
+	ctx := context.Background()
+	for _, n := range []string{"root", "ops"} {
+		h.createUser(n, n+"@example.test", "correct horse battery", "admin")
+		if err := h.svc.SetBinding(ctx, n, authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dave := h.createUser("dave", "dave@example.test", "correct horse battery")
+	erin := h.createUser("erin", "erin@example.test", "correct horse battery")
+	frank := h.createUser("frank", "frank@example.test", "correct horse battery")
+	root := mustUserID(t, h, "root")
+	admin := h.browser()
+	h.signIn(admin, "root", "correct horse battery")
+
+	type result struct {
+		User  string
+		ID    string
+		OK    bool
+		Error *struct{ Code, Message string }
+	}
+	post := func(c *http.Client, body string, hdr ...string) (int, []result, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", h.url("/.auth/api/users/bindings"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, b := h.do(c, req)
+		var out struct{ Results []result }
+		if resp.StatusCode == 200 {
+			dec := json.NewDecoder(strings.NewReader(b))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&out); err != nil {
+				t.Fatalf("results: %v in %s", err, b)
+			}
+		}
+		return resp.StatusCode, out.Results, b
+	}
+	binding := func(login string) authz.Binding {
+		t.Helper()
+		u, err := h.svc.UserByID(ctx, mustUserID(t, h, login))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Binding
+	}
+	lookupAnn := `{"mode":"lookup","ref":{"Id":"` + annID + `","LogicalName":"contact","Name":"Ann Lee"}}`
+	batch := `{"items":[
+		{"user":"` + dave.ID + `","binding":` + lookupAnn + `},
+		{"user":"erin","binding":{"mode":"none"}},
+		{"user":"FRANK@example.test","binding":{"mode":"none"}},
+		{"user":"nobody","binding":{"mode":"none"}},
+		{"user":"erin","binding":{"mode":"lookup"}},
+		{"user":"dave","binding":{"mode":"sometimes"}},
+		{"user":"ops","binding":` + lookupAnn + `},
+		{"user":"root","binding":{"mode":"username"}}
+	]}`
+
+	// A cookie caller from another site is refused before anything happens.
+	if code, _, b := post(admin, batch, "Sec-Fetch-Site", "cross-site"); code != http.StatusForbidden || !strings.Contains(b, "cross_origin") {
+		t.Fatalf("cross-site POST with a cookie: %d %s", code, b)
+	}
+	if binding("dave").Mode != authz.BindingUsername {
+		t.Fatal("the cross-site batch changed a user")
+	}
+
+	code, res, b := post(admin, batch, "Sec-Fetch-Site", "same-origin")
+	if code != 200 || len(res) != 8 {
+		t.Fatalf("batch by session: %d %s", code, b)
+	}
+	wants := []struct{ user, id, code string }{
+		{dave.ID, dave.ID, ""}, {"erin", erin.ID, ""}, {"FRANK@example.test", frank.ID, ""},
+		{"nobody", "", "not_found"}, {"erin", "", "invalid_binding"}, {"dave", "", "invalid_binding"},
+		{"ops", mustUserID(t, h, "ops"), ""}, {"root", root, "last_break_glass_admin"},
+	}
+	for i, w := range wants {
+		r := res[i]
+		got := ""
+		if r.Error != nil {
+			got = r.Error.Code
+			if r.Error.Message == "" || r.OK {
+				t.Errorf("item %d: error without message or with ok: %+v", i, r)
+			}
+		}
+		if r.User != w.user || got != w.code || r.OK != (w.code == "") || (w.id != "" && r.ID != w.id) {
+			t.Errorf("item %d: %+v %v, want user %q id %q code %q", i, r, r.Error, w.user, w.id, w.code)
+		}
+	}
+	if b := binding("dave"); b.Mode != authz.BindingLookup || b.Ref.ID != annID {
+		t.Errorf("dave: %+v", b)
+	}
+	if binding("erin").Mode != authz.BindingNone || binding("frank").Mode != authz.BindingNone || binding("ops").Mode != authz.BindingLookup {
+		t.Error("a successful item was not saved")
+	}
+	// Root, the caller, was refused as the last break-glass admin, so its
+	// session lives on for the rest of the test.
+	if binding("root").Mode != authz.BindingNone {
+		t.Fatal("the last break-glass admin was bound")
+	}
+	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: dave.ID})
+	if len(events) != 1 || events[0].Actor != root {
+		t.Fatalf("dave's binding audit: %+v", events)
+	}
+	if es, err := h.db.OutboxEvents(ctx, erin.ID); err != nil || es[len(es)-1].Type != authz.LifecycleUnbound {
+		t.Fatalf("erin's lifecycle events: %v %+v", err, es)
+	}
+	// Dave, bound by lookup in the batch, signs in as Ann's contact.
+	dc := h.browser()
+	h.signIn(dc, "dave", "correct horse battery")
+	h.get(dc, "/orders/1")
+	if got := h.up.last(t).Header.Get("X-Current-User-Contact-Id"); got != annID {
+		t.Fatalf("lookup binding at sign-in: contact %q", got)
+	}
+
+	// An API key with users:bind (Power Automate) needs no same-origin.
+	key, info, err := h.svc.CreateAPIKey(ctx, "flow", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, res, b = post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"username"}},{"user":"`+erin.ID+`","binding":`+lookupAnn+`}]}`,
+		"Authorization", "Bearer "+key)
+	if code != 200 || len(res) != 2 || !res[0].OK || !res[1].OK {
+		t.Fatalf("batch by API key: %d %s", code, b)
+	}
+	events, _ = h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: erin.ID, Limit: 2})
+	if len(events) != 2 || events[0].Actor != "apikey:"+info.ID || events[1].Actor != "apikey:"+info.ID || events[0].Detail != "lookup" {
+		t.Fatalf("erin's binding audit: %+v", events)
+	}
+	readKey, _, _ := h.svc.CreateAPIKey(ctx, "reader", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	if code, _, _ := post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"none"}}]}`, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
+		t.Errorf("read-only key changed a binding: %d", code)
+	}
+
+	// Malformed bodies are refused whole and change nothing.
+	item := `{"user":"frank","binding":{"mode":"username"}}`
+	many := strings.Repeat(item+",", authz.MaxBindingChanges) + item
+	huge := `{"items":[{"user":"frank","binding":{"mode":"username","ref":{"Id":"` + annID + `","LogicalName":"contact","Name":"` +
+		strings.Repeat("x", 1<<20) + `"}}}]}`
+	for name, tt := range map[string]struct {
+		body, code string
+		status     int
+	}{
+		"not JSON":            {`items=frank`, "bad_request", 400},
+		"unknown field":       {`{"items":[` + item + `],"dry_run":true}`, "bad_request", 400},
+		"unknown item field":  {`{"items":[{"user":"frank","binding":{"mode":"username"},"why":"x"}]}`, "bad_request", 400},
+		"unknown ref field":   {`{"items":[{"user":"frank","binding":{"mode":"lookup","ref":{"Id":"` + annID + `","LogicalName":"contact","Guid":"x"}}}]}`, "bad_request", 400},
+		"no items":            {`{}`, "bad_request", 400},
+		"empty items":         {`{"items":[]}`, "bad_request", 400},
+		"item without user":   {`{"items":[` + item + `,{"binding":{"mode":"none"}}]}`, "bad_request", 400},
+		"item without mode":   {`{"items":[` + item + `,{"user":"frank"}]}`, "bad_request", 400},
+		"two JSON values":     {`{"items":[` + item + `]} {"items":[]}`, "bad_request", 400},
+		"items not an array":  {`{"items":{"user":"frank"}}`, "bad_request", 400},
+		"one over the limit":  {`{"items":[` + many + `]}`, "bad_request", 400},
+		"over the byte limit": {huge, "too_large", 413},
+	} {
+		code, _, b := post(admin, tt.body, "Sec-Fetch-Site", "same-origin")
+		var e struct {
+			Error, Message string
+			RequestID      string `json:"request_id"`
+		}
+		if code != tt.status || json.Unmarshal([]byte(b), &e) != nil || e.Error != tt.code || e.Message == "" || e.RequestID == "" {
+			t.Errorf("%s: %d %s", name, code, b)
+		}
+	}
+	if binding("frank").Mode != authz.BindingNone {
+		t.Fatal("a refused batch changed frank")
+	}
+	// At the limit the batch is taken.
+	atLimit := strings.Repeat(`{"user":"nobody","binding":{"mode":"none"}},`, authz.MaxBindingChanges-1) + item
+	if code, res, b := post(admin, `{"items":[`+atLimit+`]}`, "Sec-Fetch-Site", "same-origin"); code != 200 || len(res) != authz.MaxBindingChanges || !res[len(res)-1].OK {
+		t.Fatalf("batch of %d: %d %.300s", authz.MaxBindingChanges, code, b)
+	}
+	if binding("frank").Mode != authz.BindingUsername {
+		t.Fatal("the batch at the limit did not change frank")
+	}
+}

@@ -60,8 +60,39 @@ routes:
 // and a disabled login, and fail-closed while Dataverse is down, when an
 // unbound admin still signs in.
 // newContactHarness is a gateway whose users are bound by username to the
-// contacts of a seeded emulator, with the sign-in check on.
+// contacts of a seeded emulator, with the sign-in check on and
+// revalidations through a contact cache, as serve builds it; mods adjust
+// the authz options first.
 func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *dataversetest.Server, *crmclient.Client) {
+	t.Helper()
+	emu, client := newContactEmulator(t)
+	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *authz.Options) {
+		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
+		o.Contacts = dir
+		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
+		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
+		o.BreakGlassRole = "admin"
+		for _, m := range mods {
+			m(o)
+		}
+		if o.Contacts == dir && o.Snapshots == nil {
+			// As serve wires it: revalidations share a contact cache (on
+			// the harness clock) holding every column they read.
+			cache, err := crmclient.NewContactCache(client, authz.SnapshotColumns([]string{"emailaddress1", "fullname"}, *o),
+				crmclient.WebRoleModelStandard, crmclient.CacheOptions{TTL: time.Minute, Now: o.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cd := crmclient.NewCachedDirectory(dir, cache)
+			o.Contacts, o.Snapshots = cd, cd
+		}
+	}})
+	return h, emu, client
+}
+
+// newContactEmulator is an emulator seeded with contactSeed and a client of
+// it that neither retries nor trips its breaker, so tests see each fault.
+func newContactEmulator(t *testing.T) (*dataversetest.Server, *crmclient.Client) {
 	t.Helper()
 	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
 	t.Cleanup(emu.Close)
@@ -73,16 +104,7 @@ func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *d
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *authz.Options) {
-		o.Contacts = crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
-		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
-		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
-		o.BreakGlassRole = "admin"
-		for _, m := range mods {
-			m(o)
-		}
-	}})
-	return h, emu, client
+	return emu, client
 }
 
 func TestSignInBoundToContact(t *testing.T) {

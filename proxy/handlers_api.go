@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,6 +27,7 @@ type APIKeys interface {
 // *authz.Service satisfies it.
 type BindingAdmin interface {
 	SetBinding(ctx context.Context, login string, b authz.Binding, actor string) error
+	SetBindings(ctx context.Context, changes []authz.BindingChange, actor string) ([]authz.BindingResult, error)
 	SearchContacts(ctx context.Context, field authz.ContactSearchField, value string, limit int) ([]*authz.Contact, error)
 }
 
@@ -51,6 +54,7 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(authz.ScopeUsersRead, srv.apiGetUser))
 	if srv.binder != nil {
 		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(authz.ScopeUsersBind, srv.apiSetBinding))
+		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(authz.ScopeUsersBind, srv.apiSetBindings))
 		mux.HandleFunc("GET "+p+"/contacts", srv.admin(authz.ScopeContactsRead, srv.apiSearchContacts))
 	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
@@ -222,6 +226,118 @@ func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCa
 	}
 	if u, ok = srv.apiUser(w, r); ok {
 		writeJSON(w, http.StatusOK, u)
+	}
+}
+
+// maxBulkBodyBytes bounds the body of POST /api/users/bindings: room for
+// authz.MaxBindingChanges lookup bindings with names and key attributes.
+const maxBulkBodyBytes = 1 << 20
+
+// apiBindingsBody is the body of POST /api/users/bindings.
+type apiBindingsBody struct {
+	Items []apiBindingItem `json:"items"`
+}
+
+// apiBindingItem is one change: the user (id, username or email) and the
+// binding, in the shape PUT /api/users/{id}/binding takes.
+type apiBindingItem struct {
+	User    string         `json:"user"`
+	Binding *authz.Binding `json:"binding"`
+}
+
+// apiBindingResult is the outcome of one item, at the item's index.
+type apiBindingResult struct {
+	User  string        `json:"user"`
+	ID    string        `json:"id,omitempty"` // the user's id, when one was found
+	OK    bool          `json:"ok"`
+	Error *apiItemError `json:"error,omitempty"`
+}
+
+// apiItemError says why one item of a batch failed; Message is user-safe.
+type apiItemError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+const bulkBindingsShape = `the body must be {"items":[{"user":"<id, username or email>","binding":{"mode":"lookup","ref":{"Id":"...","LogicalName":"contact","Name":"..."}}}, ...]}`
+
+// apiSetBindings changes the bindings of many users, each as
+// apiSetBinding would, and answers 200 with one result per item: a bad
+// item fails alone. A malformed body, or more than
+// authz.MaxBindingChanges items, is refused whole (400) and changes
+// nothing.
+func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiCaller) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBulkBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var body apiBindingsBody
+	err := dec.Decode(&body)
+	if err == nil {
+		// Exactly one JSON value: anything after it is malformed.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = cmp.Or(terr, errors.New("data after the JSON body"))
+		}
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		srv.renderAPIError(w, r, &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Title: "Request too large",
+			Message: "The body is larger than " + strconv.Itoa(maxBulkBodyBytes) + " bytes; split the list."})
+		return
+	case err != nil || body.Items == nil:
+		srv.renderAPIError(w, r, apiBadRequest(bulkBindingsShape))
+		return
+	case len(body.Items) == 0 || len(body.Items) > authz.MaxBindingChanges:
+		srv.renderAPIError(w, r, apiBadRequest("items must list 1 to "+strconv.Itoa(authz.MaxBindingChanges)+" changes; split longer lists"))
+		return
+	}
+	changes := make([]authz.BindingChange, len(body.Items))
+	for i, it := range body.Items {
+		if it.User == "" || it.Binding == nil {
+			srv.renderAPIError(w, r, apiBadRequest("item "+strconv.Itoa(i)+" needs a user and a binding; "+bulkBindingsShape))
+			return
+		}
+		changes[i] = authz.BindingChange{User: it.User, Binding: *it.Binding}
+	}
+	results, err := srv.binder.SetBindings(r.Context(), changes, c.actor())
+	var verr *authz.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		srv.renderAPIError(w, r, apiBadRequest(verr.Message))
+		return
+	case err != nil:
+		srv.renderAPIError(w, r, err)
+		return
+	}
+	out := struct {
+		Results []apiBindingResult `json:"results"`
+	}{Results: make([]apiBindingResult, len(results))}
+	for i, res := range results {
+		out.Results[i] = apiBindingResult{User: res.User, ID: res.ID, OK: res.Err == nil}
+		if res.Err != nil {
+			out.Results[i].Error = srv.apiItemError(r, res)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// apiItemError maps the error of one item of a batch to its code and a
+// user-safe message, logging what is not the caller's fault.
+func (srv *Server) apiItemError(r *http.Request, res authz.BindingResult) *apiItemError {
+	var verr *authz.ValidationError
+	switch err := res.Err; {
+	case errors.As(err, &verr):
+		return &apiItemError{Code: "invalid_binding", Message: verr.Message}
+	case errors.Is(err, authz.ErrNotFound):
+		return &apiItemError{Code: "not_found", Message: "There is no user with this id, username or email."}
+	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
+		return &apiItemError{Code: "last_break_glass_admin",
+			Message: "This change would leave no active administrator who can sign in without Dataverse."}
+	case errors.Is(err, authz.ErrStale):
+		return &apiItemError{Code: "conflict", Message: "The user kept changing while this change was saved; please try again."}
+	default:
+		srv.log.ErrorContext(r.Context(), "bulk binding change failed", "request_id", requestID(r.Context()), "user_id", res.ID, "err", err)
+		return &apiItemError{Code: "internal", Message: "The gateway could not save this change. Please try again."}
 	}
 }
 

@@ -143,7 +143,13 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if contact != nil {
 		sess.ContactAt = now.Unix()
 	}
-	if err := srv.writeSession(w, sess); err != nil {
+	if err := srv.writeSessionFor(w, r, sess); err != nil {
+		if tooLarge, ok := errors.AsType[*SessionTooLargeError](err); ok {
+			// The user can do nothing about it; the operator can.
+			srv.log.Error("sign-in: the session does not fit the session cookies", "request_id", requestID(r.Context()),
+				"user_id", u.ID, "bytes", tooLarge.Size, "limit", tooLarge.Limit, "err", tooLarge.Error())
+		}
+		srv.metrics.signIns.WithLabelValues("password", "error").Inc()
 		srv.renderError(w, r, err)
 		return
 	}
@@ -178,8 +184,8 @@ func (srv *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 			Message: "This sign-out form expired. Please try again."})
 		return
 	}
-	if c, err := r.Cookie(srv.cookieName); err == nil {
-		if sess, err := srv.codec.decode(c.Value); err == nil {
+	if value, err := sessionValue(r.Header, srv.cookieName); err == nil && value != "" {
+		if sess, err := srv.codec.decode(value); err == nil {
 			client, _ := srv.clients.of(r)
 			until := srv.sessions.expiresAt(sess)
 			srv.revoked.add(sess.ID, until, srv.now())

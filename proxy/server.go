@@ -54,6 +54,9 @@ type Options struct {
 	// APIKeys authenticates REST API keys. Nil means Auth, when it
 	// implements APIKeys; if neither, the API accepts admin sessions only.
 	APIKeys APIKeys
+	// Profiles serves the profile page. Nil means Auth, when it implements
+	// ProfileEditor; if neither, the profile page answers 404.
+	Profiles ProfileEditor
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -105,6 +108,7 @@ type Server struct {
 	auth           Authenticator
 	users          UserDirectory
 	apiKeys        APIKeys
+	profiles       ProfileEditor      // nil: no profile page
 	binder         BindingAdmin       // nil: no binding endpoints
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
@@ -173,6 +177,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Auth == nil {
 		errs = append(errs, errors.New("proxy: no authenticator"))
 	}
+	if opts.Profiles == nil {
+		opts.Profiles, _ = opts.Auth.(ProfileEditor)
+	}
 	if opts.APIKeys == nil {
 		opts.APIKeys, _ = opts.Auth.(APIKeys)
 	}
@@ -223,6 +230,7 @@ func New(opts Options) (*Server, error) {
 		auth:         opts.Auth,
 		users:        opts.Users,
 		apiKeys:      opts.APIKeys,
+		profiles:     opts.Profiles,
 		pages:        opts.Pages,
 		codec:        codec,
 		sessions:     sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},

@@ -6,16 +6,16 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/policies"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
 	"github.com/patrickmn/go-cache"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/policies"
 )
 
 // Session is what the session cookie carries. It is encrypted and
@@ -57,9 +57,15 @@ type SessionContact struct {
 // not shown to users: a bad cookie is treated as no session.
 var errSessionInvalid = errors.New("proxy: session cookie invalid")
 
-// sessionCodec encodes and decodes session cookies with key rotation: the
-// first key encodes, every key decodes.
+// sessionCodec encodes and decodes session cookie values with key
+// rotation: the first key encodes, every key decodes.
 type sessionCodec struct {
+	// enc encodes with the newest key and no length limit: what fits the
+	// browser is decided by writeSession, which splits long values across
+	// cookies and reports a *SessionTooLargeError beyond maxSessionChunks.
+	enc securecookie.Codec
+	// codecs decode, newest key first, values of at most maxSessionValue
+	// bytes (the reassembled parts of a chunked session).
 	codecs []securecookie.Codec
 	name   string
 }
@@ -79,18 +85,23 @@ func newSessionCodec(name string, secrets [][]byte, maxAge time.Duration) (*sess
 		return nil, errors.New("proxy: no cookie keys")
 	}
 	c := &sessionCodec{name: name}
-	for _, s := range secrets {
+	build := func(s []byte, maxLength int) *securecookie.SecureCookie {
 		sc := securecookie.New(deriveKey(s, "session mac", 32), deriveKey(s, "session enc", 32))
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		sc.MaxAge(int(maxAge / time.Second))
-		sc.MaxLength(8192)
-		c.codecs = append(c.codecs, sc)
+		sc.MaxLength(maxLength) // 0: no limit
+		return sc
+	}
+	c.enc = build(secrets[0], 0)
+	for _, s := range secrets {
+		c.codecs = append(c.codecs, build(s, maxSessionValue))
 	}
 	return c, nil
 }
 
+// encode returns the cookie value of s, however long; see writeSession.
 func (c *sessionCodec) encode(s *Session) (string, error) {
-	return securecookie.EncodeMulti(c.name, s, c.codecs...)
+	return c.enc.Encode(c.name, s)
 }
 
 // decode authenticates, decrypts and parses a cookie value. Any failure,
@@ -139,7 +150,8 @@ func (p sessionPolicy) refreshDue(s *Session, now time.Time) bool {
 	return now.Unix()-s.LastSeen >= int64(g/time.Second)
 }
 
-// cookie builds the Set-Cookie for a session value.
+// sessionCookie builds the main session cookie for value. Its companions,
+// when the value needs them, carry the same attributes.
 func (srv *Server) sessionCookie(value string, s *Session) *http.Cookie {
 	c := &http.Cookie{
 		Name:     srv.cookieName,
@@ -157,10 +169,17 @@ func (srv *Server) sessionCookie(value string, s *Session) *http.Cookie {
 	return c
 }
 
-// clearSessionCookie deletes the session cookie in the browser.
+// clearSessionCookie deletes the session cookie and every companion slot
+// in the browser. The request is not at hand for every caller, so all
+// slots are deleted rather than those the request carries; deleting a
+// cookie the browser does not hold is harmless, and sessions end rarely.
 func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: srv.cookieName, Value: "", Path: "/", Domain: srv.opts.CookieDomain,
-		MaxAge: -1, HttpOnly: true, Secure: srv.secure, SameSite: http.SameSiteLaxMode})
+	base := &http.Cookie{Name: srv.cookieName, Path: "/", Domain: srv.opts.CookieDomain,
+		HttpOnly: true, Secure: srv.secure, SameSite: http.SameSiteLaxMode}
+	http.SetCookie(w, expiredCookie(base, srv.cookieName))
+	for n := 2; n <= maxSessionChunks; n++ {
+		http.SetCookie(w, expiredCookie(base, companionName(srv.cookieName, n)))
+	}
 }
 
 // loadSession returns the request's session, or nil when it has none or its
@@ -169,7 +188,11 @@ func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
 // and re-issues the cookie when the idle deadline needs to move. An error
 // means the store could not be asked; the request must not proceed.
 func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session, error) {
-	value := cookieValue(r.Header, srv.cookieName)
+	value, err := sessionValue(r.Header, srv.cookieName)
+	if err != nil { // parts missing or unexpected: an invalid cookie
+		srv.endSession(w, "invalid")
+		return nil, nil
+	}
 	if value == "" {
 		return nil, nil
 	}
@@ -213,7 +236,16 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 	}
 	if dirty || srv.sessions.refreshDue(sess, now) {
 		sess.LastSeen = now.Unix()
-		if err := srv.writeSession(w, sess); err != nil {
+		if err := srv.writeSessionFor(w, r, sess); err != nil {
+			if tooLarge, ok := errors.AsType[*SessionTooLargeError](err); ok {
+				// A refreshed contact snapshot outgrew the cookies. Keeping
+				// the old cookie would ask Dataverse again on every request:
+				// end the session, and tell the operator what to change.
+				srv.log.Error("session ended: it no longer fits the session cookies", "request_id", requestID(r.Context()),
+					"user_id", sess.UserID, "bytes", tooLarge.Size, "limit", tooLarge.Limit, "err", tooLarge.Error())
+				srv.sessionCache.drop(value)
+				srv.endSession(w, "too_large")
+			}
 			return nil, err
 		}
 		// A client that keeps sending this same cookie (a script, or a
@@ -227,7 +259,7 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 // ContactRevalidator re-checks a signed-in user's contact against
 // Dataverse. *authz.Service satisfies it; see authz.Service.RevalidateContact.
 type ContactRevalidator interface {
-	RevalidateContact(ctx context.Context, userID string, columns []string) (*authz.Contact, error)
+	RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*authz.Contact, error)
 }
 
 // revalidateContact refreshes a due contact snapshot. ended reports that
@@ -238,7 +270,7 @@ type ContactRevalidator interface {
 // period the old snapshot is kept (counted and logged).
 func (srv *Server) revalidateContact(w http.ResponseWriter, r *http.Request, sess *Session, now time.Time) (ended, changed bool) {
 	rid := requestID(r.Context())
-	c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, srv.contactColumns)
+	c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, sess.Contact.ID, srv.contactColumns)
 	switch {
 	case errors.Is(err, authz.ErrDirectoryUnavailable):
 		age := now.Sub(time.Unix(sess.ContactAt, 0))
@@ -297,26 +329,24 @@ func (srv *Server) checkStamp(r *http.Request, sess *Session, now time.Time) (en
 
 // cookieValue returns the value of the first cookie called name in the
 // Cookie headers of h, or "". Unlike http.Request.Cookie it parses nothing
-// else and allocates nothing, which matters on every proxied request.
+// else and allocates nothing. The session cookie, which may be split in
+// parts, is read with sessionValue instead.
 func cookieValue(h http.Header, name string) string {
 	for _, line := range h["Cookie"] {
 		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimLeft(part, " \t")
-			if k, v, ok := strings.Cut(part, "="); ok && k == name {
-				v = strings.TrimRight(v, " \t")
-				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
-				}
+			k, v, rest, ok := nextCookie(line)
+			if ok && k == name {
 				return v
 			}
+			line = rest
 		}
 	}
 	return ""
 }
 
-// sessionCache keeps decoded sessions by cookie value for a short while, so
+// sessionCache keeps decoded sessions by cookie value (the reassembled
+// value of a chunked session: a changed part is a different key, which
+// must decode again) for a short while, so
 // the authenticated decryption and JSON decoding of the cookie run about
 // once a minute per cookie rather than on every request. Only cookies that
 // decoded are kept, so its size is bounded by the live sessions (each
@@ -360,13 +390,27 @@ func (e *cachedSession) update(s *Session) {
 	e.mu.Unlock()
 }
 
-// writeSession encodes sess into the session cookie on w.
-func (srv *Server) writeSession(w http.ResponseWriter, sess *Session) error {
+// writeSessionFor encodes sess into the session cookie on w, split across
+// companion cookies when it is too long for one (see cookie_chunks.go), and
+// deletes the companions of a longer session that r carries (every unused
+// companion slot when r is nil). A session that does not fit
+// maxSessionChunks cookies sets nothing and returns an *Error wrapping a
+// *SessionTooLargeError: a friendly page for the user, the cause for the log.
+func (srv *Server) writeSessionFor(w http.ResponseWriter, r *http.Request, sess *Session) error {
 	v, err := srv.codec.encode(sess)
 	if err != nil {
 		return fmt.Errorf("encode session: %w", err)
 	}
-	http.SetCookie(w, srv.sessionCookie(v, sess))
+	cookies, err := sessionCookieSet(srv.sessionCookie("", sess), v, r, sess.Contact != nil)
+	if err != nil {
+		if tooLarge, ok := errors.AsType[*SessionTooLargeError](err); ok {
+			return errSessionTooLarge(tooLarge)
+		}
+		return err
+	}
+	for _, c := range cookies {
+		http.SetCookie(w, c)
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,7 +48,7 @@ type upstream struct {
 func (srv *Server) newUpstream(cfg *policies.Upstream, transport http.RoundTripper) *upstream {
 	u := &upstream{cfg: cfg}
 	forwardedProto := []string{srv.publicURL.Scheme}[:1:1] // shared, never modified
-	gatewayCookies := []string{srv.cookieName, srv.csrfName}
+	isGatewayCookie := srv.isGatewayCookie                 // one closure, not one per request
 	u.proxy = &httputil.ReverseProxy{
 		Transport:  transport,
 		BufferPool: copyBuffers,
@@ -72,11 +73,21 @@ func (srv *Server) newUpstream(cfg *policies.Upstream, transport http.RoundTripp
 				}
 				pr.Out.Header["X-Forwarded-Proto"] = proto
 			}
-			removeCookies(pr.Out.Header, gatewayCookies)
+			removeCookiesFunc(pr.Out.Header, isGatewayCookie)
 			pr.Out.Header["X-Request-Id"] = st.ridHeader
 			if st.identity != nil {
 				st.identity.apply(pr.Out.Header)
 			}
+		},
+		// An upstream must not set the gateway's cookies: it could replace
+		// a user's session or CSRF binding (fixation) or break a chunked
+		// session. Such Set-Cookie lines are dropped and logged.
+		ModifyResponse: func(resp *http.Response) error {
+			if n := dropSetCookies(resp.Header, isGatewayCookie); n > 0 {
+				srv.log.Warn("dropped Set-Cookie headers an upstream sent for the gateway's own cookies",
+					"request_id", requestID(resp.Request.Context()), "upstream", cfg.Name, "count", n)
+			}
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
@@ -91,9 +102,24 @@ func (srv *Server) newUpstream(cfg *policies.Upstream, transport http.RoundTripp
 	return u
 }
 
+// isGatewayCookie reports whether a cookie called name belongs to the
+// gateway and must not reach the upstream: the session cookie, every name
+// of its companions' namespace (<name>_<digits>, whether the gateway set it
+// or a client sent a look-alike) and the CSRF binding cookie.
+func (srv *Server) isGatewayCookie(name string) bool {
+	return name == srv.cookieName || name == srv.csrfName || isCompanionLike(srv.cookieName, name)
+}
+
 // removeCookies drops the named cookies from the Cookie header, leaving
 // every other cookie byte for byte as the client sent it.
 func removeCookies(h http.Header, names []string) {
+	removeCookiesFunc(h, func(name string) bool { return slices.Contains(names, name) })
+}
+
+// removeCookiesFunc drops the cookies whose name drop reports from the
+// Cookie header, leaving every other cookie byte for byte as the client
+// sent it.
+func removeCookiesFunc(h http.Header, drop func(name string) bool) {
 	lines := h["Cookie"]
 	if len(lines) == 0 {
 		return
@@ -103,14 +129,7 @@ func removeCookies(h http.Header, names []string) {
 		var parts []string
 		for part := range strings.SplitSeq(line, ";") {
 			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			drop := false
-			for _, n := range names {
-				if name == n {
-					drop = true
-					break
-				}
-			}
-			if !drop && strings.TrimSpace(part) != "" {
+			if !drop(name) && strings.TrimSpace(part) != "" {
 				parts = append(parts, strings.TrimSpace(part))
 			}
 		}
@@ -123,6 +142,32 @@ func removeCookies(h http.Header, names []string) {
 		return
 	}
 	h["Cookie"] = []string{strings.Join(kept, "; ")}
+}
+
+// dropSetCookies removes the Set-Cookie lines whose cookie name drop
+// reports and returns how many it removed.
+func dropSetCookies(h http.Header, drop func(name string) bool) int {
+	lines := h["Set-Cookie"]
+	if len(lines) == 0 {
+		return 0
+	}
+	kept := lines[:0:0]
+	for _, line := range lines {
+		nv, _, _ := strings.Cut(line, ";")
+		name, _, _ := strings.Cut(nv, "=")
+		if !drop(strings.TrimSpace(name)) {
+			kept = append(kept, line)
+		}
+	}
+	if n := len(lines) - len(kept); n > 0 {
+		if len(kept) == 0 {
+			delete(h, "Set-Cookie")
+		} else {
+			h["Set-Cookie"] = kept
+		}
+		return n
+	}
+	return 0
 }
 
 // copyBuffers lends ReverseProxy its 32 KiB copy buffers; without a pool it

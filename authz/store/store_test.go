@@ -2,13 +2,9 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -16,54 +12,14 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/store/storetest"
 )
 
 // opener returns a fresh, empty database URL for one test.
 type opener func(t *testing.T) string
 
-func sqliteURL(t *testing.T) string {
-	return "sqlite:" + filepath.Join(t.TempDir(), "crmgate.db")
-}
-
-// postgresURL creates a schema of its own for the test and returns a URL
-// whose search_path selects it; the schema is dropped when the test ends.
-func postgresURL(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("CRMGATE_TEST_POSTGRES_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatalf("open postgres: %v", err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if err := admin.PingContext(ctx); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("postgres unreachable (CI=true): %v", err)
-		}
-		t.Skipf("postgres unreachable, set CRMGATE_TEST_POSTGRES_URL: %v", err)
-	}
-	schema := "crmgate_test_" + strings.ToLower(rand.Text()[:12])
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("parse %s: %v", base, err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func sqliteURL(t *testing.T) string   { return storetest.SQLiteURL(t) }
+func postgresURL(t *testing.T) string { return storetest.PostgresURL(t) }
 
 func TestSQLite(t *testing.T)   { runSuite(t, sqliteURL) }
 func TestPostgres(t *testing.T) { runSuite(t, postgresURL) }
@@ -95,6 +51,8 @@ func runSuite(t *testing.T, newURL opener) {
 	t.Run("OutboxClaim", func(t *testing.T) { testOutboxClaim(t, open(t)) })
 	t.Run("OutboxConcurrentClaims", func(t *testing.T) { testOutboxConcurrentClaims(t, open(t)) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, open(t)) })
+	t.Run("BreakGlassGuard", func(t *testing.T) { testBreakGlassGuard(t, open(t)) })
+	t.Run("BreakGlassConcurrent", func(t *testing.T) { testBreakGlassConcurrent(t, open) })
 }
 
 func newUser(name string) *authz.User {

@@ -187,6 +187,10 @@ func TestContactFilters(t *testing.T) {
 	badSyntax := write("syntax.yaml", "  binding_filter: emailaddress1 gt {email}\n  signin_filter: \"x eq {nickname}\"\n")
 	noField := write("nofield.yaml", "  binding_filter: emailaddress1 eq 'a@example.test'\n")
 	none := write("none.yaml", "")
+	contactRoute := filepath.Join(dir, "contact.yaml")
+	if err := os.WriteFile(contactRoute, []byte("routes:\n  - name: orders\n    paths: [\"/orders/**\"]\n    access: bound\n    contact_columns: [fullname]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name  string
 		env   []string
@@ -203,6 +207,10 @@ func TestContactFilters(t *testing.T) {
 		}},
 		{"binding filter without a user field", append([]string{"CRMGATE_POLICY_FILE=" + noField}, dvEnv...), false,
 			[]string{"nofield.yaml:12: dataverse.binding_filter: names no user field"}},
+		{"contact route without the sign-in check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute}, dvEnv...), false,
+			[]string{`contact.yaml: route "orders" uses the signed-in user's contact`, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}},
+		{"contact route with the check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}, dvEnv...), true,
+			[]string{"configuration is valid"}},
 		{"custom mode without a filter", append([]string{"CRMGATE_POLICY_FILE=" + none, "CRMGATE_BINDING_DEFAULT_MODE=custom"}, dvEnv...), false,
 			[]string{"none.yaml: CRMGATE_BINDING_DEFAULT_MODE is custom but the policy has no dataverse.binding_filter"}},
 	}

@@ -380,7 +380,7 @@ func TestBrowserSignInFlow(t *testing.T) {
 		t.Fatalf("after sign-in at %s (status %d), want /account (200)", loc, resp.Status)
 	}
 	body := get(t, ctx, "page text", chromedp.Text(chromedp.CSS("body")))
-	for _, want := range []string{"Your account", "alice@demo.crmgate.test", `"preferred_username"`, "Alice Example · Sign out"} {
+	for _, want := range []string{"Your account", "alice@demo.crmgate.test", `"preferred_username"`, "Alice Example · Profile · Sign out"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("account page lacks %q", want)
 		}

@@ -22,14 +22,15 @@ var _ authz.ActionCaller = (*crmclient.Client)(nil)
 // CRMGATE_DATAVERSE_URL is unset.
 type dataverse struct {
 	client    *crmclient.Client
-	contacts  *crmclient.ContactCache
 	directory *crmclient.Directory // what authz resolves bindings and checks sign-ins with
+	model     crmclient.WebRoleModel
+	cacheOpts crmclient.CacheOptions // of the revalidation cache
 }
 
-// newDataverse builds the Dataverse client and the contact cache from a
-// validated configuration; it returns nil, nil when no Dataverse is
-// configured. It contacts nothing.
-func newDataverse(cfg *config.Config, pol *policies.Policy, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*dataverse, error) {
+// newDataverse builds the Dataverse client from a validated
+// configuration; it returns nil, nil when no Dataverse is configured. It
+// contacts nothing.
+func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*dataverse, error) {
 	d := cfg.Dataverse
 	if !d.Configured() {
 		return nil, nil
@@ -44,12 +45,10 @@ func newDataverse(cfg *config.Config, pol *policies.Policy, reg prometheus.Regis
 	if err != nil {
 		return nil, fmt.Errorf("dataverse: %w", err)
 	}
-	contacts, err := crmclient.NewContactCache(client, pol.ContactColumns(), model, crmclient.CacheOptions{
-		TTL: d.ContactCacheTTL, MaxStale: d.ContactCacheMaxStale, Now: now, Registerer: reg})
-	if err != nil {
-		return nil, fmt.Errorf("dataverse: %w", err)
-	}
-	return &dataverse{client: client, contacts: contacts, directory: crmclient.NewDirectory(client, model)}, nil
+	// MaxStale 0: a session's own grace period (CRMGATE_SESSION_CONTACT_GRACE)
+	// is what rides out an outage, counted from the last confirmed snapshot.
+	return &dataverse{client: client, directory: crmclient.NewDirectory(client, model), model: model,
+		cacheOpts: crmclient.CacheOptions{TTL: d.ContactCacheTTL, Now: now, Registerer: reg}}, nil
 }
 
 // contactFilters are the policy file's contact filter templates, parsed.
@@ -87,6 +86,9 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 		}
 		return t
 	}
+	if route, ok := pol.ContactRoute(); ok && !cfg.SignIn.DataverseCheck {
+		errs = append(errs, fmt.Errorf("%s: route %q uses the signed-in user's contact (access bound, contact_columns or contact.columns in a condition), but sessions carry a contact only with CRMGATE_SIGNIN_DATAVERSE_CHECK=true (and CRMGATE_DATAVERSE_URL): the route would never see one", file, route))
+	}
 	f.binding = parse(pol.Dataverse.BindingFilter, "binding_filter")
 	f.signIn = parse(pol.Dataverse.SignInFilter, "signin_filter")
 	if f.binding != nil && !f.binding.HasFields() {
@@ -99,26 +101,40 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 	return f, errors.Join(errs...)
 }
 
-// contactOptions returns the authz options that read Dataverse contacts:
-// the directory, the binding of users and the sign-in check. Without
-// Dataverse they are zero apart from the custom filter (Validate keeps
-// the other settings at their defaults then), so no binding resolves.
-func contactOptions(cfg *config.Config, f contactFilters, dv *dataverse) (authz.Contacts, authz.BindingOptions, authz.SignInCheck) {
+// contactOptions sets the authz options that read Dataverse contacts: the
+// directory, the binding of users, the sign-in check, field sync and the
+// revalidation cache, whose columns are the session's (columns) and every
+// other one a revalidation reads. Without Dataverse they stay zero apart
+// from the custom filter (Validate keeps the other settings at their
+// defaults then), so no binding resolves.
+func contactOptions(cfg *config.Config, f contactFilters, dv *dataverse, columns []string, o *authz.Options) error {
 	if dv == nil {
-		return nil, authz.BindingOptions{Custom: f.binding}, authz.SignInCheck{}
+		o.Binding = authz.BindingOptions{Custom: f.binding}
+		return nil
 	}
-	binding := authz.BindingOptions{
+	sync, err := cfg.Binding.SyncFieldMap()
+	if err != nil {
+		return err
+	}
+	o.Binding = authz.BindingOptions{
 		DefaultMode:    authz.BindingMode(cfg.Binding.DefaultMode),
 		UsernameColumn: cfg.Binding.UsernameColumn,
 		Custom:         f.binding,
 		AutoMapEmail:   cfg.Binding.AutoMapEmail,
 	}
-	check := authz.SignInCheck{
+	o.SignInCheck = authz.SignInCheck{
 		Enabled:             cfg.SignIn.DataverseCheck,
 		RequireLogonEnabled: cfg.SignIn.RequireLogonEnabled,
 		Extra:               f.signIn,
 	}
-	return dv.directory, binding, check
+	o.FieldSync = authz.FieldSync{Columns: sync}
+	cache, err := crmclient.NewContactCache(dv.client, authz.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)
+	if err != nil {
+		return fmt.Errorf("dataverse: %w", err)
+	}
+	cached := crmclient.NewCachedDirectory(dv.directory, cache)
+	o.Contacts, o.Snapshots = cached, cached
+	return nil
 }
 
 // clientConfig is the crmclient configuration of d.

@@ -177,6 +177,9 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		// checked against the emulator at every sign-in.
 		"CRMGATE_BINDING_DEFAULT_MODE=username",
 		"CRMGATE_SIGNIN_DATAVERSE_CHECK=true",
+		// Names are kept in step with the contacts: a sign-in pulls them,
+		// the profile page pushes changes back to the emulator.
+		"CRMGATE_BINDING_SYNC_FIELDS=first_name=firstname,last_name=lastname,display_name=fullname,email=emailaddress1",
 	}
 	// Branding and logging settings from the environment still apply.
 	for _, kv := range environ {

@@ -42,7 +42,7 @@ commands:
   serve          run the gateway (default)
   dev            run the gateway with a built-in demo site, keys and accounts
   check-config   validate the configuration and policy file, print every problem
-  users          manage accounts (create, list, set-password, set-roles, disable, enable) and API keys (api-key)
+  users          manage accounts (create, list, set-password, set-roles, set-binding, disable, enable) and API keys (api-key)
   gen-keys       print a new cookie key and signing key
   dataverse-emulator  run the Dataverse Web API emulator (development and tests)
   version        print the version

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/config"
 )
 
@@ -137,6 +138,16 @@ func TestUsersCommands(t *testing.T) {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
 	if _, err := users("", "enable", "--login", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// root and alice are the break-glass admins: one may go, not both.
+	if _, err := users("", "disable", "--login", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users("", "set-roles", "--login", "alice", "--roles", "editor"); !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
+		t.Fatalf("demoting the last break-glass admin from the CLI: %v", err)
+	}
+	if _, err := users("", "enable", "--login", "root"); err != nil {
 		t.Fatal(err)
 	}
 	out, err = users("", "set-password", "--login", "alice")

@@ -132,7 +132,7 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dv, err := newDataverse(cfg, pol, reg, log, now)
+	dv, err := newDataverse(cfg, reg, log, now)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -152,12 +152,8 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		_ = db.Close()
 		return nil, err
 	}
-	contacts, binding, check := contactOptions(cfg, filters, dv)
-	auth, err := authz.NewService(db, authz.Options{
+	authOpts := authz.Options{
 		OutboxNotify: outbox.Notify,
-		Contacts:     contacts,
-		Binding:      binding,
-		SignInCheck:  check,
 		// The last active, unbound admin (the break-glass account, who
 		// signs in while Dataverse is down) cannot be demoted or bound.
 		BreakGlassRole: "admin",
@@ -169,7 +165,12 @@ func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now f
 		ClientBurst:     cfg.SignIn.ClientBurst,
 		Now:             now,
 		Logger:          log,
-	})
+	}
+	if err := contactOptions(cfg, filters, dv, pol.ContactColumns(), &authOpts); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	auth, err := authz.NewService(db, authOpts)
 	if err != nil {
 		_ = db.Close()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/proxy"
 )
 
 const usersUsage = `usage: crmgate users <command> [flags]
@@ -27,9 +29,20 @@ commands:
   set-roles     --login U --roles a,b   (empty --roles removes every role)
   disable       --login U
   enable        --login U
+  set-binding   --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
+  set-binding   --mode lookup --contact GUID [--contact-name N] [--dry-run] LOGIN
   api-key create  --name N --scopes users:read,users:bind,contacts:read [--expires 720h]
   api-key list    [--json]
   api-key revoke  --id ID
+
+set-binding changes how users are bound to Dataverse contacts: the users
+named (username, email or id; flags come first), every user whose mode is
+--from-mode, or every user (--all). Users already bound that way are left
+alone. It prints one line per user, and exits with status 1 if any change
+failed; --dry-run only prints what would change. Each change is audited
+and sends its bound/unbound lifecycle event (delivered by the running
+gateway). The last active, unbound admin (the break-glass account) is
+never bound.
 
 Without --password-stdin a random password is generated and printed once.
 An API key is printed once, when it is created; only its hash is stored.
@@ -42,8 +55,11 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 	if len(args) == 0 {
 		return usageError{usersUsage}
 	}
-	if args[0] == "api-key" {
+	switch args[0] {
+	case "api-key":
 		return runAPIKeys(ctx, args[1:], environ, stdout)
+	case "set-binding":
+		return runSetBinding(ctx, args[1:], environ, stdout)
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
@@ -166,8 +182,9 @@ const cliActor = "cli"
 // openAccounts opens the store and an authz.Service over it, reading only
 // CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings (Load, not
 // Validate), so that the users commands work when the rest of the
-// configuration is broken. Call the returned function to close the store.
-func openAccounts(ctx context.Context, environ []string) (*authz.Service, func(), error) {
+// configuration is broken. mods adjust the service's options. Call the
+// returned function to close the store.
+func openAccounts(ctx context.Context, environ []string, mods ...func(*authz.Options)) (*authz.Service, func(), error) {
 	cfg, err := config.Load(environ)
 	if err != nil {
 		return nil, nil, err
@@ -176,9 +193,17 @@ func openAccounts(ctx context.Context, environ []string) (*authz.Service, func()
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := authz.NewService(db, authz.Options{Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB,
+	opts := authz.Options{Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB,
 		Iterations: cfg.Password.Iterations, Parallelism: cfg.Password.Parallelism,
-		SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen}})
+		SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen},
+		// The same guard as serve: the last active, unbound admin (the
+		// break-glass account) cannot be demoted, disabled, bound or
+		// deleted from here either; create another admin first.
+		BreakGlassRole: proxy.AdminRole}
+	for _, m := range mods {
+		m(&opts)
+	}
+	svc, err := authz.NewService(db, opts)
 	if err != nil {
 		_ = db.Close()
 		return nil, nil, err
@@ -273,6 +298,201 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 		fmt.Fprintf(stdout, "API key %s revoked\n", *id)
 	}
 	return nil
+}
+
+// runSetBinding changes the binding of many users at once: those named on
+// the command line, every user in one mode (--from-mode), or everyone
+// (--all). It applies the changes in batches of authz.MaxBindingChanges,
+// prints one line per user, and fails when any change failed.
+func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer) error {
+	const usageLine = "users set-binding: "
+	fs := flag.NewFlagSet("users set-binding", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		mode        = fs.String("mode", "", "the new binding mode: none, lookup, username or custom")
+		fromMode    = fs.String("from-mode", "", "change every user whose binding mode is this one")
+		all         = fs.Bool("all", false, "change every user")
+		contact     = fs.String("contact", "", "the contact id (GUID) of a lookup binding")
+		contactName = fs.String("contact-name", "", "the contact's name, kept with a lookup binding")
+		dryRun      = fs.Bool("dry-run", false, "print what would change and change nothing")
+	)
+	if err := fs.Parse(args); err != nil {
+		return usageError{fmt.Sprintf("%s%v\n\n%s", usageLine, err, usersUsage)}
+	}
+	logins := fs.Args()
+	for _, l := range logins {
+		if strings.HasPrefix(l, "-") {
+			return usageError{fmt.Sprintf("%sflag %s after a login: flags come first", usageLine, l)}
+		}
+	}
+	want := authz.Binding{Mode: authz.BindingMode(*mode)}
+	if *contact != "" || *contactName != "" {
+		want.Ref = &authz.EntityReference{ID: *contact, LogicalName: "contact", Name: *contactName}
+	}
+	switch selectors := len(logins); {
+	case *mode == "":
+		return usageError{usageLine + "--mode is required (none, lookup, username or custom)"}
+	case *fromMode != "" && !authz.BindingMode(*fromMode).Valid():
+		return usageError{usageLine + "--from-mode must be none, lookup, username or custom"}
+	case selectors > 0 && (*all || *fromMode != ""), *all && *fromMode != "":
+		return usageError{usageLine + "name users, or give --from-mode, or --all: only one of them"}
+	case selectors == 0 && !*all && *fromMode == "":
+		return usageError{usageLine + "name the users to change, or give --from-mode or --all"}
+	case want.Mode == authz.BindingLookup && (selectors != 1 || *contact == ""):
+		return usageError{usageLine + "a lookup binding names one contact: give --contact and exactly one login"}
+	}
+	want, err := authz.ValidateBinding(want)
+	if err != nil {
+		var verr *authz.ValidationError
+		if errors.As(err, &verr) {
+			return usageError{usageLine + verr.Message}
+		}
+		return err
+	}
+	svc, closeStore, err := openAccounts(ctx, environ)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	// targets are the users to change, each once, by id; users already
+	// bound as wanted are skipped (a change would end their sessions for
+	// nothing), and so are logins that name no one, reported as failures.
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	var targets []*authz.User
+	seen := map[string]bool{}
+	add := func(u *authz.User) {
+		switch {
+		case seen[u.ID]:
+		case sameBinding(u.Binding, want):
+			fmt.Fprintf(tw, "unchanged\t%s\t%s\n", u.Username, describeBinding(u.Binding))
+		default:
+			targets = append(targets, u)
+		}
+		seen[u.ID] = true
+	}
+	failed := 0
+	if len(logins) > 0 {
+		for _, l := range logins {
+			u, err := svc.LookupUser(ctx, l)
+			switch {
+			case errors.Is(err, authz.ErrNotFound):
+				failed++
+				fmt.Fprintf(tw, "failed\t%s\tno such user\n", l)
+			case err != nil:
+				return err
+			default:
+				add(u)
+			}
+		}
+	} else {
+		after := ""
+		for {
+			page, err := svc.ListUsers(ctx, authz.UserFilter{After: after, Limit: authz.MaxListLimit})
+			if err != nil {
+				return err
+			}
+			for _, u := range page {
+				if *all || bindingMode(u.Binding) == authz.BindingMode(*fromMode) {
+					if !sameBinding(u.Binding, want) { // --all would list every unchanged user
+						add(u)
+					}
+				}
+			}
+			if len(page) < authz.MaxListLimit {
+				break
+			}
+			after = authz.NormalizeLogin(page[len(page)-1].Username)
+		}
+	}
+	if *dryRun {
+		for _, u := range targets {
+			fmt.Fprintf(tw, "would set\t%s\t%s -> %s\n", u.Username, describeBinding(u.Binding), describeBinding(want))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "dry run: %d users would change, nothing was changed\n", len(targets))
+		if failed > 0 {
+			return fmt.Errorf("users set-binding: %d of %d users not found", failed, len(targets)+failed)
+		}
+		return nil
+	}
+	changed := 0
+	for batch := range slices.Chunk(targets, authz.MaxBindingChanges) {
+		changes := make([]authz.BindingChange, len(batch))
+		for i, u := range batch {
+			changes[i] = authz.BindingChange{User: u.ID, Binding: want}
+		}
+		results, err := svc.SetBindings(ctx, changes, cliActor)
+		if err != nil {
+			return err
+		}
+		for i, r := range results {
+			u := batch[i]
+			if r.Err != nil {
+				failed++
+				fmt.Fprintf(tw, "failed\t%s\t%s\n", u.Username, bindingFailure(r.Err))
+				continue
+			}
+			changed++
+			fmt.Fprintf(tw, "ok\t%s\t%s -> %s\n", u.Username, describeBinding(u.Binding), describeBinding(want))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if changed+failed == 0 {
+		fmt.Fprintln(stdout, "no users to change")
+		return nil
+	}
+	fmt.Fprintf(stdout, "%d changed, %d failed\n", changed, failed)
+	if failed > 0 {
+		return fmt.Errorf("users set-binding: %d of %d changes failed", failed, changed+failed)
+	}
+	return nil
+}
+
+// bindingMode is b's mode with the empty mode as none.
+func bindingMode(b authz.Binding) authz.BindingMode {
+	if b.Mode == "" {
+		return authz.BindingNone
+	}
+	return b.Mode
+}
+
+// sameBinding reports whether a and b bind the same way: the same mode
+// and, for lookups, the same contact id and name.
+func sameBinding(a, b authz.Binding) bool {
+	if bindingMode(a) != bindingMode(b) {
+		return false
+	}
+	if bindingMode(a) != authz.BindingLookup {
+		return true
+	}
+	return a.Ref != nil && b.Ref != nil && strings.EqualFold(a.Ref.ID, b.Ref.ID) && a.Ref.Name == b.Ref.Name
+}
+
+// describeBinding shows a binding in one word, or two for a lookup.
+func describeBinding(b authz.Binding) string {
+	if b.Mode == authz.BindingLookup && b.Ref != nil {
+		return "lookup " + b.Ref.ID
+	}
+	return string(bindingMode(b))
+}
+
+// bindingFailure says why one binding change failed, for the operator.
+func bindingFailure(err error) string {
+	var verr *authz.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		return verr.Message
+	case errors.Is(err, authz.ErrNotFound):
+		return "no such user (deleted meanwhile?)"
+	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
+		return "refused: the last active, unbound admin (break-glass account) must stay unbound"
+	}
+	return err.Error()
 }
 
 // cliTime formats t for a table; "-" for the zero time.

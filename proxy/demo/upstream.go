@@ -67,6 +67,7 @@ type upstreamPage struct {
 	Areas      []area
 	SignInURL  string
 	SignOutURL string
+	ProfileURL string
 	Identity   identity
 	Headers    []header
 	Cookies    []string
@@ -138,6 +139,7 @@ func (u *upstream) page(w http.ResponseWriter, r *http.Request, a area, status i
 		Areas:      areas,
 		SignInURL:  u.authPrefix + "/signin?redirect_url=" + url.QueryEscape(r.URL.RequestURI()),
 		SignOutURL: u.authPrefix + "/signout",
+		ProfileURL: u.authPrefix + "/profile",
 		Identity:   u.verify(r),
 	}
 	for name, values := range r.Header {

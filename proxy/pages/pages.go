@@ -125,7 +125,42 @@ const (
 	PageError Page = "error"
 	// PageSignOut asks to confirm signing out (a GET never signs out); its data is SignOutData.
 	PageSignOut Page = "signout"
+	// PageProfile shows and edits the signed-in user's profile; its data is ProfileData.
+	PageProfile Page = "profile"
 )
+
+// ProfileData is the data of PageProfile.
+type ProfileData struct {
+	// CSRFToken is echoed in a hidden field.
+	CSRFToken string
+	// Username is shown, never edited.
+	Username string
+	// Fields are the profile's fields in display order.
+	Fields []ProfileField
+	// Error is a user-safe message shown above the form; empty shows none.
+	// Never put internal error text here.
+	Error string
+	// Notice is an informational message (e.g. "Your profile was saved."); empty shows none.
+	Notice string
+}
+
+// ProfileField is one field of PageProfile.
+type ProfileField struct {
+	// Name is the form field name: first_name, last_name, display_name or email.
+	Name string
+	// Label is the visible label.
+	Label string
+	// Value is the current or the just-entered value.
+	Value string
+	// Autocomplete is the input's autocomplete token, e.g. "given-name".
+	Autocomplete string
+	// ReadOnly shows the value without letting it change; Hint should say why.
+	ReadOnly bool
+	// Hint is help text tied to the input with aria-describedby; empty shows none.
+	Hint string
+	// Error is this field's own message (aria-invalid); empty shows none.
+	Error string
+}
 
 // SignOutData is the data of PageSignOut.
 type SignOutData struct {
@@ -298,6 +333,7 @@ var samples = map[Page]any{
 	PageSignedOut: SignedOutData{},
 	PageError:     ErrorData{},
 	PageSignOut:   SignOutData{},
+	PageProfile:   ProfileData{Fields: []ProfileField{{Name: "first_name", Label: "First name"}}},
 }
 
 // loadEmbedded calls add for each file in the embedded directory dir.

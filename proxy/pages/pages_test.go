@@ -195,6 +195,18 @@ func TestRenderGolden(t *testing.T) {
 			RequestID: "01J9Z6Q7XKQ4T8D2M5N0P3R6S9", SignInURL: "/.auth/signin", HomeURL: "https://contoso.example/",
 		}},
 		{"error_minimal", r, http.StatusNotFound, PageError, ErrorData{Status: 404}},
+		{"profile", r, http.StatusOK, PageProfile, ProfileData{CSRFToken: "tok", Username: "ana",
+			Notice: "Your profile was saved.", Fields: []ProfileField{
+				{Name: "first_name", Label: "First name", Value: "Ana", Autocomplete: "given-name", Hint: "Also saved to your customer record."},
+				{Name: "last_name", Label: "Last name", Value: "Lima", Autocomplete: "family-name"},
+				{Name: "display_name", Label: "Display name", Value: "Ana Lima", ReadOnly: true, Hint: "Managed in your customer record."},
+				{Name: "email", Label: "Email address", Value: "ana@contoso.example", Autocomplete: "email", ReadOnly: true, Hint: "Your email address cannot be changed here."},
+			}}},
+		{"profile_error", r, http.StatusBadRequest, PageProfile, ProfileData{CSRFToken: "tok", Username: "ana",
+			Error: "Please correct the marked field.", Fields: []ProfileField{
+				{Name: "first_name", Label: "First name", Value: "A<b>", Error: "Names must be plain text.", Hint: "Also saved to your customer record."},
+				{Name: "last_name", Label: "Last name", Value: "Lima", Error: "Too long."},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,6 +298,17 @@ func TestRenderEscapesHostileData(t *testing.T) {
 				}
 				if _, ok := e.attrs["onclick"]; ok {
 					t.Error("attribute injection: onclick present")
+				}
+			}
+		}},
+		{"profile", PageProfile, ProfileData{CSRFToken: csrf, Username: message, Error: message, Notice: message,
+			Fields: []ProfileField{{Name: "first_name", Label: message, Value: login, Hint: message, Error: message}}}, func(t *testing.T, els []element) {
+			for _, e := range els {
+				if e.name == "input" && e.attrs["name"] == "first_name" && e.attrs["value"] != login {
+					t.Errorf("first_name value = %q, want %q", e.attrs["value"], login)
+				}
+				if e.name == "img" || e.name == "script" {
+					t.Errorf("markup injected: <%s>", e.name)
 				}
 			}
 		}},
