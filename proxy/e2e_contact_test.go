@@ -66,6 +66,12 @@ routes:
 func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *dataversetest.Server, *crmclient.Client) {
 	t.Helper()
 	emu, client := newContactEmulator(t)
+	return contactHarness(t, client, mods...), emu, client
+}
+
+// contactHarness is newContactHarness over a given client of the emulator.
+func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*authz.Options)) *harness {
+	t.Helper()
 	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *authz.Options) {
 		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
 		o.Contacts = dir
@@ -87,7 +93,7 @@ func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *d
 			o.Contacts, o.Snapshots = cd, cd
 		}
 	}})
-	return h, emu, client
+	return h
 }
 
 // newContactEmulator is an emulator seeded with contactSeed and a client of
