@@ -51,7 +51,8 @@ type FieldSync struct {
 	// Columns maps a user field (FieldEmail, FieldFirstName, FieldLastName,
 	// FieldDisplayName) to a contact column, e.g. {"first_name":
 	// "firstname", "last_name": "lastname", "email": "emailaddress1"}.
-	// Two fields cannot share a column.
+	// Two fields cannot share a column. Field sync needs the sign-in
+	// check (SignInCheck.Enabled), where pulls happen.
 	Columns map[string]string
 }
 

@@ -176,8 +176,10 @@ func NewService(store Store, opts Options) (*Service, error) {
 	if err := s.sync.Validate(); err != nil {
 		return nil, err
 	}
-	if len(s.sync.Columns) > 0 && s.contacts == nil {
-		return nil, errors.New("authz: field sync needs a contact directory (Options.Contacts)")
+	if len(s.sync.Columns) > 0 && (s.contacts == nil || !s.check.Enabled) {
+		// Pulls run at the sign-in check; without them the conflict rule
+		// (Dataverse wins) would refuse every profile change.
+		return nil, errors.New("authz: field sync needs a contact directory (Options.Contacts) and the sign-in check (Options.SignInCheck)")
 	}
 	if s.params == (PasswordParams{}) {
 		s.params = DefaultPasswordParams

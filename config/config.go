@@ -166,7 +166,7 @@ type BindingConfig struct {
 	UsernameColumn string `env:"USERNAME_COLUMN" envDefault:"adx_identity_username" desc:"Contact column a username binding compares with the username (a Dataverse logical column name)."`
 	// AutoMapEmail is dangerous with self-registration: see its desc.
 	// SyncFields is parsed by SyncFieldMap.
-	SyncFields   string `env:"SYNC_FIELDS" desc:"Field sync between users and their bound contacts: comma-separated user_field=contact_column pairs, user fields being email, first_name, last_name and display_name, e.g. first_name=firstname,last_name=lastname,email=emailaddress1. A sign-in or session revalidation pulls the columns into the account and a change on the profile page pushes to the contact; Dataverse wins a conflict. email, and fields mapped to columns Dataverse computes (fullname), are pull-only. Empty (default) syncs nothing. Needs CRMGATE_DATAVERSE_URL and CRMGATE_SIGNIN_DATAVERSE_CHECK for the pull."`
+	SyncFields   string `env:"SYNC_FIELDS" desc:"Field sync between users and their bound contacts: comma-separated user_field=contact_column pairs, user fields being email, first_name, last_name and display_name, e.g. first_name=firstname,last_name=lastname,email=emailaddress1. A sign-in or session revalidation pulls the columns into the account and a change on the profile page pushes to the contact; Dataverse wins a conflict. email, and fields mapped to columns Dataverse computes (fullname), are pull-only. Empty (default) syncs nothing. Needs CRMGATE_DATAVERSE_URL and CRMGATE_SIGNIN_DATAVERSE_CHECK=true (pulls happen at the sign-in check)."`
 	AutoMapEmail bool   `env:"AUTO_MAP_EMAIL" envDefault:"false" desc:"Bind each new user to the single active contact whose emailaddress1 equals the user's email and that no other user is bound to. DANGEROUS where people register themselves: it binds on an email address that is not yet confirmed, so anyone registering with a customer's address receives that customer's contact. Enable only where administrators create the accounts. Needs CRMGATE_DATAVERSE_URL."`
 }
 
@@ -484,6 +484,8 @@ func (c *Config) validateBinding(add func(name, format string, args ...any)) {
 	}
 	if _, err := b.SyncFieldMap(); err != nil {
 		add("BINDING_SYNC_FIELDS", "%v", err)
+	} else if strings.TrimSpace(b.SyncFields) != "" && !c.SignIn.DataverseCheck && c.Dataverse.Configured() {
+		add("BINDING_SYNC_FIELDS", "needs CRMGATE_SIGNIN_DATAVERSE_CHECK=true: fields are pulled from the contact at the sign-in check, and without pulls every profile change would lose to Dataverse as a conflict")
 	}
 	if c.Dataverse.Configured() {
 		return
