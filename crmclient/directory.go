@@ -58,6 +58,20 @@ func checkColumns(cols []string) error {
 	return nil
 }
 
+// contactGUID parses the contact id authz passes in. One that is not a
+// GUID, or is the nil GUID, names no contact: the error wraps both
+// authz.ErrContactNotFound and ErrInvalidArgument.
+func contactGUID(op, id string) (GUID, error) {
+	g, err := ParseGUID(id)
+	if err == nil && g.IsZero() {
+		err = errors.New("crmclient: the nil GUID")
+	}
+	if err != nil {
+		return GUID{}, fmt.Errorf("crmclient: directory: %s: %w: %w: %w", op, authz.ErrContactNotFound, ErrInvalidArgument, err)
+	}
+	return g, nil
+}
+
 // directoryError maps an error of the client to the authz contract:
 // ErrUnavailable becomes authz.ErrDirectoryUnavailable (the cause stays in
 // the chain), and, when notFound is set, a missing record becomes
@@ -80,12 +94,9 @@ func directoryError(op string, err error, notFound bool) error {
 // name wraps ErrInvalidArgument. Dataverse being unavailable wraps
 // authz.ErrDirectoryUnavailable and ErrUnavailable.
 func (d *Directory) ContactByID(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
-	g, err := ParseGUID(id)
-	if err == nil && g.IsZero() {
-		err = errors.New("crmclient: the nil GUID")
-	}
+	g, err := contactGUID("contact by id", id)
 	if err != nil {
-		return nil, fmt.Errorf("crmclient: directory: contact by id: %w: %w: %w", authz.ErrContactNotFound, ErrInvalidArgument, err)
+		return nil, err
 	}
 	if err := checkColumns(columns); err != nil {
 		return nil, err
@@ -170,12 +181,9 @@ func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 // nil, and column names valid and not secret; otherwise nothing is sent
 // and the error wraps ErrInvalidArgument.
 func (d *Directory) UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error {
-	g, err := ParseGUID(id)
-	if err == nil && g.IsZero() {
-		err = errors.New("crmclient: the nil GUID")
-	}
+	g, err := contactGUID("update contact", id)
 	if err != nil {
-		return fmt.Errorf("crmclient: directory: update contact: %w: %w: %w", authz.ErrContactNotFound, ErrInvalidArgument, err)
+		return err
 	}
 	if len(columns) == 0 {
 		return invalidArg("directory: update contact %s: no columns", g)

@@ -2,7 +2,6 @@ package crmclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,12 +45,9 @@ func (cd *CachedDirectory) ContactSnapshot(ctx context.Context, id string, colum
 	if slices.ContainsFunc(columns, func(c string) bool { return !slices.Contains(cd.cache.columns, c) }) {
 		return cd.ContactByID(ctx, id, columns)
 	}
-	g, err := ParseGUID(id)
-	if err == nil && g.IsZero() {
-		err = errors.New("crmclient: the nil GUID")
-	}
+	g, err := contactGUID("contact snapshot", id)
 	if err != nil {
-		return nil, fmt.Errorf("crmclient: directory: contact snapshot: %w: %w: %w", authz.ErrContactNotFound, ErrInvalidArgument, err)
+		return nil, err
 	}
 	if err := checkColumns(columns); err != nil {
 		return nil, err
