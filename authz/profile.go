@@ -342,17 +342,20 @@ func (s *Service) updateProfile(ctx context.Context, userID string, want map[str
 		return nil, err
 	} else if c != nil {
 		patch := map[string]any{}
+		pulled := s.syncDiff(u, c) // what a sign-in would pull now
 		for field, col := range s.sync.Columns {
+			if !slices.Contains(changed, field) {
+				if v, ok := pulled[field]; ok {
+					setUserField(&next, field, v)
+				}
+				continue
+			}
 			dv, ok := contactText(c, col)
 			if !ok {
 				continue
 			}
 			old := userField(u, field)
 			switch {
-			case !slices.Contains(changed, field):
-				if dv != old && pullValue(field, dv) && !(field == FieldEmail && dv == "") {
-					setUserField(&next, field, dv) // pull, as a sign-in would
-				}
 			case dv == want[field]:
 				// Already there (an earlier attempt, or the same edit in the CRM).
 			case dv != old:

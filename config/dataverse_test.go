@@ -68,29 +68,35 @@ func TestValidateDataverse(t *testing.T) {
 			[]string{"CRMGATE_OUTBOX_POLL_INTERVAL", "CRMGATE_OUTBOX_MAX_BACKOFF", "CRMGATE_OUTBOX_LEASE: must be at least 1s"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Load(append(validEnv(t), tt.env...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Validate()
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("valid configuration rejected: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("invalid configuration accepted")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
-			if strings.Contains(err.Error(), "s3cr3t-value") {
-				t.Errorf("client secret echoed in validation errors: %v", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValidate(t, tt.env, tt.want) })
+	}
+}
+
+// checkValidate loads validEnv plus env and checks Validate: no error when
+// want is empty, else an error containing every string of want, and never
+// the client secret's value.
+func checkValidate(t *testing.T, env, want []string) {
+	t.Helper()
+	cfg, err := Load(append(validEnv(t), env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("valid configuration rejected: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatal("invalid configuration accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+	if strings.Contains(err.Error(), "s3cr3t-value") {
+		t.Errorf("client secret echoed in validation errors: %v", err)
 	}
 }

@@ -15,8 +15,10 @@ func (srv *Server) gatewayMux() http.Handler {
 	mux.Handle("POST "+p+"/signin", srv.sameOrigin(srv.handleSignIn))
 	mux.HandleFunc("GET "+p+"/signout", srv.handleSignOutForm)
 	mux.Handle("POST "+p+"/signout", srv.sameOrigin(srv.handleSignOut))
-	mux.HandleFunc("GET "+p+"/profile", srv.handleProfileForm)
-	mux.Handle("POST "+p+"/profile", srv.sameOrigin(srv.handleProfile))
+	if srv.profiles != nil {
+		mux.HandleFunc("GET "+p+"/profile", srv.handleProfileForm)
+		mux.Handle("POST "+p+"/profile", srv.sameOrigin(srv.handleProfile))
+	}
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))

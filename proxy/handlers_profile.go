@@ -72,18 +72,18 @@ func (srv *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		srv.renderProfile(w, r, http.StatusForbidden, sess, data)
 		return
 	}
-	value := func(f string) string {
-		if v, ok := entered[f]; ok {
-			return v
+	// A field the form does not carry (a read-only one) keeps its value.
+	p := authz.Profile{FirstName: u.FirstName, LastName: u.LastName, DisplayName: u.DisplayName}
+	for f, v := range entered {
+		switch f {
+		case authz.FieldFirstName:
+			p.FirstName = v
+		case authz.FieldLastName:
+			p.LastName = v
+		case authz.FieldDisplayName:
+			p.DisplayName = v
 		}
-		for _, pf := range srv.profiles.ProfileFields(u) {
-			if pf.Name == f {
-				return pf.Value
-			}
-		}
-		return ""
 	}
-	p := authz.Profile{FirstName: value(authz.FieldFirstName), LastName: value(authz.FieldLastName), DisplayName: value(authz.FieldDisplayName)}
 	res, err := srv.profiles.UpdateProfile(r.Context(), u.ID, p, u.ID)
 	var verr *authz.ValidationError
 	switch {
@@ -129,11 +129,6 @@ func (srv *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 // none it answers the request (a redirect to sign-in, or an error) and ok
 // is false.
 func (srv *Server) profileUser(w http.ResponseWriter, r *http.Request) (*Session, *authz.User, bool) {
-	if srv.profiles == nil {
-		srv.renderError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Page not found",
-			Message: "There is no page at this address."})
-		return nil, nil, false
-	}
 	sess, err := srv.loadSession(w, r)
 	if err != nil {
 		srv.renderError(w, r, err)

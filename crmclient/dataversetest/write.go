@@ -353,11 +353,7 @@ func (q *apiRequest) update(t *table, id, key string) error {
 	}
 	if q.prefer.representation {
 		// $expand is ignored on update (WEBAPI.md §4.3).
-		vals, err := queryOptions(q.r)
-		if err != nil {
-			return err
-		}
-		pq, err := q.parseQuery(t, vals)
+		pq, err := q.query(t)
 		if err != nil {
 			return err
 		}
