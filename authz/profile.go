@@ -359,7 +359,13 @@ func (s *Service) updateProfile(ctx context.Context, userID string, want map[str
 			case dv == want[field]:
 				// Already there (an earlier attempt, or the same edit in the CRM).
 			case dv != old:
-				setUserField(&next, field, dv) // Dataverse changed it: Dataverse wins
+				// Dataverse changed it: Dataverse wins, unless its value
+				// cannot be stored; then the account keeps its own.
+				if pullValue(field, dv) {
+					setUserField(&next, field, dv)
+				} else {
+					setUserField(&next, field, old)
+				}
 				res.Kept = append(res.Kept, field)
 			default:
 				patch[col] = want[field]

@@ -251,3 +251,21 @@ func TestRevalidateThroughSnapshots(t *testing.T) {
 		t.Errorf("snapshots down: %v", err)
 	}
 }
+
+// TestConflictWithUnstorableValue: when Dataverse changed a field the user
+// edits to a value that cannot be stored (a control character), the edit
+// still loses, and the account keeps its own value rather than the bad one.
+func TestConflictWithUnstorableValue(t *testing.T) {
+	dir := newSyncDir(contact(c1, "ana@example.com", "ana", true))
+	f := syncFixture(t, dir, names())
+	ctx := t.Context()
+	id := f.userByLogin(t, "ana").ID
+	dir.write(c1, map[string]any{"lastname": "Li\u0007ma"}, "")
+	res, err := f.svc.UpdateProfile(ctx, id, authz.Profile{LastName: "Lima"}, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := f.userByLogin(t, "ana"); u.LastName != "" || len(res.Kept) != 1 || res.Kept[0] != "last_name" || len(dir.updates) != 0 {
+		t.Errorf("last name %q, kept %v, %d updates; want the old empty name kept and nothing written", u.LastName, res.Kept, len(dir.updates))
+	}
+}
