@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/crmgate/crmgate/dataverse"
 	"slices"
 	"strings"
 )
@@ -60,7 +61,7 @@ func (o *BindingOptions) validate(hasContacts bool) error {
 	if o.UsernameColumn == "" {
 		o.UsernameColumn = DefaultUsernameColumn
 	}
-	if err := ValidColumn(o.UsernameColumn); err != nil {
+	if err := dataverse.ValidContactColumn(o.UsernameColumn); err != nil {
 		errs = append(errs, fmt.Errorf("authz: username binding column: %w", err))
 	}
 	if o.Custom != nil && !o.Custom.HasFields() {
@@ -111,22 +112,22 @@ func (e *BindingError) Error() string {
 func (e *BindingError) Is(target error) bool { return target == ErrBindingFailed }
 
 // bindingSearchLimit is how many rows a username or custom binding reads.
-// Rows are checked again for exact matches (see ContactQuery), and a full
+// Rows are checked again for exact matches (see dataverse.ContactQuery), and a full
 // page counts as ambiguous: a match beyond it cannot be ruled out.
 const bindingSearchLimit = 50
 
 // ResolveBinding returns the contact u is bound to, with columns in
-// Contact.Columns and its web roles, in one Dataverse request; nil for an
+// dataverse.Contact.Columns and its web roles, in one Dataverse request; nil for an
 // unbound user (mode none), without any request. A lookup binding returns
 // its contact active or not; the username and custom modes need exactly
 // one active contact among the rows that match exactly. A binding that
 // does not resolve gives a *BindingError; Dataverse being unavailable
-// gives an error wrapping ErrDirectoryUnavailable.
-func (s *Service) ResolveBinding(ctx context.Context, u *User, columns []string) (*Contact, error) {
+// gives an error wrapping dataverse.ErrUnavailable.
+func (s *Service) ResolveBinding(ctx context.Context, u *User, columns []string) (*dataverse.Contact, error) {
 	return s.resolveBinding(ctx, u, columns, true)
 }
 
-func (s *Service) resolveBinding(ctx context.Context, u *User, columns []string, roles bool) (*Contact, error) {
+func (s *Service) resolveBinding(ctx context.Context, u *User, columns []string, roles bool) (*dataverse.Contact, error) {
 	mode := u.Binding.Mode
 	if mode == "" || mode == BindingNone {
 		return nil, nil
@@ -140,16 +141,16 @@ func (s *Service) resolveBinding(ctx context.Context, u *User, columns []string,
 			return nil, &BindingError{Mode: mode, Reason: ReasonContactNotFound, Detail: "the binding names no contact"}
 		}
 		c, err := s.contacts.ContactByID(ctx, strings.ToLower(u.Binding.Ref.ID), columns)
-		if errors.Is(err, ErrContactNotFound) {
+		if errors.Is(err, dataverse.ErrContactNotFound) {
 			return nil, &BindingError{Mode: mode, Reason: ReasonContactNotFound, Detail: fmt.Sprintf("contact %s does not exist", u.Binding.Ref.ID)}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("authz: resolve binding: %w", err)
 		}
-		keepColumns(c, columns)
+		c.KeepColumns(columns)
 		return c, nil
 	case BindingUsername:
-		return s.findBound(ctx, mode, []Condition{{Column: s.binding.UsernameColumn, Op: "eq", Value: u.Username}}, columns, roles)
+		return s.findBound(ctx, mode, []dataverse.Condition{{Column: s.binding.UsernameColumn, Op: "eq", Value: u.Username}}, columns, roles)
 	case BindingCustom:
 		if s.binding.Custom == nil {
 			return nil, &BindingError{Mode: mode, Reason: ReasonBindingUnconfigured, Detail: "no custom binding filter is configured"}
@@ -164,20 +165,20 @@ func (s *Service) resolveBinding(ctx context.Context, u *User, columns []string,
 }
 
 // findBound runs one query and returns its single exact, active match.
-func (s *Service) findBound(ctx context.Context, mode BindingMode, conds []Condition, columns []string, roles bool) (*Contact, error) {
+func (s *Service) findBound(ctx context.Context, mode BindingMode, conds []dataverse.Condition, columns []string, roles bool) (*dataverse.Contact, error) {
 	if mode == BindingUsername && conds[0].Value == "" {
 		return nil, &BindingError{Mode: mode, Reason: ReasonUserFieldEmpty, Detail: "the username is empty"}
 	}
-	query := withColumns(columns, condColumns(conds))
-	rows, err := s.contacts.FindContacts(ctx, ContactQuery{Conditions: conds, Columns: query, Roles: roles, Limit: bindingSearchLimit})
+	query := withColumns(columns, dataverse.ConditionColumns(conds))
+	rows, err := s.contacts.FindContacts(ctx, dataverse.ContactQuery{Conditions: conds, Columns: query, Roles: roles, Limit: bindingSearchLimit})
 	if err != nil {
 		return nil, fmt.Errorf("authz: resolve binding: %w", err)
 	}
-	var active []*Contact
+	var active []*dataverse.Contact
 	inactive := 0
 	for _, c := range rows {
 		switch {
-		case !matchesAll(c, conds):
+		case !dataverse.MatchesAll(c, conds):
 		case c.Active:
 			active = append(active, c)
 		default:
@@ -198,17 +199,8 @@ func (s *Service) findBound(ctx context.Context, mode BindingMode, conds []Condi
 		return nil, &BindingError{Mode: mode, Reason: ReasonContactNotFound, Detail: "no contact matches"}
 	}
 	c := active[0]
-	keepColumns(c, columns)
+	c.KeepColumns(columns)
 	return c, nil
-}
-
-// condColumns returns the columns conds read.
-func condColumns(conds []Condition) []string {
-	cols := make([]string, 0, len(conds))
-	for _, c := range conds {
-		cols = append(cols, c.Column)
-	}
-	return cols
 }
 
 // withColumns returns a new slice of cols followed by the extra columns
@@ -221,16 +213,6 @@ func withColumns(cols []string, extra []string) []string {
 		}
 	}
 	return out
-}
-
-// keepColumns drops from c.Columns the columns the caller did not ask
-// for, so the session snapshot holds only the requested ones.
-func keepColumns(c *Contact, columns []string) {
-	for k := range c.Columns {
-		if !slices.Contains(columns, k) {
-			delete(c.Columns, k)
-		}
-	}
 }
 
 // AutoMapEmail looks for the contact a new user should be bound to: the
@@ -250,8 +232,8 @@ func (s *Service) AutoMapEmail(ctx context.Context, u *User) (b Binding, ok bool
 	if u.Email == "" {
 		return Binding{}, false, nil
 	}
-	conds := []Condition{{Column: "emailaddress1", Op: "eq", Value: u.Email}}
-	rows, err := s.contacts.FindContacts(ctx, ContactQuery{Conditions: conds,
+	conds := []dataverse.Condition{{Column: "emailaddress1", Op: "eq", Value: u.Email}}
+	rows, err := s.contacts.FindContacts(ctx, dataverse.ContactQuery{Conditions: conds,
 		Columns: []string{"emailaddress1", s.binding.UsernameColumn}, Limit: bindingSearchLimit})
 	if err != nil {
 		return Binding{}, false, fmt.Errorf("authz: email auto-map: %w", err)
@@ -259,9 +241,9 @@ func (s *Service) AutoMapEmail(ctx context.Context, u *User) (b Binding, ok bool
 	if len(rows) >= bindingSearchLimit {
 		return Binding{}, false, nil
 	}
-	var cands []*Contact
+	var cands []*dataverse.Contact
 	for _, c := range rows {
-		if c.Active && matchesAll(c, conds) {
+		if c.Active && dataverse.MatchesAll(c, conds) {
 			cands = append(cands, c)
 		}
 	}
@@ -272,12 +254,12 @@ func (s *Service) AutoMapEmail(ctx context.Context, u *User) (b Binding, ok bool
 		if o.ID == u.ID && u.ID != "" {
 			return true
 		}
-		cands = slices.DeleteFunc(cands, func(c *Contact) bool {
+		cands = slices.DeleteFunc(cands, func(c *dataverse.Contact) bool {
 			switch o.Binding.Mode {
 			case BindingLookup:
 				return o.Binding.Ref != nil && strings.EqualFold(o.Binding.Ref.ID, c.ID)
 			case BindingUsername:
-				v, _ := c.value(s.binding.UsernameColumn)
+				v, _ := c.Value(s.binding.UsernameColumn)
 				name, _ := v.(string)
 				return name != "" && strings.EqualFold(name, o.Username)
 			}
@@ -291,7 +273,7 @@ func (s *Service) AutoMapEmail(ctx context.Context, u *User) (b Binding, ok bool
 	if len(cands) != 1 {
 		return Binding{}, false, nil
 	}
-	b, err = ValidateBinding(Binding{Mode: BindingLookup, Ref: &EntityReference{ID: cands[0].ID, LogicalName: "contact", Name: cands[0].Name}})
+	b, err = ValidateBinding(Binding{Mode: BindingLookup, Ref: &dataverse.EntityReference{ID: cands[0].ID, LogicalName: "contact", Name: cands[0].Name}})
 	if err != nil {
 		return Binding{}, false, fmt.Errorf("authz: email auto-map: contact id %q: %w", cands[0].ID, err)
 	}

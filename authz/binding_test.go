@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Contact ids of the tests.
@@ -16,14 +17,14 @@ const (
 	c3 = "33333333-3333-4333-8333-333333333333"
 )
 
-func contact(id, email, username string, active bool) *authz.Contact {
-	return &authz.Contact{ID: id, LogicalName: "contact", Name: "Contact " + id[:1], Active: active, LogonEnabled: true,
+func contact(id, email, username string, active bool) *dataverse.Contact {
+	return &dataverse.Contact{ID: id, LogicalName: "contact", Name: "Contact " + id[:1], Active: active, LogonEnabled: true,
 		Email: email, Username: username, Roles: []string{"Customer"},
 		Columns: map[string]any{"emailaddress1": email, "adx_identity_username": username, "new_tier": "gold"}}
 }
 
 func lookup(id string) authz.Binding {
-	return authz.Binding{Mode: authz.BindingLookup, Ref: &authz.EntityReference{ID: id, LogicalName: "contact"}}
+	return authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: id, LogicalName: "contact"}}
 }
 
 func TestResolveBinding(t *testing.T) {
@@ -31,7 +32,7 @@ func TestResolveBinding(t *testing.T) {
 	ana := func(b authz.Binding) *authz.User {
 		return &authz.User{ID: "u1", Username: "ana", Email: "ana@example.com", LastName: "Lima", Binding: b}
 	}
-	withLast := func(c *authz.Contact, last string) *authz.Contact {
+	withLast := func(c *dataverse.Contact, last string) *dataverse.Contact {
 		c.LastName = last
 		return c
 	}
@@ -62,7 +63,7 @@ func TestResolveBinding(t *testing.T) {
 			opts: authz.BindingOptions{UsernameColumn: "emailaddress1"},
 			user: ana(authz.Binding{Mode: authz.BindingUsername}), want: c1, requests: 1},
 		{name: "username wildcard match is not exact",
-			dir:    rows(func(*authz.Contact, authz.ContactQuery) bool { return true }, contact(c1, "x@example.com", "axb", true)),
+			dir:    rows(func(*dataverse.Contact, dataverse.ContactQuery) bool { return true }, contact(c1, "x@example.com", "axb", true)),
 			user:   &authz.User{ID: "u2", Username: "a_b", Binding: authz.Binding{Mode: authz.BindingUsername}},
 			reason: authz.ReasonContactNotFound, requests: 1},
 		{name: "username two active", dir: rows(nil, contact(c1, "x@example.com", "ana", true), contact(c2, "y@example.com", "Ana", true)),
@@ -89,7 +90,7 @@ func TestResolveBinding(t *testing.T) {
 		{name: "custom without a filter", dir: rows(nil, contact(c1, "ana@example.com", "a", true)),
 			user: ana(authz.Binding{Mode: authz.BindingCustom}), reason: authz.ReasonBindingUnconfigured, requests: 0},
 		{name: "a full page is ambiguous", opts: authz.BindingOptions{Custom: custom},
-			dir:  rows(func(*authz.Contact, authz.ContactQuery) bool { return true }, manyContacts(60)...),
+			dir:  rows(func(*dataverse.Contact, dataverse.ContactQuery) bool { return true }, manyContacts(60)...),
 			user: ana(authz.Binding{Mode: authz.BindingCustom}), reason: authz.ReasonContactAmbiguous, requests: 1},
 		{name: "lookup unavailable", dir: down(), user: ana(lookup(c1)), unavail: true, requests: 1},
 		{name: "username unavailable", dir: down(), user: ana(authz.Binding{Mode: authz.BindingUsername}), unavail: true, requests: 1},
@@ -101,7 +102,7 @@ func TestResolveBinding(t *testing.T) {
 			var berr *authz.BindingError
 			switch {
 			case tt.unavail:
-				if !errors.Is(err, authz.ErrDirectoryUnavailable) || errors.Is(err, authz.ErrBindingFailed) {
+				if !errors.Is(err, dataverse.ErrUnavailable) || errors.Is(err, authz.ErrBindingFailed) {
 					t.Errorf("err = %v, want ErrDirectoryUnavailable", err)
 				}
 			case tt.reason != "":
@@ -151,8 +152,8 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-func manyContacts(n int) []*authz.Contact {
-	out := make([]*authz.Contact, n)
+func manyContacts(n int) []*dataverse.Contact {
+	out := make([]*dataverse.Contact, n)
 	for i := range out {
 		out[i] = contact(c3, "someone@example.com", "x", false)
 	}
@@ -165,7 +166,7 @@ func TestResolveUsernameQuery(t *testing.T) {
 	if _, err := f.svc.ResolveBinding(t.Context(), &authz.User{Username: "ana", Binding: authz.Binding{Mode: authz.BindingUsername}}, nil); err != nil {
 		t.Fatalf("ResolveBinding: %v", err)
 	}
-	want := []authz.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ana"}}
+	want := []dataverse.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ana"}}
 	if len(dir.queries) != 1 || !reflect.DeepEqual(dir.queries[0].Conditions, want) {
 		t.Errorf("queries = %+v, want one with %+v", dir.queries, want)
 	}
@@ -174,29 +175,29 @@ func TestResolveUsernameQuery(t *testing.T) {
 func TestAutoMapEmail(t *testing.T) {
 	tests := []struct {
 		name     string
-		contacts []*authz.Contact
+		contacts []*dataverse.Contact
 		others   []authz.Binding // bindings of existing users other1, other2, ...
-		dir      func(cs []*authz.Contact) *directory
+		dir      func(cs []*dataverse.Contact) *directory
 		want     string // the contact id bound, "" for the default
 	}{
-		{name: "one active contact", contacts: []*authz.Contact{contact(c1, "new@example.com", "", true)}, want: c1},
-		{name: "email differs in case", contacts: []*authz.Contact{contact(c1, "NEW@Example.com", "", true)}, want: c1},
+		{name: "one active contact", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", true)}, want: c1},
+		{name: "email differs in case", contacts: []*dataverse.Contact{contact(c1, "NEW@Example.com", "", true)}, want: c1},
 		{name: "no contact"},
-		{name: "only inactive", contacts: []*authz.Contact{contact(c1, "new@example.com", "", false)}},
-		{name: "two active", contacts: []*authz.Contact{contact(c1, "new@example.com", "", true), contact(c2, "new@example.com", "", true)}},
-		{name: "bound to another user", contacts: []*authz.Contact{contact(c1, "new@example.com", "", true)},
+		{name: "only inactive", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", false)}},
+		{name: "two active", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", true), contact(c2, "new@example.com", "", true)}},
+		{name: "bound to another user", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", true)},
 			others: []authz.Binding{lookup(c1)}},
-		{name: "the other is bound", contacts: []*authz.Contact{contact(c1, "new@example.com", "", true), contact(c2, "new@example.com", "", true)},
+		{name: "the other is bound", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", true), contact(c2, "new@example.com", "", true)},
 			others: []authz.Binding{{}, lookup(c1)}, want: c2},
-		{name: "bound by username to another user", contacts: []*authz.Contact{contact(c1, "new@example.com", "other1", true)},
+		{name: "bound by username to another user", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "other1", true)},
 			others: []authz.Binding{{Mode: authz.BindingUsername}}},
 		{name: "wildcard match is not exact",
-			contacts: []*authz.Contact{contact(c1, "newxexample.com", "", true)},
-			dir: func(cs []*authz.Contact) *directory {
-				return rows(func(*authz.Contact, authz.ContactQuery) bool { return true }, cs...)
+			contacts: []*dataverse.Contact{contact(c1, "newxexample.com", "", true)},
+			dir: func(cs []*dataverse.Contact) *directory {
+				return rows(func(*dataverse.Contact, dataverse.ContactQuery) bool { return true }, cs...)
 			}},
-		{name: "directory unavailable", contacts: []*authz.Contact{contact(c1, "new@example.com", "", true)},
-			dir: func([]*authz.Contact) *directory { return down() }},
+		{name: "directory unavailable", contacts: []*dataverse.Contact{contact(c1, "new@example.com", "", true)},
+			dir: func([]*dataverse.Contact) *directory { return down() }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,7 +221,7 @@ func TestAutoMapEmail(t *testing.T) {
 			got := f.user(t, u.ID).Binding
 			want := authz.Binding{Mode: authz.BindingUsername}
 			if tt.want != "" {
-				want = authz.Binding{Mode: authz.BindingLookup, Ref: &authz.EntityReference{ID: tt.want, LogicalName: "contact", Name: "Contact " + tt.want[:1]}}
+				want = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: tt.want, LogicalName: "contact", Name: "Contact " + tt.want[:1]}}
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("binding = %+v (ref %+v), want %+v", got, got.Ref, want)

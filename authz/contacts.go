@@ -2,10 +2,9 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"github.com/crmgate/crmgate/dataverse"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,100 +12,26 @@ import (
 	"unicode/utf8"
 )
 
-// Errors a Contacts implementation returns; match them with errors.Is.
-var (
-	// ErrContactNotFound means the contact does not exist.
-	ErrContactNotFound = errors.New("authz: contact not found")
-	// ErrDirectoryUnavailable means Dataverse cannot answer now (the
-	// breaker is open, or retries were exhausted). Sign-in of a bound user
-	// fails closed with it, so the caller can show "try again shortly";
-	// unbound users never meet it.
-	ErrDirectoryUnavailable = errors.New("authz: contact directory unavailable")
-	// ErrContactChanged means a conditional update was refused because the
-	// contact changed in Dataverse since it was read (its ETag no longer
-	// matches; HTTP 412). Nothing was written.
-	ErrContactChanged = errors.New("authz: contact changed since it was read")
-)
-
-// Contact is the snapshot of a Dataverse contact that authz reads through
-// Contacts and hands to the session. It holds no secret: implementations
-// must not copy password hashes or security stamps into it.
-type Contact struct {
-	// ID is contactid, a lower-case GUID.
-	ID string
-	// LogicalName is "contact".
-	LogicalName string
-	// Name is fullname.
-	Name string
-	// Active reports statecode 0.
-	Active bool
-	// LogonEnabled is adx_identity_logonenabled (WEBAPI.md §7.1).
-	LogonEnabled bool
-	// Email, FirstName, LastName and Username are emailaddress1,
-	// firstname, lastname and adx_identity_username.
-	Email, FirstName, LastName, Username string
-	// Columns holds every column the caller asked for, by logical name,
-	// as Dataverse sent it: a string, a bool, nil for null, or a number
-	// (json.Number, float64 or an integer type). authz compares filter
-	// conditions against it, so a missing column never matches.
-	Columns map[string]any
-	// Roles are the names of the contact's active web roles; nil when the
-	// request did not ask for them.
-	Roles []string
-	// ETag is the row version Dataverse sent (@odata.etag, e.g. W/"5012"),
-	// for a conditional UpdateContact; empty when it sent none.
-	ETag string
-}
-
-// Condition is one "Column Op Value" term of a contact query. Values are
-// data, never query text: the Contacts implementation must encode them
-// with its filter builder (crmclient.F), which escapes them.
-type Condition struct {
-	// Column is a contact column's logical name, checked by ValidColumn.
-	Column string
-	// Op is "eq" or "ne".
-	Op string
-	// Value is a string, an int64, a bool, or nil for null.
-	Value any
-}
-
-// ContactQuery asks for the contacts that satisfy every condition.
-type ContactQuery struct {
-	// Conditions are joined with "and"; never empty. Strings compare as
-	// Dataverse compares them (case-insensitively, and with %, _ and [ ]
-	// possibly acting as wildcards, WEBAPI.md §3.1), so authz checks every
-	// returned row again against the conditions and takes the columns they
-	// name from Contact.Columns.
-	Conditions []Condition
-	// Columns are the columns to return in Contact.Columns; they always
-	// include the conditions' columns.
-	Columns []string
-	// Roles asks for the active web roles in the same request ($expand).
-	Roles bool
-	// Limit caps the rows returned, 1 to 5000.
-	Limit int
-}
-
 // Contacts is what authz needs from Dataverse; cmd adapts
 // *crmclient.Client to it. Every method makes exactly one Web API request,
 // so that a sign-in costs one round trip when no cache answers.
-// Implementations return ErrDirectoryUnavailable (wrapped or not) when
+// Implementations return dataverse.ErrUnavailable (wrapped or not) when
 // Dataverse cannot answer; they must then not answer from a stale cache,
 // since the sign-in check fails closed on it.
 type Contacts interface {
 	// ContactByID returns contact id (a lower-case GUID) with columns in
-	// Contact.Columns and its active web roles, in one request, whether
-	// or not it is active. A missing contact gives ErrContactNotFound.
-	ContactByID(ctx context.Context, id string, columns []string) (*Contact, error)
+	// dataverse.Contact.Columns and its active web roles, in one request, whether
+	// or not it is active. A missing contact gives dataverse.ErrContactNotFound.
+	ContactByID(ctx context.Context, id string, columns []string) (*dataverse.Contact, error)
 	// FindContacts returns the contacts, active or not, that match q, at
 	// most q.Limit, ordered by id, in one request (with the web roles
 	// expanded when q.Roles). No match is an empty slice, not an error.
-	FindContacts(ctx context.Context, q ContactQuery) ([]*Contact, error)
+	FindContacts(ctx context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error)
 	// UpdateContact writes columns (logical name to a string, a bool, an
 	// int64 or nil) to contact id in one request, only if the contact still
 	// has etag (If-Match); an empty etag updates whatever version is there.
-	// It never creates a contact: a missing one gives ErrContactNotFound, a
-	// changed one ErrContactChanged.
+	// It never creates a contact: a missing one gives dataverse.ErrContactNotFound, a
+	// changed one dataverse.ErrContactChanged.
 	UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error
 }
 
@@ -114,128 +39,14 @@ type Contacts interface {
 // signed-in sessions: within its time to live a snapshot is answered
 // without a request, and concurrent lookups of one contact share one
 // request. crmclient.CachedDirectory satisfies it. Implementations must
-// return ErrDirectoryUnavailable rather than a snapshot older than their
+// return dataverse.ErrUnavailable rather than a snapshot older than their
 // time to live, since the session's grace period is counted from the last
 // confirmed snapshot.
 type ContactSnapshots interface {
 	// ContactSnapshot returns contact id (lower-case GUID), active or not,
-	// with at least columns in Contact.Columns and its active web roles.
-	// A missing contact gives ErrContactNotFound.
-	ContactSnapshot(ctx context.Context, id string, columns []string) (*Contact, error)
-}
-
-// value returns the contact's column col: from Columns, else from the
-// typed fields for the columns they hold.
-func (c *Contact) value(col string) (any, bool) {
-	if v, ok := c.Columns[col]; ok {
-		return v, true
-	}
-	switch col {
-	case "contactid":
-		return c.ID, true
-	case "fullname":
-		return c.Name, true
-	case "emailaddress1":
-		return c.Email, true
-	case "firstname":
-		return c.FirstName, true
-	case "lastname":
-		return c.LastName, true
-	case "adx_identity_username":
-		return c.Username, true
-	case "adx_identity_logonenabled":
-		return c.LogonEnabled, true
-	case "statecode":
-		if c.Active {
-			return int64(0), true
-		}
-		return int64(1), true
-	}
-	return nil, false
-}
-
-// Matches reports whether the contact satisfies cond, compared the way
-// Dataverse would but never more loosely: strings equal ignoring case
-// (no wildcards, no accent folding), numbers and booleans by value, null
-// only with nil. A column missing from the contact never matches, not even
-// with "ne".
-func (cond Condition) Matches(c *Contact) bool {
-	got, ok := c.value(cond.Column)
-	if !ok {
-		return false
-	}
-	eq := valueEqual(got, cond.Value)
-	switch cond.Op {
-	case "eq":
-		return eq
-	case "ne":
-		return !eq
-	}
-	return false
-}
-
-// valueEqual compares a column value as decoded from JSON with a
-// condition value.
-func valueEqual(got, want any) bool {
-	switch w := want.(type) {
-	case nil:
-		return got == nil
-	case string:
-		g, ok := got.(string)
-		return ok && strings.EqualFold(g, w)
-	case bool:
-		g, ok := got.(bool)
-		return ok && g == w
-	case int64:
-		switch g := got.(type) {
-		case json.Number:
-			n, err := g.Int64()
-			return err == nil && n == w
-		case float64:
-			return g == math.Trunc(g) && g == float64(w)
-		case int:
-			return int64(g) == w
-		case int32:
-			return int64(g) == w
-		case int64:
-			return g == w
-		}
-	}
-	return false
-}
-
-// matchesAll reports whether c satisfies every condition.
-func matchesAll(c *Contact, conds []Condition) bool {
-	for _, cond := range conds {
-		if !cond.Matches(c) {
-			return false
-		}
-	}
-	return true
-}
-
-// odataKeywords are words a column name must not be, so that it cannot read
-// as an operator or a literal.
-var odataKeywords = []string{"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "has", "in",
-	"add", "sub", "mul", "div", "mod", "null", "true", "false", "inf", "nan"}
-
-// ValidColumn checks a Dataverse logical column name: 1 to 128 ASCII
-// letters, digits and underscores, not starting with a digit, and not an
-// OData keyword. It is the rule crmclient's filter builder applies.
-func ValidColumn(name string) error {
-	if name == "" || len(name) > 128 {
-		return fmt.Errorf("authz: column name %q: want 1 to 128 characters", truncateText(name, 64))
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
-			return fmt.Errorf("authz: column name %q: only letters, digits and _ are allowed", truncateText(name, 64))
-		}
-	}
-	if slices.Contains(odataKeywords, strings.ToLower(name)) {
-		return fmt.Errorf("authz: column name %q is an OData keyword", name)
-	}
-	return nil
+	// with at least columns in dataverse.Contact.Columns and its active web roles.
+	// A missing contact gives dataverse.ErrContactNotFound.
+	ContactSnapshot(ctx context.Context, id string, columns []string) (*dataverse.Contact, error)
 }
 
 func truncateText(s string, n int) string {
@@ -352,7 +163,7 @@ func ParseFilterTemplate(s string) (*FilterTemplate, error) {
 		case col.kind != tokIdent:
 			return nil, &FilterTemplateError{Pos: col.pos, Msg: "expected a column name, found " + col.describe()}
 		}
-		if err := ValidColumn(col.text); err != nil {
+		if err := dataverse.ValidContactColumn(col.text); err != nil {
 			return nil, &FilterTemplateError{Pos: col.pos, Msg: strings.TrimPrefix(err.Error(), "authz: ")}
 		}
 		if toks[p].kind == tokPunct && toks[p].text == "(" {
@@ -462,13 +273,13 @@ func (t *FilterTemplate) HasFields() bool {
 // Conditions fills the template with u's fields. A placeholder whose field
 // is empty, or not valid UTF-8, gives an error wrapping ErrEmptyUserField
 // (the latter cannot happen for stored users). Nil gives no conditions.
-func (t *FilterTemplate) Conditions(u *User) ([]Condition, error) {
+func (t *FilterTemplate) Conditions(u *User) ([]dataverse.Condition, error) {
 	if t == nil {
 		return nil, nil
 	}
-	conds := make([]Condition, 0, len(t.terms))
+	conds := make([]dataverse.Condition, 0, len(t.terms))
 	for _, term := range t.terms {
-		c := Condition{Column: term.column, Op: term.op, Value: term.value}
+		c := dataverse.Condition{Column: term.column, Op: term.op, Value: term.value}
 		if term.field != "" {
 			v := templateFields[term.field](u)
 			if v == "" || !utf8.ValidString(v) {

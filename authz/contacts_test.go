@@ -10,30 +10,31 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // directory implements authz.Contacts with func fields and records every
 // request it answers.
 type directory struct {
-	byID func(ctx context.Context, id string, columns []string) (*authz.Contact, error)
-	find func(ctx context.Context, q authz.ContactQuery) ([]*authz.Contact, error)
+	byID func(ctx context.Context, id string, columns []string) (*dataverse.Contact, error)
+	find func(ctx context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error)
 	// update answers UpdateContact; nil refuses every update.
 	update func(ctx context.Context, id string, columns map[string]any, etag string) error
 
 	mu      sync.Mutex
 	ids     []string
-	queries []authz.ContactQuery
+	queries []dataverse.ContactQuery
 	updates []map[string]any
 }
 
-func (d *directory) ContactByID(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
+func (d *directory) ContactByID(ctx context.Context, id string, columns []string) (*dataverse.Contact, error) {
 	d.mu.Lock()
 	d.ids = append(d.ids, id)
 	d.mu.Unlock()
 	return d.byID(ctx, id, columns)
 }
 
-func (d *directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*authz.Contact, error) {
+func (d *directory) FindContacts(ctx context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error) {
 	d.mu.Lock()
 	d.queries = append(d.queries, q)
 	d.mu.Unlock()
@@ -60,8 +61,8 @@ func (d *directory) requests() int {
 // rows is a directory over fixed contacts. find returns every contact
 // accepted by loose, which stands for Dataverse's own matching; nil means
 // Condition.Matches. Returned contacts are copies.
-func rows(loose func(c *authz.Contact, q authz.ContactQuery) bool, cs ...*authz.Contact) *directory {
-	copyOf := func(c *authz.Contact) *authz.Contact {
+func rows(loose func(c *dataverse.Contact, q dataverse.ContactQuery) bool, cs ...*dataverse.Contact) *directory {
+	copyOf := func(c *dataverse.Contact) *dataverse.Contact {
 		cp := *c
 		cp.Columns = map[string]any{}
 		for k, v := range c.Columns {
@@ -70,7 +71,7 @@ func rows(loose func(c *authz.Contact, q authz.ContactQuery) bool, cs ...*authz.
 		return &cp
 	}
 	if loose == nil {
-		loose = func(c *authz.Contact, q authz.ContactQuery) bool {
+		loose = func(c *dataverse.Contact, q dataverse.ContactQuery) bool {
 			for _, cond := range q.Conditions {
 				if !cond.Matches(c) {
 					return false
@@ -80,16 +81,16 @@ func rows(loose func(c *authz.Contact, q authz.ContactQuery) bool, cs ...*authz.
 		}
 	}
 	return &directory{
-		byID: func(_ context.Context, id string, _ []string) (*authz.Contact, error) {
+		byID: func(_ context.Context, id string, _ []string) (*dataverse.Contact, error) {
 			for _, c := range cs {
 				if c.ID == id {
 					return copyOf(c), nil
 				}
 			}
-			return nil, authz.ErrContactNotFound
+			return nil, dataverse.ErrContactNotFound
 		},
-		find: func(_ context.Context, q authz.ContactQuery) ([]*authz.Contact, error) {
-			var out []*authz.Contact
+		find: func(_ context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error) {
+			var out []*dataverse.Contact
 			for _, c := range cs {
 				if loose(c, q) && len(out) < q.Limit {
 					out = append(out, copyOf(c))
@@ -102,10 +103,10 @@ func rows(loose func(c *authz.Contact, q authz.ContactQuery) bool, cs ...*authz.
 
 // down is a directory whose every request fails as an open breaker does.
 func down() *directory {
-	fail := errors.Join(authz.ErrDirectoryUnavailable, errors.New("breaker open"))
+	fail := errors.Join(dataverse.ErrUnavailable, errors.New("breaker open"))
 	return &directory{
-		byID: func(context.Context, string, []string) (*authz.Contact, error) { return nil, fail },
-		find: func(context.Context, authz.ContactQuery) ([]*authz.Contact, error) { return nil, fail },
+		byID: func(context.Context, string, []string) (*dataverse.Contact, error) { return nil, fail },
+		find: func(context.Context, dataverse.ContactQuery) ([]*dataverse.Contact, error) { return nil, fail },
 	}
 }
 
@@ -113,19 +114,19 @@ func TestParseFilterTemplate(t *testing.T) {
 	u := &authz.User{ID: "u1", Username: "ana", Email: "o'brien@example.com", FirstName: "Ana", LastName: "Lima"}
 	good := []struct {
 		in   string
-		want []authz.Condition
+		want []dataverse.Condition
 	}{
-		{"emailaddress1 eq {email}", []authz.Condition{{Column: "emailaddress1", Op: "eq", Value: "o'brien@example.com"}}},
-		{"  firstname eq {first_name}\tand lastname ne {last_name}\n", []authz.Condition{
+		{"emailaddress1 eq {email}", []dataverse.Condition{{Column: "emailaddress1", Op: "eq", Value: "o'brien@example.com"}}},
+		{"  firstname eq {first_name}\tand lastname ne {last_name}\n", []dataverse.Condition{
 			{Column: "firstname", Op: "eq", Value: "Ana"}, {Column: "lastname", Op: "ne", Value: "Lima"}}},
-		{"new_gatewayid eq {id} and adx_identity_username eq {username}", []authz.Condition{
+		{"new_gatewayid eq {id} and adx_identity_username eq {username}", []dataverse.Condition{
 			{Column: "new_gatewayid", Op: "eq", Value: "u1"}, {Column: "adx_identity_username", Op: "eq", Value: "ana"}}},
-		{"adx_portalaccess eq true and new_blocked ne false and _parentcustomerid_value ne null", []authz.Condition{
+		{"adx_portalaccess eq true and new_blocked ne false and _parentcustomerid_value ne null", []dataverse.Condition{
 			{Column: "adx_portalaccess", Op: "eq", Value: true}, {Column: "new_blocked", Op: "ne", Value: false},
 			{Column: "_parentcustomerid_value", Op: "ne", Value: nil}}},
-		{"new_tier eq -12 and new_code eq 'it''s or 1 eq 1'", []authz.Condition{
+		{"new_tier eq -12 and new_code eq 'it''s or 1 eq 1'", []dataverse.Condition{
 			{Column: "new_tier", Op: "eq", Value: int64(-12)}, {Column: "new_code", Op: "eq", Value: "it's or 1 eq 1"}}},
-		{"new_city eq 'São Paulo'", []authz.Condition{{Column: "new_city", Op: "eq", Value: "São Paulo"}}},
+		{"new_city eq 'São Paulo'", []dataverse.Condition{{Column: "new_city", Op: "eq", Value: "São Paulo"}}},
 	}
 	for _, tt := range good {
 		t.Run(tt.in, func(t *testing.T) {
@@ -235,46 +236,33 @@ func TestFilterTemplateText(t *testing.T) {
 }
 
 func TestConditionMatches(t *testing.T) {
-	c := &authz.Contact{ID: "c1", Email: "Ana@Example.com", Active: true, LogonEnabled: true, Columns: map[string]any{
+	c := &dataverse.Contact{ID: "c1", Email: "Ana@Example.com", Active: true, LogonEnabled: true, Columns: map[string]any{
 		"new_code": "a_b", "new_tier": json.Number("3"), "new_score": float64(3), "new_flag": true, "new_empty": nil,
 	}}
 	tests := []struct {
-		cond authz.Condition
+		cond dataverse.Condition
 		want bool
 	}{
-		{authz.Condition{Column: "emailaddress1", Op: "eq", Value: "ana@example.COM"}, true},
-		{authz.Condition{Column: "new_code", Op: "eq", Value: "a_b"}, true},
-		{authz.Condition{Column: "new_code", Op: "eq", Value: "axb"}, false},
-		{authz.Condition{Column: "new_code", Op: "ne", Value: "axb"}, true},
-		{authz.Condition{Column: "new_tier", Op: "eq", Value: int64(3)}, true},
-		{authz.Condition{Column: "new_tier", Op: "eq", Value: "3"}, false},
-		{authz.Condition{Column: "new_score", Op: "eq", Value: int64(3)}, true},
-		{authz.Condition{Column: "new_flag", Op: "eq", Value: true}, true},
-		{authz.Condition{Column: "new_flag", Op: "eq", Value: "true"}, false},
-		{authz.Condition{Column: "new_empty", Op: "eq", Value: nil}, true},
-		{authz.Condition{Column: "new_empty", Op: "ne", Value: nil}, false},
-		{authz.Condition{Column: "new_code", Op: "ne", Value: nil}, true},
-		{authz.Condition{Column: "new_missing", Op: "ne", Value: "x"}, false},
-		{authz.Condition{Column: "statecode", Op: "eq", Value: int64(0)}, true},
-		{authz.Condition{Column: "adx_identity_logonenabled", Op: "eq", Value: true}, true},
-		{authz.Condition{Column: "new_code", Op: "gt", Value: "a"}, false},
+		{dataverse.Condition{Column: "emailaddress1", Op: "eq", Value: "ana@example.COM"}, true},
+		{dataverse.Condition{Column: "new_code", Op: "eq", Value: "a_b"}, true},
+		{dataverse.Condition{Column: "new_code", Op: "eq", Value: "axb"}, false},
+		{dataverse.Condition{Column: "new_code", Op: "ne", Value: "axb"}, true},
+		{dataverse.Condition{Column: "new_tier", Op: "eq", Value: int64(3)}, true},
+		{dataverse.Condition{Column: "new_tier", Op: "eq", Value: "3"}, false},
+		{dataverse.Condition{Column: "new_score", Op: "eq", Value: int64(3)}, true},
+		{dataverse.Condition{Column: "new_flag", Op: "eq", Value: true}, true},
+		{dataverse.Condition{Column: "new_flag", Op: "eq", Value: "true"}, false},
+		{dataverse.Condition{Column: "new_empty", Op: "eq", Value: nil}, true},
+		{dataverse.Condition{Column: "new_empty", Op: "ne", Value: nil}, false},
+		{dataverse.Condition{Column: "new_code", Op: "ne", Value: nil}, true},
+		{dataverse.Condition{Column: "new_missing", Op: "ne", Value: "x"}, false},
+		{dataverse.Condition{Column: "statecode", Op: "eq", Value: int64(0)}, true},
+		{dataverse.Condition{Column: "adx_identity_logonenabled", Op: "eq", Value: true}, true},
+		{dataverse.Condition{Column: "new_code", Op: "gt", Value: "a"}, false},
 	}
 	for _, tt := range tests {
 		if got := tt.cond.Matches(c); got != tt.want {
 			t.Errorf("%+v.Matches = %v, want %v", tt.cond, got, tt.want)
-		}
-	}
-}
-
-func TestValidColumn(t *testing.T) {
-	for _, ok := range []string{"emailaddress1", "_parentcustomerid_value", "adx_identity_username", "A"} {
-		if err := authz.ValidColumn(ok); err != nil {
-			t.Errorf("ValidColumn(%q): %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "1abc", "a-b", "a b", "eq", "Null", "a'b", "é", strings.Repeat("a", 129)} {
-		if err := authz.ValidColumn(bad); err == nil {
-			t.Errorf("ValidColumn(%q) accepted", bad)
 		}
 	}
 }
@@ -297,7 +285,7 @@ func FuzzParseFilterTemplate(f *testing.F) {
 			t.Fatalf("Conditions(%q) = %v, %v", s, conds, err)
 		}
 		for _, c := range conds {
-			if authz.ValidColumn(c.Column) != nil || c.Op != "eq" && c.Op != "ne" {
+			if dataverse.ValidContactColumn(c.Column) != nil || c.Op != "eq" && c.Op != "ne" {
 				t.Fatalf("%q gave %+v", s, c)
 			}
 			switch c.Value.(type) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/crmgate/crmgate/dataverse"
 	"maps"
 	"slices"
 	"strconv"
@@ -87,11 +88,11 @@ func (a LifecycleActions) Validate() error {
 			}
 			continue
 		}
-		if !isIdentifier(s.spec.Name) {
+		if dataverse.ValidIdentifier(s.spec.Name) != nil {
 			errs = append(errs, fmt.Errorf("authz: lifecycle action %s: name %q is not an identifier", s.event, s.spec.Name))
 		}
 		for _, p := range slices.Sorted(maps.Keys(s.spec.Params)) {
-			if !isIdentifier(p) {
+			if dataverse.ValidIdentifier(p) != nil {
 				errs = append(errs, fmt.Errorf("authz: lifecycle action %s: parameter name %q is not an identifier", s.event, p))
 			}
 			if f := s.spec.Params[p]; !slices.Contains(lifecycleFields, f) {
@@ -101,21 +102,6 @@ func (a LifecycleActions) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// isIdentifier reports whether s is an ASCII letter or underscore followed
-// by letters, digits and underscores, the shape of Dataverse action and
-// parameter names.
-func isIdentifier(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i, c := range s {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // ActionDeliverer is the Deliverer of lifecycle events: it calls the

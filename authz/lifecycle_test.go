@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // caller is an ActionCaller made of a function; it records every call.
@@ -54,7 +55,7 @@ func TestActionDeliverer(t *testing.T) {
 	ana := authz.LifecycleUser{ID: "u1", Username: "ana", Email: "ana@example.com", FirstName: "Ana", Roles: []string{"member", "vip"},
 		Status: authz.StatusActive, Binding: authz.Binding{Mode: authz.BindingNone}, OccurredAt: at}
 	boundAna := ana
-	boundAna.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &authz.EntityReference{ID: contactID, LogicalName: "contact"}}
+	boundAna.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: contactID, LogicalName: "contact"}}
 
 	tests := []struct {
 		name       string

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/crmgate/crmgate/dataverse"
 	"maps"
 	"net/mail"
 	"slices"
@@ -271,8 +272,8 @@ func ValidateBinding(b Binding) (Binding, error) {
 	if b.Ref.LogicalName != "contact" {
 		return Binding{}, &ValidationError{Field: "binding", Message: `A lookup binding must point to a "contact" row.`}
 	}
-	id := strings.ToLower(b.Ref.ID)
-	if !isGUID(id) || id == "00000000-0000-0000-0000-000000000000" {
+	id, err := dataverse.ParseID(b.Ref.ID)
+	if err != nil {
 		return Binding{}, &ValidationError{Field: "binding", Message: "The contact id must be a GUID such as 0f8fad5b-d9cb-469f-a165-70867728950e."}
 	}
 	ref := *b.Ref
@@ -280,26 +281,6 @@ func ValidateBinding(b Binding) (Binding, error) {
 	ref.KeyAttributes = maps.Clone(b.Ref.KeyAttributes)
 	b.Ref = &ref
 	return b, nil
-}
-
-// isGUID reports whether s is a GUID in the 8-4-4-4-12 lower-case hex form.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // ListUsers returns users ordered by normalised username, filtered by f.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // deliverer is a Deliverer made of a function; it records every call.
@@ -79,7 +80,7 @@ func TestLifecycleEventsEnqueued(t *testing.T) {
 		{"status", func() error { return f.svc.SetStatus(ctx, "ana", authz.StatusDisabled, "cli:test") }, authz.LifecycleUpdated},
 		{"bind", func() error {
 			return f.svc.SetBinding(ctx, "ana", authz.Binding{Mode: authz.BindingLookup,
-				Ref: &authz.EntityReference{ID: "0F8FAD5B-D9CB-469F-A165-70867728950E", LogicalName: "contact"}}, "cli:test")
+				Ref: &dataverse.EntityReference{ID: "0F8FAD5B-D9CB-469F-A165-70867728950E", LogicalName: "contact"}}, "cli:test")
 		}, authz.LifecycleBound},
 		{"unbind", func() error { return f.svc.SetBinding(ctx, "ana", authz.Binding{}, "cli:test") }, authz.LifecycleUnbound},
 		{"delete", func() error { return f.svc.DeleteUser(ctx, "ana@example.com", "cli:test") }, authz.LifecycleDeleted},
@@ -140,8 +141,8 @@ func TestLifecycleEventsEnqueued(t *testing.T) {
 func TestSetBindingValidation(t *testing.T) {
 	f := newFixture(t, authz.Options{})
 	u := f.createUser(t, "ana", authz.StatusActive)
-	ref := func(id, logical string) *authz.EntityReference {
-		return &authz.EntityReference{ID: id, LogicalName: logical}
+	ref := func(id, logical string) *dataverse.EntityReference {
+		return &dataverse.EntityReference{ID: id, LogicalName: logical}
 	}
 	tests := []struct {
 		name string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/crmgate/crmgate/dataverse"
 	"maps"
 	"slices"
 	"strings"
@@ -67,7 +68,7 @@ func (f FieldSync) Validate() error {
 			errs = append(errs, fmt.Errorf("authz: field sync: unknown user field %q (want email, first_name, last_name or display_name)", field))
 			continue
 		}
-		if err := ValidColumn(col); err != nil {
+		if err := dataverse.ValidContactColumn(col); err != nil {
 			errs = append(errs, fmt.Errorf("authz: field sync: %s: %w", field, err))
 			continue
 		}
@@ -127,22 +128,6 @@ func setUserField(u *User, field, v string) {
 	}
 }
 
-// contactText returns the contact's column col as text: ok is false when
-// the contact does not carry it or it is not text (a null is "").
-func contactText(c *Contact, col string) (string, bool) {
-	v, ok := c.value(col)
-	if !ok {
-		return "", false
-	}
-	switch x := v.(type) {
-	case nil:
-		return "", true
-	case string:
-		return x, true
-	}
-	return "", false
-}
-
 // pullValue checks a contact value before it replaces field: names must be
 // plain text of at most MaxNameLen characters, an email a valid address.
 func pullValue(field, v string) bool {
@@ -166,10 +151,10 @@ func validName(v string) error {
 // syncDiff returns the mapped fields of u whose value differs from the
 // contact's, with the contact's value, skipping values that could not be
 // stored.
-func (s *Service) syncDiff(u *User, c *Contact) map[string]string {
+func (s *Service) syncDiff(u *User, c *dataverse.Contact) map[string]string {
 	var diff map[string]string
 	for field, col := range s.sync.Columns {
-		v, ok := contactText(c, col)
+		v, ok := c.Text(col)
 		if !ok || v == userField(u, field) {
 			continue
 		}
@@ -192,7 +177,7 @@ func (s *Service) syncDiff(u *User, c *Contact) map[string]string {
 // differ (Dataverse wins), and into u itself once stored. Failures are
 // logged, never returned: a sign-in does not fail because its account
 // could not be refreshed.
-func (s *Service) pullFields(ctx context.Context, u *User, c *Contact) {
+func (s *Service) pullFields(ctx context.Context, u *User, c *dataverse.Contact) {
 	diff := s.syncDiff(u, c)
 	if len(diff) == 0 {
 		return
@@ -286,7 +271,7 @@ type ProfileResult struct {
 // the account agree; see FieldSync for who wins a conflict. Bad input, or a
 // change of a field that is not editable, gives a *ValidationError.
 // Dataverse being unavailable gives an error wrapping
-// ErrDirectoryUnavailable and changes nothing, so the caller can ask the
+// dataverse.ErrUnavailable and changes nothing, so the caller can ask the
 // user to try again shortly. The account's sessions stay valid (the
 // security stamp is kept), and LifecycleUpdated is enqueued with the
 // change.
@@ -303,7 +288,7 @@ func (s *Service) UpdateProfile(ctx context.Context, userID string, p Profile, a
 	}
 	for range modifyAttempts {
 		res, err := s.updateProfile(ctx, userID, want, actor)
-		if errors.Is(err, ErrStale) || errors.Is(err, ErrContactChanged) {
+		if errors.Is(err, ErrStale) || errors.Is(err, dataverse.ErrContactChanged) {
 			continue
 		}
 		return res, err
@@ -312,7 +297,7 @@ func (s *Service) UpdateProfile(ctx context.Context, userID string, p Profile, a
 }
 
 // updateProfile is one attempt of UpdateProfile; ErrStale or
-// ErrContactChanged ask for another.
+// dataverse.ErrContactChanged ask for another.
 func (s *Service) updateProfile(ctx context.Context, userID string, want map[string]string, actor string) (*ProfileResult, error) {
 	u, err := s.store.UserByID(ctx, userID)
 	if err != nil {
@@ -350,7 +335,7 @@ func (s *Service) updateProfile(ctx context.Context, userID string, want map[str
 				}
 				continue
 			}
-			dv, ok := contactText(c, col)
+			dv, ok := c.Text(col)
 			if !ok {
 				continue
 			}
@@ -374,7 +359,7 @@ func (s *Service) updateProfile(ctx context.Context, userID string, want map[str
 		}
 		if len(patch) > 0 {
 			if err := s.contacts.UpdateContact(ctx, c.ID, patch, c.ETag); err != nil {
-				if errors.Is(err, ErrContactChanged) {
+				if errors.Is(err, dataverse.ErrContactChanged) {
 					return nil, err
 				}
 				return nil, fmt.Errorf("authz: update profile: write contact: %w", err)
@@ -428,7 +413,7 @@ func (s *Service) pullComputed(ctx context.Context, u *User, id string) {
 		return
 	}
 	for _, field := range computed {
-		if v, ok := contactText(c, s.sync.Columns[field]); ok && pullValue(field, v) {
+		if v, ok := c.Text(s.sync.Columns[field]); ok && pullValue(field, v) {
 			setUserField(u, field, v)
 		}
 	}
@@ -438,7 +423,7 @@ func (s *Service) pullComputed(ctx context.Context, u *User, id string) {
 // reconciled with, read with the synced columns; nil when nothing is
 // synced for u or its binding does not resolve (then the change is saved
 // on the account alone, and logged).
-func (s *Service) syncedContact(ctx context.Context, u *User, changed []string) (*Contact, error) {
+func (s *Service) syncedContact(ctx context.Context, u *User, changed []string) (*dataverse.Contact, error) {
 	if len(s.sync.Columns) == 0 || s.contacts == nil || u.Binding.Mode == "" || u.Binding.Mode == BindingNone {
 		return nil, nil
 	}

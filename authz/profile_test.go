@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // syncDir is a directory over one contact that applies updates to it,
@@ -15,19 +16,19 @@ import (
 type syncDir struct {
 	*directory
 	mu      sync.Mutex
-	c       *authz.Contact
+	c       *dataverse.Contact
 	version int
 }
 
-func newSyncDir(c *authz.Contact) *syncDir {
+func newSyncDir(c *dataverse.Contact) *syncDir {
 	s := &syncDir{c: c, version: 1}
 	c.ETag = `W/"1"`
 	s.directory = &directory{
-		byID: func(_ context.Context, id string, _ []string) (*authz.Contact, error) {
+		byID: func(_ context.Context, id string, _ []string) (*dataverse.Contact, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if id != s.c.ID {
-				return nil, authz.ErrContactNotFound
+				return nil, dataverse.ErrContactNotFound
 			}
 			cp := *s.c
 			cp.Columns = map[string]any{}
@@ -48,10 +49,10 @@ func (s *syncDir) write(id string, cols map[string]any, etag string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id != s.c.ID {
-		return authz.ErrContactNotFound
+		return dataverse.ErrContactNotFound
 	}
 	if etag != "" && etag != s.c.ETag {
-		return authz.ErrContactChanged
+		return dataverse.ErrContactChanged
 	}
 	for k, v := range cols {
 		s.c.Columns[k] = v
@@ -85,8 +86,8 @@ func names() map[string]string {
 }
 
 func TestFieldSyncValidate(t *testing.T) {
-	err := authz.FieldSync{Columns: map[string]string{"nickname": "x", "first_name": "1bad", "last_name": "fullname", "display_name": "FullName"}}.Validate()
-	for _, want := range []string{`unknown user field "nickname"`, "first_name", "display_name and last_name both map to column"} {
+	err := authz.FieldSync{Columns: map[string]string{"nickname": "x", "first_name": "1bad", "last_name": "fullname", "display_name": "fullname", "email": "adx_identity_securitystamp"}}.Validate()
+	for _, want := range []string{`unknown user field "nickname"`, "first_name", "display_name and last_name both map to column", "email: must not be adx_identity_securitystamp"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error lacks %q: %v", want, err)
 		}
@@ -178,7 +179,7 @@ func TestUpdateProfileWithoutContact(t *testing.T) {
 
 	g := syncFixture(t, down(), names())
 	_, err := g.svc.UpdateProfile(ctx, g.userByLogin(t, "ana").ID, authz.Profile{FirstName: "Anabel"}, "u")
-	if !errors.Is(err, authz.ErrDirectoryUnavailable) {
+	if !errors.Is(err, dataverse.ErrUnavailable) {
 		t.Fatalf("Dataverse down: %v", err)
 	}
 	if u := g.userByLogin(t, "ana"); u.FirstName != "" {
@@ -197,7 +198,7 @@ type snapshots struct {
 	calls int
 }
 
-func (s *snapshots) ContactSnapshot(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
+func (s *snapshots) ContactSnapshot(ctx context.Context, id string, columns []string) (*dataverse.Contact, error) {
 	s.mu.Lock()
 	s.calls++
 	s.mu.Unlock()
@@ -247,7 +248,7 @@ func TestRevalidateThroughSnapshots(t *testing.T) {
 	g := newFixture(t, authz.Options{Contacts: dir, Snapshots: unavailable, SignInCheck: authz.SignInCheck{Enabled: true},
 		Binding: authz.BindingOptions{DefaultMode: authz.BindingUsername}})
 	v := g.createUser(t, "ana", authz.StatusActive)
-	if _, err := g.svc.RevalidateContact(ctx, v.ID, c1, nil); !errors.Is(err, authz.ErrDirectoryUnavailable) {
+	if _, err := g.svc.RevalidateContact(ctx, v.ID, c1, nil); !errors.Is(err, dataverse.ErrUnavailable) {
 		t.Errorf("snapshots down: %v", err)
 	}
 }

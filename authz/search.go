@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"github.com/crmgate/crmgate/dataverse"
 	"strings"
 )
 
@@ -26,7 +27,7 @@ var ErrNoDirectory = errors.New("authz: no Dataverse is configured")
 // SearchContacts finds contacts to bind a user to, active or not, by an
 // exact match on one field, at most limit (1..MaxContactSearch) of them. The
 // value reaches Dataverse only as a filter literal escaped by the client.
-func (s *Service) SearchContacts(ctx context.Context, field ContactSearchField, value string, limit int) ([]*Contact, error) {
+func (s *Service) SearchContacts(ctx context.Context, field ContactSearchField, value string, limit int) ([]*dataverse.Contact, error) {
 	if s.contacts == nil {
 		return nil, ErrNoDirectory
 	}
@@ -51,5 +52,5 @@ func (s *Service) SearchContacts(ctx context.Context, field ContactSearchField, 
 	default:
 		return nil, &ValidationError{Field: "field", Message: "Search by email, username or name."}
 	}
-	return s.contacts.FindContacts(ctx, ContactQuery{Conditions: []Condition{{Column: column, Op: "eq", Value: value}}, Limit: limit})
+	return s.contacts.FindContacts(ctx, dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: column, Op: "eq", Value: value}}, Limit: limit})
 }

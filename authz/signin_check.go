@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
+	"github.com/crmgate/crmgate/dataverse"
 	"strings"
 )
 
@@ -27,7 +26,7 @@ type SignInCheck struct {
 	// columns it names, which are fetched in the same request, so the
 	// check stays one request and the audit log can tell a failed filter
 	// from a missing contact. Comparisons are never looser than
-	// Dataverse's (see Condition.Matches).
+	// Dataverse's (see dataverse.Condition.Matches).
 	Extra *FilterTemplate
 }
 
@@ -57,10 +56,10 @@ func (e *SignInRefusedError) Is(target error) bool { return target == ErrSignInR
 // roles, read in one request. It returns nil and no error, without any
 // request, when the check is off or u is unbound. A refusal gives a
 // *SignInRefusedError; Dataverse being unavailable an error wrapping
-// ErrDirectoryUnavailable, so the caller can ask the user to try again
+// dataverse.ErrUnavailable, so the caller can ask the user to try again
 // shortly (fail closed). Both are audited as EventSignInFailed with the
 // reason as Detail.
-func (s *Service) CheckSignIn(ctx context.Context, u *User, columns []string) (*Contact, error) {
+func (s *Service) CheckSignIn(ctx context.Context, u *User, columns []string) (*dataverse.Contact, error) {
 	return s.checkSignIn(ctx, u, columns, AuditEvent{Type: EventSignInFailed, Actor: u.ID, UserID: u.ID})
 }
 
@@ -69,7 +68,7 @@ func (s *Service) CheckSignIn(ctx context.Context, u *User, columns []string) (*
 // columns are the contact columns the session carries. Besides SignIn's
 // errors it returns CheckSignIn's, which come only after the password was
 // verified.
-func (s *Service) SignInWithContact(ctx context.Context, c Credentials, columns []string) (*User, *Contact, error) {
+func (s *Service) SignInWithContact(ctx context.Context, c Credentials, columns []string) (*User, *dataverse.Contact, error) {
 	run := &signInRun{columns: columns}
 	u, err := s.signIn(ctx, c, run)
 	if err != nil {
@@ -81,7 +80,7 @@ func (s *Service) SignInWithContact(ctx context.Context, c Credentials, columns 
 // signInRun carries the sign-in check's input and output through signIn.
 type signInRun struct {
 	columns []string
-	contact *Contact
+	contact *dataverse.Contact
 }
 
 // gateSignIn is signIn's hook, called once the password was verified and
@@ -105,7 +104,7 @@ func (s *Service) gateSignIn(ctx context.Context, u *User, ev AuditEvent, run *s
 	return nil
 }
 
-func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev AuditEvent) (*Contact, error) {
+func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev AuditEvent) (*dataverse.Contact, error) {
 	if !s.checked(u) {
 		return nil, nil
 	}
@@ -117,7 +116,7 @@ func (s *Service) checkSignIn(ctx context.Context, u *User, columns []string, ev
 	switch {
 	case errors.As(err, &berr):
 		return nil, s.refuse(ctx, ev, berr.Reason)
-	case errors.Is(err, ErrDirectoryUnavailable):
+	case errors.Is(err, dataverse.ErrUnavailable):
 		// A sign-in refused for an outage is audited; a session riding out
 		// an outage is not (it would write once per request): the proxy
 		// counts those in metrics and logs.
@@ -171,7 +170,7 @@ func (s *Service) refuse(ctx context.Context, ev AuditEvent, reason string) erro
 // enabled when required, the extra filter. When c passes, the synced
 // fields are pulled into u's account and c is returned with exactly
 // columns.
-func (s *Service) admit(ctx context.Context, u *User, c *Contact, columns []string, ev AuditEvent) (*Contact, error) {
+func (s *Service) admit(ctx context.Context, u *User, c *dataverse.Contact, columns []string, ev AuditEvent) (*dataverse.Contact, error) {
 	if !c.Active {
 		return nil, s.refuse(ctx, ev, ReasonContactInactive)
 	}
@@ -183,12 +182,12 @@ func (s *Service) admit(ctx context.Context, u *User, c *Contact, columns []stri
 		if err != nil {
 			return nil, s.refuse(ctx, ev, ReasonUserFieldEmpty)
 		}
-		if !matchesAll(c, conds) {
+		if !dataverse.MatchesAll(c, conds) {
 			return nil, s.refuse(ctx, ev, ReasonContactFilter)
 		}
 	}
 	s.pullFields(ctx, u, c)
-	keepColumns(c, columns)
+	c.KeepColumns(columns)
 	return c, nil
 }
 
@@ -197,7 +196,7 @@ func (s *Service) admit(ctx context.Context, u *User, c *Contact, columns []stri
 // snapshot (columns as for SignInWithContact); nil when the user is no
 // longer bound or the check is off; an error wrapping ErrSignInRefused
 // when the user may no longer be signed in (the reason audited as
-// EventSessionRevoked); an error wrapping ErrDirectoryUnavailable when
+// EventSessionRevoked); an error wrapping dataverse.ErrUnavailable when
 // Dataverse cannot answer; or ErrNotFound when the user is gone.
 //
 // With Options.Snapshots the contact is read through that shared cache,
@@ -206,7 +205,7 @@ func (s *Service) admit(ctx context.Context, u *User, c *Contact, columns []stri
 // still match). A contact that no longer satisfies it, or an empty
 // contactID, is resolved afresh as at sign-in, which may bind the session
 // to another contact.
-func (s *Service) RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*Contact, error) {
+func (s *Service) RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*dataverse.Contact, error) {
 	u, err := s.store.UserByID(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -219,15 +218,15 @@ func (s *Service) RevalidateContact(ctx context.Context, userID, contactID strin
 	if err != nil {
 		return nil, s.refuse(ctx, ev, ReasonUserFieldEmpty)
 	}
-	cached, err := s.snapshots.ContactSnapshot(ctx, strings.ToLower(contactID), withColumns(s.checkColumns(columns), condColumns(conds)))
+	cached, err := s.snapshots.ContactSnapshot(ctx, strings.ToLower(contactID), withColumns(s.checkColumns(columns), dataverse.ConditionColumns(conds)))
 	switch {
-	case errors.Is(err, ErrContactNotFound):
+	case errors.Is(err, dataverse.ErrContactNotFound):
 		return s.checkSignIn(ctx, u, columns, ev)
 	case err != nil:
 		return nil, fmt.Errorf("authz: revalidate contact: %w", err)
 	}
-	c := cached.clone()
-	if conds == nil || !matchesAll(c, conds) {
+	c := cached.Clone()
+	if conds == nil || !dataverse.MatchesAll(c, conds) {
 		return s.checkSignIn(ctx, u, columns, ev)
 	}
 	return s.admit(ctx, u, c, columns, ev)
@@ -236,15 +235,15 @@ func (s *Service) RevalidateContact(ctx context.Context, userID, contactID strin
 // bindingConditions returns what contact id must satisfy to still be u's
 // contact; nil when it cannot be told without a fresh resolve (a lookup
 // that names another contact).
-func (s *Service) bindingConditions(u *User, id string) ([]Condition, error) {
+func (s *Service) bindingConditions(u *User, id string) ([]dataverse.Condition, error) {
 	switch u.Binding.Mode {
 	case BindingLookup:
 		if u.Binding.Ref == nil || !strings.EqualFold(u.Binding.Ref.ID, id) {
 			return nil, nil
 		}
-		return []Condition{}, nil
+		return []dataverse.Condition{}, nil
 	case BindingUsername:
-		return []Condition{{Column: s.binding.UsernameColumn, Op: "eq", Value: u.Username}}, nil
+		return []dataverse.Condition{{Column: s.binding.UsernameColumn, Op: "eq", Value: u.Username}}, nil
 	case BindingCustom:
 		if s.binding.Custom == nil {
 			return nil, nil
@@ -252,13 +251,4 @@ func (s *Service) bindingConditions(u *User, id string) ([]Condition, error) {
 		return s.binding.Custom.Conditions(u)
 	}
 	return nil, nil
-}
-
-// clone returns a deep copy of c's maps and slices, for a snapshot shared
-// through a cache.
-func (c *Contact) clone() *Contact {
-	cp := *c
-	cp.Columns = maps.Clone(c.Columns)
-	cp.Roles = slices.Clone(c.Roles)
-	return &cp
 }

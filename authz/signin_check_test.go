@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // checkFixture is a service with the sign-in check on over dir, with the
@@ -28,7 +29,7 @@ func checkFixture(t *testing.T, dir *directory, check authz.SignInCheck) *fixtur
 func TestSignInCheckRefusals(t *testing.T) {
 	full := authz.SignInCheck{Enabled: true, RequireLogonEnabled: true,
 		Extra: authz.MustParseFilterTemplate("new_tier eq 'gold' and emailaddress1 eq {email}")}
-	good := func() *authz.Contact {
+	good := func() *dataverse.Contact {
 		c := contact(c1, "ana@example.com", "ana", true)
 		c.Columns["new_secret"] = "not asked for"
 		return c
@@ -36,29 +37,29 @@ func TestSignInCheckRefusals(t *testing.T) {
 	tests := []struct {
 		name    string
 		check   authz.SignInCheck
-		contact func(c *authz.Contact) // changes the good contact; nil removes it
+		contact func(c *dataverse.Contact) // changes the good contact; nil removes it
 		binding *authz.Binding
 		reason  string
 		asks    int // directory requests; -1 means none
 	}{
 		{name: "missing", check: full, reason: authz.ReasonContactNotFound},
-		{name: "inactive", check: full, contact: func(c *authz.Contact) { c.Active = false }, reason: authz.ReasonContactInactive},
-		{name: "logon disabled", check: full, contact: func(c *authz.Contact) { c.LogonEnabled = false }, reason: authz.ReasonContactLogonDisabled},
-		{name: "extra filter", check: full, contact: func(c *authz.Contact) { c.Columns["new_tier"] = "silver" }, reason: authz.ReasonContactFilter},
-		{name: "extra column missing", check: full, contact: func(c *authz.Contact) { delete(c.Columns, "new_tier") }, reason: authz.ReasonContactFilter},
+		{name: "inactive", check: full, contact: func(c *dataverse.Contact) { c.Active = false }, reason: authz.ReasonContactInactive},
+		{name: "logon disabled", check: full, contact: func(c *dataverse.Contact) { c.LogonEnabled = false }, reason: authz.ReasonContactLogonDisabled},
+		{name: "extra filter", check: full, contact: func(c *dataverse.Contact) { c.Columns["new_tier"] = "silver" }, reason: authz.ReasonContactFilter},
+		{name: "extra column missing", check: full, contact: func(c *dataverse.Contact) { delete(c.Columns, "new_tier") }, reason: authz.ReasonContactFilter},
 		{name: "extra with an empty user field", check: authz.SignInCheck{Enabled: true, Extra: authz.MustParseFilterTemplate("firstname eq {first_name}")},
-			contact: func(*authz.Contact) {}, reason: authz.ReasonUserFieldEmpty},
-		{name: "username ambiguous", check: full, contact: func(*authz.Contact) {},
+			contact: func(*dataverse.Contact) {}, reason: authz.ReasonUserFieldEmpty},
+		{name: "username ambiguous", check: full, contact: func(*dataverse.Contact) {},
 			binding: &authz.Binding{Mode: authz.BindingUsername}, reason: authz.ReasonContactAmbiguous},
-		{name: "custom unconfigured", check: full, contact: func(*authz.Contact) {},
+		{name: "custom unconfigured", check: full, contact: func(*dataverse.Contact) {},
 			binding: &authz.Binding{Mode: authz.BindingCustom}, reason: authz.ReasonBindingUnconfigured, asks: -1},
 		{name: "logon disabled but not required", check: authz.SignInCheck{Enabled: true},
-			contact: func(c *authz.Contact) { c.LogonEnabled = false }},
-		{name: "all checks pass", check: full, contact: func(*authz.Contact) {}},
+			contact: func(c *dataverse.Contact) { c.LogonEnabled = false }},
+		{name: "all checks pass", check: full, contact: func(*dataverse.Contact) {}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var cs []*authz.Contact
+			var cs []*dataverse.Contact
 			if tt.contact != nil {
 				c := good()
 				tt.contact(c)
@@ -130,7 +131,7 @@ func TestDirectoryUnavailable(t *testing.T) {
 	f := checkFixture(t, dir, authz.SignInCheck{Enabled: true, RequireLogonEnabled: true})
 	ctx := t.Context()
 	_, c, err := f.svc.SignInWithContact(ctx, authz.Credentials{Login: "ana", Password: goodPassword}, nil)
-	if !errors.Is(err, authz.ErrDirectoryUnavailable) || errors.Is(err, authz.ErrSignInRefused) || c != nil {
+	if !errors.Is(err, dataverse.ErrUnavailable) || errors.Is(err, authz.ErrSignInRefused) || c != nil {
 		t.Fatalf("bound user while Dataverse is down: %v, want ErrDirectoryUnavailable", err)
 	}
 	if e := f.lastAudit(t, authz.EventSignInFailed); e.Detail != authz.ReasonDirectoryUnavailable {

@@ -4,6 +4,7 @@
 package authz
 
 import (
+	"github.com/crmgate/crmgate/dataverse"
 	"slices"
 	"strings"
 	"time"
@@ -47,18 +48,10 @@ func (m BindingMode) Valid() bool {
 	return false
 }
 
-// EntityReference names a Dataverse row the way the Dataverse tooling does.
-type EntityReference struct {
-	ID            string            `json:"Id"`
-	LogicalName   string            `json:"LogicalName"`
-	Name          string            `json:"Name,omitempty"`
-	KeyAttributes map[string]string `json:"KeyAttributes,omitempty"`
-}
-
 // Binding ties a user to a contact. A zero Binding is mode none.
 type Binding struct {
-	Mode BindingMode      `json:"mode"`
-	Ref  *EntityReference `json:"ref,omitempty"`
+	Mode BindingMode                `json:"mode"`
+	Ref  *dataverse.EntityReference `json:"ref,omitempty"`
 }
 
 // User is a gateway account. PasswordHash is an encoded argon2id hash (see

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Prefix is the prefix of every environment variable crmgate reads.
@@ -194,7 +196,7 @@ func (b BindingConfig) SyncFieldMap() (map[string]string, error) {
 			errs = append(errs, fmt.Errorf("unknown user field %q (want %s)", field, strings.Join(syncFields, ", ")))
 			continue
 		}
-		if err := CheckColumn(col); err != nil {
+		if err := dataverse.ValidContactColumn(col); err != nil {
 			errs = append(errs, fmt.Errorf("%s: column %w", field, err))
 			continue
 		}
@@ -442,8 +444,8 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 	}
 	if d.ClientID == "" {
 		add("DATAVERSE_CLIENT_ID", "required with CRMGATE_DATAVERSE_URL")
-	} else if !guidRE.MatchString(d.ClientID) {
-		add("DATAVERSE_CLIENT_ID", "must be the application (client) id, a GUID like 00000000-0000-0000-0000-000000000000, got %q", d.ClientID)
+	} else if _, err := dataverse.ParseID(d.ClientID); err != nil {
+		add("DATAVERSE_CLIENT_ID", "must be the application (client) id, a GUID like 0f8fad5b-d9cb-469f-a165-70867728950e, got %q", d.ClientID)
 	}
 	creds := 0
 	for _, v := range []string{d.ClientSecret, d.CertificateFile, d.FederatedTokenFile} {
@@ -479,7 +481,7 @@ func (c *Config) validateBinding(add func(name, format string, args ...any)) {
 	default:
 		add("BINDING_DEFAULT_MODE", "must be none, username or custom, got %q", b.DefaultMode)
 	}
-	if err := CheckColumn(b.UsernameColumn); err != nil {
+	if err := dataverse.ValidContactColumn(b.UsernameColumn); err != nil {
 		add("BINDING_USERNAME_COLUMN", "%v", err)
 	}
 	if _, err := b.SyncFieldMap(); err != nil {
@@ -511,36 +513,7 @@ func (c *Config) validateBinding(add func(name, format string, args ...any)) {
 	}
 }
 
-// odataKeywords are the words a column name must not be. With CheckColumn
-// it is a copy of authz.ValidColumn's rule (config imports no gateway
-// package); a test in cmd/crmgate keeps the two in step.
-var odataKeywords = []string{"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "has", "in",
-	"add", "sub", "mul", "div", "mod", "null", "true", "false", "inf", "nan"}
-
-// CheckColumn checks a Dataverse logical column name, as
-// CRMGATE_BINDING_USERNAME_COLUMN must be: 1 to 128 ASCII letters, digits
-// and underscores, not starting with a digit, and not an OData keyword.
-// nil means valid.
-func CheckColumn(name string) error {
-	if name == "" || len(name) > 128 {
-		return fmt.Errorf("must be a Dataverse column name of 1 to 128 characters, got %q", name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
-			return fmt.Errorf("must be a Dataverse column name (letters, digits and _, not starting with a digit), got %q", name)
-		}
-	}
-	if slices.Contains(odataKeywords, strings.ToLower(name)) {
-		return fmt.Errorf("must be a Dataverse column name, not the OData keyword %q", name)
-	}
-	return nil
-}
-
-var (
-	guidRE   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	tenantRE = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
-)
+var tenantRE = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
 
 // checkServiceURL accepts an origin (scheme://host[:port]) that is https, or
 // http on a loopback host (an emulator on the same machine).

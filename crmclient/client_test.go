@@ -19,17 +19,17 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// dataverse is a small scripted Dataverse for transport tests: the token
+// scriptedDataverse is a small scripted Dataverse for transport tests: the token
 // endpoint of WEBAPI.md §1 plus /api/data/v9.2/, where handle answers call
 // number n (from 1). It checks the headers of WEBAPI.md §2 on every call.
-type dataverse struct {
+type scriptedDataverse struct {
 	tokens tokenEndpoint
 	calls  atomic.Int64
 	handle func(w http.ResponseWriter, r *http.Request, n int64)
 	t      *testing.T
 }
 
-func (d *dataverse) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (d *scriptedDataverse) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, apiPath) {
 		d.tokens.ServeHTTP(w, r)
 		return
@@ -65,7 +65,7 @@ func whoAmIBody(w http.ResponseWriter) {
 // harness is a Client wired to a dataverse with a fake clock and a Sleep
 // that records waits and advances the clock instead of sleeping.
 type harness struct {
-	dv     *dataverse
+	dv     *scriptedDataverse
 	srv    *httptest.Server
 	client *Client
 	clock  *fakeClock
@@ -76,7 +76,7 @@ type harness struct {
 
 func newHarness(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, n int64), mod func(*Config)) *harness {
 	t.Helper()
-	h := &harness{dv: &dataverse{handle: handle, t: t}, clock: newFakeClock(), reg: prometheus.NewRegistry()}
+	h := &harness{dv: &scriptedDataverse{handle: handle, t: t}, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	h.srv = httptest.NewServer(h.dv)
 	t.Cleanup(h.srv.Close)
 	cfg := Config{
@@ -521,7 +521,7 @@ func TestNewWithCertificate(t *testing.T) {
 func TestBreakerHalfOpensAndCloses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var healthy atomic.Bool
-		dv := &dataverse{t: t, handle: func(w http.ResponseWriter, r *http.Request, n int64) {
+		dv := &scriptedDataverse{t: t, handle: func(w http.ResponseWriter, r *http.Request, n int64) {
 			if healthy.Load() {
 				whoAmIBody(w)
 				return

@@ -6,23 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
-// Directory is the authz.Contacts of a Dataverse environment: it reads
-// contacts, the columns authz asks for and their active web roles, one Web
-// API request per call. It never caches: every call asks Dataverse, so a
-// sign-in never sees a stale contact (the proxy revalidates sessions
-// through ContactCache instead). The zero value is not usable; build it
-// with NewDirectory. It is safe for concurrent use.
+// Directory reads and updates the contacts of a Dataverse environment for
+// the binding, sign-in and profile features of package authz: contacts, the
+// columns asked for and their active web roles, one Web API request per
+// call. It never caches: every call asks Dataverse, so a sign-in never sees
+// a stale contact (sessions are revalidated through CachedDirectory
+// instead). The zero value is not usable; build it with NewDirectory. It is
+// safe for concurrent use. The interfaces it satisfies are declared by
+// their consumers in authz, and asserted where cmd/crmgate wires them.
 type Directory struct {
 	client *Client
 	model  WebRoleModel
 }
-
-var _ authz.Contacts = (*Directory)(nil)
 
 // NewDirectory returns the Directory of c, reading web roles in model.
 // c must not be nil.
@@ -30,70 +29,63 @@ func NewDirectory(c *Client, model WebRoleModel) *Directory {
 	return &Directory{client: c, model: model}
 }
 
-// secretColumns are contact columns that hold secrets (WEBAPI.md §7.1);
-// authz.Contact must never carry them, so a Directory refuses to read or
-// filter on them.
-var secretColumns = []string{"adx_identity_passwordhash", "adx_identity_securitystamp", "adx_identity_newpassword"}
-
 // identityColumns are the columns FindContacts always selects: those of
-// authz.Contact's typed fields. The secrets of contactColumns are left
-// out, so that a search does not carry password hashes over the wire.
+// dataverse.Contact's typed fields. The credential columns
+// (dataverse.SecretContactColumns) are left out, so that a search does not
+// carry password hashes over the wire.
 var identityColumns = []string{
 	"contactid", "fullname", "firstname", "lastname", "emailaddress1", "statecode",
 	"adx_identity_username", "adx_identity_logonenabled",
 }
 
-// checkColumns validates the column names authz passes in; an invalid or
-// secret one wraps ErrInvalidArgument (and ErrInvalidFilter for a bad
-// name), never authz.ErrDirectoryUnavailable.
+// checkColumns validates the column names a caller passes in with
+// dataverse.ValidContactColumn: an invalid or secret one wraps
+// ErrInvalidArgument (and ErrInvalidFilter), never dataverse.ErrUnavailable.
 func checkColumns(cols []string) error {
 	for _, c := range cols {
-		if err := validColumn(c); err != nil {
-			return fmt.Errorf("crmclient: directory: %w: %w", ErrInvalidArgument, err)
-		}
-		if slices.ContainsFunc(secretColumns, func(s string) bool { return strings.EqualFold(s, c) }) {
-			return invalidArg("directory: column %s holds a secret and is never read", c)
+		if err := dataverse.ValidContactColumn(c); err != nil {
+			return fmt.Errorf("crmclient: directory: %w: %w: %w", ErrInvalidArgument, ErrInvalidFilter, err)
 		}
 	}
 	return nil
 }
 
-// contactGUID parses the contact id authz passes in. One that is not a
+// contactGUID parses the contact id a caller passes in. One that is not a
 // GUID, or is the nil GUID, names no contact: the error wraps both
-// authz.ErrContactNotFound and ErrInvalidArgument.
+// dataverse.ErrContactNotFound and ErrInvalidArgument.
 func contactGUID(op, id string) (GUID, error) {
 	g, err := ParseGUID(id)
 	if err == nil && g.IsZero() {
 		err = errors.New("crmclient: the nil GUID")
 	}
 	if err != nil {
-		return GUID{}, fmt.Errorf("crmclient: directory: %s: %w: %w: %w", op, authz.ErrContactNotFound, ErrInvalidArgument, err)
+		return GUID{}, fmt.Errorf("crmclient: directory: %s: %w: %w: %w", op, dataverse.ErrContactNotFound, ErrInvalidArgument, err)
 	}
 	return g, nil
 }
 
-// directoryError maps an error of the client to the authz contract:
-// ErrUnavailable becomes authz.ErrDirectoryUnavailable (the cause stays in
+// directoryError maps an error of the client to the directory contract:
+// ErrUnavailable becomes dataverse.ErrUnavailable (the cause stays in
 // the chain), and, when notFound is set, a missing record becomes
-// authz.ErrContactNotFound.
+// dataverse.ErrContactNotFound.
 func directoryError(op string, err error, notFound bool) error {
 	switch {
 	case errors.Is(err, ErrUnavailable):
-		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, authz.ErrDirectoryUnavailable, err)
+		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, dataverse.ErrUnavailable, err)
 	case notFound && (errors.Is(err, ErrNotFound) || IsNotFound(err)):
-		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, authz.ErrContactNotFound, err)
+		return fmt.Errorf("crmclient: directory: %s: %w: %w", op, dataverse.ErrContactNotFound, err)
 	}
 	return fmt.Errorf("crmclient: directory: %s: %w", op, err)
 }
 
-// ContactByID implements authz.Contacts: contact id, active or not, with
+// ContactByID returns contact id, active or not, with
 // exactly columns in Contact.Columns and its active web roles, in one
 // request (GetContact). An id that is not a GUID, or is the nil GUID,
-// names no contact: the error wraps both authz.ErrContactNotFound and
+// names no contact: the error wraps both dataverse.ErrContactNotFound and
 // ErrInvalidArgument, and nothing is sent. A secret or malformed column
 // name wraps ErrInvalidArgument. Dataverse being unavailable wraps
-// authz.ErrDirectoryUnavailable and ErrUnavailable.
-func (d *Directory) ContactByID(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
+// dataverse.ErrUnavailable and ErrUnavailable.
+func (d *Directory) ContactByID(ctx context.Context, id string, columns []string) (*dataverse.Contact, error) {
 	g, err := contactGUID("contact by id", id)
 	if err != nil {
 		return nil, err
@@ -105,10 +97,10 @@ func (d *Directory) ContactByID(ctx context.Context, id string, columns []string
 	if err != nil {
 		return nil, directoryError("contact by id", err, true)
 	}
-	return toAuthzContact(ct, columns, true)
+	return toSnapshot(ct, columns, true)
 }
 
-// FindContacts implements authz.Contacts: one collection request whose
+// FindContacts answers q with one collection request whose
 // $filter is built with F from q.Conditions (joined with and), selecting
 // the identity columns plus q.Columns and the conditions' columns,
 // ordered by contactid, with $top q.Limit and, when q.Roles, the web-role
@@ -116,9 +108,9 @@ func (d *Directory) ContactByID(ctx context.Context, id string, columns []string
 // "eq" or "ne" and a Value that is a string, an int64, a bool or nil, and
 // a Limit of 1 to 5,000; anything else wraps ErrInvalidArgument and sends
 // nothing. Dataverse matches strings loosely (case, wildcards), so callers
-// check the rows again with authz.Condition.Matches. An expanded role list
+// check the rows again with dataverse.Condition.Matches. An expanded role list
 // that Dataverse pages is an error rather than a partial list.
-func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*authz.Contact, error) {
+func (d *Directory) FindContacts(ctx context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error) {
 	filter, err := contactFilter(q.Conditions)
 	if err != nil {
 		return nil, err
@@ -149,7 +141,7 @@ func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 		}
 		opts.Expand = []Expand{{Nav: rs.relationship, Select: rs.columns()}}
 	}
-	out := []*authz.Contact{}
+	out := []*dataverse.Contact{}
 	_, err = d.client.List(ctx, SetContacts, opts, func(row json.RawMessage) error {
 		ct, err := decodeContact(row, extra)
 		if err != nil {
@@ -160,7 +152,7 @@ func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 				return err
 			}
 		}
-		ac, err := toAuthzContact(ct, extra, q.Roles)
+		ac, err := toSnapshot(ct, extra, q.Roles)
 		if err != nil {
 			return err
 		}
@@ -173,11 +165,11 @@ func (d *Directory) FindContacts(ctx context.Context, q authz.ContactQuery) ([]*
 	return out, nil
 }
 
-// UpdateContact implements authz.Contacts: one PATCH of contact id with
+// UpdateContact writes columns to contact id with one PATCH of contact id with
 // columns, If-Match etag (or * when etag is empty), so it never creates a
-// contact (WEBAPI.md §4.3). A stale etag wraps authz.ErrContactChanged, a
-// missing contact authz.ErrContactNotFound, Dataverse being unavailable
-// authz.ErrDirectoryUnavailable. Values must be strings, bools, int64s or
+// contact (If-Match, https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api). A stale etag wraps dataverse.ErrContactChanged, a
+// missing contact dataverse.ErrContactNotFound, Dataverse being unavailable
+// dataverse.ErrUnavailable. Values must be strings, bools, int64s or
 // nil, and column names valid and not secret; otherwise nothing is sent
 // and the error wraps ErrInvalidArgument.
 func (d *Directory) UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error {
@@ -205,14 +197,14 @@ func (d *Directory) UpdateContact(ctx context.Context, id string, columns map[st
 	case err == nil:
 		return nil
 	case IsConflict(err):
-		return fmt.Errorf("crmclient: directory: update contact: %w: %w", authz.ErrContactChanged, err)
+		return fmt.Errorf("crmclient: directory: update contact: %w: %w", dataverse.ErrContactChanged, err)
 	}
 	return directoryError("update contact", err, true)
 }
 
 // contactFilter builds the $filter of conds with F; it refuses what
-// authz.Condition does not allow.
-func contactFilter(conds []authz.Condition) (Filter, error) {
+// dataverse.Condition does not allow.
+func contactFilter(conds []dataverse.Condition) (Filter, error) {
 	if len(conds) == 0 {
 		return Filter{}, invalidArg("directory: find contacts without conditions")
 	}
@@ -249,7 +241,8 @@ func decodeRoles(row json.RawMessage, rs roleSchema, id GUID) ([]WebRole, error)
 	}
 	if _, paged := rel[rs.relationship+"@odata.nextLink"]; paged {
 		// Expanding a collection on an entity set may come back as a
-		// nextLink instead of the rows (WEBAPI.md §3.2); a partial role
+		// nextLink instead of the rows
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api); a partial role
 		// list must not be taken for the whole.
 		return nil, fmt.Errorf("crmclient: %s of contact %s came back paged; roles incomplete", rs.relationship, id)
 	}
@@ -272,11 +265,11 @@ func decodeRoles(row json.RawMessage, rs roleSchema, id GUID) ([]WebRole, error)
 	return roles, nil
 }
 
-// toAuthzContact copies ct into an authz.Contact with exactly columns in
+// toSnapshot copies ct into an dataverse.Contact with exactly columns in
 // Columns (numbers as float64) and, when roles is set, the role names.
 // Secrets are not copied.
-func toAuthzContact(ct *Contact, columns []string, roles bool) (*authz.Contact, error) {
-	ac := &authz.Contact{
+func toSnapshot(ct *Contact, columns []string, roles bool) (*dataverse.Contact, error) {
+	ac := &dataverse.Contact{
 		ID:           ct.ID.String(),
 		LogicalName:  "contact",
 		Name:         ct.FullName,

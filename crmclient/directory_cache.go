@@ -6,11 +6,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // CachedDirectory is a Directory whose contact reads for session
-// revalidation (authz.ContactSnapshots) go through a ContactCache, so that
+// revalidation (ContactSnapshot) go through a ContactCache, so that
 // every session of one contact shares one request per cache TTL. Sign-ins
 // (ContactByID, FindContacts) still always ask Dataverse. UpdateContact
 // invalidates the contact's cached snapshot. Build it with
@@ -20,28 +20,23 @@ type CachedDirectory struct {
 	cache *ContactCache
 }
 
-var (
-	_ authz.Contacts         = (*CachedDirectory)(nil)
-	_ authz.ContactSnapshots = (*CachedDirectory)(nil)
-)
-
 // NewCachedDirectory returns d with cache answering ContactSnapshot. The
 // cache must read contacts with the same web-role model as d, and should
 // be built with MaxStale 0: a snapshot past its TTL is then never served,
-// so an outage shows as authz.ErrDirectoryUnavailable and the session's
+// so an outage shows as dataverse.ErrUnavailable and the session's
 // own grace period applies (a stale snapshot is refused either way).
 func NewCachedDirectory(d *Directory, cache *ContactCache) *CachedDirectory {
 	return &CachedDirectory{Directory: d, cache: cache}
 }
 
-// ContactSnapshot implements authz.ContactSnapshots: contact id with
+// ContactSnapshot returns contact id with
 // columns and its active web roles, from the cache when it holds a fresh
 // snapshot, else in one request shared by concurrent callers. columns the
 // cache was not built with are read directly, uncached. The returned
 // contact is the caller's own. A stale snapshot (Dataverse unreachable
 // past the TTL) is not returned: the error wraps
-// authz.ErrDirectoryUnavailable.
-func (cd *CachedDirectory) ContactSnapshot(ctx context.Context, id string, columns []string) (*authz.Contact, error) {
+// dataverse.ErrUnavailable.
+func (cd *CachedDirectory) ContactSnapshot(ctx context.Context, id string, columns []string) (*dataverse.Contact, error) {
 	if slices.ContainsFunc(columns, func(c string) bool { return !slices.Contains(cd.cache.columns, c) }) {
 		return cd.ContactByID(ctx, id, columns)
 	}
@@ -57,9 +52,9 @@ func (cd *CachedDirectory) ContactSnapshot(ctx context.Context, id string, colum
 		return nil, directoryError("contact snapshot", err, true)
 	}
 	if stale {
-		return nil, fmt.Errorf("crmclient: directory: contact snapshot of %s is stale: %w: %w", strings.ToLower(g.String()), authz.ErrDirectoryUnavailable, ErrUnavailable)
+		return nil, fmt.Errorf("crmclient: directory: contact snapshot of %s is stale: %w: %w", strings.ToLower(g.String()), dataverse.ErrUnavailable, ErrUnavailable)
 	}
-	return toAuthzContact(ct, columns, true)
+	return toSnapshot(ct, columns, true)
 }
 
 // UpdateContact is Directory.UpdateContact that then drops the contact's

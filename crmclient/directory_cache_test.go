@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // TestDirectoryUpdateContact writes contact columns with one conditional
@@ -35,17 +35,17 @@ func TestDirectoryUpdateContact(t *testing.T) {
 	}
 	before := patches()
 	err = d.UpdateContact(ctx, annID, map[string]any{"firstname": "Stale"}, ann.ETag)
-	if !errors.Is(err, authz.ErrContactChanged) || errors.Is(err, authz.ErrDirectoryUnavailable) {
+	if !errors.Is(err, dataverse.ErrContactChanged) || errors.Is(err, dataverse.ErrUnavailable) {
 		t.Fatalf("stale ETag: %v", err)
 	}
 	if now, _ := d.ContactByID(ctx, annID, nil); now.FirstName != "Anne" || patches()-before != 1 {
 		t.Fatalf("a stale write changed the contact: %q", now.FirstName)
 	}
 	const missing = "c0000000-0000-4000-8000-0000000000ff"
-	if err := d.UpdateContact(ctx, missing, map[string]any{"firstname": "X"}, ""); !errors.Is(err, authz.ErrContactNotFound) {
+	if err := d.UpdateContact(ctx, missing, map[string]any{"firstname": "X"}, ""); !errors.Is(err, dataverse.ErrContactNotFound) {
 		t.Fatalf("missing contact: %v", err)
 	}
-	if _, err := d.ContactByID(ctx, missing, nil); !errors.Is(err, authz.ErrContactNotFound) {
+	if _, err := d.ContactByID(ctx, missing, nil); !errors.Is(err, dataverse.ErrContactNotFound) {
 		t.Fatalf("the update created the missing contact: %v", err)
 	}
 	before = patches()
@@ -67,7 +67,7 @@ func TestDirectoryUpdateContact(t *testing.T) {
 		t.Errorf("invalid updates sent %d requests", n)
 	}
 	h.SetFaults(dataversetest.Faults{Status: http.StatusServiceUnavailable})
-	if err := d.UpdateContact(ctx, annID, map[string]any{"firstname": "X"}, ""); !errors.Is(err, authz.ErrDirectoryUnavailable) {
+	if err := d.UpdateContact(ctx, annID, map[string]any{"firstname": "X"}, ""); !errors.Is(err, dataverse.ErrUnavailable) {
 		t.Errorf("during an outage: %v", err)
 	}
 }
@@ -93,7 +93,7 @@ func TestCachedDirectorySnapshots(t *testing.T) {
 
 	before := gets()
 	var wg sync.WaitGroup
-	results := make([]*authz.Contact, 20)
+	results := make([]*dataverse.Contact, 20)
 	for i := range results {
 		wg.Add(1)
 		go func() {
@@ -121,7 +121,7 @@ func TestCachedDirectorySnapshots(t *testing.T) {
 	// Past the TTL during an outage: never the stale snapshot.
 	advance(2 * time.Minute)
 	h.SetFaults(dataversetest.Faults{Status: http.StatusServiceUnavailable})
-	if got, err := d.ContactSnapshot(ctx, annID, []string{"telephone1"}); got != nil || !errors.Is(err, authz.ErrDirectoryUnavailable) {
+	if got, err := d.ContactSnapshot(ctx, annID, []string{"telephone1"}); got != nil || !errors.Is(err, dataverse.ErrUnavailable) {
 		t.Fatalf("stale snapshot served: %#v, %v", got, err)
 	}
 	h.SetFaults(dataversetest.Faults{})
@@ -135,7 +135,7 @@ func TestCachedDirectorySnapshots(t *testing.T) {
 	if got, err := d.ContactSnapshot(ctx, annID, []string{"telephone1"}); err != nil || got.FirstName != "Anne" {
 		t.Fatalf("after UpdateContact: %#v, %v", got, err)
 	}
-	if got, err := d.ContactSnapshot(ctx, "c0000000-0000-4000-8000-0000000000ff", nil); got != nil || !errors.Is(err, authz.ErrContactNotFound) {
+	if got, err := d.ContactSnapshot(ctx, "c0000000-0000-4000-8000-0000000000ff", nil); got != nil || !errors.Is(err, dataverse.ErrContactNotFound) {
 		t.Fatalf("missing contact: %#v, %v", got, err)
 	}
 }

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // directoryModels are both web-role data models; the seed links Ann to
@@ -40,7 +40,7 @@ func TestDirectoryContactByID(t *testing.T) {
 			if n := apiRequests(h) - before; n != 1 {
 				t.Fatalf("requests = %d, want 1", n)
 			}
-			want := &authz.Contact{
+			want := &dataverse.Contact{
 				ID: annID, LogicalName: "contact", Name: "Ann Lee", Active: true, LogonEnabled: true,
 				Email: "ann@example.com", FirstName: "Ann", LastName: "Lee", Username: "ann",
 				Columns: map[string]any{
@@ -85,9 +85,9 @@ func TestDirectoryContactByIDErrors(t *testing.T) {
 		want     []error
 		requests int
 	}{
-		{name: "unknown id", id: "c0000000-0000-0000-0000-0000000000ff", want: []error{authz.ErrContactNotFound, crmclient.ErrNotFound}, requests: 1},
-		{name: "not a GUID", id: "ann') or true", want: []error{authz.ErrContactNotFound, crmclient.ErrInvalidArgument}},
-		{name: "nil GUID", id: "00000000-0000-0000-0000-000000000000", want: []error{authz.ErrContactNotFound, crmclient.ErrInvalidArgument}},
+		{name: "unknown id", id: "c0000000-0000-0000-0000-0000000000ff", want: []error{dataverse.ErrContactNotFound, crmclient.ErrNotFound}, requests: 1},
+		{name: "not a GUID", id: "ann') or true", want: []error{dataverse.ErrContactNotFound, crmclient.ErrInvalidArgument}},
+		{name: "nil GUID", id: "00000000-0000-0000-0000-000000000000", want: []error{dataverse.ErrContactNotFound, crmclient.ErrInvalidArgument}},
 		{name: "malformed column", id: annID, cols: []string{"fullname,adx_identity_passwordhash"}, want: []error{crmclient.ErrInvalidArgument, crmclient.ErrInvalidFilter}},
 		{name: "keyword column", id: annID, cols: []string{"eq"}, want: []error{crmclient.ErrInvalidArgument}},
 		{name: "secret column", id: annID, cols: []string{"adx_identity_PasswordHash"}, want: []error{crmclient.ErrInvalidArgument}},
@@ -104,7 +104,7 @@ func TestDirectoryContactByIDErrors(t *testing.T) {
 					t.Fatalf("err = %v, want it to wrap %v", err, w)
 				}
 			}
-			if errors.Is(err, authz.ErrDirectoryUnavailable) {
+			if errors.Is(err, dataverse.ErrUnavailable) {
 				t.Fatalf("err = %v wraps ErrDirectoryUnavailable", err)
 			}
 			if n := apiRequests(h) - before; n != tt.requests {
@@ -116,35 +116,39 @@ func TestDirectoryContactByIDErrors(t *testing.T) {
 
 func TestDirectoryFindContacts(t *testing.T) {
 	ctx := context.Background()
-	eq := func(col string, v any) authz.Condition { return authz.Condition{Column: col, Op: "eq", Value: v} }
-	ne := func(col string, v any) authz.Condition { return authz.Condition{Column: col, Op: "ne", Value: v} }
+	eq := func(col string, v any) dataverse.Condition {
+		return dataverse.Condition{Column: col, Op: "eq", Value: v}
+	}
+	ne := func(col string, v any) dataverse.Condition {
+		return dataverse.Condition{Column: col, Op: "ne", Value: v}
+	}
 	tests := []struct {
 		name    string
-		q       authz.ContactQuery
+		q       dataverse.ContactQuery
 		wantIDs []string
 	}{
 		{name: "eq string ignores case, active or not, ordered by id",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", "ANN")}}, wantIDs: []string{annID, bobID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", "ANN")}}, wantIDs: []string{annID, bobID}},
 		{name: "eq and ne int64",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", "ann"), ne("statecode", int64(1))}}, wantIDs: []string{annID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", "ann"), ne("statecode", int64(1))}}, wantIDs: []string{annID}},
 		{name: "eq bool",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_logonenabled", true)}}, wantIDs: []string{annID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_logonenabled", true)}}, wantIDs: []string{annID}},
 		{name: "eq null",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("telephone1", nil)}}, wantIDs: []string{annID, bobID, hostileID, decoyID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("telephone1", nil)}}, wantIDs: []string{annID, bobID, hostileID, decoyID}},
 		{name: "ne null",
-			q: authz.ContactQuery{Conditions: []authz.Condition{ne("adx_organizationname", nil)}}, wantIDs: []string{annID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{ne("adx_organizationname", nil)}}, wantIDs: []string{annID}},
 		{name: "hostile value with quote, %, & and #",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", hostile)}}, wantIDs: []string{hostileID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", hostile)}}, wantIDs: []string{hostileID}},
 		{name: "hostile e-mail with quote, +, /, ?, # and %",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("emailaddress1", "O'Neil+a/b?c#d%e@example.com")}}, wantIDs: []string{hostileID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("emailaddress1", "O'Neil+a/b?c#d%e@example.com")}}, wantIDs: []string{hostileID}},
 		{name: "quote that would close the literal",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", "x' or contactid ne null or 'a' eq 'a")}}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", "x' or contactid ne null or 'a' eq 'a")}}},
 		{name: "underscore and percent are data",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", "_nn"), eq("firstname", "%")}}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", "_nn"), eq("firstname", "%")}}},
 		{name: "limit",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("adx_identity_username", "ann")}, Limit: 1}, wantIDs: []string{annID}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("adx_identity_username", "ann")}, Limit: 1}, wantIDs: []string{annID}},
 		{name: "no match is an empty slice",
-			q: authz.ContactQuery{Conditions: []authz.Condition{eq("lastname", "Nobody")}}},
+			q: dataverse.ContactQuery{Conditions: []dataverse.Condition{eq("lastname", "Nobody")}}},
 	}
 	for _, m := range directoryModels {
 		t.Run(m.name, func(t *testing.T) {
@@ -223,14 +227,14 @@ func TestDirectoryFindContacts(t *testing.T) {
 func TestDirectoryFindContactsMapsAnn(t *testing.T) {
 	c, _, _ := newOps(t, nil, nil)
 	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
-	rows, err := d.FindContacts(context.Background(), authz.ContactQuery{
-		Conditions: []authz.Condition{{Column: "contactid", Op: "eq", Value: annID}},
+	rows, err := d.FindContacts(context.Background(), dataverse.ContactQuery{
+		Conditions: []dataverse.Condition{{Column: "contactid", Op: "eq", Value: annID}},
 		Columns:    []string{"adx_identity_accessfailedcount"}, Roles: true, Limit: 5,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []*authz.Contact{{
+	want := []*dataverse.Contact{{
 		ID: annID, LogicalName: "contact", Name: "Ann Lee", Active: true, LogonEnabled: true,
 		Email: "ann@example.com", FirstName: "Ann", LastName: "Lee", Username: "ann",
 		Columns: map[string]any{"adx_identity_accessfailedcount": float64(2), "contactid": annID},
@@ -247,28 +251,28 @@ func TestDirectoryFindContactsMapsAnn(t *testing.T) {
 func TestDirectoryFindContactsInvalid(t *testing.T) {
 	c, h, _ := newOps(t, nil, nil)
 	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
-	ok := authz.Condition{Column: "adx_identity_username", Op: "eq", Value: "ann"}
+	ok := dataverse.Condition{Column: "adx_identity_username", Op: "eq", Value: "ann"}
 	tests := []struct {
 		name string
-		q    authz.ContactQuery
+		q    dataverse.ContactQuery
 	}{
-		{"no conditions", authz.ContactQuery{Limit: 5}},
-		{"operator gt", authz.ContactQuery{Conditions: []authz.Condition{{Column: "statecode", Op: "gt", Value: int64(0)}}, Limit: 5}},
-		{"int rather than int64", authz.ContactQuery{Conditions: []authz.Condition{{Column: "statecode", Op: "eq", Value: 0}}, Limit: 5}},
-		{"float value", authz.ContactQuery{Conditions: []authz.Condition{{Column: "statecode", Op: "eq", Value: 0.5}}, Limit: 5}},
-		{"injected column", authz.ContactQuery{Conditions: []authz.Condition{{Column: "statecode eq 0 or contactid", Op: "ne", Value: nil}}, Limit: 5}},
-		{"invalid UTF-8 value", authz.ContactQuery{Conditions: []authz.Condition{{Column: "lastname", Op: "eq", Value: "\xff"}}, Limit: 5}},
-		{"secret condition column", authz.ContactQuery{Conditions: []authz.Condition{{Column: "adx_identity_passwordhash", Op: "eq", Value: "hash"}}, Limit: 5}},
-		{"secret column", authz.ContactQuery{Conditions: []authz.Condition{ok}, Columns: []string{"adx_identity_securitystamp"}, Limit: 5}},
-		{"bad column", authz.ContactQuery{Conditions: []authz.Condition{ok}, Columns: []string{"a b"}, Limit: 5}},
-		{"limit 0", authz.ContactQuery{Conditions: []authz.Condition{ok}}},
-		{"limit 5001", authz.ContactQuery{Conditions: []authz.Condition{ok}, Limit: 5001}},
+		{"no conditions", dataverse.ContactQuery{Limit: 5}},
+		{"operator gt", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "statecode", Op: "gt", Value: int64(0)}}, Limit: 5}},
+		{"int rather than int64", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "statecode", Op: "eq", Value: 0}}, Limit: 5}},
+		{"float value", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "statecode", Op: "eq", Value: 0.5}}, Limit: 5}},
+		{"injected column", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "statecode eq 0 or contactid", Op: "ne", Value: nil}}, Limit: 5}},
+		{"invalid UTF-8 value", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "lastname", Op: "eq", Value: "\xff"}}, Limit: 5}},
+		{"secret condition column", dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "adx_identity_passwordhash", Op: "eq", Value: "hash"}}, Limit: 5}},
+		{"secret column", dataverse.ContactQuery{Conditions: []dataverse.Condition{ok}, Columns: []string{"adx_identity_securitystamp"}, Limit: 5}},
+		{"bad column", dataverse.ContactQuery{Conditions: []dataverse.Condition{ok}, Columns: []string{"a b"}, Limit: 5}},
+		{"limit 0", dataverse.ContactQuery{Conditions: []dataverse.Condition{ok}}},
+		{"limit 5001", dataverse.ContactQuery{Conditions: []dataverse.Condition{ok}, Limit: 5001}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := apiRequests(h)
 			rows, err := d.FindContacts(context.Background(), tt.q)
-			if !errors.Is(err, crmclient.ErrInvalidArgument) || errors.Is(err, authz.ErrDirectoryUnavailable) || rows != nil {
+			if !errors.Is(err, crmclient.ErrInvalidArgument) || errors.Is(err, dataverse.ErrUnavailable) || rows != nil {
 				t.Fatalf("FindContacts = %v, %v; want ErrInvalidArgument", rows, err)
 			}
 			if !strings.HasPrefix(err.Error(), "crmclient: ") {
@@ -294,22 +298,22 @@ func TestDirectoryUnavailable(t *testing.T) {
 			}{
 				{"ContactByID", func() error { _, err := d.ContactByID(ctx, annID, []string{"adx_organizationname"}); return err }},
 				{"FindContacts", func() error {
-					_, err := d.FindContacts(ctx, authz.ContactQuery{
-						Conditions: []authz.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ann"}}, Roles: true, Limit: 50})
+					_, err := d.FindContacts(ctx, dataverse.ContactQuery{
+						Conditions: []dataverse.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ann"}}, Roles: true, Limit: 50})
 					return err
 				}},
 			}
 			for _, tc := range calls {
 				t.Run(tc.name, func(t *testing.T) {
 					err := tc.call()
-					if !errors.Is(err, authz.ErrDirectoryUnavailable) || !errors.Is(err, crmclient.ErrUnavailable) {
+					if !errors.Is(err, dataverse.ErrUnavailable) || !errors.Is(err, crmclient.ErrUnavailable) {
 						t.Fatalf("err = %v; want ErrDirectoryUnavailable wrapping ErrUnavailable", err)
 					}
 					var ae *crmclient.APIError
 					if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
 						t.Fatalf("err = %v; want the 503 kept in the chain", err)
 					}
-					if errors.Is(err, authz.ErrContactNotFound) {
+					if errors.Is(err, dataverse.ErrContactNotFound) {
 						t.Fatalf("err = %v wraps ErrContactNotFound", err)
 					}
 				})
@@ -336,7 +340,7 @@ func TestDirectoryNotCached(t *testing.T) {
 		t.Fatalf("after disabling logon: %#v, %v; want LogonEnabled false", got, err)
 	}
 	h.SetFaults(dataversetest.Faults{Status: http.StatusServiceUnavailable, Count: 1})
-	if got, err := d.ContactByID(ctx, annID, nil); !errors.Is(err, authz.ErrDirectoryUnavailable) || got != nil {
+	if got, err := d.ContactByID(ctx, annID, nil); !errors.Is(err, dataverse.ErrUnavailable) || got != nil {
 		t.Fatalf("during an outage: %#v, %v; want ErrDirectoryUnavailable", got, err)
 	}
 }
@@ -348,18 +352,18 @@ func TestDirectoryBusinessErrors(t *testing.T) {
 	c, _, _ := newOps(t, nil, nil)
 	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
 	_, err1 := d.ContactByID(ctx, annID, []string{"new_tier"})
-	_, err2 := d.FindContacts(ctx, authz.ContactQuery{Conditions: []authz.Condition{{Column: "new_tier", Op: "eq", Value: "gold"}}, Limit: 5})
+	_, err2 := d.FindContacts(ctx, dataverse.ContactQuery{Conditions: []dataverse.Condition{{Column: "new_tier", Op: "eq", Value: "gold"}}, Limit: 5})
 	for _, err := range []error{err1, err2} {
 		var ae *crmclient.APIError
 		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest ||
-			errors.Is(err, authz.ErrDirectoryUnavailable) || errors.Is(err, authz.ErrContactNotFound) {
+			errors.Is(err, dataverse.ErrUnavailable) || errors.Is(err, dataverse.ErrContactNotFound) {
 			t.Fatalf("err = %v; want the 400 only", err)
 		}
 	}
 }
 
 // TestDirectoryPagedRoles shows that a role expansion Dataverse answers
-// with a nested nextLink (WEBAPI.md §3.2) is an error, not a contact with
+// with a nested nextLink (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api) is an error, not a contact with
 // fewer roles.
 func TestDirectoryPagedRoles(t *testing.T) {
 	c, _, _ := newOps(t, nil, func(base string, h http.Handler) http.Handler {
@@ -375,9 +379,9 @@ func TestDirectoryPagedRoles(t *testing.T) {
 		})
 	})
 	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
-	rows, err := d.FindContacts(context.Background(), authz.ContactQuery{
-		Conditions: []authz.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ann"}}, Roles: true, Limit: 5})
-	if err == nil || !strings.Contains(err.Error(), "roles incomplete") || errors.Is(err, authz.ErrDirectoryUnavailable) || rows != nil {
+	rows, err := d.FindContacts(context.Background(), dataverse.ContactQuery{
+		Conditions: []dataverse.Condition{{Column: "adx_identity_username", Op: "eq", Value: "ann"}}, Roles: true, Limit: 5})
+	if err == nil || !strings.Contains(err.Error(), "roles incomplete") || errors.Is(err, dataverse.ErrUnavailable) || rows != nil {
 		t.Fatalf("FindContacts = %v, %v; want a roles-incomplete error", rows, err)
 	}
 }

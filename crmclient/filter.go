@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Filter is an OData $filter expression (WEBAPI.md §3.1) built only from
@@ -162,28 +164,11 @@ func join(op string, filters []Filter) Filter {
 	return Filter{expr: strings.Join(parts, " "+op+" ")}
 }
 
-// reserved are OData words a column name must not be, so that a column
-// cannot read as an operator or a literal.
-var reserved = []string{"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "has", "in", "add", "sub", "mul", "div", "mod", "null", "true", "false", "inf", "nan"}
-
-// validColumn accepts Dataverse logical names: ASCII letters, digits and
-// underscores, not starting with a digit (this covers lookup values such as
-// _parentcustomerid_value), at most 128 characters.
+// validColumn applies the one rule for logical column names,
+// dataverse.ValidColumn; a bad name wraps ErrInvalidFilter.
 func validColumn(name string) error {
-	if name == "" || len(name) > 128 {
-		return fmt.Errorf("%w: column name %q: want 1 to 128 characters", ErrInvalidFilter, truncate(name, 64))
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return fmt.Errorf("%w: column name %q: only letters, digits and _ are allowed", ErrInvalidFilter, truncate(name, 64))
-		}
-	}
-	if slices.Contains(reserved, strings.ToLower(name)) {
-		return fmt.Errorf("%w: column name %q is an OData keyword", ErrInvalidFilter, name)
+	if err := dataverse.ValidColumn(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // ErrNotFound is wrapped by the typed lookups of entities.go when no
@@ -37,10 +39,10 @@ func invalidArg(format string, args ...any) error {
 }
 
 // validName checks an entity set, navigation property, relationship or
-// action name: the same rule as a column (letters, digits, _), so nothing
-// that reaches a URL path through it can add a segment, a key or a query.
+// action name with dataverse.ValidIdentifier, so nothing that reaches a URL
+// path through it can add a segment, a key or a query.
 func validName(kind, name string) error {
-	if err := validColumn(name); err != nil {
+	if err := dataverse.ValidIdentifier(name); err != nil {
 		return invalidArg("%s %q: want letters, digits and _ only", kind, truncate(name, 64))
 	}
 	return nil

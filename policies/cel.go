@@ -12,6 +12,8 @@ import (
 	"cel.dev/cel-go/ext"
 	"cel.dev/cel-go/interpreter"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // celCostLimit bounds the work one condition evaluation may do; beyond it the
@@ -88,8 +90,8 @@ func (d *decoder) condition(n *yaml.Node, path, src string) (cel.Program, []stri
 	}
 	cols := conditionColumns(ast.NativeRep())
 	for _, c := range cols {
-		if err := checkColumnName(c); err != nil {
-			d.errorf(n, "%s: contact column %q %v", path, c, err)
+		if err := dataverse.ValidContactColumn(c); err != nil {
+			d.errorf(n, "%s: contact column: %v", path, err)
 			return nil, nil
 		}
 	}

@@ -1,20 +1,18 @@
 package policies
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // ContactHeaderPrefix starts the name of every per-column contact header sent
 // upstream (DESIGN.md section 4); ContactHeaderName appends the column's part.
 const ContactHeaderPrefix = "X-Current-User-Contact-"
-
-// maxColumnName is the longest Dataverse logical name a policy accepts.
-const maxColumnName = 128
 
 // reservedContactHeaders are contact headers with a fixed meaning that no
 // column may take.
@@ -67,32 +65,6 @@ func ContactHeaderName(column string) string {
 	return b.String()
 }
 
-// checkColumnName reports why s is not a Dataverse logical name as a policy
-// accepts it: 1 to 128 lowercase ASCII letters, digits and '_', with at least
-// one letter or digit, not starting with a digit.
-func checkColumnName(s string) error {
-	if s == "" || len(s) > maxColumnName {
-		return fmt.Errorf("must be 1 to %d characters", maxColumnName)
-	}
-	if '0' <= s[0] && s[0] <= '9' {
-		return errors.New("must not start with a digit")
-	}
-	alnum := false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-			alnum = true
-		case c == '_':
-		default:
-			return errors.New("must be a Dataverse logical name: lowercase letters, digits and '_'")
-		}
-	}
-	if !alnum {
-		return errors.New("must hold a letter or digit")
-	}
-	return nil
-}
-
 // contactColumns decodes a route's contact_columns allow-list: valid,
 // distinct column names whose headers are distinct and not reserved.
 func (d *decoder) contactColumns(n *yaml.Node, path string) ([]string, []ContactHeader) {
@@ -106,8 +78,8 @@ func (d *decoder) contactColumns(n *yaml.Node, path string) ([]string, []Contact
 		if !ok {
 			return
 		}
-		if err := checkColumnName(s); err != nil {
-			d.errorf(c, "%s: %q %v", p, s, err)
+		if err := dataverse.ValidContactColumn(s); err != nil {
+			d.errorf(c, "%s: %v", p, err)
 			return
 		}
 		if first, dup := lines[s]; dup {

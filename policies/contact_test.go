@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 const contactPolicy = `
@@ -57,7 +59,7 @@ routes:
 func boundSubject() *Subject {
 	return &Subject{
 		ID: "u1", Email: "ann@partner.example", Roles: []string{"Partners"},
-		Contact: &Contact{ID: "c1", LogicalName: "contact", Name: "Ann A", Columns: map[string]any{
+		Contact: &dataverse.Contact{ID: "c1", LogicalName: "contact", Name: "Ann A", Columns: map[string]any{
 			"parentcustomerid":        "acc-1",
 			"_parentcustomerid_value": "acc-1",
 			"emailaddress1":           "ann@partner.example",
@@ -76,7 +78,7 @@ func TestDecideContact(t *testing.T) {
 	otherAccount.Contact.Columns = map[string]any{"parentcustomerid": "acc-2", "_parentcustomerid_value": "acc-2"}
 	noRole := boundSubject()
 	noRole.Roles = nil
-	noColumns := &Subject{ID: "u3", Contact: &Contact{ID: "c3"}}
+	noColumns := &Subject{ID: "u3", Contact: &dataverse.Contact{ID: "c3"}}
 	otherEmail := boundSubject()
 	otherEmail.Contact.Columns = map[string]any{"emailaddress1": "x@elsewhere.example"}
 	req := RequestInfo{Method: "GET", Host: "app.example.com", Path: "/"}
@@ -254,12 +256,12 @@ func TestParseContactErrors(t *testing.T) {
 		line      int
 		want      string
 	}{
-		{"upper case column", head + "    contact_columns: [fullname, FullName]\n", 5, `routes[0].contact_columns[1]: "FullName" must be a Dataverse logical name`},
-		{"dash in column", head + "    contact_columns:\n      - fullname\n      - full-name\n", 7, `contact_columns[1]: "full-name" must be a Dataverse logical name`},
-		{"empty column", head + "    contact_columns: ['']\n", 5, "must be 1 to 128 characters"},
-		{"long column", head + "    contact_columns: [" + strings.Repeat("a", 129) + "]\n", 5, "must be 1 to 128 characters"},
-		{"underscores only", head + "    contact_columns: [__]\n", 5, "must hold a letter or digit"},
-		{"leading digit", head + "    contact_columns: [1st]\n", 5, "must not start with a digit"},
+		{"upper case column", head + "    contact_columns: [fullname, FullName]\n", 5, `routes[0].contact_columns[1]: must be a Dataverse column name (letters, digits and _ in lower case, not starting with a digit), got "FullName"`},
+		{"dash in column", head + "    contact_columns:\n      - fullname\n      - full-name\n", 7, `contact_columns[1]: must be a Dataverse column name (letters, digits and _ in lower case, not starting with a digit), got "full-name"`},
+		{"empty column", head + "    contact_columns: ['']\n", 5, "must be a Dataverse column name of 1 to 128 characters"},
+		{"long column", head + "    contact_columns: [" + strings.Repeat("a", 129) + "]\n", 5, "must be a Dataverse column name of 1 to 128 characters"},
+		{"underscores only", head + "    contact_columns: [__]\n", 5, "must be a Dataverse column name holding a letter or digit"},
+		{"leading digit", head + "    contact_columns: [1st]\n", 5, `must be a Dataverse column name (letters, digits and _ in lower case, not starting with a digit), got "1st"`},
 		{"duplicate column", head + "    contact_columns:\n      - fullname\n      - emailaddress1\n      - fullname\n", 8, `duplicate column "fullname" (first at line 6)`},
 		{"duplicate header", head + "    contact_columns:\n      - new_tier\n      - _new_tier\n", 7, `columns "new_tier" (line 6) and "_new_tier" would both be sent as X-Current-User-Contact-New-Tier`},
 		{"reserved id header", head + "    contact_columns: [_id]\n", 5, "reserved for the bound contact's id"},
@@ -268,8 +270,8 @@ func TestParseContactErrors(t *testing.T) {
 		{"deny with columns", "routes:\n  - name: r\n    paths: [/]\n    access: deny\n    contact_columns: [fullname]\n", 5, "contact_columns cannot be used with access deny"},
 		{"misspelt contact field", head + "    condition: 'contact.colums.x == \"a\"'\n", 5, "undefined field 'colums'"},
 		{"misspelt user.bound", head + "    condition: 'user.bund'\n", 5, "undefined field 'bund'"},
-		{"bad column in condition", head + "    condition: 'contact.columns.FullName == \"a\"'\n", 5, `contact column "FullName" must be a Dataverse logical name`},
-		{"bad indexed column in condition", head + "    condition: 'contact.columns[\"a b\"] == \"a\"'\n", 5, `contact column "a b"`},
+		{"bad column in condition", head + "    condition: 'contact.columns.FullName == \"a\"'\n", 5, `contact column: must be a Dataverse column name (letters, digits and _ in lower case, not starting with a digit), got "FullName"`},
+		{"bad indexed column in condition", head + "    condition: 'contact.columns[\"a b\"] == \"a\"'\n", 5, `contact column: must be a Dataverse column name (letters, digits and _ in lower case, not starting with a digit), got "a b"`},
 		{"contact id is a string", head + "    condition: 'contact.id == 1'\n", 5, "no matching overload"},
 	}
 	for _, tt := range tests {
@@ -302,5 +304,25 @@ routes:
 		if r.Decide(s, req) != Allow {
 			b.Fatal("not allowed")
 		}
+	}
+}
+
+// TestParseRefusesWhatTheClientRefuses: a column the Dataverse client would
+// refuse at every bound sign-in (a credential column, an OData keyword) is
+// refused when the policy is compiled, naming the line.
+func TestParseRefusesWhatTheClientRefuses(t *testing.T) {
+	head := "upstreams:\n  - name: app\n    url: http://127.0.0.1:1\nroutes:\n  - name: r\n    paths: [\"/**\"]\n    access: bound\n"
+	for _, tt := range []struct{ name, route, want string }{
+		{"secret column", "    contact_columns: [adx_identity_passwordhash]\n", "must not be adx_identity_passwordhash: that column holds a credential"},
+		{"keyword column", "    contact_columns: [\"null\", eq]\n", `not the OData keyword "null"`},
+		{"secret in a condition", "    condition: 'contact.columns.adx_identity_securitystamp == \"x\"'\n", "must not be adx_identity_securitystamp"},
+		{"keyword in a condition", "    condition: 'contact.columns[\"and\"] == \"x\"'\n", `not the OData keyword "and"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("policy.yaml", []byte(head+tt.route))
+			if err == nil || !strings.Contains(err.Error(), "policy.yaml:8:") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse: %v, want line 8 and %q", err, tt.want)
+			}
+		})
 	}
 }

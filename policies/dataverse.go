@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Dataverse is the policy file's optional dataverse section: what the
@@ -134,7 +136,7 @@ func (d *decoder) lifecycleAction(k, n *yaml.Node, path string) (LifecycleAction
 		"name": func(_, v *yaml.Node) {
 			sawName = true
 			if s, ok := d.str(v, path+".name"); ok {
-				if !isIdentifier(s) {
+				if dataverse.ValidIdentifier(s) != nil {
 					d.errorf(v, "%s.name: %q must be an action's unique name: a letter or '_' followed by letters, digits and '_'", path, s)
 				}
 				a.Name = s
@@ -174,7 +176,7 @@ func (d *decoder) actionParams(n *yaml.Node, path string) map[string]string {
 			continue
 		}
 		seen[k.Value] = k.Line
-		if !isIdentifier(k.Value) {
+		if dataverse.ValidIdentifier(k.Value) != nil {
 			d.errorf(k, "%s: %q is not a parameter name: a letter or '_' followed by letters, digits and '_'", path, k.Value)
 			continue
 		}
@@ -189,19 +191,4 @@ func (d *decoder) actionParams(n *yaml.Node, path string) map[string]string {
 		out[k.Value] = f
 	}
 	return out
-}
-
-// isIdentifier reports whether s is an ASCII letter or '_' followed by
-// letters, digits and '_', at most 128 bytes: the shape of Dataverse
-// action and parameter names (and what package authz accepts).
-func isIdentifier(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i, c := range s {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }

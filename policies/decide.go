@@ -4,15 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Subject is the signed-in user a decision is made for. Roles are compared
 // exactly (case-sensitive). Email is lower-cased before conditions see it, so
 // that a negated domain check cannot be dodged by case.
 type Subject struct {
-	// Contact is the Dataverse contact the user is bound to ("contact");
-	// nil means not bound, which AccessBound routes forbid.
-	Contact *Contact
+	// Contact is the Dataverse contact the user is bound to ("contact"),
+	// as the gateway fetched it; nil means not bound, which AccessBound
+	// routes forbid. Conditions read its ID ("contact.id"), LogicalName
+	// ("contact.logicalname"), Name ("contact.name") and Columns
+	// ("contact.columns", map(string, dyn) with values as decoded from JSON:
+	// string, float64, bool or nil for CEL null). A column not in Columns is
+	// absent: reading it in a condition is an error, which forbids. The
+	// gateway should fetch Policy.ContactColumns. Conditions never modify it.
+	Contact *dataverse.Contact
 	// ID is the gateway user id ("user.id").
 	ID string
 	// Username is the sign-in name ("user.username").
@@ -32,24 +40,6 @@ type Subject struct {
 	// AuthMethod is how the user signed in, e.g. "password" or an OIDC
 	// provider name.
 	AuthMethod string
-}
-
-// Contact is the Dataverse contact a user is bound to, as the gateway fetched
-// it at sign-in. Conditions see it as "contact".
-type Contact struct {
-	// ID is the contact's id (a GUID), "contact.id".
-	ID string
-	// LogicalName is the table's logical name, normally "contact",
-	// "contact.logicalname".
-	LogicalName string
-	// Name is the contact's primary name, "contact.name".
-	Name string
-	// Columns are the fetched columns by logical name, "contact.columns"
-	// (map(string, dyn)); values are as decoded from JSON: string, float64,
-	// bool or nil (CEL null). A column not in the map is absent: reading it
-	// in a condition is an error, which forbids. Conditions only read it;
-	// nil is no columns. The gateway should fetch Policy.ContactColumns.
-	Columns map[string]any
 }
 
 // RequestInfo is what conditions see of the request as "request". Host and

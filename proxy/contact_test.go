@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/base64"
 	"encoding/json"
+	"github.com/crmgate/crmgate/dataverse"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -43,7 +44,7 @@ routes:
 `, up.URL)
 	now := time.Unix(1_800_000_000, 0)
 	sessions := 0
-	cookie := func(c *SessionContact) *http.Cookie {
+	cookie := func(c *dataverse.Contact) *http.Cookie {
 		sessions++ // a session per cookie, as after each sign-in
 		v, err := srv.codec.encode(&Session{ID: "sid-" + strconv.Itoa(sessions), UserID: "u1", Stamp: "st", AuthMethod: "password",
 			AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Username: "u", Roles: []string{"staff"}, Contact: c})
@@ -67,7 +68,7 @@ routes:
 		defer mu.Unlock()
 		return rec.Code, last
 	}
-	bound := &SessionContact{ID: "c0000000-0000-4000-8000-000000000001", LogicalName: "contact", Name: "Ann Lee",
+	bound := &dataverse.Contact{ID: "c0000000-0000-4000-8000-000000000001", LogicalName: "contact", Name: "Ann Lee",
 		Roles: []string{"Partners", "staff"},
 		Columns: map[string]any{"fullname": "Ann Lee", "_parentcustomerid_value": "a0000000-0000-4000-8000-000000000001",
 			"creditlimit": 1500.5, "donotemail": false, "tier": "gold", "secretnotes": "never forwarded"}}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"github.com/crmgate/crmgate/dataverse"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -194,7 +195,7 @@ func TestSessionValueMalformed(t *testing.T) {
 func bigSession(n int) *Session {
 	return &Session{ID: "sid", UserID: "u1", Stamp: "st", AuthMethod: "password", AuthTime: 1_800_000_000, LastSeen: 1_800_000_000,
 		CheckedAt: 1_800_000_000, Username: "u",
-		Contact: &SessionContact{ID: "c1", LogicalName: "contact", Name: "Ann Lee",
+		Contact: &dataverse.Contact{ID: "c1", LogicalName: "contact", Name: "Ann Lee",
 			Columns: map[string]any{"description": strings.Repeat("x", n)}, Roles: []string{"Partners"}}}
 }
 
@@ -419,14 +420,14 @@ func TestWriteSessionChunks(t *testing.T) {
 	// Shrinking to two parts deletes the third; to one, the second (the
 	// request no longer has the third); no deletion for slots never sent.
 	mid := *big
-	mid.Contact = &SessionContact{ID: "c1", LogicalName: "contact", Columns: map[string]any{"description": strings.Repeat("y", 2500)}}
+	mid.Contact = &dataverse.Contact{ID: "c1", LogicalName: "contact", Columns: map[string]any{"description": strings.Repeat("y", 2500)}}
 	cookies2, err := write(request(cookies), &mid)
 	set, deleted = cookieNames(cookies2)
 	if err != nil || len(set) != 2 || !reflect.DeepEqual(deleted, []string{"__Host-crmgate_session_3"}) {
 		t.Fatalf("shrink to 2: set %v, deleted %v, %v", set, deleted, err)
 	}
 	small := *big
-	small.Contact = &SessionContact{ID: "c1", LogicalName: "contact"}
+	small.Contact = &dataverse.Contact{ID: "c1", LogicalName: "contact"}
 	cookies1, err := write(request(cookies2[:2]), &small)
 	set, deleted = cookieNames(cookies1)
 	if err != nil || !reflect.DeepEqual(set, []string{"__Host-crmgate_session"}) || !reflect.DeepEqual(deleted, []string{"__Host-crmgate_session_2"}) {

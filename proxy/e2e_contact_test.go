@@ -11,6 +11,7 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 const (
@@ -248,7 +249,7 @@ func TestRESTAPIBinding(t *testing.T) {
 	resp, body := h.get(admin, "/.auth/api/contacts?email=ANN@example.test")
 	var found struct {
 		Contacts []struct {
-			Ref    authz.EntityReference
+			Ref    dataverse.EntityReference
 			Active bool
 		}
 	}

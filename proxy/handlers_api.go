@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // AdminRole is the local role that may use the admin console and the REST API.
@@ -28,7 +29,7 @@ type APIKeys interface {
 type BindingAdmin interface {
 	SetBinding(ctx context.Context, login string, b authz.Binding, actor string) error
 	SetBindings(ctx context.Context, changes []authz.BindingChange, actor string) ([]authz.BindingResult, error)
-	SearchContacts(ctx context.Context, field authz.ContactSearchField, value string, limit int) ([]*authz.Contact, error)
+	SearchContacts(ctx context.Context, field authz.ContactSearchField, value string, limit int) ([]*dataverse.Contact, error)
 }
 
 // UserDirectory is what the REST API needs to read accounts.
@@ -362,10 +363,10 @@ func (srv *Server) apiUser(w http.ResponseWriter, r *http.Request) (*authz.User,
 
 // apiContact is one contact found for binding.
 type apiContact struct {
-	Ref      authz.EntityReference `json:"ref"`
-	Email    string                `json:"email,omitempty"`
-	Username string                `json:"username,omitempty"`
-	Active   bool                  `json:"active"`
+	Ref      dataverse.EntityReference `json:"ref"`
+	Email    string                    `json:"email,omitempty"`
+	Username string                    `json:"username,omitempty"`
+	Active   bool                      `json:"active"`
 }
 
 func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ apiCaller) {
@@ -404,7 +405,7 @@ func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ a
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotImplemented, Code: "no_dataverse", Title: "Not available",
 			Message: "No Dataverse is configured."})
 		return
-	case errors.Is(err, authz.ErrDirectoryUnavailable):
+	case errors.Is(err, dataverse.ErrUnavailable):
 		srv.renderAPIError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
 			Message: "Dataverse cannot be reached just now. Please try again shortly.", RetryAfter: 30 * time.Second, Err: err})
 		return
@@ -416,7 +417,7 @@ func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ a
 		Contacts []apiContact `json:"contacts"`
 	}{Contacts: []apiContact{}}
 	for _, c := range found {
-		out.Contacts = append(out.Contacts, apiContact{Ref: authz.EntityReference{ID: c.ID, LogicalName: "contact", Name: c.Name},
+		out.Contacts = append(out.Contacts, apiContact{Ref: dataverse.EntityReference{ID: c.ID, LogicalName: "contact", Name: c.Name},
 			Email: c.Email, Username: c.Username, Active: c.Active})
 	}
 	writeJSON(w, http.StatusOK, out)

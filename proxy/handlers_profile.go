@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
@@ -92,7 +93,7 @@ func (srv *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		data.Error = msgProfileInvalid
 		srv.renderProfile(w, r, http.StatusBadRequest, sess, data)
 		return
-	case errors.Is(err, authz.ErrDirectoryUnavailable):
+	case errors.Is(err, dataverse.ErrUnavailable):
 		srv.log.Warn("profile not saved: Dataverse unavailable", "request_id", requestID(r.Context()), "user_id", u.ID, "err", err)
 		w.Header().Set("Retry-After", "30")
 		data := srv.profileData(u, entered, nil, "")

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
@@ -35,12 +37,12 @@ const (
 // checks the contact and returns its snapshot (nil for unbound users).
 // *authz.Service satisfies it; see authz.Service.SignInWithContact.
 type ContactSignIn interface {
-	SignInWithContact(ctx context.Context, c authz.Credentials, columns []string) (*authz.User, *authz.Contact, error)
+	SignInWithContact(ctx context.Context, c authz.Credentials, columns []string) (*authz.User, *dataverse.Contact, error)
 }
 
 // signIn verifies credentials, with the Dataverse check when the
 // authenticator offers it.
-func (srv *Server) signIn(ctx context.Context, c authz.Credentials) (*authz.User, *authz.Contact, error) {
+func (srv *Server) signIn(ctx context.Context, c authz.Credentials) (*authz.User, *dataverse.Contact, error) {
 	if cs, ok := srv.auth.(ContactSignIn); ok {
 		return cs.SignInWithContact(ctx, c, srv.contactColumns)
 	}
@@ -49,15 +51,16 @@ func (srv *Server) signIn(ctx context.Context, c authz.Credentials) (*authz.User
 }
 
 // sessionContact turns a contact into the session's snapshot.
-func sessionContact(c *authz.Contact) *SessionContact {
+func sessionContact(c *dataverse.Contact) *dataverse.Contact {
 	if c == nil {
 		return nil
 	}
-	ln := c.LogicalName
-	if ln == "" {
-		ln = "contact"
+	// Only what the cookie carries: the fields its JSON form keeps.
+	sc := &dataverse.Contact{ID: c.ID, LogicalName: c.LogicalName, Name: c.Name, Columns: c.Columns, Roles: slices.Clone(c.Roles)}
+	if sc.LogicalName == "" {
+		sc.LogicalName = dataverse.ContactLogicalName
 	}
-	return &SessionContact{ID: c.ID, LogicalName: ln, Name: c.Name, Columns: c.Columns, Roles: append([]string(nil), c.Roles...)}
+	return sc
 }
 
 // handleSignInForm shows the sign-in page.
@@ -117,7 +120,7 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 			outcome, status, data.Error = "pending", http.StatusForbidden, msgPending
 		case errors.Is(err, authz.ErrSignInRefused):
 			outcome, status, data.Error = "refused", http.StatusForbidden, msgRefused
-		case errors.Is(err, authz.ErrDirectoryUnavailable):
+		case errors.Is(err, dataverse.ErrUnavailable):
 			// Fail closed for bound users: Dataverse must say yes.
 			outcome, status, data.Error = "unavailable", http.StatusServiceUnavailable, msgUnavailable
 			w.Header().Set("Retry-After", "30")

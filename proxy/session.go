@@ -15,6 +15,7 @@ import (
 	"github.com/patrickmn/go-cache"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
 )
 
@@ -36,21 +37,12 @@ type Session struct {
 	EmailOK    bool     `json:"emv,omitempty"` // the email address is confirmed
 	Name       string   `json:"nam,omitempty"`
 	Roles      []string `json:"rol,omitempty"`
-	// Contact is the bound contact's snapshot; nil when the user is not bound.
-	Contact *SessionContact `json:"ct,omitempty"`
+	// Contact is the bound contact's snapshot: its id, name, the columns
+	// any route may forward (the policy's union) and its web-role names, in
+	// dataverse.Contact's compact JSON form; nil when the user is not bound.
+	Contact *dataverse.Contact `json:"ct,omitempty"`
 	// ContactAt is when Dataverse last confirmed the snapshot (unix seconds).
 	ContactAt int64 `json:"cat,omitempty"`
-}
-
-// SessionContact is the snapshot of a bound contact carried by the session:
-// its id, name, the columns any route may forward (the policy's union) and
-// its web-role names.
-type SessionContact struct {
-	ID          string         `json:"id"`
-	LogicalName string         `json:"ln"`
-	Name        string         `json:"n,omitempty"`
-	Columns     map[string]any `json:"c,omitempty"`
-	Roles       []string       `json:"r,omitempty"`
 }
 
 // errSessionInvalid is any cookie that does not decode to a session. It is
@@ -259,7 +251,7 @@ func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session
 // ContactRevalidator re-checks a signed-in user's contact against
 // Dataverse. *authz.Service satisfies it; see authz.Service.RevalidateContact.
 type ContactRevalidator interface {
-	RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*authz.Contact, error)
+	RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*dataverse.Contact, error)
 }
 
 // revalidateContact refreshes a due contact snapshot. ended reports that
@@ -272,7 +264,7 @@ func (srv *Server) revalidateContact(w http.ResponseWriter, r *http.Request, ses
 	rid := requestID(r.Context())
 	c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, sess.Contact.ID, srv.contactColumns)
 	switch {
-	case errors.Is(err, authz.ErrDirectoryUnavailable):
+	case errors.Is(err, dataverse.ErrUnavailable):
 		age := now.Sub(time.Unix(sess.ContactAt, 0))
 		if age >= srv.opts.ContactRevalidateInterval+srv.opts.ContactGrace {
 			srv.log.Warn("session ended: Dataverse unreachable beyond the grace period", "request_id", rid, "user_id", sess.UserID, "snapshot_age", age.String())
@@ -436,7 +428,7 @@ func (s *Session) subject() *policies.Subject {
 	sub := &policies.Subject{ID: s.UserID, Username: s.Username, Email: s.Email, EmailVerified: s.EmailOK, Name: s.Name,
 		Roles: s.roles(), AuthMethod: s.AuthMethod}
 	if c := s.Contact; c != nil {
-		sub.Contact = &policies.Contact{ID: c.ID, LogicalName: c.LogicalName, Name: c.Name, Columns: c.Columns}
+		sub.Contact = c
 	}
 	return sub
 }

@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 const guardRole = "admin"
 
 func boundRef() authz.Binding {
-	return authz.Binding{Mode: authz.BindingLookup, Ref: &authz.EntityReference{ID: "11111111-1111-4111-8111-111111111111", LogicalName: "contact"}}
+	return authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: "11111111-1111-4111-8111-111111111111", LogicalName: "contact"}}
 }
 
 // breakGlassCount counts the break-glass accounts for role in db.

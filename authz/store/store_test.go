@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/store/storetest"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // opener returns a fresh, empty database URL for one test.
@@ -78,7 +79,7 @@ func mustCreate(t *testing.T, db *DB, u *authz.User) *authz.User {
 func testCreateAndGet(t *testing.T, db *DB) {
 	ctx := t.Context()
 	u := newUser("Ana")
-	u.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &authz.EntityReference{
+	u.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{
 		ID: "0f8fad5b-d9cb-469f-a165-70867728950e", LogicalName: "contact", Name: "Ana",
 		KeyAttributes: map[string]string{"emailaddress1": "ana@example.com"}}}
 	u.LockoutUntil = time.Date(2030, 1, 2, 3, 4, 5, 678_900_000, time.UTC)

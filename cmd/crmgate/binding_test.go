@@ -16,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 )
 
@@ -243,17 +242,6 @@ func TestContactFilters(t *testing.T) {
 				t.Errorf("buildGateway: %v, want %q", err, tt.want[0])
 			}
 		})
-	}
-}
-
-// TestColumnRuleMatchesAuthz keeps config's copy of the column name rule
-// (CRMGATE_BINDING_USERNAME_COLUMN) equal to authz.ValidColumn.
-func TestColumnRuleMatchesAuthz(t *testing.T) {
-	for _, name := range []string{"adx_identity_username", "emailaddress1", "_x", "A1", "", "1a", "a-b", "a b", "eq", "AND", "null",
-		"nan", "émail", strings.Repeat("a", 128), strings.Repeat("a", 129)} {
-		if got, want := config.CheckColumn(name) == nil, authz.ValidColumn(name) == nil; got != want {
-			t.Errorf("%q: config accepts %v, authz accepts %v", name, got, want)
-		}
 	}
 }
 

@@ -18,9 +18,9 @@ import (
 // The Dataverse client is what authz calls lifecycle actions through.
 var _ authz.ActionCaller = (*crmclient.Client)(nil)
 
-// dataverse is the gateway's connection to Dataverse; nil when
+// dataverseConn is the gateway's connection to Dataverse; nil when
 // CRMGATE_DATAVERSE_URL is unset.
-type dataverse struct {
+type dataverseConn struct {
 	client    *crmclient.Client
 	directory *crmclient.Directory // what authz resolves bindings and checks sign-ins with
 	model     crmclient.WebRoleModel
@@ -30,7 +30,7 @@ type dataverse struct {
 // newDataverse builds the Dataverse client from a validated
 // configuration; it returns nil, nil when no Dataverse is configured. It
 // contacts nothing.
-func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*dataverse, error) {
+func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*dataverseConn, error) {
 	d := cfg.Dataverse
 	if !d.Configured() {
 		return nil, nil
@@ -47,7 +47,7 @@ func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logge
 	}
 	// MaxStale 0: a session's own grace period (CRMGATE_SESSION_CONTACT_GRACE)
 	// is what rides out an outage, counted from the last confirmed snapshot.
-	return &dataverse{client: client, directory: crmclient.NewDirectory(client, model), model: model,
+	return &dataverseConn{client: client, directory: crmclient.NewDirectory(client, model), model: model,
 		cacheOpts: crmclient.CacheOptions{TTL: d.ContactCacheTTL, Now: now, Registerer: reg}}, nil
 }
 
@@ -107,7 +107,7 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 // other one a revalidation reads. Without Dataverse they stay zero apart
 // from the custom filter (Validate keeps the other settings at their
 // defaults then), so no binding resolves.
-func contactOptions(cfg *config.Config, f contactFilters, dv *dataverse, columns []string, o *authz.Options) error {
+func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, columns []string, o *authz.Options) error {
 	if dv == nil {
 		o.Binding = authz.BindingOptions{Custom: f.binding}
 		return nil
@@ -173,7 +173,7 @@ func lifecycleActions(pol *policies.Policy) (authz.LifecycleActions, error) {
 // newDeliverer returns what the outbox worker hands lifecycle events to:
 // the configured Dataverse actions, or NoDeliverer (events are marked done
 // unsent) when there is no Dataverse or no action.
-func newDeliverer(dv *dataverse, pol *policies.Policy, log *slog.Logger) (authz.Deliverer, error) {
+func newDeliverer(dv *dataverseConn, pol *policies.Policy, log *slog.Logger) (authz.Deliverer, error) {
 	actions, err := lifecycleActions(pol)
 	if err != nil {
 		return nil, err

@@ -92,7 +92,7 @@ type gateway struct {
 	registry  *prometheus.Registry
 	accessBuf *proxy.LineBuffer // nil when the access log is off
 	outbox    *authz.OutboxWorker
-	dataverse *dataverse // nil when no Dataverse is configured
+	dataverse *dataverseConn // nil when no Dataverse is configured
 }
 
 // Close flushes the access log and closes the store.

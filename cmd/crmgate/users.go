@@ -17,6 +17,7 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy"
 )
 
@@ -327,7 +328,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 	}
 	want := authz.Binding{Mode: authz.BindingMode(*mode)}
 	if *contact != "" || *contactName != "" {
-		want.Ref = &authz.EntityReference{ID: *contact, LogicalName: "contact", Name: *contactName}
+		want.Ref = &dataverse.EntityReference{ID: *contact, LogicalName: "contact", Name: *contactName}
 	}
 	switch selectors := len(logins); {
 	case *mode == "":
