@@ -1,6 +1,3 @@
-// Package authz holds crmgate's identity model: the accounts store contract,
-// password hashing, the sign-in service (lockout, throttling, constant-time
-// checks) and the audit trail. It knows nothing about HTTP.
 package authz
 
 import (
@@ -31,7 +28,7 @@ func (s Status) Valid() bool {
 // BindingMode says how a user is tied to a Dataverse contact.
 type BindingMode string
 
-// The binding modes of DESIGN.md section 6. The zero value means BindingNone.
+// The binding modes, as the README documents them. The zero value means BindingNone.
 const (
 	BindingNone     BindingMode = "none"
 	BindingLookup   BindingMode = "lookup"
@@ -55,7 +52,7 @@ type Binding struct {
 }
 
 // User is a gateway account. PasswordHash is an encoded argon2id hash (see
-// HashPassword); it is never serialised to JSON. An empty PasswordHash means
+// package authz/password); it is never serialised to JSON. An empty PasswordHash means
 // the user cannot sign in with a password.
 type User struct {
 	ID                 string    `json:"id"`
@@ -97,3 +94,34 @@ func (u *User) HasRole(role string) bool { return slices.Contains(u.Roles, role)
 
 // NormalizeLogin folds a username or email for case-insensitive uniqueness and lookup.
 func NormalizeLogin(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// The user fields that features name: profile fields, field sync, filter
+// template placeholders and lifecycle event fields use these names.
+const (
+	FieldID          = "id"
+	FieldUsername    = "username"
+	FieldEmail       = "email"
+	FieldFirstName   = "first_name"
+	FieldLastName    = "last_name"
+	FieldDisplayName = "display_name"
+)
+
+// Field returns the user field named field (one of the Field* names), or
+// "" for another name.
+func (u *User) Field(field string) string {
+	switch field {
+	case FieldID:
+		return u.ID
+	case FieldUsername:
+		return u.Username
+	case FieldEmail:
+		return u.Email
+	case FieldFirstName:
+		return u.FirstName
+	case FieldLastName:
+		return u.LastName
+	case FieldDisplayName:
+		return u.DisplayName
+	}
+	return ""
+}

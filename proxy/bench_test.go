@@ -37,8 +37,9 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -127,12 +128,12 @@ func benchGateway(b *testing.B, publicURL, upstreamURL string, mutate func(*prox
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	svc, err := authz.NewService(db, authz.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: time.Minute,
+	svc, err := wiring.New(db, wiring.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: time.Minute,
 		ClientRate: rate.Every(time.Second), ClientBurst: 10, Now: clock.Now})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.CreateUser(ctx, authz.NewUser{Username: "bench", Email: "bench@example.test", Password: "bench password 1",
+	if _, err := svc.Accounts.CreateUser(ctx, accounts.NewUser{Username: "bench", Email: "bench@example.test", Password: "bench password 1",
 		DisplayName: "Bench User", Roles: []string{"staff"}}, "bench"); err != nil {
 		b.Fatal(err)
 	}
@@ -145,10 +146,11 @@ func benchGateway(b *testing.B, publicURL, upstreamURL string, mutate func(*prox
 		b.Fatal(err)
 	}
 	opts := proxy.Options{
-		PublicURL: publicURL, Policy: pol, Auth: svc, Pages: renderer,
+		PublicURL: publicURL, Policy: pol, Pages: renderer,
 		CookieName: "crmgate_session", CookieKeys: [][]byte{randomKey()}, SigningKeys: []*ecdsa.PrivateKey{key},
 		Now: clock.Now,
 	}
+	opts = withIdentity(opts, svc)
 	if mutate != nil {
 		mutate(&opts)
 	}

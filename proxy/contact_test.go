@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/base64"
 	"encoding/json"
-	"github.com/crmgate/crmgate/dataverse"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // TestContactHeadersPerRoute: a bound session forwards X-Current-User-Contact-Id

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"github.com/crmgate/crmgate/dataverse"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crmgate/crmgate/dataverse"
 
 	"github.com/crmgate/crmgate/authz"
 )
@@ -340,7 +341,7 @@ func chunkTestServer(t *testing.T, name, domain string, user func() *authz.User)
 	srv, _ := testServer(t, "upstreams:\n  - name: a\n    url: http://127.0.0.1:1\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n")
 	opts := srv.opts
 	opts.CookieName, opts.CookieDomain = name, domain
-	opts.Auth = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) { return user(), nil }}
+	opts.Users = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) { return user(), nil }}
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/lifecycle"
 )
 
 func TestRESTAPIUsers(t *testing.T) {
@@ -121,11 +125,11 @@ func TestRESTAPIKeys(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.createUser("alice", "alice@example.test", "correct horse battery")
 	ctx := context.Background()
-	readKey, _, err := h.svc.CreateAPIKey(ctx, "power automate", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "power automate", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bindOnly, info, _ := h.svc.CreateAPIKey(ctx, "binder", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	bindOnly, info, _ := h.svc.APIKeys.CreateAPIKey(ctx, "binder", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
 	c := &http.Client{}
 	call := func(auth string) (int, string) {
 		req, _ := http.NewRequest("GET", h.url("/.auth/api/users"), nil)
@@ -153,7 +157,7 @@ func TestRESTAPIKeys(t *testing.T) {
 			t.Errorf("%s: %d %s", name, status, code)
 		}
 	}
-	if err := h.svc.RevokeAPIKey(ctx, info.ID, "test"); err != nil {
+	if err := h.svc.APIKeys.RevokeAPIKey(ctx, info.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if status, code := call("Bearer " + bindOnly); status != 401 || code != "invalid_api_key" {
@@ -172,7 +176,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range []string{"root", "ops"} {
 		h.createUser(n, n+"@example.test", "correct horse battery", "admin")
-		if err := h.svc.SetBinding(ctx, n, authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+		if err := h.svc.Accounts.SetBinding(ctx, n, authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -209,7 +213,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	}
 	binding := func(login string) authz.Binding {
 		t.Helper()
-		u, err := h.svc.UserByID(ctx, mustUserID(t, h, login))
+		u, err := h.svc.Accounts.UserByID(ctx, mustUserID(t, h, login))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,11 +272,11 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	if binding("root").Mode != authz.BindingNone {
 		t.Fatal("the last break-glass admin was bound")
 	}
-	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: dave.ID})
+	events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventBindingSet, UserID: dave.ID})
 	if len(events) != 1 || events[0].Actor != root {
 		t.Fatalf("dave's binding audit: %+v", events)
 	}
-	if es, err := h.db.OutboxEvents(ctx, erin.ID); err != nil || es[len(es)-1].Type != authz.LifecycleUnbound {
+	if es, err := h.db.OutboxEvents(ctx, erin.ID); err != nil || es[len(es)-1].Type != lifecycle.Unbound {
 		t.Fatalf("erin's lifecycle events: %v %+v", err, es)
 	}
 	// Dave, bound by lookup in the batch, signs in as Ann's contact.
@@ -284,7 +288,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	}
 
 	// An API key with users:bind (Power Automate) needs no same-origin.
-	key, info, err := h.svc.CreateAPIKey(ctx, "flow", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,18 +297,18 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	if code != 200 || len(res) != 2 || !res[0].OK || !res[1].OK {
 		t.Fatalf("batch by API key: %d %s", code, b)
 	}
-	events, _ = h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: erin.ID, Limit: 2})
+	events, _ = h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventBindingSet, UserID: erin.ID, Limit: 2})
 	if len(events) != 2 || events[0].Actor != "apikey:"+info.ID || events[1].Actor != "apikey:"+info.ID || events[0].Detail != "lookup" {
 		t.Fatalf("erin's binding audit: %+v", events)
 	}
-	readKey, _, _ := h.svc.CreateAPIKey(ctx, "reader", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
 	if code, _, _ := post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"none"}}]}`, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
 		t.Errorf("read-only key changed a binding: %d", code)
 	}
 
 	// Malformed bodies are refused whole and change nothing.
 	item := `{"user":"frank","binding":{"mode":"username"}}`
-	many := strings.Repeat(item+",", authz.MaxBindingChanges) + item
+	many := strings.Repeat(item+",", accounts.MaxBindingChanges) + item
 	huge := `{"items":[{"user":"frank","binding":{"mode":"username","ref":{"Id":"` + annID + `","LogicalName":"contact","Name":"` +
 		strings.Repeat("x", 1<<20) + `"}}}]}`
 	for name, tt := range map[string]struct {
@@ -337,9 +341,9 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 		t.Fatal("a refused batch changed frank")
 	}
 	// At the limit the batch is taken.
-	atLimit := strings.Repeat(`{"user":"nobody","binding":{"mode":"none"}},`, authz.MaxBindingChanges-1) + item
-	if code, res, b := post(admin, `{"items":[`+atLimit+`]}`, "Sec-Fetch-Site", "same-origin"); code != 200 || len(res) != authz.MaxBindingChanges || !res[len(res)-1].OK {
-		t.Fatalf("batch of %d: %d %.300s", authz.MaxBindingChanges, code, b)
+	atLimit := strings.Repeat(`{"user":"nobody","binding":{"mode":"none"}},`, accounts.MaxBindingChanges-1) + item
+	if code, res, b := post(admin, `{"items":[`+atLimit+`]}`, "Sec-Fetch-Site", "same-origin"); code != 200 || len(res) != accounts.MaxBindingChanges || !res[len(res)-1].OK {
+		t.Fatalf("batch of %d: %d %.300s", accounts.MaxBindingChanges, code, b)
 	}
 	if binding("frank").Mode != authz.BindingUsername {
 		t.Fatal("the batch at the limit did not change frank")

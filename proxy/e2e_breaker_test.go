@@ -30,7 +30,7 @@ func TestBreakerOpenAtTheGateway(t *testing.T) {
 	h := contactHarness(t, client)
 	h.createUser("ann", "ann@example.test", "correct horse battery")
 	h.createUser("root", "root@example.test", "correct horse battery", "admin")
-	if err := h.svc.SetBinding(t.Context(), "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+	if err := h.svc.Accounts.SetBinding(t.Context(), "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	ann := h.browser()

@@ -9,6 +9,11 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/dataverse"
@@ -64,20 +69,20 @@ routes:
 // contacts of a seeded emulator, with the sign-in check on and
 // revalidations through a contact cache, as serve builds it; mods adjust
 // the authz options first.
-func newContactHarness(t *testing.T, mods ...func(*authz.Options)) (*harness, *dataversetest.Server, *crmclient.Client) {
+func newContactHarness(t *testing.T, mods ...func(*wiring.Options)) (*harness, *dataversetest.Server, *crmclient.Client) {
 	t.Helper()
 	emu, client := newContactEmulator(t)
 	return contactHarness(t, client, mods...), emu, client
 }
 
 // contactHarness is newContactHarness over a given client of the emulator.
-func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*authz.Options)) *harness {
+func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*wiring.Options)) *harness {
 	t.Helper()
-	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *authz.Options) {
+	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *wiring.Options) {
 		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
 		o.Contacts = dir
-		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
-		o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
+		o.Binding = binding.Options{DefaultMode: authz.BindingUsername}
+		o.SignInCheck = signin.Check{Enabled: true, RequireLogonEnabled: true}
 		o.BreakGlassRole = "admin"
 		for _, m := range mods {
 			m(o)
@@ -85,7 +90,7 @@ func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*authz.
 		if o.Contacts == dir && o.Snapshots == nil {
 			// As serve wires it: revalidations share a contact cache (on
 			// the harness clock) holding every column they read.
-			cache, err := crmclient.NewContactCache(client, authz.SnapshotColumns([]string{"emailaddress1", "fullname"}, *o),
+			cache, err := crmclient.NewContactCache(client, wiring.SnapshotColumns([]string{"emailaddress1", "fullname"}, *o),
 				crmclient.WebRoleModelStandard, crmclient.CacheOptions{TTL: time.Minute, Now: o.Now})
 			if err != nil {
 				t.Fatal(err)
@@ -121,7 +126,7 @@ func TestSignInBoundToContact(t *testing.T) {
 		h.createUser(n, n+"@example.test", "correct horse battery")
 	}
 	h.createUser("root", "root@example.test", "correct horse battery", "admin")
-	if err := h.svc.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+	if err := h.svc.Accounts.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	contactRequests := func() int { return emu.Requests("GET contacts") + emu.Requests("GET contacts()") }
@@ -161,12 +166,12 @@ func TestSignInBoundToContact(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || msg(refusedInactive) != msg(refusedLogon) || msg(refusedLogon) == "" {
 		t.Fatalf("refusals: %d %q %q", resp.StatusCode, msg(refusedInactive), msg(refusedLogon))
 	}
-	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSignInFailed})
+	events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventSignInFailed})
 	reasons := ""
 	for _, e := range events {
 		reasons += e.Detail + " "
 	}
-	if !strings.Contains(reasons, authz.ReasonContactInactive) || !strings.Contains(reasons, authz.ReasonContactLogonDisabled) {
+	if !strings.Contains(reasons, binding.ReasonContactInactive) || !strings.Contains(reasons, binding.ReasonContactLogonDisabled) {
 		t.Errorf("audit reasons: %q", reasons)
 	}
 
@@ -206,8 +211,8 @@ func TestContactRevalidation(t *testing.T) {
 	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusFound {
 		t.Fatalf("after deactivation: %d", resp.StatusCode)
 	}
-	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSessionRevoked})
-	if len(events) != 1 || events[0].Detail != authz.ReasonContactInactive {
+	events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventSessionRevoked})
+	if len(events) != 1 || events[0].Detail != binding.ReasonContactInactive {
 		t.Fatalf("session.revoked audit: %+v", events)
 	}
 
@@ -239,7 +244,7 @@ func TestRESTAPIBinding(t *testing.T) {
 	h, _, _ := newContactHarness(t)
 	ctx := context.Background()
 	h.createUser("root", "root@example.test", "correct horse battery", "admin")
-	if err := h.svc.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+	if err := h.svc.Accounts.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	dave := h.createUser("dave", "dave@example.test", "correct horse battery")
@@ -283,14 +288,14 @@ func TestRESTAPIBinding(t *testing.T) {
 		t.Fatalf("lookup binding at sign-in: contact %q", got)
 	}
 
-	key, info, err := h.svc.CreateAPIKey(ctx, "flow", []string{authz.ScopeUsersBind}, time.Time{}, "test")
+	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if code, b := put(&http.Client{}, dave.ID, `{"binding":{"mode":"none"}}`, "Authorization", "Bearer "+key); code != 200 {
 		t.Fatalf("unbind by API key: %d %s", code, b)
 	}
-	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventBindingSet, UserID: dave.ID})
+	events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventBindingSet, UserID: dave.ID})
 	if len(events) != 2 || events[0].Actor != "apikey:"+info.ID || events[1].Actor == "" {
 		t.Fatalf("binding audit: %+v", events)
 	}
@@ -312,7 +317,7 @@ func TestRESTAPIBinding(t *testing.T) {
 		}
 	}
 	// A key without users:bind cannot bind.
-	readKey, _, _ := h.svc.CreateAPIKey(ctx, "reader", []string{authz.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
 	if code, _ := put(&http.Client{}, dave.ID, lookupAnn, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
 		t.Errorf("read-only key bound a user: %d", code)
 	}
@@ -320,7 +325,7 @@ func TestRESTAPIBinding(t *testing.T) {
 
 func mustUserID(t *testing.T, h *harness, login string) string {
 	t.Helper()
-	users, err := h.svc.ListUsers(context.Background(), authz.UserFilter{Query: login})
+	users, err := h.svc.Accounts.ListUsers(context.Background(), authz.UserFilter{Query: login})
 	if err != nil || len(users) == 0 {
 		t.Fatalf("user %s: %v", login, err)
 	}
@@ -332,10 +337,10 @@ func mustUserID(t *testing.T, h *harness, login string) string {
 // client: quotes and wildcards in it find nothing), and an extra sign-in
 // filter refuses with the same generic message and its own audit reason.
 func TestCustomBindingAndExtraFilterOverHTTP(t *testing.T) {
-	h, _, client := newContactHarness(t, func(o *authz.Options) {
-		o.Binding = authz.BindingOptions{DefaultMode: authz.BindingCustom,
-			Custom: authz.MustParseFilterTemplate("emailaddress1 eq {email}")}
-		o.SignInCheck.Extra = authz.MustParseFilterTemplate("lastname ne 'Blocked'")
+	h, _, client := newContactHarness(t, func(o *wiring.Options) {
+		o.Binding = binding.Options{DefaultMode: authz.BindingCustom,
+			Custom: binding.MustParseFilterTemplate("emailaddress1 eq {email}")}
+		o.SignInCheck.Extra = binding.MustParseFilterTemplate("lastname ne 'Blocked'")
 	})
 	ctx := context.Background()
 	h.createUser("ann2", "ann@example.test", "correct horse battery") // Ann's contact, found by email
@@ -348,7 +353,7 @@ func TestCustomBindingAndExtraFilterOverHTTP(t *testing.T) {
 		t.Fatalf("custom binding: contact %q, want %s", got, annID)
 	}
 	lastReason := func() string {
-		events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventSignInFailed})
+		events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventSignInFailed})
 		if len(events) == 0 {
 			return ""
 		}
@@ -356,7 +361,7 @@ func TestCustomBindingAndExtraFilterOverHTTP(t *testing.T) {
 	}
 	// Quotes and wildcards in the email are data: no contact matches.
 	resp, refusedNoContact := h.postSignIn(h.browser(), "mallory", "correct horse battery", nil)
-	if resp.StatusCode != http.StatusForbidden || lastReason() != authz.ReasonContactNotFound {
+	if resp.StatusCode != http.StatusForbidden || lastReason() != binding.ReasonContactNotFound {
 		t.Fatalf("hostile email: %d, reason %q", resp.StatusCode, lastReason())
 	}
 	// Ann's contact renamed Blocked: the extra filter refuses, same message.
@@ -365,7 +370,7 @@ func TestCustomBindingAndExtraFilterOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, refusedFilter := h.postSignIn(h.browser(), "ann2", "correct horse battery", nil)
-	if resp.StatusCode != http.StatusForbidden || lastReason() != authz.ReasonContactFilter || msg(refusedFilter) != msg(refusedNoContact) {
+	if resp.StatusCode != http.StatusForbidden || lastReason() != binding.ReasonContactFilter || msg(refusedFilter) != msg(refusedNoContact) {
 		t.Fatalf("extra filter: %d, reason %q", resp.StatusCode, lastReason())
 	}
 }

@@ -27,6 +27,10 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/proxy"
 )
@@ -79,10 +83,10 @@ func newCookieHarness(t *testing.T, orgBytes int) *cookieHarness {
 	logs := &lockedBuffer{}
 	h := newHarness(t, harnessConfig{policy: bigColumnPolicy,
 		mutate: func(o *proxy.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) },
-		authz: func(o *authz.Options) {
+		authz: func(o *wiring.Options) {
 			o.Contacts = crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
-			o.Binding = authz.BindingOptions{DefaultMode: authz.BindingUsername}
-			o.SignInCheck = authz.SignInCheck{Enabled: true, RequireLogonEnabled: true}
+			o.Binding = binding.Options{DefaultMode: authz.BindingUsername}
+			o.SignInCheck = signin.Check{Enabled: true, RequireLogonEnabled: true}
 		}})
 	ch := &cookieHarness{harness: h, client: client, log: logs}
 	ch.setOrganisation(orgText(orgBytes))
@@ -347,7 +351,7 @@ func TestChunkedSessionSignOut(t *testing.T) {
 	if resp, _ := h.get(replay, "/orders/1"); resp.StatusCode != http.StatusFound {
 		t.Fatalf("replayed parts after sign-out: %d", resp.StatusCode)
 	}
-	events, err := h.svc.ListAudit(context.Background(), authz.AuditFilter{Type: authz.EventSignOut})
+	events, err := h.svc.Audit.ListAudit(context.Background(), audit.Filter{Type: audit.EventSignOut})
 	if err != nil || len(events) != 1 {
 		t.Fatalf("sign-out audit: %v %v", events, err)
 	}

@@ -28,7 +28,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -99,7 +102,7 @@ routes:
 type harness struct {
 	t        *testing.T
 	clock    *fakeClock
-	svc      *authz.Service
+	svc      *wiring.Services
 	db       *store.DB
 	up       *upstreamRecorder
 	gw       *httptest.Server
@@ -115,11 +118,11 @@ type harnessConfig struct {
 	clientBurst int
 	upstream    http.Handler
 	mutate      func(*proxy.Options)
-	authz       func(*authz.Options) // e.g. Contacts and SignInCheck
-	policy      string               // replaces testPolicy; %s is the upstream URL
+	authz       func(*wiring.Options) // e.g. Contacts and SignInCheck
+	policy      string                // replaces testPolicy; %s is the upstream URL
 }
 
-var testPassword = authz.PasswordParams{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
+var testPassword = password.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -173,12 +176,12 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	if burst == 0 {
 		burst = 1000
 	}
-	ao := authz.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: 15 * time.Minute,
+	ao := wiring.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: 15 * time.Minute,
 		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Now: h.clock.Now}
 	if hc.authz != nil {
 		hc.authz(&ao)
 	}
-	h.svc, err = authz.NewService(h.db, ao)
+	h.svc, err = wiring.New(h.db, ao)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,10 +199,11 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	// The listener comes first: the public URL is the gateway's own address.
 	h.gw = httptest.NewUnstartedServer(nil)
 	h.opts = proxy.Options{
-		PublicURL: "http://" + h.gw.Listener.Addr().String(), Policy: pol, Auth: h.svc, Pages: renderer,
+		PublicURL: "http://" + h.gw.Listener.Addr().String(), Policy: pol, Pages: renderer,
 		CookieName: "crmgate_session", CookieKeys: hc.cookieKeys, SigningKeys: hc.signingKeys,
 		Now: h.clock.Now, Registerer: h.registry,
 	}
+	h.opts = withIdentity(h.opts, h.svc)
 	if hc.mutate != nil {
 		hc.mutate(&h.opts)
 	}
@@ -213,9 +217,18 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	return h
 }
 
+// withIdentity connects every capability of the identity layer to o, as
+// cmd/crmgate does, and sets the values the configuration supplies in
+// production (its defaults) where o leaves them zero (proxy.TestTimings).
+func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
+	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
+	o.Profiles, o.APIKeys, o.Bindings, o.Contacts = s.Profile, s.APIKeys, s.Accounts, s.Binding
+	return proxy.TestTimings(o)
+}
+
 func (h *harness) createUser(username, email, password string, roles ...string) *authz.User {
 	h.t.Helper()
-	u, err := h.svc.CreateUser(context.Background(), authz.NewUser{Username: username, Email: email, Password: password,
+	u, err := h.svc.Accounts.CreateUser(context.Background(), accounts.NewUser{Username: username, Email: email, Password: password,
 		DisplayName: strings.ToUpper(username[:1]) + username[1:], Roles: roles}, "test")
 	if err != nil {
 		h.t.Fatal(err)

@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 )
 
 // syncAll maps every profile field; display_name to the computed fullname,
 // so it is pull-only.
-var syncAll = authz.FieldSync{Columns: map[string]string{
+var syncAll = profile.FieldSync{Columns: map[string]string{
 	"first_name": "firstname", "last_name": "lastname", "email": "emailaddress1", "display_name": "fullname"}}
 
 // profileForm loads the profile page and returns its status, body and the
@@ -69,14 +72,14 @@ func contactRow(t *testing.T, client *crmclient.Client, id string) *crmclient.Co
 // pull-only fields cannot be changed; bad input and an outage change
 // nothing and keep what the user typed; a revalidation pulls again.
 func TestProfileFieldSync(t *testing.T) {
-	h, emu, client := newContactHarness(t, func(o *authz.Options) { o.FieldSync = syncAll })
+	h, emu, client := newContactHarness(t, func(o *wiring.Options) { o.FieldSync = syncAll })
 	ctx := context.Background()
 	u := h.createUser("ann", "ann@example.test", "correct horse battery")
 	ann := h.browser()
 
 	// Pull at sign-in: the account takes the contact's names.
 	h.signIn(ann, "ann", "correct horse battery")
-	u, _ = h.svc.UserByID(ctx, u.ID)
+	u, _ = h.svc.Accounts.UserByID(ctx, u.ID)
 	if u.FirstName != "Ann" || u.LastName != "Lee" || u.DisplayName != "Ann Lee" {
 		t.Fatalf("after sign-in the account has %q %q %q, want the contact's Ann, Lee, Ann Lee", u.FirstName, u.LastName, u.DisplayName)
 	}
@@ -109,7 +112,7 @@ func TestProfileFieldSync(t *testing.T) {
 	if c := contactRow(t, client, annID); c.FirstName != "Annie" || c.FullName != "Annie Lee" {
 		t.Errorf("contact after push: %q / %q", c.FirstName, c.FullName)
 	}
-	if u, _ := h.svc.UserByID(ctx, u.ID); u.FirstName != "Annie" || u.DisplayName != "Annie Lee" || u.SecurityStamp != stamp {
+	if u, _ := h.svc.Accounts.UserByID(ctx, u.ID); u.FirstName != "Annie" || u.DisplayName != "Annie Lee" || u.SecurityStamp != stamp {
 		t.Errorf("account after push: %+v (the display name is pulled from the recomputed fullname; the stamp is kept)", u)
 	}
 	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != 200 {
@@ -128,10 +131,10 @@ func TestProfileFieldSync(t *testing.T) {
 	if c := contactRow(t, client, annID); c.LastName != "Leigh" || c.FirstName != "Anne" {
 		t.Errorf("contact after conflict: %q %q; want Anne Leigh (Dataverse wins for lastname)", c.FirstName, c.LastName)
 	}
-	if u, _ := h.svc.UserByID(ctx, u.ID); u.LastName != "Leigh" || u.FirstName != "Anne" {
+	if u, _ := h.svc.Accounts.UserByID(ctx, u.ID); u.LastName != "Leigh" || u.FirstName != "Anne" {
 		t.Errorf("account after conflict: %q %q", u.FirstName, u.LastName)
 	}
-	events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventProfileUpdated})
+	events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventProfileUpdated})
 	if len(events) != 2 || !strings.Contains(events[0].Detail+events[1].Detail, "kept Dataverse's last_name") {
 		t.Errorf("profile audit events: %+v", events)
 	}
@@ -166,7 +169,7 @@ func TestProfileFieldSync(t *testing.T) {
 	if resp, _ := h.do(ann, req); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site POST: %d", resp.StatusCode)
 	}
-	if u, _ := h.svc.UserByID(ctx, u.ID); u.FirstName != "Anne" {
+	if u, _ := h.svc.Accounts.UserByID(ctx, u.ID); u.FirstName != "Anne" {
 		t.Errorf("a refused request changed the account: %q", u.FirstName)
 	}
 
@@ -178,7 +181,7 @@ func TestProfileFieldSync(t *testing.T) {
 		!strings.Contains(body, `value="Annabel"`) || !strings.Contains(body, "have not been saved") {
 		t.Errorf("outage: %d %q\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	if u, _ := h.svc.UserByID(ctx, u.ID); u.FirstName != "Anne" {
+	if u, _ := h.svc.Accounts.UserByID(ctx, u.ID); u.FirstName != "Anne" {
 		t.Errorf("account changed during the outage: %q", u.FirstName)
 	}
 	if c := contactRow(t, client, annID); c.FirstName != "Anne" {
@@ -192,7 +195,7 @@ func TestProfileFieldSync(t *testing.T) {
 	}
 	h.clock.Advance(6 * time.Minute)
 	h.get(ann, "/orders/1")
-	if u, _ := h.svc.UserByID(ctx, u.ID); u.FirstName != "Anya" || u.DisplayName != "Anya Leigh" {
+	if u, _ := h.svc.Accounts.UserByID(ctx, u.ID); u.FirstName != "Anya" || u.DisplayName != "Anya Leigh" {
 		t.Errorf("after revalidation the account has %q / %q, want Anya / Anya Leigh", u.FirstName, u.DisplayName)
 	}
 	h.clock.Advance(3 * time.Minute)
@@ -200,7 +203,7 @@ func TestProfileFieldSync(t *testing.T) {
 	if got := h.up.last(t).Header.Get("X-Current-User-Name"); got != "Anya Leigh" {
 		t.Errorf("X-Current-User-Name after the next stamp check = %q", got)
 	}
-	synced, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventProfileSynced})
+	synced, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventProfileSynced})
 	if len(synced) < 2 {
 		t.Errorf("profile_synced audit events: %+v", synced)
 	}
@@ -210,7 +213,7 @@ func TestProfileFieldSync(t *testing.T) {
 // browser to sign in and back; an unbound user's change is saved on the
 // account without any Dataverse request; a no-op says so.
 func TestProfilePage(t *testing.T) {
-	h, emu, _ := newContactHarness(t, func(o *authz.Options) {
+	h, emu, _ := newContactHarness(t, func(o *wiring.Options) {
 		o.FieldSync = syncAll
 		o.Binding.DefaultMode = authz.BindingNone
 	})
@@ -241,7 +244,7 @@ func TestProfilePage(t *testing.T) {
 	if resp.StatusCode != 200 || emu.Requests("") != before {
 		t.Fatalf("unbound save: %d, %d Dataverse requests\n%s", resp.StatusCode, emu.Requests("")-before, body)
 	}
-	u, _ := h.svc.UserByID(ctx, dave.ID)
+	u, _ := h.svc.Accounts.UserByID(ctx, dave.ID)
 	if u.FirstName != "Dave" || u.LastName != "Jones" || u.DisplayName != "DJ" {
 		t.Errorf("unbound account: %+v", u)
 	}
@@ -253,7 +256,7 @@ func TestProfilePage(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, "unchanged") {
 		t.Errorf("no-op save: %d\n%s", resp.StatusCode, body)
 	}
-	if events, _ := h.svc.ListAudit(ctx, authz.AuditFilter{Type: authz.EventProfileUpdated}); len(events) != 1 {
+	if events, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventProfileUpdated}); len(events) != 1 {
 		t.Errorf("profile_updated events: %d, want 1 (a no-op writes none)", len(events))
 	}
 }

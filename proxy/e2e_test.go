@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
 )
 
 func TestSignInRedirectBackAndIdentityUpstream(t *testing.T) {
@@ -161,7 +162,7 @@ func TestSignOut(t *testing.T) {
 	if resp, _ := h.do(replay, req); resp.StatusCode != http.StatusFound {
 		t.Fatalf("replayed cookie after sign-out: %d", resp.StatusCode)
 	}
-	events, err := h.svc.ListAudit(context.Background(), authz.AuditFilter{Type: authz.EventSignOut})
+	events, err := h.svc.Audit.ListAudit(context.Background(), audit.Filter{Type: audit.EventSignOut})
 	if err != nil || len(events) != 1 {
 		t.Fatalf("sign-out audit: %v %v", events, err)
 	}
@@ -299,10 +300,10 @@ func TestSecurityStampEndsSessions(t *testing.T) {
 	h.signIn(a, "alice", "correct horse battery")
 	h.signIn(b, "bob", "correct horse battery")
 
-	if err := h.svc.SetStatus(ctx, "alice", authz.StatusDisabled, "test"); err != nil {
+	if err := h.svc.Accounts.SetStatus(ctx, "alice", authz.StatusDisabled, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.svc.SetPassword(ctx, "bob", "a new password!", "test"); err != nil {
+	if err := h.svc.Accounts.SetPassword(ctx, "bob", "a new password!", "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.clock.Advance(2*time.Minute + time.Second)
@@ -318,7 +319,7 @@ func TestSecurityStampEndsSessions(t *testing.T) {
 	if resp, _ := h.get(c, "/admin/"); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("carol on /admin before promotion: %d", resp.StatusCode)
 	}
-	if err := h.svc.SetRoles(ctx, "carol", []string{"admin"}, "test"); err != nil {
+	if err := h.svc.Accounts.SetRoles(ctx, "carol", []string{"admin"}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.clock.Advance(2*time.Minute + time.Second)

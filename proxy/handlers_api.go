@@ -13,27 +13,35 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
 // AdminRole is the local role that may use the admin console and the REST API.
 const AdminRole = "admin"
 
-// APIKeys authenticates REST API keys. *authz.Service satisfies it.
+// APIKeys authenticates REST API keys. *apikeys.Service satisfies it.
 type APIKeys interface {
-	AuthenticateAPIKey(ctx context.Context, presented string) (*authz.APIKey, error)
+	AuthenticateAPIKey(ctx context.Context, presented string) (*apikeys.Key, error)
 }
 
-// BindingAdmin changes bindings and searches contacts for the REST API.
-// *authz.Service satisfies it.
-type BindingAdmin interface {
+// BindingEditor changes users' bindings for the REST API.
+// *accounts.Service satisfies it.
+type BindingEditor interface {
 	SetBinding(ctx context.Context, login string, b authz.Binding, actor string) error
-	SetBindings(ctx context.Context, changes []authz.BindingChange, actor string) ([]authz.BindingResult, error)
-	SearchContacts(ctx context.Context, field authz.ContactSearchField, value string, limit int) ([]*dataverse.Contact, error)
+	SetBindings(ctx context.Context, changes []accounts.BindingChange, actor string) ([]accounts.BindingResult, error)
 }
 
-// UserDirectory is what the REST API needs to read accounts.
-// *authz.Service satisfies it.
+// ContactSearch finds Dataverse contacts to bind users to, for the REST
+// API. *binding.Resolver satisfies it.
+type ContactSearch interface {
+	SearchContacts(ctx context.Context, field binding.ContactSearchField, value string, limit int) ([]*dataverse.Contact, error)
+}
+
+// UserDirectory reads accounts: the security-stamp check of sessions, the
+// profile page and the REST API. *accounts.Service satisfies it.
 type UserDirectory interface {
 	ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error)
 	UserByID(ctx context.Context, id string) (*authz.User, error)
@@ -51,12 +59,14 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(openAPIDocument)
 	})
-	mux.HandleFunc("GET "+p+"/users", srv.admin(authz.ScopeUsersRead, srv.apiListUsers))
-	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(authz.ScopeUsersRead, srv.apiGetUser))
-	if srv.binder != nil {
-		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(authz.ScopeUsersBind, srv.apiSetBinding))
-		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(authz.ScopeUsersBind, srv.apiSetBindings))
-		mux.HandleFunc("GET "+p+"/contacts", srv.admin(authz.ScopeContactsRead, srv.apiSearchContacts))
+	mux.HandleFunc("GET "+p+"/users", srv.admin(apikeys.ScopeUsersRead, srv.apiListUsers))
+	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(apikeys.ScopeUsersRead, srv.apiGetUser))
+	if srv.bindings != nil {
+		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBinding))
+		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBindings))
+	}
+	if srv.contactSearch != nil {
+		mux.HandleFunc("GET "+p+"/contacts", srv.admin(apikeys.ScopeContactsRead, srv.apiSearchContacts))
 	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
@@ -66,8 +76,8 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 
 // apiCaller is who calls the REST API: an admin's session or an API key.
 type apiCaller struct {
-	sess *Session      // nil for an API key
-	key  *authz.APIKey // nil for a session
+	sess *Session     // nil for an API key
+	key  *apikeys.Key // nil for a session
 }
 
 // actor names the caller in the audit log.
@@ -91,7 +101,7 @@ func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Req
 			}
 			key, err := srv.apiKeys.AuthenticateAPIKey(r.Context(), presented)
 			switch {
-			case errors.Is(err, authz.ErrInvalidAPIKey):
+			case errors.Is(err, apikeys.ErrInvalidAPIKey):
 				srv.renderAPIError(w, r, &Error{Status: http.StatusUnauthorized, Code: "invalid_api_key", Title: "Sign-in required",
 					Message: "The API key is not valid."})
 			case err != nil:
@@ -208,7 +218,7 @@ func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCa
 		srv.renderAPIError(w, r, apiBadRequest(`the body must be {"binding":{"mode":"lookup","ref":{"Id":"...","LogicalName":"contact","Name":"..."}}}`))
 		return
 	}
-	err := srv.binder.SetBinding(r.Context(), u.Username, *body.Binding, c.actor())
+	err := srv.bindings.SetBinding(r.Context(), u.Username, *body.Binding, c.actor())
 	var verr *authz.ValidationError
 	switch {
 	case errors.As(err, &verr):
@@ -231,7 +241,7 @@ func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCa
 }
 
 // maxBulkBodyBytes bounds the body of POST /api/users/bindings: room for
-// authz.MaxBindingChanges lookup bindings with names and key attributes.
+// accounts.MaxBindingChanges lookup bindings with names and key attributes.
 const maxBulkBodyBytes = 1 << 20
 
 // apiBindingsBody is the body of POST /api/users/bindings.
@@ -265,7 +275,7 @@ const bulkBindingsShape = `the body must be {"items":[{"user":"<id, username or 
 // apiSetBindings changes the bindings of many users, each as
 // apiSetBinding would, and answers 200 with one result per item: a bad
 // item fails alone. A malformed body, or more than
-// authz.MaxBindingChanges items, is refused whole (400) and changes
+// accounts.MaxBindingChanges items, is refused whole (400) and changes
 // nothing.
 func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiCaller) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBulkBodyBytes)
@@ -288,19 +298,19 @@ func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiC
 	case err != nil || body.Items == nil:
 		srv.renderAPIError(w, r, apiBadRequest(bulkBindingsShape))
 		return
-	case len(body.Items) == 0 || len(body.Items) > authz.MaxBindingChanges:
-		srv.renderAPIError(w, r, apiBadRequest("items must list 1 to "+strconv.Itoa(authz.MaxBindingChanges)+" changes; split longer lists"))
+	case len(body.Items) == 0 || len(body.Items) > accounts.MaxBindingChanges:
+		srv.renderAPIError(w, r, apiBadRequest("items must list 1 to "+strconv.Itoa(accounts.MaxBindingChanges)+" changes; split longer lists"))
 		return
 	}
-	changes := make([]authz.BindingChange, len(body.Items))
+	changes := make([]accounts.BindingChange, len(body.Items))
 	for i, it := range body.Items {
 		if it.User == "" || it.Binding == nil {
 			srv.renderAPIError(w, r, apiBadRequest("item "+strconv.Itoa(i)+" needs a user and a binding; "+bulkBindingsShape))
 			return
 		}
-		changes[i] = authz.BindingChange{User: it.User, Binding: *it.Binding}
+		changes[i] = accounts.BindingChange{User: it.User, Binding: *it.Binding}
 	}
-	results, err := srv.binder.SetBindings(r.Context(), changes, c.actor())
+	results, err := srv.bindings.SetBindings(r.Context(), changes, c.actor())
 	var verr *authz.ValidationError
 	switch {
 	case errors.As(err, &verr):
@@ -324,7 +334,7 @@ func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiC
 
 // apiItemError maps the error of one item of a batch to its code and a
 // user-safe message, logging what is not the caller's fault.
-func (srv *Server) apiItemError(r *http.Request, res authz.BindingResult) *apiItemError {
+func (srv *Server) apiItemError(r *http.Request, res accounts.BindingResult) *apiItemError {
 	var verr *authz.ValidationError
 	switch err := res.Err; {
 	case errors.As(err, &verr):
@@ -371,9 +381,9 @@ type apiContact struct {
 
 func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ apiCaller) {
 	q := r.URL.Query()
-	var field authz.ContactSearchField
+	var field binding.ContactSearchField
 	var value string
-	for _, f := range []authz.ContactSearchField{authz.SearchByEmail, authz.SearchByUsername, authz.SearchByName} {
+	for _, f := range []binding.ContactSearchField{binding.SearchByEmail, binding.SearchByUsername, binding.SearchByName} {
 		if v := q.Get(string(f)); v != "" {
 			if field != "" {
 				srv.renderAPIError(w, r, apiBadRequest("search by one of email, username or name"))
@@ -389,19 +399,19 @@ func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ a
 	limit := 0
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > authz.MaxContactSearch {
-			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(authz.MaxContactSearch)))
+		if err != nil || n < 1 || n > binding.MaxContactSearch {
+			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(binding.MaxContactSearch)))
 			return
 		}
 		limit = n
 	}
-	found, err := srv.binder.SearchContacts(r.Context(), field, value, limit)
+	found, err := srv.contactSearch.SearchContacts(r.Context(), field, value, limit)
 	var verr *authz.ValidationError
 	switch {
 	case errors.As(err, &verr):
 		srv.renderAPIError(w, r, apiBadRequest(verr.Message))
 		return
-	case errors.Is(err, authz.ErrNoDirectory):
+	case errors.Is(err, binding.ErrNoDirectory):
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotImplemented, Code: "no_dataverse", Title: "Not available",
 			Message: "No Dataverse is configured."})
 		return

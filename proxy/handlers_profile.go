@@ -9,16 +9,17 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/profile"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
-// ProfileEditor reads and changes a user's own profile, synced to the
-// bound contact. *authz.Service satisfies it; see authz.Service.UpdateProfile.
+// ProfileEditor shows and changes a user's own profile, synced to the
+// bound contact. *profile.Service satisfies it; see
+// profile.Service.UpdateProfile.
 type ProfileEditor interface {
-	UserByID(ctx context.Context, id string) (*authz.User, error)
-	ProfileFields(u *authz.User) []authz.ProfileField
-	UpdateProfile(ctx context.Context, userID string, p authz.Profile, actor string) (*authz.ProfileResult, error)
+	ProfileFields(u *authz.User) []profile.Field
+	UpdateProfile(ctx context.Context, userID string, p profile.Profile, actor string) (*profile.Result, error)
 }
 
 // Profile page messages.
@@ -74,7 +75,7 @@ func (srv *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A field the form does not carry (a read-only one) keeps its value.
-	p := authz.Profile{FirstName: u.FirstName, LastName: u.LastName, DisplayName: u.DisplayName}
+	p := profile.Profile{FirstName: u.FirstName, LastName: u.LastName, DisplayName: u.DisplayName}
 	for f, v := range entered {
 		switch f {
 		case authz.FieldFirstName:
@@ -117,8 +118,9 @@ func (srv *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 			strings.Join(names, ", ") + ". Please review them."
 	}
 	// The session shows the new names at once rather than at its next
-	// security-stamp check.
-	sess.snapshot(res.User)
+	// security-stamp check, with a new revision, so the next proxied request
+	// carries them in a freshly signed token.
+	sess.setUser(res.User)
 	if err := srv.writeSessionFor(w, r, sess); err != nil {
 		srv.renderError(w, r, err)
 		return
@@ -144,7 +146,7 @@ func (srv *Server) profileUser(w http.ResponseWriter, r *http.Request) (*Session
 		http.Redirect(w, r, srv.prefix+"/signin?redirect_url="+url.QueryEscape(srv.prefix+"/profile"), http.StatusFound)
 		return nil, nil, false
 	}
-	u, err := srv.profiles.UserByID(r.Context(), sess.UserID)
+	u, err := srv.users.UserByID(r.Context(), sess.UserID)
 	if err != nil {
 		srv.renderError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
 			Message: "Your profile cannot be shown just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err})

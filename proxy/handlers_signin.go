@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
@@ -33,21 +34,21 @@ const (
 	msgUnavailable = "We cannot check your account right now. Please try again in a few minutes."
 )
 
-// ContactSignIn signs in and, for a user bound to a Dataverse contact,
-// checks the contact and returns its snapshot (nil for unbound users).
-// *authz.Service satisfies it; see authz.Service.SignInWithContact.
-type ContactSignIn interface {
-	SignInWithContact(ctx context.Context, c authz.Credentials, columns []string) (*authz.User, *dataverse.Contact, error)
+// PasswordSignIn checks the sign-in form's credentials and, for a user
+// bound to a Dataverse contact, checks the contact and returns its snapshot
+// with columns (nil for unbound users). *signin.Service satisfies it; see
+// signin.Service.SignInWithContact for its errors.
+type PasswordSignIn interface {
+	SignInWithContact(ctx context.Context, c signin.Credentials, columns []string) (*authz.User, *dataverse.Contact, error)
 }
 
-// signIn verifies credentials, with the Dataverse check when the
-// authenticator offers it.
-func (srv *Server) signIn(ctx context.Context, c authz.Credentials) (*authz.User, *dataverse.Contact, error) {
-	if cs, ok := srv.auth.(ContactSignIn); ok {
-		return cs.SignInWithContact(ctx, c, srv.contactColumns)
-	}
-	u, err := srv.auth.SignIn(ctx, c)
-	return u, nil, err
+// SessionStore records sign-outs so that every replica refuses the
+// session. *signin.Service satisfies it.
+type SessionStore interface {
+	// EndSession revokes a session at sign-out and audits it.
+	EndSession(ctx context.Context, sessionID, userID, clientAddr string, expiresAt time.Time) error
+	// SessionRevoked reports whether a session was ended by EndSession (on any replica).
+	SessionRevoked(ctx context.Context, sessionID string) (bool, error)
 }
 
 // sessionContact turns a contact into the session's snapshot.
@@ -105,27 +106,27 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, _ := srv.clients.of(r)
-	u, contact, err := srv.signIn(r.Context(), authz.Credentials{Login: login, Password: r.PostForm.Get("password"), ClientAddr: client.String()})
+	u, contact, err := srv.signIns.SignInWithContact(r.Context(), signin.Credentials{Login: login, Password: r.PostForm.Get("password"), ClientAddr: client.String()}, srv.contactColumns)
 	if err != nil {
 		outcome, status := "invalid", http.StatusUnauthorized
 		data.Error = msgInvalidCredentials
-		var throttled *authz.ThrottledError
+		var throttled *signin.ThrottledError
 		switch {
 		case errors.As(err, &throttled):
 			outcome, status, data.Error = "throttled", http.StatusTooManyRequests, msgThrottled
 			w.Header().Set("Retry-After", retryAfterSeconds(throttled.RetryAfter))
-		case errors.Is(err, authz.ErrAccountDisabled):
+		case errors.Is(err, signin.ErrAccountDisabled):
 			outcome, status, data.Error = "disabled", http.StatusForbidden, msgDisabled
-		case errors.Is(err, authz.ErrAccountPending):
+		case errors.Is(err, signin.ErrAccountPending):
 			outcome, status, data.Error = "pending", http.StatusForbidden, msgPending
-		case errors.Is(err, authz.ErrSignInRefused):
+		case errors.Is(err, signin.ErrRefused):
 			outcome, status, data.Error = "refused", http.StatusForbidden, msgRefused
 		case errors.Is(err, dataverse.ErrUnavailable):
 			// Fail closed for bound users: Dataverse must say yes.
 			outcome, status, data.Error = "unavailable", http.StatusServiceUnavailable, msgUnavailable
 			w.Header().Set("Retry-After", "30")
 			srv.log.Warn("sign-in: Dataverse unavailable", "request_id", requestID(r.Context()), "err", err)
-		case errors.Is(err, authz.ErrInvalidCredentials):
+		case errors.Is(err, signin.ErrInvalidCredentials):
 		default:
 			srv.metrics.signIns.WithLabelValues("password", "error").Inc()
 			srv.renderError(w, r, err)
@@ -141,8 +142,11 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	now := srv.now()
 	sess := &Session{ID: rand.Text(), UserID: u.ID, Stamp: u.SecurityStamp, AuthMethod: "password",
 		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Remember: remember}
-	sess.snapshot(u)
-	sess.Contact = sessionContact(contact)
+	sess.setUser(u)
+	sess.setContact(sessionContact(contact))
+	if sess.Rev == 0 {
+		sess.bump()
+	}
 	if contact != nil {
 		sess.ContactAt = now.Unix()
 	}
@@ -192,7 +196,7 @@ func (srv *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 			client, _ := srv.clients.of(r)
 			until := srv.sessions.expiresAt(sess)
 			srv.revoked.add(sess.ID, until, srv.now())
-			if err := srv.auth.EndSession(r.Context(), sess.ID, sess.UserID, client.String(), until); err != nil {
+			if err := srv.sessionStore.EndSession(r.Context(), sess.ID, sess.UserID, client.String(), until); err != nil {
 				// The browser forgets the cookie and this replica refuses it,
 				// but other replicas would accept a copy: say so.
 				srv.endSession(w, "signout")

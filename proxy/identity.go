@@ -79,7 +79,7 @@ type contactClaim struct {
 }
 
 // signer issues X-Current-User tokens and publishes the JWKS. Tokens are
-// cached per session, audience and user snapshot, and reused until shortly
+// cached per session, audience, route and session revision (Session.Rev), and reused until shortly
 // before they expire, so the hot path signs rarely.
 type signer struct {
 	issuer string
@@ -95,7 +95,7 @@ type signer struct {
 
 type tokenKey struct {
 	sid, aud, route string // the route: each has its own contact column allow-list
-	checked         int64  // the snapshot version: a stamp check may change roles or names
+	rev             uint64 // the session's revision: every change of what the headers carry gives a new one
 }
 
 type cachedToken struct {
@@ -150,7 +150,7 @@ func (s *signer) identity(sess *Session, aud string, route *policies.Route) (*id
 	if route != nil {
 		routeName, allowed = route.Name, route.ContactHeaders
 	}
-	key := tokenKey{sess.ID, aud, routeName, sess.CheckedAt}
+	key := tokenKey{sess.ID, aud, routeName, sess.Rev}
 	s.mu.Lock()
 	if t, ok := s.cache[key]; ok && now.Before(t.expiry.Add(-s.reuseMargin())) {
 		s.mu.Unlock()

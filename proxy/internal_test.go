@@ -18,17 +18,26 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
-// fakeAuth is an Authenticator of func fields for unit tests of the pipeline.
+// fakeAuth is the identity layer made of func fields, for unit tests of
+// the pipeline: sign-in, sessions and the user directory.
 type fakeAuth struct {
 	userByID func(ctx context.Context, id string) (*authz.User, error)
 }
 
-func (f *fakeAuth) SignIn(context.Context, authz.Credentials) (*authz.User, error) {
-	return nil, authz.ErrInvalidCredentials
+var (
+	_ PasswordSignIn = (*fakeAuth)(nil)
+	_ SessionStore   = (*fakeAuth)(nil)
+	_ UserDirectory  = (*fakeAuth)(nil)
+)
+
+func (f *fakeAuth) SignInWithContact(context.Context, signin.Credentials, []string) (*authz.User, *dataverse.Contact, error) {
+	return nil, nil, signin.ErrInvalidCredentials
 }
 func (f *fakeAuth) UserByID(ctx context.Context, id string) (*authz.User, error) {
 	return f.userByID(ctx, id)
@@ -38,6 +47,34 @@ func (f *fakeAuth) ListUsers(context.Context, authz.UserFilter) ([]*authz.User, 
 }
 func (f *fakeAuth) EndSession(context.Context, string, string, string, time.Time) error { return nil }
 func (f *fakeAuth) SessionRevoked(context.Context, string) (bool, error)                { return false, nil }
+
+// testTimings sets the values the configuration supplies in production
+// (its defaults) where opts leaves them zero.
+func testTimings(o Options) Options {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.AuthPrefix == "" {
+		o.AuthPrefix = "/.auth"
+	}
+	if o.SiteName == "" {
+		o.SiteName = "crmgate"
+	}
+	if o.MaxIdleConnsPerHost == 0 {
+		o.MaxIdleConnsPerHost = 256
+	}
+	set(&o.TokenTTL, 5*time.Minute)
+	set(&o.IdleTimeout, time.Hour)
+	set(&o.AbsoluteTimeout, 12*time.Hour)
+	set(&o.RememberTimeout, 30*24*time.Hour)
+	set(&o.StampCheckInterval, 2*time.Minute)
+	set(&o.ContactRevalidateInterval, 5*time.Minute)
+	set(&o.ContactGrace, 15*time.Minute)
+	set(&o.DialTimeout, 5*time.Second)
+	return o
+}
 
 // testServer builds a Server over policyYAML (with %[1]s … placeholders for
 // the upstream URLs) and returns it with a valid session cookie for user u1.
@@ -53,14 +90,16 @@ func testServer(t *testing.T, policyYAML string, upstreamURLs ...any) (*Server, 
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Unix(1_800_000_000, 0)
-	srv, err := New(Options{
+	opts := Options{
 		PublicURL: "https://gw.example.com", Policy: pol, Pages: rend, CookieName: "s",
 		CookieKeys: [][]byte{make([]byte, 32)}, SigningKeys: []*ecdsa.PrivateKey{key},
 		Now: func() time.Time { return now },
-		Auth: &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
-			return &authz.User{ID: "u1", Username: "u", Status: authz.StatusActive, SecurityStamp: "st"}, nil
-		}},
-	})
+	}
+	auth := &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
+		return &authz.User{ID: "u1", Username: "u", Status: authz.StatusActive, SecurityStamp: "st"}, nil
+	}}
+	opts.SignIn, opts.Sessions, opts.Users = auth, auth, auth
+	srv, err := New(testTimings(opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +149,7 @@ func TestStoreFailureDuringStampCheckFailsClosed(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer up.Close()
 	srv, cookie := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n", up.URL)
-	srv.auth = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) { return nil, errors.New("database is locked") }}
+	srv.users = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) { return nil, errors.New("database is locked") }}
 	now := time.Unix(1_800_000_000, 0).Add(3 * time.Minute) // past the stamp-check interval
 	srv.now = func() time.Time { return now }
 	req := httptest.NewRequest("GET", "https://gw.example.com/page", nil)
@@ -200,7 +239,7 @@ func TestReplayedCookieChecksStoreOncePerInterval(t *testing.T) {
 	defer up.Close()
 	srv, cookie := testServer(t, "upstreams:\n  - name: a\n    url: %s\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n", up.URL)
 	var lookups atomic.Int32
-	srv.auth = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
+	srv.users = &fakeAuth{userByID: func(context.Context, string) (*authz.User, error) {
 		lookups.Add(1)
 		return &authz.User{ID: "u1", Username: "u", Status: authz.StatusActive, SecurityStamp: "st"}, nil
 	}}

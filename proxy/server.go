@@ -3,8 +3,9 @@
 // prefix, and the reverse proxy to the upstreams.
 //
 // The pipeline, in Server.ServeHTTP, reads top to bottom: strip identity
-// headers → canonicalise → gateway pages → cross-origin check → load session
-// → match route → decide → sign identity → proxy.
+// headers → canonicalise → gateway pages → cross-origin check → read session
+// → check its security stamp → revalidate its contact → save it → match
+// route → decide → sign identity → proxy.
 package proxy
 
 import (
@@ -22,75 +23,85 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
-// Authenticator is what the proxy needs from the identity layer.
-// *authz.Service satisfies it.
-type Authenticator interface {
-	// SignIn verifies credentials; see authz.Service.SignIn for its errors.
-	SignIn(ctx context.Context, c authz.Credentials) (*authz.User, error)
-	// UserByID returns the current state of a user, for security-stamp checks.
-	UserByID(ctx context.Context, id string) (*authz.User, error)
-	// EndSession revokes a session at sign-out and audits it.
-	EndSession(ctx context.Context, sessionID, userID, clientAddr string, expiresAt time.Time) error
-	// SessionRevoked reports whether a session was ended by EndSession (on any replica).
-	SessionRevoked(ctx context.Context, sessionID string) (bool, error)
-}
-
-// Options configure a Server. Every field without a documented default is
-// required; New reports what is missing.
+// Options configure a Server. Every field without a documented zero value
+// is required, and New reports every one that is missing or invalid: the
+// configuration (package config) supplies the defaults, so that no default
+// is set twice.
 type Options struct {
-	PublicURL  string // origin of the gateway; the JWT issuer
-	AuthPrefix string // e.g. "/.auth"; default "/.auth"
+	PublicURL  string // origin of the gateway, http(s)://host[:port]; the JWT issuer
+	AuthPrefix string // the gateway's own path prefix, e.g. "/.auth"
 	Policy     *policies.Policy
-	Auth       Authenticator
 	Pages      *pages.Renderer
-	// Users serves the REST API's account reads. Nil means Auth, when it
-	// implements UserDirectory (as *authz.Service does).
+
+	// The identity layer, one field per capability. Each is the small
+	// interface this package declares; cmd/crmgate asserts at compile time
+	// that the authz service it passes satisfies it.
+
+	// SignIn checks the sign-in form's credentials (and, for a bound user,
+	// asks Dataverse). Required.
+	SignIn PasswordSignIn
+	// Sessions revokes sessions at sign-out and tells whether one was
+	// revoked on another replica. Required.
+	Sessions SessionStore
+	// Users reads accounts: the security-stamp check of every session and
+	// the REST API's listings. Required.
 	Users UserDirectory
-	// APIKeys authenticates REST API keys. Nil means Auth, when it
-	// implements APIKeys; if neither, the API accepts admin sessions only.
-	APIKeys APIKeys
-	// Profiles serves the profile page. Nil means Auth, when it implements
-	// ProfileEditor; if neither, the profile page answers 404.
+	// Revalidator re-checks a session's contact snapshot against Dataverse
+	// once it is ContactRevalidateInterval old. Nil means snapshots are
+	// never refreshed: a contact deactivated in Dataverse keeps its
+	// sessions until they expire. Dangerous when routes depend on the
+	// contact; leave it nil only without Dataverse.
+	Revalidator ContactRevalidator
+	// Profiles serves the profile page; nil means there is none (404).
 	Profiles ProfileEditor
+	// APIKeys authenticates REST API keys; nil means the REST API accepts
+	// admin sessions only.
+	APIKeys APIKeys
+	// Bindings changes users' bindings through the REST API; nil means the
+	// binding endpoints answer 404.
+	Bindings BindingEditor
+	// Contacts searches Dataverse contacts for the REST API; nil means the
+	// contact search answers 404.
+	Contacts ContactSearch
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
 	CookieKeys   [][]byte // newest first, each at least 32 bytes
 
 	SigningKeys []*ecdsa.PrivateKey // newest first
-	TokenTTL    time.Duration       // default 5m, at most 5m
+	TokenTTL    time.Duration       // lifetime of X-Current-User tokens, 30s to 5m
 
-	IdleTimeout        time.Duration // default 1h
-	AbsoluteTimeout    time.Duration // default 12h
-	RememberTimeout    time.Duration // default 30 days
-	StampCheckInterval time.Duration // default 2m
+	IdleTimeout        time.Duration // a session unused this long ends
+	AbsoluteTimeout    time.Duration // a session ends this long after sign-in
+	RememberTimeout    time.Duration // lifetime of a "keep me signed in" session
+	StampCheckInterval time.Duration // how often a session's security stamp is checked
 	// ContactRevalidateInterval is how old a session's contact snapshot may
-	// get before Dataverse is asked again (default 5m); ContactGrace is how
-	// much longer a snapshot is trusted while Dataverse cannot answer
-	// (zero means 15m, a negative value none; then the session ends).
+	// get before Dataverse is asked again; required with Revalidator.
+	// ContactGrace is how much longer a snapshot is trusted while Dataverse
+	// cannot answer; zero means no grace: the session then ends at once.
 	ContactRevalidateInterval time.Duration
 	ContactGrace              time.Duration
 
-	TrustedProxies    []string // CIDRs whose X-Forwarded-For is believed
-	RedirectAllowlist []string // absolute origins redirect_url may name
+	TrustedProxies    []string // CIDRs or addresses whose X-Forwarded-For is believed; empty: the TCP peer is the client
+	RedirectAllowlist []string // absolute origins redirect_url may name besides same-site paths
 
 	// Transport carries proxied requests. Nil means a transport tuned for a
-	// gateway (see NewTransport) built from the Transport* fields.
+	// gateway (see NewTransport) built from MaxIdleConnsPerHost,
+	// DialTimeout and ResponseHeaderTimeout (zero: none).
 	Transport             http.RoundTripper
-	MaxIdleConnsPerHost   int           // default 256
-	DialTimeout           time.Duration // default 5s
-	ResponseHeaderTimeout time.Duration // zero means none
+	MaxIdleConnsPerHost   int
+	DialTimeout           time.Duration
+	ResponseHeaderTimeout time.Duration
 
-	SiteName   string                // used in the WWW-Authenticate realm; default "crmgate"
-	Logger     *slog.Logger          // default: discard
+	SiteName   string                // used in the WWW-Authenticate realm
+	Logger     *slog.Logger          // nil: discard
 	AccessLog  *slog.Logger          // one line per request; nil: no access log
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
-	Now        func() time.Time      // default time.Now
+	Now        func() time.Time      // nil: time.Now
 }
 
 // Server is the gateway's public handler. Build it with New.
@@ -105,11 +116,13 @@ type Server struct {
 	csrfName   string
 
 	policy         *policies.Policy
-	auth           Authenticator
+	signIns        PasswordSignIn
+	sessionStore   SessionStore
 	users          UserDirectory
-	apiKeys        APIKeys
+	apiKeys        APIKeys            // nil: admin sessions only
 	profiles       ProfileEditor      // nil: no profile page
-	binder         BindingAdmin       // nil: no binding endpoints
+	bindings       BindingEditor      // nil: no binding endpoints
+	contactSearch  ContactSearch      // nil: no contact search
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -127,38 +140,8 @@ type Server struct {
 	metrics        *metrics
 }
 
-// New validates opts and builds the server.
+// New validates opts and builds the server. It starts nothing.
 func New(opts Options) (*Server, error) {
-	if opts.AuthPrefix == "" {
-		opts.AuthPrefix = "/.auth"
-	}
-	if opts.TokenTTL == 0 {
-		opts.TokenTTL = 5 * time.Minute
-	}
-	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = time.Hour
-	}
-	if opts.AbsoluteTimeout == 0 {
-		opts.AbsoluteTimeout = 12 * time.Hour
-	}
-	if opts.RememberTimeout == 0 {
-		opts.RememberTimeout = 30 * 24 * time.Hour
-	}
-	if opts.StampCheckInterval == 0 {
-		opts.StampCheckInterval = 2 * time.Minute
-	}
-	if opts.ContactRevalidateInterval == 0 {
-		opts.ContactRevalidateInterval = 5 * time.Minute
-	}
-	switch {
-	case opts.ContactGrace == 0:
-		opts.ContactGrace = 15 * time.Minute
-	case opts.ContactGrace < 0:
-		opts.ContactGrace = 0
-	}
-	if opts.SiteName == "" {
-		opts.SiteName = "crmgate"
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -171,33 +154,41 @@ func New(opts Options) (*Server, error) {
 		errs = append(errs, fmt.Errorf("proxy: public URL %q is not an absolute http(s) URL", opts.PublicURL))
 		pub = &url.URL{}
 	}
-	if opts.Policy == nil {
-		errs = append(errs, errors.New("proxy: no policy"))
+	if !strings.HasPrefix(opts.AuthPrefix, "/") || strings.HasSuffix(opts.AuthPrefix, "/") {
+		errs = append(errs, fmt.Errorf("proxy: auth prefix %q must start with / and not end with one", opts.AuthPrefix))
 	}
-	if opts.Auth == nil {
-		errs = append(errs, errors.New("proxy: no authenticator"))
-	}
-	if opts.Profiles == nil {
-		opts.Profiles, _ = opts.Auth.(ProfileEditor)
-	}
-	if opts.APIKeys == nil {
-		opts.APIKeys, _ = opts.Auth.(APIKeys)
-	}
-	if opts.Users == nil {
-		if ud, ok := opts.Auth.(UserDirectory); ok {
-			opts.Users = ud
-		} else {
-			errs = append(errs, errors.New("proxy: no user directory for the REST API"))
+	for _, req := range []struct {
+		missing bool
+		what    string
+	}{
+		{opts.Policy == nil, "policy"}, {opts.Pages == nil, "page renderer"}, {opts.SignIn == nil, "sign-in (Options.SignIn)"},
+		{opts.Sessions == nil, "session store (Options.Sessions)"}, {opts.Users == nil, "user directory (Options.Users)"},
+		{opts.CookieName == "", "cookie name"}, {opts.SiteName == "", "site name"},
+	} {
+		if req.missing {
+			errs = append(errs, errors.New("proxy: no "+req.what))
 		}
 	}
-	if opts.Pages == nil {
-		errs = append(errs, errors.New("proxy: no page renderer"))
+	if opts.TokenTTL < 30*time.Second || opts.TokenTTL > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("proxy: token TTL %s: want 30s to 5m", opts.TokenTTL))
 	}
-	if opts.CookieName == "" {
-		errs = append(errs, errors.New("proxy: no cookie name"))
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"idle timeout", opts.IdleTimeout}, {"absolute timeout", opts.AbsoluteTimeout}, {"remember timeout", opts.RememberTimeout},
+		{"stamp check interval", opts.StampCheckInterval}} {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("proxy: %s must be positive", d.name))
+		}
 	}
-	if opts.TokenTTL > 5*time.Minute {
-		errs = append(errs, errors.New("proxy: token TTL above 5m"))
+	if opts.Revalidator != nil && opts.ContactRevalidateInterval <= 0 {
+		errs = append(errs, errors.New("proxy: contact revalidate interval must be positive with a revalidator"))
+	}
+	if opts.ContactGrace < 0 {
+		errs = append(errs, errors.New("proxy: contact grace must not be negative"))
+	}
+	if opts.Transport == nil && (opts.MaxIdleConnsPerHost < 1 || opts.DialTimeout <= 0 || opts.ResponseHeaderTimeout < 0) {
+		errs = append(errs, errors.New("proxy: without a transport, MaxIdleConnsPerHost and DialTimeout must be positive and ResponseHeaderTimeout not negative"))
 	}
 	maxAge := max(opts.AbsoluteTimeout, opts.RememberTimeout)
 	codec, err := newSessionCodec(opts.CookieName, opts.CookieKeys, maxAge+time.Hour)
@@ -218,29 +209,33 @@ func New(opts Options) (*Server, error) {
 	}
 
 	srv := &Server{
-		opts:         opts,
-		log:          opts.Logger,
-		now:          opts.Now,
-		prefix:       opts.AuthPrefix,
-		publicURL:    pub,
-		secure:       pub.Scheme == "https",
-		cookieName:   opts.CookieName,
-		csrfName:     opts.CookieName + csrfCookieSuffix,
-		policy:       opts.Policy,
-		auth:         opts.Auth,
-		users:        opts.Users,
-		apiKeys:      opts.APIKeys,
-		profiles:     opts.Profiles,
-		pages:        opts.Pages,
-		codec:        codec,
-		sessions:     sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
-		signer:       sig,
-		redirects:    newRedirectValidator(origin, opts.RedirectAllowlist),
-		clients:      clients,
-		cop:          http.NewCrossOriginProtection(),
-		metrics:      newMetrics(opts.Registerer),
-		revoked:      revokedSessions{m: map[string]time.Time{}},
-		sessionCache: newSessionCache(),
+		opts:          opts,
+		log:           opts.Logger,
+		now:           opts.Now,
+		prefix:        opts.AuthPrefix,
+		publicURL:     pub,
+		secure:        pub.Scheme == "https",
+		cookieName:    opts.CookieName,
+		csrfName:      opts.CookieName + csrfCookieSuffix,
+		policy:        opts.Policy,
+		signIns:       opts.SignIn,
+		sessionStore:  opts.Sessions,
+		users:         opts.Users,
+		apiKeys:       opts.APIKeys,
+		profiles:      opts.Profiles,
+		bindings:      opts.Bindings,
+		contactSearch: opts.Contacts,
+		revalidator:   opts.Revalidator,
+		pages:         opts.Pages,
+		codec:         codec,
+		sessions:      sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
+		signer:        sig,
+		redirects:     newRedirectValidator(origin, opts.RedirectAllowlist),
+		clients:       clients,
+		cop:           http.NewCrossOriginProtection(),
+		metrics:       newMetrics(opts.Registerer),
+		revoked:       revokedSessions{m: map[string]time.Time{}},
+		sessionCache:  newSessionCache(),
 	}
 	srv.csrf = newCSRFTokens(opts.CookieKeys, srv.csrfName, srv.secure)
 	if err := srv.cop.AddTrustedOrigin(origin); err != nil {
@@ -255,8 +250,6 @@ func New(opts Options) (*Server, error) {
 		srv.upstreams[u] = srv.newUpstream(u, transport)
 	}
 	srv.contactColumns = opts.Policy.ContactColumns()
-	srv.revalidator, _ = opts.Auth.(ContactRevalidator)
-	srv.binder, _ = opts.Auth.(BindingAdmin)
 	srv.gateway = srv.gatewayMux()
 	return srv, nil
 }
@@ -328,14 +321,34 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 
 	st := stateOf(r.Context())
 
-	// 5. The session, if any (expired or revoked sessions count as none).
-	sess, err := srv.loadSession(w, r)
-	if err != nil {
+	// 5. The session, if any: the cookie decoded, within its lifetimes,
+	// not signed out here (expired or revoked sessions count as none).
+	ls := srv.readSession(w, r)
+
+	// 6. Every StampCheckInterval, the security stamp: the account still
+	// exists, is active, has the session's stamp, and the session was not
+	// signed out on another replica. A store that cannot answer gets a 503.
+	if err := srv.checkSessionStamp(w, r, ls); err != nil {
 		srv.renderError(w, r, err)
 		return "invalid"
 	}
 
-	// 6. The first matching route decides; unmatched requests are denied.
+	// 7. Once the contact snapshot is due, Dataverse is asked again (the
+	// sign-in check); within the grace period an outage keeps the snapshot.
+	if err := srv.revalidateSessionContact(w, r, ls); err != nil {
+		srv.renderError(w, r, err)
+		return "invalid"
+	}
+
+	// 8. A changed session, or one whose idle deadline must move, is
+	// written back to its cookie.
+	if err := srv.saveSession(w, r, ls); err != nil {
+		srv.renderError(w, r, err)
+		return "invalid"
+	}
+	sess := ls.sess
+
+	// 9. The first matching route decides; unmatched requests are denied.
 	route := srv.policy.Route(host, r.Method, path)
 	if route == nil {
 		srv.metrics.route("unmatched").deny.Inc()
@@ -360,7 +373,7 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		return route.Name
 	}
 
-	// 7. The upstream for this host and path.
+	// 10. The upstream for this host and path.
 	pu := srv.policy.Upstream(host, path)
 	up := srv.upstreams[pu]
 	if up == nil {
@@ -369,7 +382,7 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		return route.Name
 	}
 
-	// 8. Sign the identity; never proxy a request whose identity could not be signed.
+	// 11. Sign the identity; never proxy a request whose identity could not be signed.
 	_, st.trustedPeer = srv.clients.of(r)
 	if sess != nil {
 		id, err := srv.signer.identity(sess, route.AudienceFor(pu), route)
@@ -380,7 +393,7 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		st.identity = id
 	}
 
-	// 9. Proxy.
+	// 12. Proxy.
 	up.proxy.ServeHTTP(w, r)
 	return route.Name
 }

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/http"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -15,14 +17,16 @@ import (
 	"github.com/patrickmn/go-cache"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
 )
 
 // Session is what the session cookie carries. It is encrypted and
 // authenticated; the user snapshot (names, roles) is refreshed from the
-// store at every security-stamp check, so proxied requests need no store
-// access between checks.
+// store at every security-stamp check and at every contact revalidation,
+// and after a profile save, so proxied requests need no store access
+// between checks.
 type Session struct {
 	ID         string   `json:"sid"`
 	UserID     string   `json:"uid"`
@@ -43,6 +47,10 @@ type Session struct {
 	Contact *dataverse.Contact `json:"ct,omitempty"`
 	// ContactAt is when Dataverse last confirmed the snapshot (unix seconds).
 	ContactAt int64 `json:"cat,omitempty"`
+	// Rev is the revision of what the identity headers carry (the user
+	// snapshot and the contact): every change gives a new one (bump), and
+	// the signed token is reused only within one revision.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // errSessionInvalid is any cookie that does not decode to a session. It is
@@ -174,149 +182,198 @@ func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
 	}
 }
 
-// loadSession returns the request's session, or nil when it has none or its
-// session is invalid, expired or revoked (the cookie is then cleared). It
-// re-checks the security stamp against the store every StampCheckInterval
-// and re-issues the cookie when the idle deadline needs to move. An error
-// means the store could not be asked; the request must not proceed.
+// sessionLoad is a session on its way through the pipeline's session
+// steps: read, stamp check, contact revalidation, save. A step that ends the
+// session sets sess to nil; later steps then do nothing.
+type sessionLoad struct {
+	sess  *Session
+	value string         // the cookie value it was decoded from: the session cache's key
+	entry *cachedSession // the cache entry of value
+	now   time.Time
+	dirty bool // the session changed: the cookie must be re-issued
+}
+
+// end ends the loaded session: its cache entry is dropped, the cookie
+// cleared, and reason counted.
+func (srv *Server) endLoaded(w http.ResponseWriter, ls *sessionLoad, reason string) {
+	srv.sessionCache.drop(ls.value)
+	srv.endSession(w, reason)
+	ls.sess = nil
+}
+
+// loadSession runs the pipeline's session steps for a gateway page (the
+// proxied pipeline calls them one by one, in the same order): it returns
+// the request's session, or nil when it has none or its session is
+// invalid, expired, revoked or no longer allowed. An error means a store
+// could not be asked; the request must not proceed, and the session is kept.
 func (srv *Server) loadSession(w http.ResponseWriter, r *http.Request) (*Session, error) {
+	ls := srv.readSession(w, r)
+	if err := srv.checkSessionStamp(w, r, ls); err != nil {
+		return nil, err
+	}
+	if err := srv.revalidateSessionContact(w, r, ls); err != nil {
+		return nil, err
+	}
+	if err := srv.saveSession(w, r, ls); err != nil {
+		return nil, err
+	}
+	return ls.sess, nil
+}
+
+// readSession is the first session step: the session cookie decoded
+// (through the session cache), within its idle and absolute lifetimes, and
+// not signed out through this replica. ls.sess is nil when the request has
+// no such session; an invalid, expired or revoked cookie is cleared.
+func (srv *Server) readSession(w http.ResponseWriter, r *http.Request) *sessionLoad {
+	ls := &sessionLoad{now: srv.now()}
 	value, err := sessionValue(r.Header, srv.cookieName)
 	if err != nil { // parts missing or unexpected: an invalid cookie
 		srv.endSession(w, "invalid")
-		return nil, nil
+		return ls
 	}
 	if value == "" {
-		return nil, nil
+		return ls
 	}
 	sess, entry, err := srv.sessionCache.get(value, srv.codec)
 	if err != nil {
 		srv.endSession(w, "invalid")
-		return nil, nil
+		return ls
 	}
-	now := srv.now()
-	if srv.sessions.expired(sess, now) {
-		srv.sessionCache.drop(value)
-		srv.endSession(w, "expired")
-		return nil, nil
+	ls.sess, ls.value, ls.entry = sess, value, entry
+	switch {
+	case srv.sessions.expired(sess, ls.now):
+		srv.endLoaded(w, ls, "expired")
+	case srv.revoked.has(sess.ID, ls.now):
+		srv.endLoaded(w, ls, "revoked")
 	}
-	if srv.revoked.has(sess.ID, now) {
-		srv.sessionCache.drop(value)
-		srv.endSession(w, "revoked")
-		return nil, nil
+	return ls
+}
+
+// checkSessionStamp is the second session step, due every
+// StampCheckInterval: the user must still exist, be active and carry the
+// session's security stamp, and the session must not have been signed out
+// on another replica; the user snapshot (names, roles) is refreshed from
+// the store. An error means the store could not answer: the request gets a
+// 503 and the session is kept.
+func (srv *Server) checkSessionStamp(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
+	sess := ls.sess
+	if sess == nil || ls.now.Unix()-sess.CheckedAt < int64(srv.sessions.stampCheck/time.Second) {
+		return nil
 	}
-	dirty := false
-	if now.Unix()-sess.CheckedAt >= int64(srv.sessions.stampCheck/time.Second) {
-		ended, err := srv.checkStamp(r, sess, now)
-		if err != nil {
-			return nil, err
-		}
-		if ended {
-			srv.sessionCache.drop(value)
-			srv.endSession(w, "revoked")
-			return nil, nil
-		}
-		dirty = true
+	u, err := srv.users.UserByID(r.Context(), sess.UserID)
+	switch {
+	case errors.Is(err, authz.ErrNotFound):
+		srv.endLoaded(w, ls, "revoked")
+		return nil
+	case err != nil:
+		return errSessionUncheckable(err)
+	case u.SecurityStamp != sess.Stamp || u.Status != authz.StatusActive:
+		srv.endLoaded(w, ls, "revoked")
+		return nil
 	}
-	if sess.Contact != nil && srv.revalidator != nil && now.Sub(time.Unix(sess.ContactAt, 0)) >= srv.opts.ContactRevalidateInterval {
-		switch ended, changed := srv.revalidateContact(w, r, sess, now); {
-		case ended:
-			srv.sessionCache.drop(value)
-			return nil, nil
-		case changed:
-			dirty = true
-		}
+	revoked, err := srv.sessionStore.SessionRevoked(r.Context(), sess.ID)
+	if err != nil {
+		return errSessionUncheckable(err)
 	}
-	if dirty || srv.sessions.refreshDue(sess, now) {
-		sess.LastSeen = now.Unix()
-		if err := srv.writeSessionFor(w, r, sess); err != nil {
-			if tooLarge, ok := errors.AsType[*SessionTooLargeError](err); ok {
-				// A refreshed contact snapshot outgrew the cookies. Keeping
-				// the old cookie would ask Dataverse again on every request:
-				// end the session, and tell the operator what to change.
-				srv.log.Error("session ended: it no longer fits the session cookies", "request_id", requestID(r.Context()),
-					"user_id", sess.UserID, "bytes", tooLarge.Size, "limit", tooLarge.Limit, "err", tooLarge.Error())
-				srv.sessionCache.drop(value)
-				srv.endSession(w, "too_large")
-			}
-			return nil, err
-		}
-		// A client that keeps sending this same cookie (a script, or a
-		// browser whose Set-Cookie is still in flight) is not checked or
-		// re-issued again until the next interval.
-		entry.update(sess)
+	if revoked {
+		srv.revoked.add(sess.ID, srv.sessions.expiresAt(sess), ls.now)
+		srv.endLoaded(w, ls, "revoked")
+		return nil
 	}
-	return sess, nil
+	sess.setUser(u)
+	sess.CheckedAt = ls.now.Unix()
+	ls.dirty = true
+	return nil
+}
+
+// errSessionUncheckable is the answer when a store could not be asked about
+// a session: try again shortly; the session is kept.
+func errSessionUncheckable(err error) error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
+		Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
 }
 
 // ContactRevalidator re-checks a signed-in user's contact against
-// Dataverse. *authz.Service satisfies it; see authz.Service.RevalidateContact.
+// Dataverse. *signin.Service satisfies it; see
+// signin.Service.RevalidateContact.
 type ContactRevalidator interface {
-	RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*dataverse.Contact, error)
+	RevalidateContact(ctx context.Context, userID, contactID string, columns []string) (*authz.User, *dataverse.Contact, error)
 }
 
-// revalidateContact refreshes a due contact snapshot. ended reports that
-// the session must end (the contact was deactivated, the user unbound or no
-// longer allowed, or Dataverse has been unreachable for longer than the
-// grace period); the cookie is then cleared. changed reports a fresh
-// snapshot to write. While Dataverse is unreachable within the grace
-// period the old snapshot is kept (counted and logged).
-func (srv *Server) revalidateContact(w http.ResponseWriter, r *http.Request, sess *Session, now time.Time) (ended, changed bool) {
+// revalidateSessionContact is the third session step, due once the contact
+// snapshot is ContactRevalidateInterval old: Dataverse is asked again (the
+// sign-in check). The session ends when the contact was deactivated, the
+// user unbound or no longer allowed, or Dataverse has been unreachable for
+// longer than the grace period. While Dataverse is unreachable within the
+// grace period the old snapshot is kept (counted and logged). A fresh
+// snapshot, and the account's fields it pulled, replace the session's. An
+// error means the account store could not answer: the request gets a 503
+// and the session is kept.
+func (srv *Server) revalidateSessionContact(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
+	sess := ls.sess
+	if sess == nil || sess.Contact == nil || srv.revalidator == nil ||
+		ls.now.Sub(time.Unix(sess.ContactAt, 0)) < srv.opts.ContactRevalidateInterval {
+		return nil
+	}
 	rid := requestID(r.Context())
-	c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, sess.Contact.ID, srv.contactColumns)
+	u, c, err := srv.revalidator.RevalidateContact(r.Context(), sess.UserID, sess.Contact.ID, srv.contactColumns)
 	switch {
+	case errors.Is(err, authz.ErrStoreUnavailable):
+		srv.log.Warn("session kept: the account store could not answer its contact revalidation", "request_id", rid, "user_id", sess.UserID, "err", err)
+		return errSessionUncheckable(err)
 	case errors.Is(err, dataverse.ErrUnavailable):
-		age := now.Sub(time.Unix(sess.ContactAt, 0))
+		age := ls.now.Sub(time.Unix(sess.ContactAt, 0))
 		if age >= srv.opts.ContactRevalidateInterval+srv.opts.ContactGrace {
 			srv.log.Warn("session ended: Dataverse unreachable beyond the grace period", "request_id", rid, "user_id", sess.UserID, "snapshot_age", age.String())
-			srv.endSession(w, "dataverse_unavailable")
-			return true, false
+			srv.endLoaded(w, ls, "dataverse_unavailable")
+			return nil
 		}
 		srv.metrics.sessions.WithLabelValues("grace").Inc()
 		srv.log.Warn("Dataverse unreachable: session continues on its contact snapshot", "request_id", rid, "user_id", sess.UserID, "snapshot_age", age.String(), "err", err)
-		return false, false
+		return nil
 	case err != nil || c == nil:
 		reason := "contact_revoked"
-		if err != nil && !errors.Is(err, authz.ErrSignInRefused) && !errors.Is(err, authz.ErrNotFound) {
+		if err != nil && !errors.Is(err, signin.ErrRefused) && !errors.Is(err, authz.ErrNotFound) {
 			reason = "contact_error"
 		}
 		srv.log.Info("session ended by contact revalidation", "request_id", rid, "user_id", sess.UserID, "reason", reason)
-		srv.endSession(w, reason)
-		return true, false
+		srv.endLoaded(w, ls, reason)
+		return nil
 	}
-	sess.Contact = sessionContact(c)
-	sess.ContactAt = now.Unix()
-	return false, true
+	if u != nil {
+		sess.setUser(u)
+	}
+	sess.setContact(sessionContact(c))
+	sess.ContactAt = ls.now.Unix()
+	ls.dirty = true
+	return nil
 }
 
-// checkStamp compares the session with the user's current state in the store
-// and refreshes the snapshot. ended reports that the session must end: the
-// user is gone, disabled, has a new security stamp, or the session was
-// signed out on another replica. An error means the store could not answer.
-func (srv *Server) checkStamp(r *http.Request, sess *Session, now time.Time) (ended bool, err error) {
-	unavailable := func(err error) error {
-		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Temporarily unavailable",
-			Message: "Your session could not be checked just now. Please try again shortly.", RetryAfter: 5 * time.Second, Err: err}
+// saveSession is the last session step: the cookie is re-issued when the
+// session changed or its idle deadline must move. A session that no longer
+// fits the session cookies ends.
+func (srv *Server) saveSession(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
+	sess := ls.sess
+	if sess == nil || !ls.dirty && !srv.sessions.refreshDue(sess, ls.now) {
+		return nil
 	}
-	u, err := srv.auth.UserByID(r.Context(), sess.UserID)
-	switch {
-	case errors.Is(err, authz.ErrNotFound):
-		return true, nil
-	case err != nil:
-		return false, unavailable(err)
-	case u.SecurityStamp != sess.Stamp || u.Status != authz.StatusActive:
-		return true, nil
+	sess.LastSeen = ls.now.Unix()
+	if err := srv.writeSessionFor(w, r, sess); err != nil {
+		if tooLarge, ok := errors.AsType[*SessionTooLargeError](err); ok {
+			// A refreshed contact snapshot outgrew the cookies. Keeping
+			// the old cookie would ask Dataverse again on every request:
+			// end the session, and tell the operator what to change.
+			srv.log.Error("session ended: it no longer fits the session cookies", "request_id", requestID(r.Context()),
+				"user_id", sess.UserID, "bytes", tooLarge.Size, "limit", tooLarge.Limit, "err", tooLarge.Error())
+			srv.endLoaded(w, ls, "too_large")
+		}
+		return err
 	}
-	revoked, err := srv.auth.SessionRevoked(r.Context(), sess.ID)
-	if err != nil {
-		return false, unavailable(err)
-	}
-	if revoked {
-		srv.revoked.add(sess.ID, srv.sessions.expiresAt(sess), now)
-		return true, nil
-	}
-	sess.snapshot(u)
-	sess.CheckedAt = now.Unix()
-	return false, nil
+	// A client that keeps sending this same cookie (a script, or a
+	// browser whose Set-Cookie is still in flight) is not checked or
+	// re-issued again until the next interval.
+	ls.entry.update(sess)
+	return nil
 }
 
 // cookieValue returns the value of the first cookie called name in the
@@ -412,11 +469,54 @@ func (srv *Server) endSession(w http.ResponseWriter, reason string) {
 	srv.metrics.sessions.WithLabelValues(reason).Inc()
 }
 
-// snapshot copies what identity headers need from u into s.
-func (s *Session) snapshot(u *authz.User) {
-	s.Username, s.Email, s.Name = u.Username, u.Email, u.Name()
+// setUser copies what identity headers need from u into s. When anything
+// changed, the session gets a new revision, so that the next proxied
+// request carries a token and headers with the new values.
+func (s *Session) setUser(u *authz.User) {
+	name := u.Name()
+	if s.Username == u.Username && s.Email == u.Email && s.Name == name && s.EmailOK == u.EmailConfirmed && slices.Equal(s.Roles, u.Roles) {
+		return
+	}
+	s.Username, s.Email, s.Name = u.Username, u.Email, name
 	s.EmailOK = u.EmailConfirmed
 	s.Roles = append([]string(nil), u.Roles...)
+	s.bump()
+}
+
+// setContact replaces the contact snapshot with c (nil: unbound), with a
+// new revision when anything changed.
+func (s *Session) setContact(c *dataverse.Contact) {
+	if sameContact(s.Contact, c) {
+		return
+	}
+	s.Contact = c
+	s.bump()
+}
+
+// sameContact reports whether a and b carry the same snapshot: what the
+// session cookie keeps of a contact.
+func sameContact(a, b *dataverse.Contact) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.ID == b.ID && a.LogicalName == b.LogicalName && a.Name == b.Name && slices.Equal(a.Roles, b.Roles) &&
+		reflect.DeepEqual(normalColumns(a.Columns), normalColumns(b.Columns))
+}
+
+// normalColumns makes an empty column map compare equal to a nil one.
+func normalColumns(m map[string]any) map[string]any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// bump gives s a new revision: a random, non-zero value. Random rather
+// than counted, so that two replicas changing one session at once cannot
+// give two different snapshots the same revision.
+func (s *Session) bump() {
+	for s.Rev = mrand.Uint64(); s.Rev == 0; s.Rev = mrand.Uint64() {
+	}
 }
 
 // subject is the session as policies see it; nil for anonymous requests.

@@ -8,15 +8,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/apikeys"
 )
 
 // apiKeyColumns are the columns scanAPIKey reads, in its order.
 const apiKeyColumns = `id, name, secret_hash, scopes, created_by, created_at, last_used_at, expires_at, revoked_at`
 
-func scanAPIKey(r rowScanner) (*authz.APIKey, error) {
+func scanAPIKey(r rowScanner) (*apikeys.Key, error) {
 	var (
-		k                          authz.APIKey
+		k                          apikeys.Key
 		scopes                     string
 		created                    int64
 		lastUsed, expires, revoked sql.NullInt64
@@ -50,8 +50,8 @@ func fromNullMillis(n sql.NullInt64) time.Time {
 	return fromMillis(n.Int64)
 }
 
-// CreateAPIKey implements authz.Store.
-func (d *DB) CreateAPIKey(ctx context.Context, k *authz.APIKey) error {
+// CreateAPIKey implements the feature stores.
+func (d *DB) CreateAPIKey(ctx context.Context, k *apikeys.Key) error {
 	if k.ID == "" || k.SecretHash == "" {
 		return errors.New("store: create API key: id and secret hash are required")
 	}
@@ -76,8 +76,8 @@ func (d *DB) CreateAPIKey(ctx context.Context, k *authz.APIKey) error {
 	return nil
 }
 
-// APIKeyByID implements authz.Store.
-func (d *DB) APIKeyByID(ctx context.Context, id string) (*authz.APIKey, error) {
+// APIKeyByID implements the feature stores.
+func (d *DB) APIKeyByID(ctx context.Context, id string) (*apikeys.Key, error) {
 	k, err := scanAPIKey(d.db.QueryRowContext(ctx, d.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id))
 	if err != nil {
 		return nil, fmt.Errorf("store: API key: %w", err)
@@ -85,14 +85,14 @@ func (d *DB) APIKeyByID(ctx context.Context, id string) (*authz.APIKey, error) {
 	return k, nil
 }
 
-// ListAPIKeys implements authz.Store.
-func (d *DB) ListAPIKeys(ctx context.Context) ([]authz.APIKey, error) {
+// ListAPIKeys implements the feature stores.
+func (d *DB) ListAPIKeys(ctx context.Context) ([]apikeys.Key, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list API keys: %w", err)
 	}
 	defer rows.Close()
-	out := []authz.APIKey{}
+	out := []apikeys.Key{}
 	for rows.Next() {
 		k, err := scanAPIKey(rows)
 		if err != nil {
@@ -106,7 +106,7 @@ func (d *DB) ListAPIKeys(ctx context.Context) ([]authz.APIKey, error) {
 	return out, nil
 }
 
-// RevokeAPIKey implements authz.Store. The first revocation's time is kept.
+// RevokeAPIKey implements the feature stores. The first revocation's time is kept.
 func (d *DB) RevokeAPIKey(ctx context.Context, id string, at time.Time) (bool, error) {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`), millis(at), id)
 	if err != nil {
@@ -126,7 +126,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, at time.Time) (bool, e
 	return false, nil
 }
 
-// TouchAPIKey implements authz.Store with one conditional UPDATE, so that
+// TouchAPIKey implements the feature stores with one conditional UPDATE, so that
 // concurrent requests on several replicas write the row about once per
 // minInterval rather than once each.
 func (d *DB) TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error {

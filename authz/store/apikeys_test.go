@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/apikeys"
 )
 
 // testAPIKeys shows that API keys round-trip with their nullable times,
@@ -16,8 +17,8 @@ import (
 func testAPIKeys(t *testing.T, db *DB) {
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	flow := &authz.APIKey{ID: "aaaaaaaaaaaa", Name: "Power Automate — binding flow", SecretHash: "11aa",
-		Scopes: []string{authz.ScopeUsersRead, authz.ScopeUsersBind}, CreatedBy: "cli:root",
+	flow := &apikeys.Key{ID: "aaaaaaaaaaaa", Name: "Power Automate — binding flow", SecretHash: "11aa",
+		Scopes: []string{apikeys.ScopeUsersRead, apikeys.ScopeUsersBind}, CreatedBy: "cli:root",
 		CreatedAt: t0.Add(123_456 * time.Nanosecond), ExpiresAt: t0.Add(24 * time.Hour)}
 	if err := db.CreateAPIKey(ctx, flow); err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
@@ -25,7 +26,7 @@ func testAPIKeys(t *testing.T, db *DB) {
 	if !flow.CreatedAt.Equal(t0) {
 		t.Errorf("CreatedAt not truncated to ms: %v", flow.CreatedAt)
 	}
-	reader := &authz.APIKey{ID: "bbbbbbbbbbbb", Name: "reader", SecretHash: "22bb", Scopes: []string{authz.ScopeContactsRead},
+	reader := &apikeys.Key{ID: "bbbbbbbbbbbb", Name: "reader", SecretHash: "22bb", Scopes: []string{apikeys.ScopeContactsRead},
 		CreatedAt: t0.Add(time.Second)}
 	if err := db.CreateAPIKey(ctx, reader); err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
@@ -48,11 +49,11 @@ func testAPIKeys(t *testing.T, db *DB) {
 	})
 
 	t.Run("invalid input", func(t *testing.T) {
-		dup := &authz.APIKey{ID: flow.ID, Name: "dup", SecretHash: "33cc"}
+		dup := &apikeys.Key{ID: flow.ID, Name: "dup", SecretHash: "33cc"}
 		if err := db.CreateAPIKey(ctx, dup); !errors.Is(err, authz.ErrConflict) {
 			t.Errorf("CreateAPIKey with a used id: error = %v, want ErrConflict", err)
 		}
-		for _, k := range []*authz.APIKey{{Name: "no id", SecretHash: "44dd"}, {ID: "dddddddddddd", Name: "no hash"}} {
+		for _, k := range []*apikeys.Key{{Name: "no id", SecretHash: "44dd"}, {ID: "dddddddddddd", Name: "no hash"}} {
 			if err := db.CreateAPIKey(ctx, k); err == nil {
 				t.Errorf("CreateAPIKey(%+v) succeeded", k)
 			}
@@ -113,7 +114,7 @@ func testAPIKeys(t *testing.T, db *DB) {
 		if want := []string{flow.ID, reader.ID}; !reflect.DeepEqual(ids, want) {
 			t.Fatalf("ListAPIKeys ids = %v, want %v", ids, want)
 		}
-		if ks[0].RevokedAt.IsZero() || !reflect.DeepEqual(ks[1].Scopes, []string{authz.ScopeContactsRead}) || ks[1].SecretHash != "22bb" {
+		if ks[0].RevokedAt.IsZero() || !reflect.DeepEqual(ks[1].Scopes, []string{apikeys.ScopeContactsRead}) || ks[1].SecretHash != "22bb" {
 			t.Errorf("ListAPIKeys rows = %+v", ks)
 		}
 	})

@@ -6,10 +6,11 @@ import (
 	"strings"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
 )
 
-// AppendAudit implements authz.Store.
-func (d *DB) AppendAudit(ctx context.Context, e *authz.AuditEvent) error {
+// AppendAudit implements the feature stores.
+func (d *DB) AppendAudit(ctx context.Context, e *audit.Event) error {
 	if e.Time.IsZero() {
 		e.Time = d.now()
 	}
@@ -23,8 +24,8 @@ func (d *DB) AppendAudit(ctx context.Context, e *authz.AuditEvent) error {
 	return nil
 }
 
-// ListAudit implements authz.Store.
-func (d *DB) ListAudit(ctx context.Context, f authz.AuditFilter) ([]authz.AuditEvent, error) {
+// ListAudit implements the feature stores.
+func (d *DB) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
 	var where []string
 	var args []any
 	if f.UserID != "" {
@@ -50,9 +51,9 @@ func (d *DB) ListAudit(ctx context.Context, f authz.AuditFilter) ([]authz.AuditE
 		return nil, fmt.Errorf("store: list audit: %w", err)
 	}
 	defer rows.Close()
-	var out []authz.AuditEvent
+	var out []audit.Event
 	for rows.Next() {
-		var e authz.AuditEvent
+		var e audit.Event
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Actor, &e.UserID, &e.ClientAddr, &e.Detail); err != nil {
 			return nil, fmt.Errorf("store: list audit: %w", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/outbox"
 )
 
 // breakGlassLockKey is the pg_advisory_xact_lock key that serialises the
@@ -16,12 +17,12 @@ import (
 // lock of the same key space.
 const breakGlassLockKey int64 = 0x63726d6761746501
 
-// UpdateUserKeepingBreakGlass implements authz.Store. In one transaction it
+// UpdateUserKeepingBreakGlass implements the feature stores. In one transaction it
 // takes the guard lock, reads the stored row, applies the optimistic update
 // and, when the row was a break-glass account and u is not, looks for
 // another one. Reading the row under the lock, rather than trusting the
 // caller's copy, keeps the check right whatever the caller believed.
-func (d *DB) UpdateUserKeepingBreakGlass(ctx context.Context, u *authz.User, role string, events ...authz.OutboxEvent) error {
+func (d *DB) UpdateUserKeepingBreakGlass(ctx context.Context, u *authz.User, role string, events ...outbox.Event) error {
 	if role == "" {
 		return d.UpdateUserAndEnqueue(ctx, u, events...)
 	}
@@ -51,9 +52,9 @@ func (d *DB) UpdateUserKeepingBreakGlass(ctx context.Context, u *authz.User, rol
 	return err
 }
 
-// DeleteUserKeepingBreakGlass implements authz.Store with the lock and the
+// DeleteUserKeepingBreakGlass implements the feature stores with the lock and the
 // check of UpdateUserKeepingBreakGlass.
-func (d *DB) DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...authz.OutboxEvent) error {
+func (d *DB) DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...outbox.Event) error {
 	if role == "" {
 		return d.DeleteUser(ctx, id, events...)
 	}

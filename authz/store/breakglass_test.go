@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
@@ -67,7 +68,7 @@ func testBreakGlassGuard(t *testing.T, db *DB) {
 		before, _ := db.UserByID(ctx, root.ID)
 		u := *before
 		c.change(&u)
-		err := db.UpdateUserKeepingBreakGlass(ctx, &u, guardRole, event(authz.LifecycleUpdated))
+		err := db.UpdateUserKeepingBreakGlass(ctx, &u, guardRole, event(lifecycle.Updated))
 		if !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
 			t.Fatalf("%s of the last break-glass account: %v, want ErrLastBreakGlassAdmin", c.name, err)
 		}
@@ -78,7 +79,7 @@ func testBreakGlassGuard(t *testing.T, db *DB) {
 			t.Errorf("%s: refused update was applied: %+v", c.name, after)
 		}
 	}
-	if err := db.DeleteUserKeepingBreakGlass(ctx, root.ID, guardRole, event(authz.LifecycleDeleted)); !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
+	if err := db.DeleteUserKeepingBreakGlass(ctx, root.ID, guardRole, event(lifecycle.Deleted)); !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
 		t.Fatalf("delete of the last break-glass account: %v, want ErrLastBreakGlassAdmin", err)
 	}
 	if _, err := db.UserByID(ctx, root.ID); err != nil {
@@ -91,15 +92,15 @@ func testBreakGlassGuard(t *testing.T, db *DB) {
 	// Changes that keep the account break-glass, and changes to others, pass.
 	u, _ := db.UserByID(ctx, root.ID)
 	u.FirstName, u.Roles = "Renamed", []string{guardRole}
-	if err := db.UpdateUserKeepingBreakGlass(ctx, u, guardRole, event(authz.LifecycleUpdated)); err != nil {
+	if err := db.UpdateUserKeepingBreakGlass(ctx, u, guardRole, event(lifecycle.Updated)); err != nil {
 		t.Fatalf("update that keeps the account break-glass: %v", err)
 	}
 	a, _ := db.UserByID(ctx, ana.ID)
 	a.Roles = []string{"vip"}
-	if err := db.UpdateUserKeepingBreakGlass(ctx, a, guardRole, event(authz.LifecycleUpdated)); err != nil {
+	if err := db.UpdateUserKeepingBreakGlass(ctx, a, guardRole, event(lifecycle.Updated)); err != nil {
 		t.Fatalf("update of another user: %v", err)
 	}
-	if err := db.DeleteUserKeepingBreakGlass(ctx, off.ID, guardRole, event(authz.LifecycleDeleted)); err != nil {
+	if err := db.DeleteUserKeepingBreakGlass(ctx, off.ID, guardRole, event(lifecycle.Deleted)); err != nil {
 		t.Fatalf("delete of a disabled admin: %v", err)
 	}
 	if es := allEvents(t, db, ""); len(es) != 3 {
@@ -222,7 +223,7 @@ func testBreakGlassConcurrent(t *testing.T, newDB func(t *testing.T) *DB) {
 func guardedChange(t *testing.T, db *DB, id string, change func(*authz.User)) error {
 	ctx := t.Context()
 	if change == nil {
-		return db.DeleteUserKeepingBreakGlass(ctx, id, guardRole, event(authz.LifecycleDeleted))
+		return db.DeleteUserKeepingBreakGlass(ctx, id, guardRole, event(lifecycle.Deleted))
 	}
 	for {
 		u, err := db.UserByID(ctx, id)
@@ -230,7 +231,7 @@ func guardedChange(t *testing.T, db *DB, id string, change func(*authz.User)) er
 			return err
 		}
 		change(u)
-		err = db.UpdateUserKeepingBreakGlass(ctx, u, guardRole, event(authz.LifecycleUpdated))
+		err = db.UpdateUserKeepingBreakGlass(ctx, u, guardRole, event(lifecycle.Updated))
 		if !errors.Is(err, authz.ErrStale) {
 			return err
 		}

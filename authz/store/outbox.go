@@ -9,21 +9,19 @@ import (
 	"slices"
 	"time"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/outbox"
 )
-
-var _ authz.OutboxStore = (*DB)(nil)
 
 // Enqueue adds events to the outbox on their own, outside any user change.
 // Each event gets its ID and, when zero, CreatedAt from the store's clock.
-func (d *DB) Enqueue(ctx context.Context, events ...authz.OutboxEvent) error {
+func (d *DB) Enqueue(ctx context.Context, events ...outbox.Event) error {
 	return d.inTx(ctx, "enqueue", func(tx *sql.Tx) error { return d.enqueue(ctx, tx, "", events) })
 }
 
 // enqueue inserts events in tx; events with an empty UserID get userID.
 // Nothing is checked here: the table's constraints refuse an empty kind
 // or type, which rolls back the whole transaction.
-func (d *DB) enqueue(ctx context.Context, tx *sql.Tx, userID string, events []authz.OutboxEvent) error {
+func (d *DB) enqueue(ctx context.Context, tx *sql.Tx, userID string, events []outbox.Event) error {
 	now := d.now()
 	for _, e := range events {
 		if e.UserID == "" {
@@ -52,9 +50,9 @@ func (d *DB) enqueue(ctx context.Context, tx *sql.Tx, userID string, events []au
 // outboxColumns are the columns scanOutbox reads, in its order.
 const outboxColumns = `id, kind, type, user_id, payload, created_at, attempts, next_attempt_at, locked_until, delivered_at, last_error`
 
-func scanOutbox(r rowScanner) (authz.OutboxEvent, error) {
+func scanOutbox(r rowScanner) (outbox.Event, error) {
 	var (
-		e                   authz.OutboxEvent
+		e                   outbox.Event
 		payload             string
 		created, next       int64
 		locked, deliveredAt sql.NullInt64
@@ -74,7 +72,7 @@ func scanOutbox(r rowScanner) (authz.OutboxEvent, error) {
 	return e, nil
 }
 
-// ClaimOutbox implements authz.OutboxStore with one UPDATE over a
+// ClaimOutbox implements outbox.Store with one UPDATE over a
 // subquery that picks the events. On SQLite the statement holds the
 // database's single write lock. On PostgreSQL FOR UPDATE SKIP LOCKED lets
 // concurrent claimers pass over rows another one is taking, and the outer
@@ -83,7 +81,7 @@ func scanOutbox(r rowScanner) (authz.OutboxEvent, error) {
 //
 // An event is claimable only while no earlier event of the same user is
 // pending, which delivers each user's events in order, across replicas.
-func (d *DB) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]authz.OutboxEvent, error) {
+func (d *DB) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]outbox.Event, error) {
 	if limit <= 0 || lease <= 0 {
 		return nil, errors.New("store: claim outbox: limit and lease must be positive")
 	}
@@ -106,7 +104,7 @@ func (d *DB) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration
 		return nil, fmt.Errorf("store: claim outbox: %w", err)
 	}
 	defer rows.Close()
-	var out []authz.OutboxEvent
+	var out []outbox.Event
 	for rows.Next() {
 		e, err := scanOutbox(rows)
 		if err != nil {
@@ -118,12 +116,12 @@ func (d *DB) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration
 		return nil, fmt.Errorf("store: claim outbox: %w", err)
 	}
 	// RETURNING gives no order.
-	slices.SortFunc(out, func(a, b authz.OutboxEvent) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b outbox.Event) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
-// CompleteOutbox implements authz.OutboxStore.
-func (d *DB) CompleteOutbox(ctx context.Context, e authz.OutboxEvent, at time.Time) error {
+// CompleteOutbox implements outbox.Store.
+func (d *DB) CompleteOutbox(ctx context.Context, e outbox.Event, at time.Time) error {
 	if _, err := d.db.ExecContext(ctx, d.q(`UPDATE outbox SET delivered_at = ?, locked_until = NULL, last_error = ''
 		WHERE id = ? AND delivered_at IS NULL`), millis(at), e.ID); err != nil {
 		return fmt.Errorf("store: complete outbox event %d: %w", e.ID, err)
@@ -131,9 +129,9 @@ func (d *DB) CompleteOutbox(ctx context.Context, e authz.OutboxEvent, at time.Ti
 	return nil
 }
 
-// RetryOutbox implements authz.OutboxStore. The claim is recognised by its
+// RetryOutbox implements outbox.Store. The claim is recognised by its
 // lease end: every new claim of a row sets a later one.
-func (d *DB) RetryOutbox(ctx context.Context, e authz.OutboxEvent, next time.Time, lastErr string) error {
+func (d *DB) RetryOutbox(ctx context.Context, e outbox.Event, next time.Time, lastErr string) error {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE outbox SET locked_until = NULL, next_attempt_at = ?, last_error = ?
 		WHERE id = ? AND locked_until = ? AND delivered_at IS NULL`), millis(next), lastErr, e.ID, millis(e.LockedUntil))
 	if err != nil {
@@ -144,27 +142,27 @@ func (d *DB) RetryOutbox(ctx context.Context, e authz.OutboxEvent, next time.Tim
 		return fmt.Errorf("store: retry outbox event %d: %w", e.ID, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("store: retry outbox event %d: %w", e.ID, authz.ErrLeaseLost)
+		return fmt.Errorf("store: retry outbox event %d: %w", e.ID, outbox.ErrLeaseLost)
 	}
 	return nil
 }
 
-// OutboxStats implements authz.OutboxStore.
-func (d *DB) OutboxStats(ctx context.Context) (authz.OutboxStats, error) {
+// OutboxStats implements outbox.Store.
+func (d *DB) OutboxStats(ctx context.Context) (outbox.Stats, error) {
 	var n int
 	var oldest sql.NullInt64
 	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL`).
 		Scan(&n, &oldest); err != nil {
-		return authz.OutboxStats{}, fmt.Errorf("store: outbox stats: %w", err)
+		return outbox.Stats{}, fmt.Errorf("store: outbox stats: %w", err)
 	}
-	st := authz.OutboxStats{Pending: n}
+	st := outbox.Stats{Pending: n}
 	if oldest.Valid {
 		st.OldestCreatedAt = fromMillis(oldest.Int64)
 	}
 	return st, nil
 }
 
-// PurgeOutbox implements authz.OutboxStore.
+// PurgeOutbox implements outbox.Store.
 func (d *DB) PurgeOutbox(ctx context.Context, before time.Time) (int64, error) {
 	res, err := d.db.ExecContext(ctx, d.q(`DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?`), millis(before))
 	if err != nil {
@@ -180,7 +178,7 @@ func (d *DB) PurgeOutbox(ctx context.Context, before time.Time) (int64, error) {
 // OutboxEvents returns every event about userID, delivered or not, in ID
 // order; an empty userID returns every event. It serves inspection and
 // tests, not delivery.
-func (d *DB) OutboxEvents(ctx context.Context, userID string) ([]authz.OutboxEvent, error) {
+func (d *DB) OutboxEvents(ctx context.Context, userID string) ([]outbox.Event, error) {
 	query, args := `SELECT `+outboxColumns+` FROM outbox ORDER BY id`, []any(nil)
 	if userID != "" {
 		query, args = `SELECT `+outboxColumns+` FROM outbox WHERE user_id = ? ORDER BY id`, []any{userID}
@@ -190,7 +188,7 @@ func (d *DB) OutboxEvents(ctx context.Context, userID string) ([]authz.OutboxEve
 		return nil, fmt.Errorf("store: outbox events: %w", err)
 	}
 	defer rows.Close()
-	var out []authz.OutboxEvent
+	var out []outbox.Event
 	for rows.Next() {
 		e, err := scanOutbox(rows)
 		if err != nil {

@@ -12,15 +12,17 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/lifecycle"
+	"github.com/crmgate/crmgate/authz/outbox"
 )
 
 var outboxT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func event(typ string) authz.OutboxEvent {
-	return authz.OutboxEvent{Kind: authz.OutboxKindLifecycle, Type: typ, Payload: json.RawMessage(`{"n":1}`), CreatedAt: outboxT0}
+func event(typ string) outbox.Event {
+	return outbox.Event{Kind: lifecycle.Kind, Type: typ, Payload: json.RawMessage(`{"n":1}`), CreatedAt: outboxT0}
 }
 
-func outboxIDs(es []authz.OutboxEvent) []int64 {
+func outboxIDs(es []outbox.Event) []int64 {
 	out := []int64{}
 	for _, e := range es {
 		out = append(out, e.ID)
@@ -28,7 +30,7 @@ func outboxIDs(es []authz.OutboxEvent) []int64 {
 	return out
 }
 
-func allEvents(t *testing.T, db *DB, userID string) []authz.OutboxEvent {
+func allEvents(t *testing.T, db *DB, userID string) []outbox.Event {
 	t.Helper()
 	es, err := db.OutboxEvents(t.Context(), userID)
 	if err != nil {
@@ -42,40 +44,40 @@ func allEvents(t *testing.T, db *DB, userID string) []authz.OutboxEvent {
 func testOutboxEnqueue(t *testing.T, db *DB) {
 	ctx := t.Context()
 	u := newUser("ana")
-	if err := db.CreateUserAndEnqueue(ctx, u, event(authz.LifecycleCreated)); err != nil {
+	if err := db.CreateUserAndEnqueue(ctx, u, event(lifecycle.Created)); err != nil {
 		t.Fatalf("CreateUserAndEnqueue: %v", err)
 	}
 	u.Roles = []string{"admin"}
-	if err := db.UpdateUserAndEnqueue(ctx, u, event(authz.LifecycleUpdated), event(authz.LifecycleBound)); err != nil {
+	if err := db.UpdateUserAndEnqueue(ctx, u, event(lifecycle.Updated), event(lifecycle.Bound)); err != nil {
 		t.Fatalf("UpdateUserAndEnqueue: %v", err)
 	}
 	if got, _ := db.UserByID(ctx, u.ID); !reflect.DeepEqual(got.Roles, []string{"admin"}) {
 		t.Errorf("roles after update = %v", got.Roles)
 	}
-	if err := db.DeleteUser(ctx, u.ID, event(authz.LifecycleDeleted)); err != nil {
+	if err := db.DeleteUser(ctx, u.ID, event(lifecycle.Deleted)); err != nil {
 		t.Fatalf("DeleteUser: %v", err)
 	}
 	if _, err := db.UserByID(ctx, u.ID); !errors.Is(err, authz.ErrNotFound) {
 		t.Errorf("user after DeleteUser: %v, want ErrNotFound", err)
 	}
-	if err := db.DeleteUser(ctx, u.ID, event(authz.LifecycleDeleted)); !errors.Is(err, authz.ErrNotFound) {
+	if err := db.DeleteUser(ctx, u.ID, event(lifecycle.Deleted)); !errors.Is(err, authz.ErrNotFound) {
 		t.Errorf("DeleteUser of a missing user: %v, want ErrNotFound", err)
 	}
 	es := allEvents(t, db, u.ID)
 	var types []string
 	for i, e := range es {
 		types = append(types, e.Type)
-		if e.UserID != u.ID || e.Kind != authz.OutboxKindLifecycle || string(e.Payload) != `{"n":1}` ||
+		if e.UserID != u.ID || e.Kind != lifecycle.Kind || string(e.Payload) != `{"n":1}` ||
 			!e.CreatedAt.Equal(outboxT0) || !e.NextAttemptAt.Equal(outboxT0) || e.Attempts != 0 ||
 			!e.LockedUntil.IsZero() || !e.DeliveredAt.IsZero() || (i > 0 && e.ID <= es[i-1].ID) {
 			t.Errorf("event %d = %+v", i, e)
 		}
 	}
-	want := []string{authz.LifecycleCreated, authz.LifecycleUpdated, authz.LifecycleBound, authz.LifecycleDeleted}
+	want := []string{lifecycle.Created, lifecycle.Updated, lifecycle.Bound, lifecycle.Deleted}
 	if !slices.Equal(types, want) {
 		t.Errorf("event types = %v, want %v (the failed delete enqueued nothing)", types, want)
 	}
-	if err := db.Enqueue(ctx, authz.OutboxEvent{Kind: "email", Type: "invite"}); err != nil {
+	if err := db.Enqueue(ctx, outbox.Event{Kind: "email", Type: "invite"}); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	if es := allEvents(t, db, ""); len(es) != 5 || string(es[4].Payload) != "{}" || es[4].CreatedAt.IsZero() {
@@ -87,7 +89,7 @@ func testOutboxEnqueue(t *testing.T, db *DB) {
 // table's CHECK on an empty type) rolls back the user change it came with.
 func testOutboxRollback(t *testing.T, db *DB) {
 	ctx := t.Context()
-	bad := authz.OutboxEvent{Kind: authz.OutboxKindLifecycle, Type: ""}
+	bad := outbox.Event{Kind: lifecycle.Kind, Type: ""}
 	mustCreate(t, db, newUser("bob"))
 	existing, err := db.UserByLogin(ctx, "bob")
 	if err != nil {
@@ -99,7 +101,7 @@ func testOutboxRollback(t *testing.T, db *DB) {
 		check func(t *testing.T)
 	}{
 		{"create", func() error {
-			return db.CreateUserAndEnqueue(ctx, newUser("ana"), event(authz.LifecycleCreated), bad)
+			return db.CreateUserAndEnqueue(ctx, newUser("ana"), event(lifecycle.Created), bad)
 		}, func(t *testing.T) {
 			if _, err := db.UserByLogin(ctx, "ana"); !errors.Is(err, authz.ErrNotFound) {
 				t.Errorf("user after a failed create: %v, want ErrNotFound", err)
@@ -108,7 +110,7 @@ func testOutboxRollback(t *testing.T, db *DB) {
 		{"update", func() error {
 			c := *existing
 			c.DisplayName = "changed"
-			err := db.UpdateUserAndEnqueue(ctx, &c, event(authz.LifecycleUpdated), bad)
+			err := db.UpdateUserAndEnqueue(ctx, &c, event(lifecycle.Updated), bad)
 			if !c.UpdatedAt.Equal(existing.UpdatedAt) {
 				t.Errorf("UpdatedAt moved to %v though the update was rolled back", c.UpdatedAt)
 			}
@@ -119,7 +121,7 @@ func testOutboxRollback(t *testing.T, db *DB) {
 			}
 		}},
 		{"delete", func() error {
-			return db.DeleteUser(ctx, existing.ID, event(authz.LifecycleDeleted), bad)
+			return db.DeleteUser(ctx, existing.ID, event(lifecycle.Deleted), bad)
 		}, func(t *testing.T) {
 			if _, err := db.UserByID(ctx, existing.ID); err != nil {
 				t.Errorf("user after a failed delete: %v", err)
@@ -146,16 +148,16 @@ func testOutboxClaim(t *testing.T, db *DB) {
 	const lease = time.Minute
 	at := func(d time.Duration) time.Time { return outboxT0.Add(d) }
 	ana, bob := newUser("ana"), newUser("bob")
-	if err := db.CreateUserAndEnqueue(ctx, ana, event(authz.LifecycleCreated), event(authz.LifecycleUpdated)); err != nil {
+	if err := db.CreateUserAndEnqueue(ctx, ana, event(lifecycle.Created), event(lifecycle.Updated)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.CreateUserAndEnqueue(ctx, bob, event(authz.LifecycleCreated)); err != nil {
+	if err := db.CreateUserAndEnqueue(ctx, bob, event(lifecycle.Created)); err != nil {
 		t.Fatal(err)
 	}
 	es := allEvents(t, db, "")
 	a1, a2, b1 := es[0].ID, es[1].ID, es[2].ID
 
-	claim := func(t *testing.T, now time.Duration, want ...int64) []authz.OutboxEvent {
+	claim := func(t *testing.T, now time.Duration, want ...int64) []outbox.Event {
 		t.Helper()
 		got, err := db.ClaimOutbox(ctx, at(now), lease, 10)
 		if err != nil {
@@ -177,7 +179,7 @@ func testOutboxClaim(t *testing.T, db *DB) {
 	}
 	claim(t, -time.Second) // nothing is due before it was created
 	first := claim(t, 0, a1, b1)
-	if first[0].Attempts != 1 || first[0].Type != authz.LifecycleCreated || first[0].UserID != ana.ID {
+	if first[0].Attempts != 1 || first[0].Type != lifecycle.Created || first[0].UserID != ana.ID {
 		t.Errorf("claimed %+v", first[0])
 	}
 	claim(t, 30*time.Second) // leased; a2 waits behind a1
@@ -190,7 +192,7 @@ func testOutboxClaim(t *testing.T, db *DB) {
 	if err := db.RetryOutbox(ctx, first[0], at(2*time.Minute), "boom"); err != nil {
 		t.Fatalf("RetryOutbox: %v", err)
 	}
-	if err := db.RetryOutbox(ctx, first[0], at(2*time.Minute), "again"); !errors.Is(err, authz.ErrLeaseLost) {
+	if err := db.RetryOutbox(ctx, first[0], at(2*time.Minute), "again"); !errors.Is(err, outbox.ErrLeaseLost) {
 		t.Errorf("RetryOutbox after the lease ended: %v, want ErrLeaseLost", err)
 	}
 	claim(t, 90*time.Second) // a1 is backing off, a2 still waits
@@ -205,7 +207,7 @@ func testOutboxClaim(t *testing.T, db *DB) {
 	if third[0].Attempts != 3 {
 		t.Errorf("attempts after expiry = %d, want 3", third[0].Attempts)
 	}
-	if err := db.RetryOutbox(ctx, second[0], at(10*time.Minute), "late"); !errors.Is(err, authz.ErrLeaseLost) {
+	if err := db.RetryOutbox(ctx, second[0], at(10*time.Minute), "late"); !errors.Is(err, outbox.ErrLeaseLost) {
 		t.Errorf("RetryOutbox by the expired claim: %v, want ErrLeaseLost", err)
 	}
 	st, err := db.OutboxStats(ctx)
@@ -243,7 +245,7 @@ func testOutboxConcurrentClaims(t *testing.T, db *DB) {
 	ctx := t.Context()
 	const users, claimers = 60, 4
 	for i := range users {
-		if err := db.CreateUserAndEnqueue(ctx, newUser(fmt.Sprintf("u%02d", i)), event(authz.LifecycleCreated)); err != nil {
+		if err := db.CreateUserAndEnqueue(ctx, newUser(fmt.Sprintf("u%02d", i)), event(lifecycle.Created)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// RevokeSession implements authz.Store. Revoking twice is not an error. It
+// RevokeSession implements the feature stores. Revoking twice is not an error. It
 // also deletes revocations that expired, so the table stays as small as the
 // number of sign-outs within one session lifetime.
 func (d *DB) RevokeSession(ctx context.Context, sessionID, userID string, expiresAt time.Time) error {
@@ -27,7 +27,7 @@ func (d *DB) RevokeSession(ctx context.Context, sessionID, userID string, expire
 	return tx.Commit()
 }
 
-// SessionRevoked implements authz.Store.
+// SessionRevoked implements the feature stores.
 func (d *DB) SessionRevoked(ctx context.Context, sessionID string) (bool, error) {
 	var one int
 	err := d.db.QueryRowContext(ctx, d.q(`SELECT 1 FROM revoked_sessions WHERE session_id = ?`), sessionID).Scan(&one)

@@ -1,6 +1,7 @@
 // Package store is crmgate's durable store: accounts and the audit trail in
 // embedded SQLite (the default, pure Go) or PostgreSQL (several replicas).
-// Both run the same migrations and satisfy authz.Store.
+// Both run the same migrations and satisfy the Store interface of every
+// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox).
 package store
 
 import (
@@ -8,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -19,9 +19,25 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/store/dburl"
 )
 
-var _ authz.Store = (*DB)(nil)
+var (
+	_ accounts.Store = (*DB)(nil)
+	_ signin.Store   = (*DB)(nil)
+	_ profile.Store  = (*DB)(nil)
+	_ binding.Users  = (*DB)(nil)
+	_ apikeys.Store  = (*DB)(nil)
+	_ audit.Store    = (*DB)(nil)
+	_ outbox.Store   = (*DB)(nil)
+)
 
 // Dialect names the SQL database behind a DB.
 type Dialect string
@@ -33,7 +49,7 @@ const (
 )
 
 // sqliteBusyTimeout is how long an SQLite writer waits for another one.
-const sqliteBusyTimeout = 10 * time.Second
+const sqliteBusyTimeout = dburl.SQLiteBusyTimeout
 
 // DB is an open store. It is safe for concurrent use; Close it when done.
 type DB struct {
@@ -49,7 +65,8 @@ type Option func(*DB)
 // default is time.Now.
 func WithNow(now func() time.Time) Option { return func(d *DB) { d.now = now } }
 
-// Open connects to databaseURL and applies pending migrations. Accepted forms:
+// Open connects to databaseURL and applies pending migrations: New, then
+// Start. Accepted forms:
 //
 //	postgres://user:pass@host:5432/db?sslmode=...   (also postgresql://)
 //	sqlite:/var/lib/crmgate/crmgate.db              (also sqlite:relative/path)
@@ -60,6 +77,21 @@ func WithNow(now func() time.Time) Option { return func(d *DB) { d.now = now } }
 // immediate transactions. In-memory SQLite databases are not supported:
 // each pooled connection would see its own empty database.
 func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) {
+	d, err := New(databaseURL, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Start(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// New checks databaseURL (the forms Open accepts) and returns a store that
+// has not connected yet: it does no I/O, so that check-config can build
+// everything serve builds and start nothing. Call Start before using it.
+func New(databaseURL string, opts ...Option) (*DB, error) {
 	driver, dsn, dialect, err := parseURL(databaseURL)
 	if err != nil {
 		return nil, err
@@ -72,65 +104,22 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 	for _, o := range opts {
 		o(d)
 	}
-	if err := sdb.PingContext(ctx); err != nil {
-		sdb.Close()
-		return nil, fmt.Errorf("store: connect to %s: %w", dialect, err)
-	}
-	if err := d.migrate(ctx); err != nil {
-		sdb.Close()
-		return nil, err
-	}
 	return d, nil
 }
 
-// parseURL maps a database URL to a database/sql driver and DSN.
+// Start connects to the database and applies pending migrations.
+func (d *DB) Start(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: connect to %s: %w", d.dialect, err)
+	}
+	return d.migrate(ctx)
+}
+
+// parseURL maps a database URL to a database/sql driver and DSN with the
+// one rule, dburl.Parse.
 func parseURL(raw string) (driver, dsn string, dialect Dialect, err error) {
-	raw = strings.TrimSpace(raw)
-	var path, query string
-	switch {
-	case raw == "":
-		return "", "", "", errors.New("store: empty database URL")
-	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
-		if _, err := url.Parse(raw); err != nil {
-			return "", "", "", errors.New("store: malformed PostgreSQL URL") // the error would echo the password
-		}
-		return "pgx", raw, Postgres, nil
-	case strings.HasPrefix(raw, "file:"):
-		// An SQLite URI: SQLite itself reads its path and parameters.
-		path, query, _ = strings.Cut(raw, "?")
-		if path == "file:" || strings.HasPrefix(path, "file::memory:") || strings.Contains(query, "mode=memory") {
-			return "", "", "", fmt.Errorf("store: unsupported SQLite URL %q: give a file path", raw)
-		}
-	case strings.HasPrefix(raw, "sqlite:"):
-		path = strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
-	case strings.Contains(raw, "://"):
-		scheme, _, _ := strings.Cut(raw, "://")
-		return "", "", "", fmt.Errorf("store: unsupported database URL scheme %q (use postgres://, sqlite: or a file path)", scheme)
-	default:
-		path = raw
-	}
-	if !strings.HasPrefix(raw, "file:") {
-		if path == "" || path == ":memory:" {
-			return "", "", "", fmt.Errorf("store: unsupported SQLite URL %q: give a file path", raw)
-		}
-		if strings.ContainsAny(path, "?#") {
-			return "", "", "", fmt.Errorf("store: SQLite path %q contains ? or #; use a file: URI", path)
-		}
-	}
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return "", "", "", fmt.Errorf("store: bad SQLite URL parameters: %w", err)
-	}
-	q.Add("_pragma", "busy_timeout("+strconv.Itoa(int(sqliteBusyTimeout/time.Millisecond))+")")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	if q.Get("_txlock") == "" {
-		// Writers take the lock at BEGIN: a deferred transaction that later
-		// writes fails with SQLITE_BUSY instead of waiting.
-		q.Set("_txlock", "immediate")
-	}
-	return "sqlite", path + "?" + q.Encode(), SQLite, nil
+	u, err := dburl.Parse(raw)
+	return u.Driver, u.DSN, Dialect(u.Dialect), err
 }
 
 // Dialect reports which database d uses.

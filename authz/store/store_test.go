@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store/storetest"
 	"github.com/crmgate/crmgate/dataverse"
 )
@@ -268,7 +270,7 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		want := authz.SignInAttempt{Allowed: s.wantAllowed, FailedCount: s.wantCount, LockoutUntil: s.wantLock}
+		want := signin.Attempt{Allowed: s.wantAllowed, FailedCount: s.wantCount, LockoutUntil: s.wantLock}
 		if got != want {
 			t.Errorf("step %d: got %+v, want %+v", i, got, want)
 		}
@@ -309,7 +311,7 @@ func testConcurrentAttempts(t *testing.T, db *DB) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	const n, maxF = 20, 5
 	var wg sync.WaitGroup
-	results := make(chan authz.SignInAttempt, n)
+	results := make(chan signin.Attempt, n)
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
@@ -370,9 +372,9 @@ func testReplacePasswordHash(t *testing.T, db *DB) {
 func testAudit(t *testing.T, db *DB) {
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	var all []authz.AuditEvent
+	var all []audit.Event
 	for i := range 5 {
-		e := authz.AuditEvent{Time: t0.Add(time.Duration(i) * time.Second), Type: "signin.failed",
+		e := audit.Event{Time: t0.Add(time.Duration(i) * time.Second), Type: "signin.failed",
 			UserID: fmt.Sprintf("u%d", i%2), ClientAddr: "192.0.2.1", Detail: "wrong_password"}
 		if i == 4 {
 			e.Type, e.Actor = "user.created", "cli:root"
@@ -385,7 +387,7 @@ func testAudit(t *testing.T, db *DB) {
 		}
 		all = append(all, e)
 	}
-	ids := func(es []authz.AuditEvent) []int64 {
+	ids := func(es []audit.Event) []int64 {
 		var out []int64
 		for _, e := range es {
 			out = append(out, e.ID)
@@ -395,13 +397,13 @@ func testAudit(t *testing.T, db *DB) {
 	id := func(i int) int64 { return all[i].ID }
 	tests := []struct {
 		name string
-		f    authz.AuditFilter
+		f    audit.Filter
 		want []int64
 	}{
-		{"all newest first", authz.AuditFilter{}, []int64{id(4), id(3), id(2), id(1), id(0)}},
-		{"user", authz.AuditFilter{UserID: "u1"}, []int64{id(3), id(1)}},
-		{"type", authz.AuditFilter{Type: "user.created"}, []int64{id(4)}},
-		{"before and limit", authz.AuditFilter{Before: id(3), Limit: 2}, []int64{id(2), id(1)}},
+		{"all newest first", audit.Filter{}, []int64{id(4), id(3), id(2), id(1), id(0)}},
+		{"user", audit.Filter{UserID: "u1"}, []int64{id(3), id(1)}},
+		{"type", audit.Filter{Type: "user.created"}, []int64{id(4)}},
+		{"before and limit", audit.Filter{Before: id(3), Limit: 2}, []int64{id(2), id(1)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,7 +416,7 @@ func testAudit(t *testing.T, db *DB) {
 			}
 		})
 	}
-	got, err := db.ListAudit(ctx, authz.AuditFilter{Type: "user.created"})
+	got, err := db.ListAudit(ctx, audit.Filter{Type: "user.created"})
 	if err != nil || len(got) != 1 || got[0] != all[4] {
 		t.Errorf("ListAudit round trip = %+v, %v; want %+v", got, err, all[4])
 	}

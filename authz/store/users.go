@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/signin"
 )
 
 // userColumns are the columns scanUser reads, in its order.
@@ -86,13 +88,13 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// CreateUser implements authz.Store.
+// CreateUser implements the feature stores.
 func (d *DB) CreateUser(ctx context.Context, u *authz.User) error {
 	return d.createUser(ctx, d.db, u)
 }
 
-// CreateUserAndEnqueue implements authz.Store.
-func (d *DB) CreateUserAndEnqueue(ctx context.Context, u *authz.User, events ...authz.OutboxEvent) error {
+// CreateUserAndEnqueue implements the feature stores.
+func (d *DB) CreateUserAndEnqueue(ctx context.Context, u *authz.User, events ...outbox.Event) error {
 	return d.inTx(ctx, "create user", func(tx *sql.Tx) error {
 		if err := d.createUser(ctx, tx, u); err != nil {
 			return err
@@ -101,8 +103,8 @@ func (d *DB) CreateUserAndEnqueue(ctx context.Context, u *authz.User, events ...
 	})
 }
 
-// UpdateUserAndEnqueue implements authz.Store.
-func (d *DB) UpdateUserAndEnqueue(ctx context.Context, u *authz.User, events ...authz.OutboxEvent) error {
+// UpdateUserAndEnqueue implements the feature stores.
+func (d *DB) UpdateUserAndEnqueue(ctx context.Context, u *authz.User, events ...outbox.Event) error {
 	prev := u.UpdatedAt
 	err := d.inTx(ctx, "update user", func(tx *sql.Tx) error {
 		if err := d.updateUser(ctx, tx, u); err != nil {
@@ -116,8 +118,8 @@ func (d *DB) UpdateUserAndEnqueue(ctx context.Context, u *authz.User, events ...
 	return err
 }
 
-// DeleteUser implements authz.Store.
-func (d *DB) DeleteUser(ctx context.Context, id string, events ...authz.OutboxEvent) error {
+// DeleteUser implements the feature stores.
+func (d *DB) DeleteUser(ctx context.Context, id string, events ...outbox.Event) error {
 	return d.inTx(ctx, "delete user", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, d.q(`DELETE FROM users WHERE id = ?`), id)
 		if err != nil {
@@ -183,7 +185,7 @@ func (d *DB) createUser(ctx context.Context, db querier, u *authz.User) error {
 	return nil
 }
 
-// UserByID implements authz.Store.
+// UserByID implements the feature stores.
 func (d *DB) UserByID(ctx context.Context, id string) (*authz.User, error) {
 	u, err := scanUser(d.db.QueryRowContext(ctx, d.q(`SELECT `+userColumns+` FROM users WHERE id = ?`), id))
 	if err != nil {
@@ -192,7 +194,7 @@ func (d *DB) UserByID(ctx context.Context, id string) (*authz.User, error) {
 	return u, nil
 }
 
-// UserByLogin implements authz.Store.
+// UserByLogin implements the feature stores.
 func (d *DB) UserByLogin(ctx context.Context, login string) (*authz.User, error) {
 	n := authz.NormalizeLogin(login)
 	if n == "" {
@@ -210,7 +212,7 @@ func (d *DB) UserByLogin(ctx context.Context, login string) (*authz.User, error)
 // likeEscaper escapes LIKE wildcards for the ESCAPE '\' clause.
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
-// ListUsers implements authz.Store.
+// ListUsers implements the feature stores.
 func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error) {
 	var where []string
 	var args []any
@@ -252,7 +254,7 @@ func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, 
 	return out, nil
 }
 
-// UpdateUser implements authz.Store.
+// UpdateUser implements the feature stores.
 func (d *DB) UpdateUser(ctx context.Context, u *authz.User) error {
 	return d.updateUser(ctx, d.db, u)
 }
@@ -305,12 +307,12 @@ func (d *DB) affectedOne(ctx context.Context, db querier, res sql.Result, id str
 
 var errNoMatch = errors.New("store: row did not match")
 
-// BeginSignInAttempt implements authz.Store with a single UPDATE, which
+// BeginSignInAttempt implements the feature stores with a single UPDATE, which
 // both databases apply atomically per row: concurrent attempts queue on the
 // row and each sees the previous one's count.
-func (d *DB) BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (authz.SignInAttempt, error) {
+func (d *DB) BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (signin.Attempt, error) {
 	if maxFailures < 1 {
-		return authz.SignInAttempt{}, errors.New("store: begin sign-in attempt: maxFailures must be positive")
+		return signin.Attempt{}, errors.New("store: begin sign-in attempt: maxFailures must be positive")
 	}
 	nowMs := now.UnixMilli()
 	until := now.Add(lockFor).UnixMilli()
@@ -325,12 +327,12 @@ func (d *DB) BeginSignInAttempt(ctx context.Context, id string, now time.Time, m
 		WHERE id = ?
 		RETURNING failed_count, lockout_until`), nowMs, nowMs, maxFailures, until, id).Scan(&count, &lockout)
 	if err != nil {
-		return authz.SignInAttempt{}, fmt.Errorf("store: begin sign-in attempt: %w", mapErr(err))
+		return signin.Attempt{}, fmt.Errorf("store: begin sign-in attempt: %w", mapErr(err))
 	}
-	return authz.SignInAttempt{Allowed: count <= maxFailures, FailedCount: count, LockoutUntil: fromMillis(lockout)}, nil
+	return signin.Attempt{Allowed: count <= maxFailures, FailedCount: count, LockoutUntil: fromMillis(lockout)}, nil
 }
 
-// RecordSignInSuccess implements authz.Store.
+// RecordSignInSuccess implements the feature stores.
 func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) error {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0, last_sign_in_at = ? WHERE id = ?`),
 		millis(at), id)
@@ -343,7 +345,7 @@ func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) e
 	return nil
 }
 
-// ResetSignInFailures implements authz.Store.
+// ResetSignInFailures implements the feature stores.
 func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0 WHERE id = ?`), id)
 	if err == nil {
@@ -355,7 +357,7 @@ func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
 	return nil
 }
 
-// ReplacePasswordHash implements authz.Store.
+// ReplacePasswordHash implements the feature stores.
 func (d *DB) ReplacePasswordHash(ctx context.Context, id, oldHash, newHash string) error {
 	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?`),
 		newHash, id, oldHash)

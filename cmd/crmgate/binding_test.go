@@ -16,6 +16,11 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 )
 
@@ -69,11 +74,14 @@ func TestSignInCheckThroughTheGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := g.start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	defer g.Close()
 
 	const password = "correct horse battery staple"
 	for _, name := range []string{"alice", "bob"} {
-		u, err := g.auth.CreateUser(ctx, authz.NewUser{Username: name, Email: name + "@example.test", Password: password}, "test")
+		u, err := g.auth.Accounts.CreateUser(ctx, accounts.NewUser{Username: name, Email: name + "@example.test", Password: password}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,10 +124,10 @@ func TestSignInCheckThroughTheGateway(t *testing.T) {
 	}
 
 	// The right password, but Dataverse says bob may not sign in.
-	_, _, err = g.auth.SignInWithContact(ctx, authz.Credentials{Login: "bob", Password: password}, nil)
-	var refused *authz.SignInRefusedError
-	if !errors.As(err, &refused) || refused.Reason != authz.ReasonContactLogonDisabled {
-		t.Fatalf("bob signed in with %v, want a refusal for %s", err, authz.ReasonContactLogonDisabled)
+	_, _, err = g.auth.SignIn.SignInWithContact(ctx, signin.Credentials{Login: "bob", Password: password}, nil)
+	var refused *signin.RefusedError
+	if !errors.As(err, &refused) || refused.Reason != binding.ReasonContactLogonDisabled {
+		t.Fatalf("bob signed in with %v, want a refusal for %s", err, binding.ReasonContactLogonDisabled)
 	}
 }
 
@@ -137,11 +145,14 @@ func TestRequireLogonEnabledOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
-	if _, err := g.auth.CreateUser(ctx, authz.NewUser{Username: "bob", Email: "bob@example.test", Password: "correct horse battery"}, "test"); err != nil {
+	if err := g.start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, c, err := g.auth.SignInWithContact(ctx, authz.Credentials{Login: "bob", Password: "correct horse battery"}, nil)
+	defer g.Close()
+	if _, err := g.auth.Accounts.CreateUser(ctx, accounts.NewUser{Username: "bob", Email: "bob@example.test", Password: "correct horse battery"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, c, err := g.auth.SignIn.SignInWithContact(ctx, signin.Credentials{Login: "bob", Password: "correct horse battery"}, nil)
 	if err != nil || c == nil || c.ID != "c0000000-0000-4000-8000-000000000b0b" {
 		t.Fatalf("bob: contact %+v, %v", c, err)
 	}
@@ -159,12 +170,15 @@ func TestBreakGlassGuardWired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := g.start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	defer g.Close()
-	if _, err := g.auth.CreateUser(ctx, authz.NewUser{Username: "root", Email: "root@example.test",
+	if _, err := g.auth.Accounts.CreateUser(ctx, accounts.NewUser{Username: "root", Email: "root@example.test",
 		Password: "correct horse battery", Roles: []string{"admin"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.auth.SetRoles(ctx, "root", nil, "test"); !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
+	if err := g.auth.Accounts.SetRoles(ctx, "root", nil, "test"); !errors.Is(err, authz.ErrLastBreakGlassAdmin) {
 		t.Fatalf("demoting the last admin: %v, want ErrLastBreakGlassAdmin", err)
 	}
 }
@@ -265,7 +279,7 @@ func TestAPIKeyCommands(t *testing.T) {
 	}
 
 	// The printed key authenticates, with its scopes.
-	db := func() *authz.Service {
+	db := func() *wiring.Services {
 		svc, closeStore, err := openAccounts(context.Background(), env)
 		if err != nil {
 			t.Fatal(err)
@@ -273,15 +287,15 @@ func TestAPIKeyCommands(t *testing.T) {
 		t.Cleanup(closeStore)
 		return svc
 	}()
-	k, err := db.AuthenticateAPIKey(context.Background(), key)
-	if err != nil || k.ID != id || !k.HasScope(authz.ScopeUsersBind) || k.HasScope(authz.ScopeContactsRead) {
+	k, err := db.APIKeys.AuthenticateAPIKey(context.Background(), key)
+	if err != nil || k.ID != id || !k.HasScope(apikeys.ScopeUsersBind) || k.HasScope(apikeys.ScopeContactsRead) {
 		t.Fatalf("the printed key: %+v, %v", k, err)
 	}
 
 	if out, err = keys("revoke", "--id", id); err != nil || !strings.Contains(out, "API key "+id+" revoked") {
 		t.Fatalf("revoke: %v %q", err, out)
 	}
-	if _, err := db.AuthenticateAPIKey(context.Background(), key); !errors.Is(err, authz.ErrInvalidAPIKey) {
+	if _, err := db.APIKeys.AuthenticateAPIKey(context.Background(), key); !errors.Is(err, apikeys.ErrInvalidAPIKey) {
 		t.Fatalf("revoked key: %v", err)
 	}
 	out, err = keys("list")

@@ -10,19 +10,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/lifecycle"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/policies"
 )
 
-// The Dataverse client is what authz calls lifecycle actions through.
-var _ authz.ActionCaller = (*crmclient.Client)(nil)
-
 // dataverseConn is the gateway's connection to Dataverse; nil when
 // CRMGATE_DATAVERSE_URL is unset.
 type dataverseConn struct {
 	client    *crmclient.Client
-	directory *crmclient.Directory // what authz resolves bindings and checks sign-ins with
+	directory *crmclient.Directory // what the identity layer resolves bindings and checks sign-ins with
 	model     crmclient.WebRoleModel
 	cacheOpts crmclient.CacheOptions // of the revalidation cache
 }
@@ -53,8 +56,8 @@ func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logge
 
 // contactFilters are the policy file's contact filter templates, parsed.
 type contactFilters struct {
-	binding *authz.FilterTemplate // dataverse.binding_filter; nil when absent
-	signIn  *authz.FilterTemplate // dataverse.signin_filter; nil when absent
+	binding *binding.FilterTemplate // dataverse.binding_filter; nil when absent
+	signIn  *binding.FilterTemplate // dataverse.signin_filter; nil when absent
 }
 
 // policyName is how messages name the policy source, as policies does.
@@ -66,7 +69,7 @@ func policyName(cfg *config.Config) string {
 }
 
 // parseContactFilters parses the policy's binding and sign-in filters with
-// authz's grammar, reporting each problem as "file:line: field: reason",
+// the binding package's grammar, reporting each problem as "file:line: field: reason",
 // and checks them against the binding settings: custom as the default mode
 // needs a binding filter, and a binding filter must name a user field.
 func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilters, error) {
@@ -75,11 +78,11 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 		errs []error
 	)
 	file := policyName(cfg)
-	parse := func(ft policies.FilterText, field string) *authz.FilterTemplate {
+	parse := func(ft policies.FilterText, field string) *binding.FilterTemplate {
 		if ft.Text == "" {
 			return nil
 		}
-		t, err := authz.ParseFilterTemplate(ft.Text)
+		t, err := binding.ParseFilterTemplate(ft.Text)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s:%d: dataverse.%s: %w", file, ft.Line, field, err))
 			return nil
@@ -101,34 +104,34 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 	return f, errors.Join(errs...)
 }
 
-// contactOptions sets the authz options that read Dataverse contacts: the
-// directory, the binding of users, the sign-in check, field sync and the
-// revalidation cache, whose columns are the session's (columns) and every
-// other one a revalidation reads. Without Dataverse they stay zero apart
-// from the custom filter (Validate keeps the other settings at their
-// defaults then), so no binding resolves.
-func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, columns []string, o *authz.Options) error {
+// contactOptions sets the identity layer's options that read Dataverse
+// contacts: the directory, the binding of users, the sign-in check, field
+// sync and the revalidation cache, whose columns are the session's
+// (columns) and every other one a revalidation reads. Without Dataverse
+// they stay zero apart from the custom filter (Validate keeps the other
+// settings at their defaults then), so no binding resolves.
+func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, columns []string, o *wiring.Options) error {
 	if dv == nil {
-		o.Binding = authz.BindingOptions{Custom: f.binding}
+		o.Binding = binding.Options{Custom: f.binding}
 		return nil
 	}
 	sync, err := cfg.Binding.SyncFieldMap()
 	if err != nil {
 		return err
 	}
-	o.Binding = authz.BindingOptions{
+	o.Binding = binding.Options{
 		DefaultMode:    authz.BindingMode(cfg.Binding.DefaultMode),
 		UsernameColumn: cfg.Binding.UsernameColumn,
 		Custom:         f.binding,
 		AutoMapEmail:   cfg.Binding.AutoMapEmail,
 	}
-	o.SignInCheck = authz.SignInCheck{
+	o.SignInCheck = signin.Check{
 		Enabled:             cfg.SignIn.DataverseCheck,
 		RequireLogonEnabled: cfg.SignIn.RequireLogonEnabled,
 		Extra:               f.signIn,
 	}
-	o.FieldSync = authz.FieldSync{Columns: sync}
-	cache, err := crmclient.NewContactCache(dv.client, authz.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)
+	o.FieldSync = profile.FieldSync{Columns: sync}
+	cache, err := crmclient.NewContactCache(dv.client, wiring.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)
 	if err != nil {
 		return fmt.Errorf("dataverse: %w", err)
 	}
@@ -147,11 +150,11 @@ func clientConfig(d config.DataverseConfig) crmclient.Config {
 }
 
 // lifecycleActions converts the policy's dataverse.lifecycle_actions to the
-// form authz delivers, and validates it the way authz will.
-func lifecycleActions(pol *policies.Policy) (authz.LifecycleActions, error) {
-	var a authz.LifecycleActions
+// form the lifecycle package delivers, and validates it the way it will.
+func lifecycleActions(pol *policies.Policy) (lifecycle.Actions, error) {
+	var a lifecycle.Actions
 	for ev, spec := range pol.Dataverse.LifecycleActions {
-		s := authz.ActionSpec{Name: spec.Name, Params: spec.Params}
+		s := lifecycle.ActionSpec{Name: spec.Name, Params: spec.Params}
 		switch ev {
 		case policies.LifecycleCreated:
 			a.Created = s
@@ -171,51 +174,31 @@ func lifecycleActions(pol *policies.Policy) (authz.LifecycleActions, error) {
 }
 
 // newDeliverer returns what the outbox worker hands lifecycle events to:
-// the configured Dataverse actions, or NoDeliverer (events are marked done
-// unsent) when there is no Dataverse or no action.
-func newDeliverer(dv *dataverseConn, pol *policies.Policy, log *slog.Logger) (authz.Deliverer, error) {
-	actions, err := lifecycleActions(pol)
-	if err != nil {
-		return nil, err
-	}
-	configured := len(pol.Dataverse.LifecycleActions) > 0
+// the configured Dataverse actions, or outbox.NoDeliverer (events are
+// marked done unsent) when there is no Dataverse or no action.
+func newDeliverer(dv *dataverseConn, actions lifecycle.Actions, configured bool, log *slog.Logger) (outbox.Deliverer, error) {
 	switch {
 	case dv == nil && configured:
 		log.Warn("the policy names Dataverse lifecycle actions but CRMGATE_DATAVERSE_URL is unset: lifecycle events are not sent")
-		return authz.NoDeliverer{}, nil
+		return outbox.NoDeliverer{}, nil
 	case dv == nil:
-		return authz.NoDeliverer{}, nil
+		return outbox.NoDeliverer{}, nil
 	case !configured:
 		log.Info("Dataverse is configured but the policy names no lifecycle actions (dataverse.lifecycle_actions): lifecycle events are not sent")
-		return authz.NoDeliverer{}, nil
+		return outbox.NoDeliverer{}, nil
 	}
-	d, err := authz.NewActionDeliverer(dv.client, actions)
-	if err != nil {
-		return nil, err
-	}
-	return d, nil
+	return lifecycle.NewActionDeliverer(dv.client, actions)
 }
 
-// checkDataverse reports the problems of the policy's dataverse section
-// that only show next to the configuration, for check-config.
-func checkDataverse(cfg *config.Config, pol *policies.Policy) (warnings []string, err error) {
-	if _, err := lifecycleActions(pol); err != nil {
-		return nil, err
-	}
-	if _, err := parseContactFilters(cfg, pol); err != nil {
-		return nil, err
-	}
+// dataverseWarnings are the settings of the policy's dataverse section
+// that are valid but have no effect next to the configuration.
+func dataverseWarnings(cfg *config.Config, pol *policies.Policy) []string {
+	var warnings []string
 	if pol.Dataverse.SignInFilter.Text != "" && !cfg.SignIn.DataverseCheck {
 		warnings = append(warnings, "the policy has a dataverse.signin_filter but CRMGATE_SIGNIN_DATAVERSE_CHECK is off: it is not applied")
 	}
 	if len(pol.Dataverse.LifecycleActions) > 0 && !cfg.Dataverse.Configured() {
 		warnings = append(warnings, "the policy names Dataverse lifecycle actions but CRMGATE_DATAVERSE_URL is unset: they are not called")
 	}
-	if cfg.Dataverse.Configured() && cfg.Validate() == nil {
-		// New reads the certificate and checks the token file, contacting nothing.
-		if _, err := crmclient.New(clientConfig(cfg.Dataverse)); err != nil {
-			return warnings, fmt.Errorf("dataverse: %w", err)
-		}
-	}
-	return warnings, nil
+	return warnings
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/policies"
 )
 
@@ -22,10 +22,10 @@ import (
 // authz can send.
 func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 	authzFields := []string{
-		authz.LifecycleFieldID, authz.LifecycleFieldUsername, authz.LifecycleFieldEmail, authz.LifecycleFieldFirstName,
-		authz.LifecycleFieldLastName, authz.LifecycleFieldDisplayName, authz.LifecycleFieldRoles, authz.LifecycleFieldStatus,
-		authz.LifecycleFieldContactID, authz.LifecycleFieldBindingMode, authz.LifecycleFieldEventID, authz.LifecycleFieldEventType,
-		authz.LifecycleFieldOccurredAt,
+		lifecycle.FieldID, lifecycle.FieldUsername, lifecycle.FieldEmail, lifecycle.FieldFirstName,
+		lifecycle.FieldLastName, lifecycle.FieldDisplayName, lifecycle.FieldRoles, lifecycle.FieldStatus,
+		lifecycle.FieldContactID, lifecycle.FieldBindingMode, lifecycle.FieldEventID, lifecycle.FieldEventType,
+		lifecycle.FieldOccurredAt,
 	}
 	got := policies.LifecycleFields()
 	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(authzFields))) {
@@ -36,8 +36,8 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 	for i, f := range got {
 		params["P"+string(rune('a'+i))] = f
 	}
-	spec := authz.ActionSpec{Name: "x_Action", Params: params}
-	if err := (authz.LifecycleActions{Created: spec, Updated: spec, Deleted: spec, Bound: spec, Unbound: spec}).Validate(); err != nil {
+	spec := lifecycle.ActionSpec{Name: "x_Action", Params: params}
+	if err := (lifecycle.Actions{Created: spec, Updated: spec, Deleted: spec, Bound: spec, Unbound: spec}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 	// Every event of the policy maps to one of authz's.
@@ -49,7 +49,7 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for ev, s := range map[string]authz.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound} {
+	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound} {
 		if s.Name != "x_"+ev || s.Params["UserId"] != "id" {
 			t.Errorf("%s = %+v", ev, s)
 		}

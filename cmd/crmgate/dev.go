@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/proxy/demo"
@@ -199,11 +200,14 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		return err
 	}
 	defer g.Close()
+	if err := g.start(ctx); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n", publicURL)
 	for _, a := range demoAccounts {
 		pw := rand.Text()[:16]
-		if _, err := g.auth.CreateUser(ctx, authz.NewUser{Username: a.username, Email: a.email, DisplayName: a.name,
+		if _, err := g.auth.Accounts.CreateUser(ctx, accounts.NewUser{Username: a.username, Email: a.email, DisplayName: a.name,
 			Password: pw, Roles: a.roles}, "dev"); err != nil && !errors.Is(err, authz.ErrConflict) {
 			return err
 		}

@@ -8,14 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/time/rate"
-
-	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
@@ -84,126 +77,6 @@ func newRenderer(cfg *config.Config) (*pages.Renderer, error) {
 		SiteName: cfg.Branding.SiteName, LogoURL: cfg.Branding.LogoURL, PrimaryColor: cfg.Branding.BrandColor, AuthPrefix: cfg.AuthPrefix}})
 }
 
-// gateway is everything serve runs, built from a validated configuration.
-type gateway struct {
-	store     *store.DB
-	auth      *authz.Service
-	handler   *proxy.Server
-	registry  *prometheus.Registry
-	accessBuf *proxy.LineBuffer // nil when the access log is off
-	outbox    *authz.OutboxWorker
-	dataverse *dataverseConn // nil when no Dataverse is configured
-}
-
-// Close flushes the access log and closes the store.
-func (g *gateway) Close() error {
-	if g.accessBuf != nil {
-		_ = g.accessBuf.Close()
-	}
-	return g.store.Close()
-}
-
-// buildGateway connects the packages. Logs go to logw. now may be nil (real clock).
-func buildGateway(ctx context.Context, cfg *config.Config, logw io.Writer, now func() time.Time) (*gateway, error) {
-	log := newLogger(cfg, logw)
-	pol, err := loadPolicy(cfg)
-	if err != nil {
-		return nil, err
-	}
-	filters, err := parseContactFilters(cfg, pol)
-	if err != nil {
-		return nil, err
-	}
-	renderer, err := newRenderer(cfg)
-	if err != nil {
-		return nil, err
-	}
-	cookieKeys, err := cfg.Cookie.DecodeKeys()
-	if err != nil {
-		return nil, err
-	}
-	signingKeys, err := cfg.Signing.PrivateKeys()
-	if err != nil {
-		return nil, err
-	}
-	db, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dv, err := newDataverse(cfg, reg, log, now)
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	// Lifecycle events wait in the outbox until the worker hands them to
-	// the Dataverse actions of the policy (or, with no Dataverse or no
-	// action, marks them done unsent).
-	deliverer, err := newDeliverer(dv, pol, log)
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	outbox, err := authz.NewOutboxWorker(db, deliverer, authz.OutboxOptions{
-		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
-		Now: now, Logger: log, Registerer: reg})
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	authOpts := authz.Options{
-		OutboxNotify: outbox.Notify,
-		// The last active, unbound admin (the break-glass account, who
-		// signs in while Dataverse is down) cannot be demoted or bound.
-		BreakGlassRole: "admin",
-		Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB, Iterations: cfg.Password.Iterations,
-			Parallelism: cfg.Password.Parallelism, SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen},
-		MaxFailures:     cfg.SignIn.MaxFailures,
-		LockoutDuration: cfg.SignIn.LockoutDuration,
-		ClientRate:      rate.Limit(float64(cfg.SignIn.ClientRate) / 60),
-		ClientBurst:     cfg.SignIn.ClientBurst,
-		Now:             now,
-		Logger:          log,
-	}
-	if err := contactOptions(cfg, filters, dv, pol.ContactColumns(), &authOpts); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	auth, err := authz.NewService(db, authOpts)
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	var accessLog *slog.Logger
-	var accessBuf *proxy.LineBuffer
-	if cfg.Log.Access {
-		// Batched: one write per 100 ms instead of one per request.
-		accessBuf = proxy.NewLineBuffer(logw, 100*time.Millisecond, 64<<10)
-		accessLog = newLogger(cfg, accessBuf)
-	}
-	srv, err := proxy.New(proxy.Options{
-		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Auth: auth, Pages: renderer,
-		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
-		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
-		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
-		RememberTimeout: cfg.Session.RememberTimeout, StampCheckInterval: cfg.Session.StampCheckInterval,
-		ContactRevalidateInterval: cfg.Session.ContactRevalidateInterval, ContactGrace: contactGrace(cfg.Session.ContactGrace),
-		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
-		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
-		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
-		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: reg, Now: now,
-	})
-	if err != nil {
-		if accessBuf != nil {
-			_ = accessBuf.Close()
-		}
-		_ = db.Close()
-		return nil, err
-	}
-	return &gateway{store: db, auth: auth, handler: srv, registry: reg, accessBuf: accessBuf, outbox: outbox, dataverse: dv}, nil
-}
-
 // listen opens the public and ops listeners.
 func listen(publicAddr, opsAddr string) (pub, ops net.Listener, err error) {
 	pub, err = net.Listen("tcp", publicAddr)
@@ -218,7 +91,8 @@ func listen(publicAddr, opsAddr string) (pub, ops net.Listener, err error) {
 	return pub, ops, nil
 }
 
-// serveGateway serves g on the listeners until ctx ends, then shuts down gracefully.
+// serveGateway serves the started g on the listeners until ctx ends, then
+// shuts down gracefully.
 func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog.Logger, pub, ops net.Listener) error {
 	// The outbox worker runs for as long as the listeners do.
 	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
@@ -251,6 +125,12 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 		return err
 	}
 	defer g.Close()
+	for _, w := range g.warnings {
+		log.Warn(w)
+	}
+	if err := g.start(ctx); err != nil {
+		return err
+	}
 	pub, ops, err := listen(cfg.Listen, cfg.OpsListen)
 	if err != nil {
 		return err
@@ -258,9 +138,11 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 	return serveGateway(ctx, cfg, g, log, pub, ops)
 }
 
-// runCheckConfig validates everything serve would load and prints every
-// problem; the error makes the exit status non-zero.
-func runCheckConfig(_ context.Context, environ []string, stdout io.Writer) error {
+// runCheckConfig builds everything serve would build, starts nothing, and
+// prints every problem; the error makes the exit status non-zero. It
+// accepts exactly what serve accepts: serve is the same build followed by
+// a start that only connects to the database and listens.
+func runCheckConfig(ctx context.Context, environ []string, stdout io.Writer) error {
 	cfg, err := config.Load(environ)
 	if err != nil {
 		fmt.Fprintln(stdout, err)
@@ -269,22 +151,26 @@ func runCheckConfig(_ context.Context, environ []string, stdout io.Writer) error
 	var problems []error
 	if err := cfg.Validate(); err != nil {
 		problems = append(problems, err)
-	}
-	if cfg.PolicyFile != "" || cfg.UpstreamURL != "" {
-		if pol, err := loadPolicy(cfg); err != nil {
-			problems = append(problems, err)
-		} else {
-			warnings, err := checkDataverse(cfg, pol)
-			if err != nil {
+		// The policy and the pages are still compiled, so that their
+		// problems are reported together with the settings'.
+		if cfg.PolicyFile != "" || cfg.UpstreamURL != "" {
+			if _, err := loadPolicy(cfg); err != nil {
 				problems = append(problems, err)
 			}
-			for _, w := range warnings {
+		}
+		if _, err := newRenderer(cfg); err != nil {
+			problems = append(problems, err)
+		}
+	} else {
+		g, err := buildGateway(ctx, cfg, io.Discard, nil)
+		if err != nil {
+			problems = append(problems, err)
+		} else {
+			for _, w := range g.warnings {
 				fmt.Fprintf(stdout, "warning: %s\n", w)
 			}
+			_ = g.Close()
 		}
-	}
-	if _, err := newRenderer(cfg); err != nil {
-		problems = append(problems, err)
 	}
 	for _, u := range cfg.Unknown {
 		fmt.Fprintf(stdout, "warning: %s is not a crmgate setting\n", u)
@@ -308,12 +194,4 @@ func runGenKeys(stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n\n# CRMGATE_SIGNING_KEYS (or put it in a file and set CRMGATE_SIGNING_KEYS_FILE):\n%s", ck, sk)
 	return nil
-}
-
-// contactGrace maps the setting (0 = no grace) to proxy.Options (0 = default, negative = none).
-func contactGrace(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

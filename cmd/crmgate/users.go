@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/dataverse"
-	"github.com/crmgate/crmgate/proxy"
 )
 
 const usersUsage = `usage: crmgate users <command> [flags]
@@ -113,7 +115,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err != nil {
 			return err
 		}
-		u, err := svc.CreateUser(ctx, authz.NewUser{Username: *username, Email: *email, DisplayName: *name,
+		u, err := svc.Accounts.CreateUser(ctx, accounts.NewUser{Username: *username, Email: *email, DisplayName: *name,
 			Password: pw, Roles: splitList(*roles), MustChangePassword: *mustChange}, cliActor)
 		if err != nil {
 			return err
@@ -123,7 +125,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 			fmt.Fprintf(stdout, "password: %s\n", pw)
 		}
 	case "list":
-		users, err := svc.ListUsers(ctx, authz.UserFilter{Query: *query, Limit: authz.MaxListLimit})
+		users, err := svc.Accounts.ListUsers(ctx, authz.UserFilter{Query: *query, Limit: authz.MaxListLimit})
 		if err != nil {
 			return err
 		}
@@ -144,7 +146,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err != nil {
 			return err
 		}
-		if err := svc.SetPassword(ctx, *login, pw, cliActor); err != nil {
+		if err := svc.Accounts.SetPassword(ctx, *login, pw, cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "password changed for %s; existing sessions end at their next check\n", *login)
@@ -155,7 +157,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err := needLogin(); err != nil {
 			return err
 		}
-		if err := svc.SetRoles(ctx, *login, splitList(*roles), cliActor); err != nil {
+		if err := svc.Accounts.SetRoles(ctx, *login, splitList(*roles), cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "roles of %s set to [%s]\n", *login, strings.Join(splitList(*roles), ","))
@@ -167,7 +169,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if sub == "enable" {
 			st = authz.StatusActive
 		}
-		if err := svc.SetStatus(ctx, *login, st, cliActor); err != nil {
+		if err := svc.Accounts.SetStatus(ctx, *login, st, cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s is now %s\n", *login, st)
@@ -180,12 +182,12 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 // cliActor is the actor the users commands record in the audit log.
 const cliActor = "cli"
 
-// openAccounts opens the store and an authz.Service over it, reading only
-// CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings (Load, not
-// Validate), so that the users commands work when the rest of the
-// configuration is broken. mods adjust the service's options. Call the
-// returned function to close the store.
-func openAccounts(ctx context.Context, environ []string, mods ...func(*authz.Options)) (*authz.Service, func(), error) {
+// openAccounts opens the store and builds the identity layer over it as
+// serve does (identityOptions), but reading only CRMGATE_DATABASE_URL and
+// the CRMGATE_PASSWORD_* settings (Load, not Validate), so that the users
+// commands work when the rest of the configuration is broken. mods adjust
+// the options. Call the returned function to close the store.
+func openAccounts(ctx context.Context, environ []string, mods ...func(*wiring.Options)) (*wiring.Services, func(), error) {
 	cfg, err := config.Load(environ)
 	if err != nil {
 		return nil, nil, err
@@ -194,17 +196,14 @@ func openAccounts(ctx context.Context, environ []string, mods ...func(*authz.Opt
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := authz.Options{Password: authz.PasswordParams{Memory: cfg.Password.MemoryKiB,
-		Iterations: cfg.Password.Iterations, Parallelism: cfg.Password.Parallelism,
-		SaltLen: authz.DefaultPasswordParams.SaltLen, KeyLen: authz.DefaultPasswordParams.KeyLen},
-		// The same guard as serve: the last active, unbound admin (the
-		// break-glass account) cannot be demoted, disabled, bound or
-		// deleted from here either; create another admin first.
-		BreakGlassRole: proxy.AdminRole}
+	// The same guard as serve: the last active, unbound admin (the
+	// break-glass account) cannot be demoted, disabled, bound or deleted
+	// from here either; create another admin first.
+	opts := identityOptions(cfg, nil, nil)
 	for _, m := range mods {
 		m(&opts)
 	}
-	svc, err := authz.NewService(db, opts)
+	svc, err := wiring.New(db, opts)
 	if err != nil {
 		_ = db.Close()
 		return nil, nil, err
@@ -236,7 +235,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 	switch sub {
 	case "create":
 		if *name == "" || *scopes == "" {
-			return usageError{"users api-key create: --name and --scopes are required (scopes: " + strings.Join(authz.APIKeyScopes(), ", ") + ")"}
+			return usageError{"users api-key create: --name and --scopes are required (scopes: " + strings.Join(apikeys.Scopes(), ", ") + ")"}
 		}
 		if *expires < 0 {
 			return usageError{"users api-key create: --expires must not be negative"}
@@ -261,7 +260,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 		if *expires > 0 {
 			expiresAt = now.Add(*expires)
 		}
-		key, k, err := svc.CreateAPIKey(ctx, *name, splitList(*scopes), expiresAt, cliActor)
+		key, k, err := svc.APIKeys.CreateAPIKey(ctx, *name, splitList(*scopes), expiresAt, cliActor)
 		if err != nil {
 			return err
 		}
@@ -271,7 +270,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 		}
 		fmt.Fprintf(stdout, "\nkey: %s\nThe key is shown only now; store it in a secret.\n", key)
 	case "list":
-		keys, err := svc.ListAPIKeys(ctx)
+		keys, err := svc.APIKeys.ListAPIKeys(ctx)
 		if err != nil {
 			return err
 		}
@@ -293,7 +292,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 		}
 		return tw.Flush()
 	case "revoke":
-		if err := svc.RevokeAPIKey(ctx, *id, cliActor); err != nil {
+		if err := svc.APIKeys.RevokeAPIKey(ctx, *id, cliActor); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "API key %s revoked\n", *id)
@@ -303,7 +302,7 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 
 // runSetBinding changes the binding of many users at once: those named on
 // the command line, every user in one mode (--from-mode), or everyone
-// (--all). It applies the changes in batches of authz.MaxBindingChanges,
+// (--all). It applies the changes in batches of accounts.MaxBindingChanges,
 // prints one line per user, and fails when any change failed.
 func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	const usageLine = "users set-binding: "
@@ -375,7 +374,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 	failed := 0
 	if len(logins) > 0 {
 		for _, l := range logins {
-			u, err := svc.LookupUser(ctx, l)
+			u, err := svc.Accounts.LookupUser(ctx, l)
 			switch {
 			case errors.Is(err, authz.ErrNotFound):
 				failed++
@@ -389,7 +388,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 	} else {
 		after := ""
 		for {
-			page, err := svc.ListUsers(ctx, authz.UserFilter{After: after, Limit: authz.MaxListLimit})
+			page, err := svc.Accounts.ListUsers(ctx, authz.UserFilter{After: after, Limit: authz.MaxListLimit})
 			if err != nil {
 				return err
 			}
@@ -420,12 +419,12 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 		return nil
 	}
 	changed := 0
-	for batch := range slices.Chunk(targets, authz.MaxBindingChanges) {
-		changes := make([]authz.BindingChange, len(batch))
+	for batch := range slices.Chunk(targets, accounts.MaxBindingChanges) {
+		changes := make([]accounts.BindingChange, len(batch))
 		for i, u := range batch {
-			changes[i] = authz.BindingChange{User: u.ID, Binding: want}
+			changes[i] = accounts.BindingChange{User: u.ID, Binding: want}
 		}
-		results, err := svc.SetBindings(ctx, changes, cliActor)
+		results, err := svc.Accounts.SetBindings(ctx, changes, cliActor)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/authz/store"
 )
 
@@ -45,7 +48,7 @@ func TestUsersSetBinding(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer closeStore()
-		us, err := svc.ListUsers(context.Background(), authz.UserFilter{Limit: authz.MaxListLimit})
+		us, err := svc.Accounts.ListUsers(context.Background(), authz.UserFilter{Limit: authz.MaxListLimit})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +116,7 @@ func TestUsersSetBinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, err := svc.ListAudit(context.Background(), authz.AuditFilter{Type: authz.EventBindingSet, Limit: authz.MaxListLimit})
+	es, err := svc.Audit.ListAudit(context.Background(), audit.Filter{Type: audit.EventBindingSet, Limit: authz.MaxListLimit})
 	closeStore()
 	if err != nil || len(es) != 7 || es[0].Actor != cliActor || es[0].Detail != "lookup" {
 		t.Fatalf("binding audit: %v %d events, newest %+v", err, len(es), es[0])
@@ -131,7 +134,7 @@ func TestUsersSetBinding(t *testing.T) {
 	for _, e := range events {
 		types[e.Type]++
 	}
-	if types[authz.LifecycleBound] != 4 || types[authz.LifecycleUnbound] != 3 {
+	if types[lifecycle.Bound] != 4 || types[lifecycle.Unbound] != 3 {
 		t.Fatalf("lifecycle events: %v", types)
 	}
 
@@ -166,7 +169,7 @@ func TestUsersSetBindingBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := authz.MaxBindingChanges + 20
+	n := accounts.MaxBindingChanges + 20
 	for i := range n {
 		u := &authz.User{Username: fmt.Sprintf("u%04d", i), Email: fmt.Sprintf("u%04d@example.test", i),
 			Status: authz.StatusActive, Binding: authz.Binding{Mode: authz.BindingNone}}

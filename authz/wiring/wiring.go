@@ -1,0 +1,182 @@
+// Package wiring builds every authz feature over one account store, each
+// connected to the others through the small interfaces it declares. serve,
+// dev, check-config, the users commands and the tests all build the
+// identity layer with New, so that they cannot drift apart.
+package wiring
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/password"
+	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/signin"
+)
+
+// Each feature satisfies what the others declare they need; a renamed
+// method is a build error here rather than a silently missing capability.
+var (
+	_ accounts.Binder  = (*binding.Resolver)(nil)
+	_ signin.Resolver  = (*binding.Resolver)(nil)
+	_ profile.Resolver = (*binding.Resolver)(nil)
+	_ signin.Puller    = (*profile.Service)(nil)
+)
+
+// Store is the account store every feature reads and writes;
+// *store.DB satisfies it.
+type Store interface {
+	accounts.Store
+	signin.Store
+	profile.Store
+	binding.Users
+	apikeys.Store
+	audit.Store
+	outbox.Store
+}
+
+// Contacts is what the identity layer needs from Dataverse, one Web API
+// request per call; crmclient.Directory and crmclient.CachedDirectory
+// satisfy it.
+type Contacts interface {
+	binding.Contacts
+	profile.Contacts
+}
+
+// Options configure the identity layer. Fields without a documented zero
+// value are required; the configuration (package config) supplies every one
+// of them, with its defaults.
+type Options struct {
+	// Password are the argon2id parameters of new hashes.
+	Password password.Params
+	// MaxFailures, LockoutDuration, ClientRate and ClientBurst configure
+	// the sign-in defences; see signin.Options.
+	MaxFailures     int
+	LockoutDuration time.Duration
+	ClientRate      rate.Limit
+	ClientBurst     int
+	// Contacts reads and writes Dataverse contacts; nil means no Dataverse:
+	// then no binding resolves, and Binding, SignInCheck and FieldSync must
+	// not need one.
+	Contacts Contacts
+	// Binding configures binding modes and the binding of new users.
+	Binding binding.Options
+	// SignInCheck configures the Dataverse check of bound users at
+	// sign-in; the zero value turns it off.
+	SignInCheck signin.Check
+	// FieldSync maps user fields to contact columns; the zero value syncs
+	// nothing. It needs Contacts and SignInCheck, where pulls happen.
+	FieldSync profile.FieldSync
+	// Snapshots answers session revalidations from a shared cache; nil
+	// makes each one a fresh resolve. Build it with the columns
+	// SnapshotColumns returns.
+	Snapshots signin.Snapshots
+	// BreakGlassRole is the local role of break-glass administrators; see
+	// accounts.Options.BreakGlassRole. Empty turns the guard off.
+	BreakGlassRole string
+	// OutboxNotify is called after a change enqueued outbox events,
+	// typically outbox.Worker.Notify; nil leaves them to the next poll.
+	OutboxNotify func()
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the audit lines and failures callers do not see; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Services are the authz features, built over one store. The fields are
+// what the HTTP edge and the commands use; each is safe for concurrent use.
+type Services struct {
+	Audit    *audit.Log
+	Binding  *binding.Resolver
+	Profile  *profile.Service
+	Accounts *accounts.Service
+	SignIn   *signin.Service
+	APIKeys  *apikeys.Service
+}
+
+// New builds every feature over db. It reports every problem of o at once.
+func New(db Store, o Options) (*Services, error) {
+	if db == nil {
+		return nil, errors.New("wiring: nil store")
+	}
+	if len(o.FieldSync.Columns) > 0 && (o.Contacts == nil || !o.SignInCheck.Enabled) {
+		// Pulls run at the sign-in check; without them the conflict rule
+		// (Dataverse wins) would refuse every profile change.
+		return nil, errors.New("authz: field sync needs a contact directory (Options.Contacts) and the sign-in check (Options.SignInCheck)")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Services{Audit: audit.New(db, o.Now, log)}
+	var bc binding.Contacts
+	var pc profile.Contacts
+	if o.Contacts != nil {
+		bc, pc = o.Contacts, o.Contacts
+	}
+	var err error
+	if s.Binding, err = binding.New(bc, db, o.Binding, log); err != nil {
+		return nil, err
+	}
+	var resolver profile.Resolver
+	if pc != nil {
+		resolver = s.Binding
+	}
+	if s.Profile, err = profile.New(db, profile.Options{Sync: o.FieldSync, Contacts: pc, Resolver: resolver,
+		Audit: s.Audit, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
+	}
+	if s.Accounts, err = accounts.New(db, accounts.Options{Password: o.Password, Binder: s.Binding, Audit: s.Audit,
+		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
+	}
+	so := signin.Options{Password: o.Password, MaxFailures: o.MaxFailures, LockoutDuration: o.LockoutDuration,
+		ClientRate: o.ClientRate, ClientBurst: o.ClientBurst, Check: o.SignInCheck, Snapshots: o.Snapshots,
+		Audit: s.Audit, Now: o.Now, Logger: log}
+	if o.Contacts != nil {
+		so.Resolver = s.Binding
+	}
+	if len(o.FieldSync.Columns) > 0 {
+		so.Puller = s.Profile
+	}
+	if s.SignIn, err = signin.New(db, so); err != nil {
+		return nil, err
+	}
+	if s.APIKeys, err = apikeys.New(db, s.Audit, o.Now, log); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SnapshotColumns returns every column the revalidation of a session asks
+// o.Snapshots for when sessions carry columns: those, the extra sign-in
+// filter's, the synced fields', the username binding's and the custom
+// binding filter's. A cache built with them answers every revalidation.
+func SnapshotColumns(columns []string, o Options) []string {
+	cols := slices.Clone(columns)
+	add := func(extra []string) {
+		for _, c := range extra {
+			if !slices.Contains(cols, c) {
+				cols = append(cols, c)
+			}
+		}
+	}
+	add(o.SignInCheck.Extra.Columns())
+	add(o.FieldSync.ColumnNames())
+	username := o.Binding.UsernameColumn
+	if username == "" {
+		username = binding.DefaultUsernameColumn
+	}
+	add([]string{username})
+	add(o.Binding.Custom.Columns())
+	return cols
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/time/rate"
+
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/lifecycle"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/password"
+	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/wiring"
+	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/crmclient"
+	"github.com/crmgate/crmgate/proxy"
+)
+
+// The wiring below connects each capability to the interface its consumer
+// declares. These assertions make a renamed method a build error rather
+// than a silently disabled feature.
+var (
+	_ proxy.PasswordSignIn     = (*signin.Service)(nil)
+	_ proxy.SessionStore       = (*signin.Service)(nil)
+	_ proxy.ContactRevalidator = (*signin.Service)(nil)
+	_ proxy.UserDirectory      = (*accounts.Service)(nil)
+	_ proxy.BindingEditor      = (*accounts.Service)(nil)
+	_ proxy.ProfileEditor      = (*profile.Service)(nil)
+	_ proxy.APIKeys            = (*apikeys.Service)(nil)
+	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
+
+	_ wiring.Store           = (*store.DB)(nil)
+	_ wiring.Contacts        = (*crmclient.Directory)(nil)
+	_ wiring.Contacts        = (*crmclient.CachedDirectory)(nil)
+	_ signin.Snapshots       = (*crmclient.CachedDirectory)(nil)
+	_ lifecycle.ActionCaller = (*crmclient.Client)(nil)
+	_ outbox.Deliverer       = (*lifecycle.ActionDeliverer)(nil)
+)
+
+// gateway is everything serve runs, built from a validated configuration
+// by buildGateway, which starts nothing.
+type gateway struct {
+	store     *store.DB
+	auth      *wiring.Services
+	handler   *proxy.Server
+	registry  *prometheus.Registry
+	accessBuf *proxy.LineBuffer // nil when the access log is off
+	outbox    *outbox.Worker
+	dataverse *dataverseConn // nil when no Dataverse is configured
+	// warnings are settings that are valid but probably not what the
+	// operator meant; check-config prints them, serve logs them.
+	warnings []string
+}
+
+// start connects to the database and applies pending migrations: the only
+// I/O of the build, left out of check-config.
+func (g *gateway) start(ctx context.Context) error {
+	return g.store.Start(ctx)
+}
+
+// Close flushes the access log and closes the store.
+func (g *gateway) Close() error {
+	if g.accessBuf != nil {
+		_ = g.accessBuf.Close()
+	}
+	return g.store.Close()
+}
+
+// buildGateway builds the whole gateway from a validated configuration:
+// the policy, the pages, the keys, the store (not yet connected), the
+// Dataverse client (contacting nothing), the identity layer, the outbox
+// worker and the HTTP edge. serve, dev and check-config all build with it.
+// Logs go to logw. now may be nil (real clock).
+func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now func() time.Time) (_ *gateway, err error) {
+	log := newLogger(cfg, logw)
+	pol, err := loadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	filters, err := parseContactFilters(cfg, pol)
+	if err != nil {
+		return nil, err
+	}
+	actions, err := lifecycleActions(pol)
+	if err != nil {
+		return nil, err
+	}
+	renderer, err := newRenderer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cookieKeys, err := cfg.Cookie.DecodeKeys()
+	if err != nil {
+		return nil, err
+	}
+	signingKeys, err := cfg.Signing.PrivateKeys()
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.New(cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{store: db, warnings: dataverseWarnings(cfg, pol)}
+	defer func() {
+		if err != nil {
+			_ = g.Close()
+		}
+	}()
+	g.registry = prometheus.NewRegistry()
+	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if g.dataverse, err = newDataverse(cfg, g.registry, log, now); err != nil {
+		return nil, err
+	}
+	// Lifecycle events wait in the outbox until the worker hands them to
+	// the Dataverse actions of the policy (or, with no Dataverse or no
+	// action, marks them done unsent).
+	deliverer, err := newDeliverer(g.dataverse, actions, len(pol.Dataverse.LifecycleActions) > 0, log)
+	if err != nil {
+		return nil, err
+	}
+	if g.outbox, err = outbox.NewWorker(db, deliverer, outbox.Options{
+		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
+		Now: now, Logger: log, Registerer: g.registry}); err != nil {
+		return nil, err
+	}
+	wo := identityOptions(cfg, now, log)
+	wo.OutboxNotify = g.outbox.Notify
+	if err := contactOptions(cfg, filters, g.dataverse, pol.ContactColumns(), &wo); err != nil {
+		return nil, err
+	}
+	if g.auth, err = wiring.New(db, wo); err != nil {
+		return nil, err
+	}
+	var accessLog *slog.Logger
+	if cfg.Log.Access {
+		// Batched: one write per 100 ms instead of one per request.
+		g.accessBuf = proxy.NewLineBuffer(logw, 100*time.Millisecond, 64<<10)
+		accessLog = newLogger(cfg, g.accessBuf)
+	}
+	s := g.auth
+	if g.handler, err = proxy.New(proxy.Options{
+		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
+		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
+		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding,
+		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
+		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
+		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
+		RememberTimeout: cfg.Session.RememberTimeout, StampCheckInterval: cfg.Session.StampCheckInterval,
+		ContactRevalidateInterval: cfg.Session.ContactRevalidateInterval, ContactGrace: cfg.Session.ContactGrace,
+		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
+		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
+		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
+		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: g.registry, Now: now,
+	}); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// identityOptions are the identity layer's options from the configuration,
+// Dataverse aside (contactOptions adds it).
+func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) wiring.Options {
+	return wiring.Options{
+		Password:        passwordParams(cfg),
+		MaxFailures:     cfg.SignIn.MaxFailures,
+		LockoutDuration: cfg.SignIn.LockoutDuration,
+		ClientRate:      rate.Limit(float64(cfg.SignIn.ClientRate) / 60),
+		ClientBurst:     cfg.SignIn.ClientBurst,
+		// The last active, unbound admin (the break-glass account, who
+		// signs in while Dataverse is down) cannot be demoted, disabled,
+		// bound or deleted.
+		BreakGlassRole: proxy.AdminRole,
+		Now:            now,
+		Logger:         log,
+	}
+}
+
+// passwordParams are the argon2id parameters of the configuration, with
+// password.Default's salt and key lengths.
+func passwordParams(cfg *config.Config) password.Params {
+	return password.Params{Memory: cfg.Password.MemoryKiB, Iterations: cfg.Password.Iterations,
+		Parallelism: cfg.Password.Parallelism, SaltLen: password.Default.SaltLen, KeyLen: password.Default.KeyLen}
+}

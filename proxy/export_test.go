@@ -1,0 +1,4 @@
+package proxy
+
+// TestTimings is testTimings for the external tests of this package.
+var TestTimings = testTimings
