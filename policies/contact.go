@@ -10,7 +10,8 @@ import (
 )
 
 // ContactHeaderPrefix starts the name of every per-column contact header sent
-// upstream (DESIGN.md section 4); ContactHeaderName appends the column's part.
+// upstream (the header contract in README.md, Identity headers for
+// upstream apps); ContactHeaderName appends the column's part.
 const ContactHeaderPrefix = "X-Current-User-Contact-"
 
 // maxColumnName is the longest Dataverse logical name a policy accepts.
