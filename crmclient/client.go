@@ -3,8 +3,10 @@
 // sends requests with the documented headers, limits concurrency to the
 // service protection limits, retries what is safe to retry, honours
 // Retry-After, and trips a circuit breaker when Dataverse is down. The facts
-// it follows are in shared/dataverse/WEBAPI.md; crmclient/dataversetest
-// emulates the server for tests.
+// it follows are documented at
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+// and https://learn.microsoft.com/power-apps/developer/data-platform/api-limits;
+// crmclient/dataversetest emulates the server for tests.
 package crmclient
 
 import (
@@ -24,7 +26,8 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// apiPath is the Web API root under the environment URL (WEBAPI.md §2).
+// apiPath is the Web API root under the environment URL
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors).
 const apiPath = "/api/data/v9.2/"
 
 // DefaultAuthorityHost is the Microsoft Entra ID host used when
@@ -34,7 +37,7 @@ const DefaultAuthorityHost = "https://login.microsoftonline.com"
 // Defaults applied by New to zero Config fields.
 const (
 	DefaultTimeout                 = 30 * time.Second
-	DefaultMaxConcurrency          = 52 // Dataverse's concurrent-request limit per user (WEBAPI.md §6.3)
+	DefaultMaxConcurrency          = 52 // Dataverse's concurrent-request limit per user (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits)
 	DefaultMaxRetries              = 3
 	DefaultRetryBudget             = 30 * time.Second
 	DefaultBreakerFailures         = 5
@@ -378,8 +381,9 @@ type WhoAmIResponse struct {
 	OrganizationID GUID `json:"OrganizationId"`
 }
 
-// WhoAmI calls the WhoAmI function (GET WhoAmI(), WEBAPI.md §2). It is
-// the cheapest authenticated call, used by readiness checks and to confirm
+// WhoAmI calls the WhoAmI function (GET WhoAmI(),
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/use-web-api-functions).
+// It is the cheapest authenticated call, used by readiness checks and to confirm
 // the credentials at start-up.
 func (c *Client) WhoAmI(ctx context.Context) (WhoAmIResponse, error) {
 	var out WhoAmIResponse

@@ -20,8 +20,10 @@ import (
 )
 
 // scriptedDataverse is a small scripted Dataverse for transport tests: the token
-// endpoint of WEBAPI.md §1 plus /api/data/v9.2/, where handle answers call
-// number n (from 1). It checks the headers of WEBAPI.md §2 on every call.
+// endpoint of https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+// plus /api/data/v9.2/, where handle answers call number n (from 1). It
+// checks the headers of https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+// on every call.
 type scriptedDataverse struct {
 	tokens tokenEndpoint
 	calls  atomic.Int64

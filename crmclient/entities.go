@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// Entity sets of the Power Pages data model (WEBAPI.md §3, §7).
+// Entity sets of the Power Pages data model, as named in each table's
+// reference (e.g. https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact).
 const (
 	SetContacts           = "contacts"
 	SetAccounts           = "accounts"
@@ -22,14 +23,16 @@ const (
 )
 
 // State codes shared by contact, account, adx_webrole, adx_invitation and
-// adx_externalidentity (WEBAPI.md §7, §8).
+// adx_externalidentity (statecode in each table's reference, e.g.
+// https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact).
 const (
 	StateActive   = 0
 	StateInactive = 1
 )
 
 // WebRoleModel is the Power Pages data model that holds a site's web roles
-// (WEBAPI.md §7.3). The zero value is WebRoleModelStandard.
+// (https://learn.microsoft.com/power-pages/admin/enhanced-data-model).
+// The zero value is WebRoleModelStandard.
 type WebRoleModel int
 
 const (
@@ -84,8 +87,9 @@ func (m WebRoleModel) schema() (roleSchema, error) {
 			state: "statecode", site: "_adx_websiteid_value", authenticated: "adx_authenticatedusersrole", anonymous: "adx_anonymoususersrole"}, nil
 	case WebRoleModelEnhanced:
 		// The authenticated/anonymous flags live in the virtual mspp_webrole
-		// table, not in powerpagecomponent columns (WEBAPI.md §7.3), so
-		// they are not read in this model.
+		// table, not in powerpagecomponent columns
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/mspp_webrole),
+		// so they are not read in this model.
 		return roleSchema{set: SetPowerPageComponent, relationship: "powerpagecomponent_mspp_webrole_contact", id: "powerpagecomponentid", name: "name",
 			state: "statecode", site: "_powerpagesiteid_value"}, nil
 	}
@@ -150,14 +154,16 @@ type WebRole struct {
 	// AuthenticatedUsersRole and AnonymousUsersRole are the
 	// adx_authenticatedusersrole and adx_anonymoususersrole flags of the
 	// standard model. These roles apply implicitly, without an N:N row
-	// (WEBAPI.md §7.3). They are always false in the enhanced model, whose
+	// (https://learn.microsoft.com/power-pages/security/create-web-roles).
+	// They are always false in the enhanced model, whose
 	// powerpagecomponent rows do not carry them.
 	AuthenticatedUsersRole bool
 	AnonymousUsersRole     bool
 }
 
-// Contact is a Power Pages contact with the columns of WEBAPI.md §7.1 and
-// §8 that the gateway uses. PasswordHash and SecurityStamp are secrets:
+// Contact is a Power Pages contact with the columns of the contact table
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact)
+// that the gateway uses. PasswordHash and SecurityStamp are secrets:
 // never log a Contact with %v; its LogValue leaves them out.
 type Contact struct {
 	ID          GUID   `json:"contactid"`
@@ -187,7 +193,9 @@ type Contact struct {
 	LockoutEnd        *time.Time `json:"adx_identity_lockoutenddate"`
 	AccessFailedCount int        `json:"adx_identity_accessfailedcount"`
 	// LogonEnabled is adx_identity_logonenabled: sign-in must fail when
-	// it is false (WEBAPI.md §7.1).
+	// it is false, as in the portal source
+	// (https://github.com/Adoxio/xRM-Portals-Community-Edition,
+	// CrmSignInManager.cs).
 	LogonEnabled        bool       `json:"adx_identity_logonenabled"`
 	TwoFactorEnabled    bool       `json:"adx_identity_twofactorenabled"`
 	LastSuccessfulLogin *time.Time `json:"adx_identity_lastsuccessfullogin"`
@@ -205,8 +213,8 @@ type Contact struct {
 }
 
 // contactColumns are the typed columns of Contact.
-// adx_identity_newpassword is a UI input column (WEBAPI.md §7.1) and is
-// never read.
+// adx_identity_newpassword is a UI input column, never read
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact).
 var contactColumns = []string{
 	"contactid", "fullname", "firstname", "lastname", "emailaddress1", "telephone1", "mobilephone",
 	"_parentcustomerid_value", "statecode", "statuscode",
@@ -281,11 +289,11 @@ func decodeContact(raw []byte, extra []string) (*Contact, error) {
 
 // GetContact retrieves contact id with its typed columns, the extra
 // columns (for Contact.Columns) and its active web roles of model, in one
-// request: the role relationship is expanded (WEBAPI.md §7.3 gives the
-// $expand form for the standard model; for the enhanced model it gives a
-// GET of the navigation property, marked inferred, and this uses the same
-// relationship through $expand, which §3.2 documents for collection-valued
-// navigation properties). A missing contact wraps both ErrNotFound and the
+// request: the role relationship named in https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact
+// is expanded, as https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api
+// documents for collection-valued navigation properties (for the enhanced
+// model this query is inferred from those names, not documented). A
+// missing contact wraps both ErrNotFound and the
 // 404 *APIError.
 func (c *Client) GetContact(ctx context.Context, id GUID, columns []string, model WebRoleModel) (*Contact, error) {
 	rs, err := model.schema()
@@ -323,7 +331,8 @@ func (c *Client) GetContact(ctx context.Context, id GUID, columns []string, mode
 		}
 	}
 	if _, paged := rel[rs.relationship+"@odata.nextLink"]; paged {
-		// Dataverse may page an expanded collection (WEBAPI.md §3.2);
+		// Dataverse may page an expanded collection
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api);
 		// a partial role list must not be taken for the whole.
 		return nil, fmt.Errorf("crmclient: %s of contact %s came back paged; roles incomplete", rs.relationship, id)
 	}
@@ -371,7 +380,8 @@ func (c *Client) FindContacts(ctx context.Context, filter Filter, columns []stri
 
 // lookupLimit is how many rows a unique lookup reads: the rows Dataverse
 // returns are checked again for an exact (case-insensitive) match, since
-// %, _ and [ ] may act as wildcards in string values (WEBAPI.md §3.1).
+// %, _ and [ ] may act as wildcards in string values
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows).
 // Reaching the limit without one exact match is reported as ErrAmbiguous
 // rather than "not found".
 const lookupLimit = 50
@@ -400,9 +410,10 @@ func uniqueMatch[T any](rows []T, value func(T) string, want, what string) (T, e
 
 // ContactByUsername finds the one active contact whose column equals
 // value: column is adx_identity_username for local sign-in, or
-// emailaddress1 when sign-in is by e-mail (WEBAPI.md §7.1 step 1:
-// statecode = 0). Strings compare case-insensitively, as in Dataverse;
-// Dataverse's accent-insensitive matches are not accepted. It fails with
+// emailaddress1 when sign-in is by e-mail (statecode = 0, as in the portal
+// source, https://github.com/Adoxio/xRM-Portals-Community-Edition).
+// Strings compare case-insensitively, as in Dataverse; Dataverse's
+// accent-insensitive matches are not accepted. It fails with
 // ErrNotFound, or ErrAmbiguous when several active contacts match. It does
 // not check adx_identity_logonenabled; the caller must.
 func (c *Client) ContactByUsername(ctx context.Context, column, value string, columns []string) (*Contact, error) {
@@ -461,7 +472,8 @@ func contactString(ct *Contact, column string) string {
 // ContactsByEmail returns every contact, active or not, whose
 // emailaddress1 equals email (ignoring case), at most 50, ordered by id.
 // The gateway uses it to enforce unique e-mail addresses at registration
-// (RequireUniqueEmail, WEBAPI.md §7.1).
+// (RequireUniqueEmail,
+// https://learn.microsoft.com/power-pages/security/authentication/set-authentication-identity).
 func (c *Client) ContactsByEmail(ctx context.Context, email string, columns []string) ([]*Contact, error) {
 	if email == "" {
 		return nil, invalidArg("empty e-mail address")
@@ -511,7 +523,8 @@ func (c *Client) ListWebRoles(ctx context.Context, model WebRoleModel, website G
 }
 
 // AddContactToWebRole gives contact the web role role of model by
-// associating them (WEBAPI.md §4.5).
+// associating them
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api).
 func (c *Client) AddContactToWebRole(ctx context.Context, model WebRoleModel, contact, role GUID) error {
 	rs, err := model.schema()
 	if err != nil {
@@ -557,18 +570,19 @@ func (c *Client) GetAccount(ctx context.Context, id GUID) (*Account, error) {
 	return &a, nil
 }
 
-// Invitation types (adx_type, WEBAPI.md §7.2).
+// Invitation types (adx_type, https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_invitation).
 const (
 	InvitationSingle = 756150000
 	InvitationGroup  = 756150001
 )
 
 // InvitationStatusRedeemed is the statuscode of a fully redeemed
-// invitation (WEBAPI.md §7.2).
+// invitation (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_invitation).
 const InvitationStatusRedeemed = 756150001
 
-// Invitation is an adx_invitation (WEBAPI.md §7.2). Code is a bearer
-// secret: never log it.
+// Invitation is an adx_invitation
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_invitation).
+// Code is a bearer secret: never log it.
 type Invitation struct {
 	ID   GUID   `json:"adx_invitationid"`
 	Name string `json:"adx_name"`
@@ -596,7 +610,9 @@ var invitationColumns = []string{
 
 // Redeemable reports whether inv can be redeemed at now: active, not
 // expired, and with redemptions left (adx_maximumredemptions 0 means no
-// limit), as in WEBAPI.md §7.2. The portal rounds now to the hour before
+// limit), as in the portal source
+// (https://github.com/Adoxio/xRM-Portals-Community-Edition,
+// CrmInvitationStore.cs). The portal rounds now to the hour before
 // comparing with the expiry date; this compares exactly.
 func (inv *Invitation) Redeemable(now time.Time) bool {
 	if inv.StateCode != StateActive {
@@ -641,7 +657,8 @@ func (c *Client) InvitationByCode(ctx context.Context, code string) (*Invitation
 }
 
 // ExternalIdentity is an adx_externalidentity: the link between an
-// external identity provider's subject and a contact (WEBAPI.md §7.4).
+// external identity provider's subject and a contact
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_externalidentity).
 type ExternalIdentity struct {
 	ID GUID `json:"adx_externalidentityid"`
 	// Username is adx_username: the provider's key (subject).
@@ -658,7 +675,8 @@ var externalIdentityColumns = []string{"adx_externalidentityid", "adx_username",
 
 // ExternalIdentityByLogin finds the active external identity of provider
 // and username (the provider's subject), as the portal resolves an
-// external login (WEBAPI.md §7.4). Both values must match exactly
+// external login (https://github.com/Adoxio/xRM-Portals-Community-Edition,
+// CrmUserStore.cs). Both values must match exactly
 // (ignoring case, as Dataverse does). It fails with ErrNotFound or
 // ErrAmbiguous. The contact it names may be inactive; the caller checks.
 func (c *Client) ExternalIdentityByLogin(ctx context.Context, provider, username string) (*ExternalIdentity, error) {

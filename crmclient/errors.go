@@ -21,7 +21,8 @@ var ErrUnavailable = errors.New("crmclient: dataverse unavailable")
 // hostile body cannot flood logs.
 const maxErrorMessage = 1024
 
-// APIError is an error answer of the Dataverse Web API (WEBAPI.md §6.1):
+// APIError is an error answer of the Dataverse Web API
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors):
 // any status of 400 or more, with the code and message of its body.
 //
 // Message is Dataverse's text, meant for logs; it can name entities, ids
@@ -46,10 +47,11 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("crmclient: dataverse status %d (%s): %s", e.Status, e.Code, e.Message)
 }
 
-// Dataverse error codes (WEBAPI.md §6.2) that mean "this record already
-// exists". Their HTTP status is 412 in the docs, but the status of
-// alternate-key violations is unconfirmed (it may be 400 on some paths), so
-// IsConflict looks at the code as well.
+// Dataverse error codes that mean "this record already exists"
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes).
+// Their HTTP status is 412 in the docs, but the status of alternate-key
+// violations is unconfirmed (it may be 400 on some paths), so IsConflict
+// looks at the code as well.
 const (
 	codeDuplicateRecord          = "0x80040237"
 	codeDuplicateRecordEntityKey = "0x80060892"
@@ -83,8 +85,10 @@ func IsConflict(err error) bool {
 }
 
 // IsThrottled reports whether err is or wraps a 429 answer of the service
-// protection limits (WEBAPI.md §6.3), including the case where this client
-// gave up waiting because the Retry-After did not fit the retry budget.
+// protection limits
+// (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits),
+// including the case where this client gave up waiting because the
+// Retry-After did not fit the retry budget.
 func IsThrottled(err error) bool {
 	var e *APIError
 	return errors.As(err, &e) && e.Status == http.StatusTooManyRequests

@@ -66,7 +66,8 @@ func ByID(id GUID) Key {
 }
 
 // ByAlternateKey is the Key made of the columns of an alternate key and
-// their values (WEBAPI.md §4.1), such as {"emailaddress1": "a@b.c"}.
+// their values, such as {"emailaddress1": "a@b.c"}
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api).
 // Values are encoded like filter literals (strings single-quoted with
 // embedded quotes doubled, GUIDs bare, numbers plain) and percent-encoded
 // for the path. The key must be defined in the environment; by default
@@ -149,8 +150,9 @@ func recordPath(set string, key Key) (string, error) {
 }
 
 // Expand is one $expand item: a navigation property and the columns of
-// the related rows (WEBAPI.md §3.2). An empty Select returns every column
-// of the related rows.
+// the related rows
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api).
+// An empty Select returns every column of the related rows.
 type Expand struct {
 	// Nav is the navigation property, such as adx_webrole_contact or
 	// parentcustomerid_account. Case-sensitive.
@@ -251,8 +253,9 @@ func (o RetrieveOptions) encode() (string, error) {
 	return encodeQuery(v), nil
 }
 
-// preferHeader joins preferences into one Prefer header, the form
-// WEBAPI.md §2 shows DWA sending.
+// preferHeader joins preferences into one Prefer header, the form the
+// third-party DynamicsWebApi client sends
+// (https://github.com/AleksandrRogov/DynamicsWebApi, src/utils/Request.ts).
 func preferHeader(h http.Header, annotations string, pageSize int) error {
 	var prefs []string
 	if annotations != "" {
@@ -270,8 +273,10 @@ func preferHeader(h http.Header, annotations string, pageSize int) error {
 	return nil
 }
 
-// Retrieve gets one record of set (WEBAPI.md §4.1), decodes it into out
-// (a pointer, as for json.Unmarshal; nil discards the body) and returns
+// Retrieve gets one record of set
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api),
+// decodes it into out (a pointer, as for json.Unmarshal; nil discards the
+// body) and returns
 // its @odata.etag for a later conditional Update or Delete. A missing
 // record is a 404 *APIError (IsNotFound).
 func (c *Client) Retrieve(ctx context.Context, set string, key Key, opts RetrieveOptions, out any) (etag string, err error) {
@@ -305,12 +310,14 @@ func (c *Client) Retrieve(ctx context.Context, set string, key Key, opts Retriev
 	return meta.ETag, nil
 }
 
-// ListOptions are the query options of a collection GET (WEBAPI.md §3).
+// ListOptions are the query options of a collection GET
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview).
 // The zero value returns every column of every row, 5,000 rows a page.
 type ListOptions struct {
 	// Query holds $select, $filter, $orderby and $top. Dataverse ignores
-	// $top when a page size is sent (WEBAPI.md §3.2), so List and ListAll
-	// also stop on their own after Top rows.
+	// $top when a page size is sent
+	// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results),
+	// so List and ListAll also stop on their own after Top rows.
 	Query
 	// Expand lists related rows to return with each row.
 	Expand []Expand
@@ -361,8 +368,10 @@ type Page struct {
 }
 
 // Pages runs the collection GET of set and yields its pages, following
-// @odata.nextLink (WEBAPI.md §3.3): each link is sent unchanged, its
-// $skiptoken never decoded or re-encoded, with the same Prefer header. A
+// @odata.nextLink
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results):
+// each link is sent unchanged, its $skiptoken never decoded or
+// re-encoded, with the same Prefer header. A
 // nextLink that does not point at this client's environment under the
 // Web API path is refused with ErrInvalidArgument (the bearer token must
 // not go to another host), and so is a nextLink that repeats the previous
@@ -535,8 +544,9 @@ func entityIDFromHeader(h http.Header) (GUID, error) {
 
 // Create creates a record of set from body (columns by logical name,
 // lookups as "<nav>@odata.bind": "/<set>(<id>)") and returns the new
-// record's id, read from the OData-EntityId header (WEBAPI.md §4.2). A
-// POST is never retried after a failure that may have reached Dataverse,
+// record's id, read from the OData-EntityId header
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/create-entity-web-api).
+// A POST is never retried after a failure that may have reached Dataverse,
 // so an ErrUnavailable from Create may hide a record that was created.
 func (c *Client) Create(ctx context.Context, set string, body any) (GUID, error) {
 	if err := validName("entity set", set); err != nil {
@@ -554,8 +564,9 @@ func (c *Client) Create(ctx context.Context, set string, body any) (GUID, error)
 }
 
 // Update changes the columns in body of an existing record (PATCH with
-// If-Match, WEBAPI.md §4.3). ifMatch is the record's ETag from Retrieve:
-// a stale one fails with a 412 (IsConflict) and changes nothing. An empty
+// If-Match,
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api).
+// ifMatch is the record's ETag from Retrieve: a stale one fails with a 412 (IsConflict) and changes nothing. An empty
 // ifMatch sends If-Match: * — update whatever version is there, but never
 // create: a missing record is a 404 (IsNotFound).
 func (c *Client) Update(ctx context.Context, set string, key Key, body any, ifMatch string) error {
@@ -569,8 +580,9 @@ func (c *Client) Update(ctx context.Context, set string, key Key, body any, ifMa
 	return err
 }
 
-// UpsertMode chooses the precondition of an Upsert (WEBAPI.md §4.3). The
-// zero value is UpsertCreateOrUpdate.
+// UpsertMode chooses the precondition of an Upsert
+// (https://learn.microsoft.com/power-apps/developer/data-platform/use-upsert-insert-update-record).
+// The zero value is UpsertCreateOrUpdate.
 type UpsertMode int
 
 const (
@@ -619,10 +631,11 @@ func (c *Client) patch(ctx context.Context, op, set string, key Key, body any, h
 	return c.do(ctx, &request{op: op, method: http.MethodPatch, path: path, body: b, header: h})
 }
 
-// Delete deletes the record with key (WEBAPI.md §4.3). A non-empty ifMatch
-// (an ETag from Retrieve) makes it conditional: a stale ETag is a 412
-// (IsConflict). A missing record is a 404 (IsNotFound), also when a
-// retried DELETE had in fact succeeded.
+// Delete deletes the record with key
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api).
+// A non-empty ifMatch (an ETag from Retrieve) makes it conditional: a
+// stale ETag is a 412 (IsConflict). A missing record is a 404
+// (IsNotFound), also when a retried DELETE had in fact succeeded.
 func (c *Client) Delete(ctx context.Context, set string, key Key, ifMatch string) error {
 	path, err := recordPath(set, key)
 	if err != nil {
@@ -642,7 +655,7 @@ func (c *Client) Delete(ctx context.Context, set string, key Key, ifMatch string
 // Associate adds the record targetSet(targetID) to the collection-valued
 // navigation property (an N:N relationship such as adx_webrole_contact)
 // of set(id): POST .../<relationship>/$ref with an absolute @odata.id
-// (WEBAPI.md §4.5).
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api).
 func (c *Client) Associate(ctx context.Context, set string, id GUID, relationship, targetSet string, targetID GUID) error {
 	path, err := recordPath(set, ByID(id))
 	if err != nil {
@@ -664,7 +677,8 @@ func (c *Client) Associate(ctx context.Context, set string, id GUID, relationshi
 }
 
 // Disassociate removes targetID from the N:N relationship of set(id):
-// DELETE .../<relationship>(<targetID>)/$ref (WEBAPI.md §4.5).
+// DELETE .../<relationship>(<targetID>)/$ref
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api).
 func (c *Client) Disassociate(ctx context.Context, set string, id GUID, relationship string, targetID GUID) error {
 	path, err := recordPath(set, ByID(id))
 	if err != nil {
@@ -682,9 +696,10 @@ func (c *Client) Disassociate(ctx context.Context, set string, id GUID, relation
 
 // CallAction calls the unbound action (custom API) name with params
 // marshalled as its JSON body (nil sends {}), and decodes the answer's
-// response properties into out (WEBAPI.md §5). A 204 answer, or a nil
-// out, leaves out untouched. name has no namespace, as unbound actions are
-// called. Actions are POSTs and are not retried after a failure that may
+// response properties into out
+// (https://learn.microsoft.com/power-apps/developer/data-platform/custom-api).
+// A 204 answer, or a nil out, leaves out untouched. name has no namespace,
+// as unbound actions are called. Actions are POSTs and are not retried after a failure that may
 // have reached Dataverse.
 func (c *Client) CallAction(ctx context.Context, name string, params, out any) error {
 	if err := validName("action", name); err != nil {

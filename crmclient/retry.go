@@ -104,7 +104,8 @@ func isBreakerSuccess(err error) bool {
 }
 
 // transientStatus reports the statuses worth retrying with backoff: 408
-// and the 5xx that mean "not now" (WEBAPI.md §6.3: the sample policy
+// and the 5xx that mean "not now" (the sample policy of
+// https://learn.microsoft.com/power-apps/developer/data-platform/api-limits
 // retries 5xx/408). 501 means never, so it is not one of them.
 func transientStatus(status int) bool {
 	switch status {
@@ -260,7 +261,7 @@ func (c *Client) backoff(retries int) time.Duration {
 }
 
 // retryAfter reads Retry-After as whole seconds, the only form Dataverse
-// documents (WEBAPI.md §6.3).
+// documents (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits).
 func retryAfter(h http.Header) (time.Duration, bool) {
 	s := strings.TrimSpace(h.Get("Retry-After"))
 	if s == "" {
@@ -307,7 +308,8 @@ func (c *Client) attempt(ctx context.Context, r *request) (*response, string, er
 	for k, v := range r.header {
 		req.Header[k] = v
 	}
-	// The headers of WEBAPI.md §2, set last so a caller cannot change them.
+	// The documented request headers, set last so a caller cannot change
+	// them (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors).
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("OData-MaxVersion", "4.0")
 	req.Header.Set("OData-Version", "4.0")

@@ -11,7 +11,8 @@ import (
 )
 
 // ContactHeaderPrefix starts the name of every per-column contact header sent
-// upstream (DESIGN.md section 4); ContactHeaderName appends the column's part.
+// upstream (the header contract in README.md, Identity headers for
+// upstream apps); ContactHeaderName appends the column's part.
 const ContactHeaderPrefix = "X-Current-User-Contact-"
 
 // reservedContactHeaders are contact headers with a fixed meaning that no

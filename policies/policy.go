@@ -94,8 +94,8 @@ type Route struct {
 	// logical names) sent upstream, in file order: only these appear in the
 	// JWT's contact.columns claim and as X-Current-User-Contact-* headers.
 	// Empty (the default) sends no column. The contact's id, logical name and
-	// name are not columns: DESIGN.md section 4 sends them for every bound
-	// user.
+	// name are not columns: the header contract in README.md, Identity
+	// headers for upstream apps, sends them for every bound user.
 	ContactColumns []string
 	// ContactHeaders pairs each of ContactColumns, in the same order, with
 	// its header name (see ContactHeaderName). Parse guarantees the header

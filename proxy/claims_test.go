@@ -25,8 +25,9 @@ func fixedKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-// TestClaimsGolden pins the X-Current-User contract of DESIGN.md §4: the
-// JOSE header and the claims of a token, and the plain headers beside it.
+// TestClaimsGolden pins the X-Current-User contract in README.md, Identity
+// headers for upstream apps: the JOSE header and the claims of a token, and
+// the plain headers beside it.
 func TestClaimsGolden(t *testing.T) {
 	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 	s, err := newSigner("https://gw.example.com", []*ecdsa.PrivateKey{fixedKey(t)}, 5*time.Minute, func() time.Time { return now })

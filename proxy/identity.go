@@ -55,7 +55,8 @@ func stripIdentityHeaders(h http.Header) {
 	}
 }
 
-// claims is the payload of X-Current-User (DESIGN.md section 4).
+// claims is the payload of X-Current-User (the header contract in
+// README.md, Identity headers for upstream apps).
 type claims struct {
 	Issuer            string        `json:"iss"`
 	Audience          string        `json:"aud"`

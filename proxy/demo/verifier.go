@@ -53,7 +53,8 @@ var (
 	ErrMissingClaim = errors.New("demo: missing claim")
 )
 
-// Claims are the claims of the X-Current-User JWT (DESIGN.md section 4).
+// Claims are the claims of the X-Current-User JWT (the header contract in
+// README.md, Identity headers for upstream apps).
 type Claims struct {
 	// Issuer is the gateway's public URL.
 	Issuer string `json:"iss"`
