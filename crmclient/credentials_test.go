@@ -23,8 +23,10 @@ import (
 )
 
 // TestCertificateCredentialAgainstEmulator: the client signs a client
-// assertion with its certificate's key (WEBAPI.md §1.2) and the emulator's
-// token endpoint verifies it against the registered certificate.
+// assertion with its certificate's key
+// (https://learn.microsoft.com/entra/identity-platform/certificate-credentials)
+// and the emulator's token endpoint verifies it against the registered
+// certificate.
 func TestCertificateCredentialAgainstEmulator(t *testing.T) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -68,7 +70,8 @@ func TestCertificateCredentialAgainstEmulator(t *testing.T) {
 }
 
 // TestFederatedCredentialAgainstEmulator: workload identity federation
-// (WEBAPI.md §1.3): the client reads the federated token file (as projected
+// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow,
+// "third case"): the client reads the federated token file (as projected
 // on AKS) at each acquisition and sends it as the client assertion; the
 // emulator checks issuer, subject, audience and signature.
 func TestFederatedCredentialAgainstEmulator(t *testing.T) {

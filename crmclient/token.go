@@ -26,19 +26,48 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// Sources, cited below by key:
+//   - [CC]: https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+//     (shared secret, certificate and federated credential requests; answers)
+//   - [CERT]: https://learn.microsoft.com/entra/identity-platform/certificate-credentials
+//     (the client assertion's header and claims)
+//
+// Why not github.com/Azure/azure-sdk-for-go/sdk/azidentity: v1.15.0 (MSAL
+// Go v1.10.1) was tried against the emulator's token endpoint.
+//   - It refuses an http authority ("cannot use an authority host without
+//     https"), which the emulator, `crmgate dev` and a loopback
+//     CRMGATE_DATAVERSE_AUTHORITY_HOST use.
+//   - Over TLS it asks login.microsoftonline.com/common/discovery/instance
+//     about any other host (unless DisableInstanceDiscovery), needs
+//     {authority}/{tenant}/v2.0/.well-known/openid-configuration (404 here)
+//     and sends scope "{env}/.default openid offline_access profile"
+//     (AADSTS70011 here).
+//   - ClientCertificateCredential sends x5t#S256 in padded standard base64,
+//     not the base64url of [CERT], and no iat: "AADSTS700027: Client
+//     assertion failed signature validation. x5t#S256 does not name the
+//     registered certificate".
+//   - MSAL's cache runs on the wall clock, keeps a token until 5 minutes
+//     before expiry and cannot be invalidated (after a 401 the next GetToken
+//     returns the same token, no request), so TokenRefreshBefore, the new
+//     token after a 401 and the stale token while Entra fails would need
+//     this file's cache on top and a new credential per acquisition.
+//   - azcore retries the token endpoint itself (4 POSTs, about 9 s, for one
+//     GetToken against a 503), under the client's own retries.
+// It would replace only fetch below.
+
 // clientAssertionType is the client_assertion_type of certificate and
-// federated credentials (WEBAPI.md §1.2, §1.3).
+// federated credentials ([CERT], [CC]).
 const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 // assertionLifetime is the exp - nbf of the client assertion this package
-// signs; WEBAPI.md §1.2 asks for 5 to 10 minutes.
+// signs; [CERT] asks for 5 to 10 minutes after nbf.
 const assertionLifetime = 10 * time.Minute
 
 // maxTokenBody bounds what is read from the token endpoint.
 const maxTokenBody = 1 << 20
 
 // TokenError is an error answer of the Microsoft Entra ID token endpoint
-// (WEBAPI.md §1.1), such as invalid_client for a wrong secret. It almost
+// ([CC]), such as invalid_client for a wrong secret. It almost
 // always means a configuration problem, so retrying does not help.
 type TokenError struct {
 	// Status is the HTTP status of the answer.
@@ -65,7 +94,7 @@ type credential interface {
 	apply(form url.Values, now time.Time) error
 }
 
-// secretCredential is a client secret (WEBAPI.md §1.1).
+// secretCredential is a client secret ([CC]).
 type secretCredential struct{ secret string }
 
 func (c secretCredential) apply(form url.Values, _ time.Time) error {
@@ -74,7 +103,7 @@ func (c secretCredential) apply(form url.Values, _ time.Time) error {
 }
 
 // certificateCredential signs a client assertion JWT with the private key
-// of a registered certificate (WEBAPI.md §1.2).
+// of a registered certificate ([CERT]).
 type certificateCredential struct {
 	key      *rsa.PrivateKey
 	x5tS256  string // base64url SHA-256 of the certificate's DER
@@ -83,8 +112,8 @@ type certificateCredential struct {
 }
 
 func (c certificateCredential) apply(form url.Values, now time.Time) error {
-	// PS256 and x5t#S256 are the documented form [CERT]; the RS256 + x5t
-	// (SHA-1) form of older samples is not used.
+	// PS256 and a base64url x5t#S256 are the documented form [CERT]; the
+	// RS256 + x5t (SHA-1) form of older samples is not used.
 	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("x5t#S256", c.x5tS256)
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.PS256, Key: c.key}, opts)
 	if err != nil {
@@ -114,8 +143,8 @@ func (c certificateCredential) apply(form url.Values, now time.Time) error {
 
 // federatedCredential sends a token issued by another identity provider,
 // read from a file that the platform rotates (for example a Kubernetes
-// projected service account token), as the client assertion (WEBAPI.md
-// §1.3). The file is read on every acquisition.
+// projected service account token), as the client assertion ([CC], "third
+// case"). The file is read on every acquisition.
 type federatedCredential struct{ path string }
 
 func (c federatedCredential) apply(form url.Values, _ time.Time) error {

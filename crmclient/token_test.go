@@ -58,9 +58,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// tokenEndpoint is a small Entra ID token endpoint (WEBAPI.md §1): it
-// serves POST /{tenant}/oauth2/v2.0/token, checks the form with check (when
-// set), and answers the documented success or error JSON.
+// tokenEndpoint is a small Entra ID token endpoint: it serves POST
+// /{tenant}/oauth2/v2.0/token, checks the form with check (when set), and
+// answers the success or error JSON documented at
+// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow.
 type tokenEndpoint struct {
 	mu        sync.Mutex
 	requests  atomic.Int64
