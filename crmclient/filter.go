@@ -15,9 +15,10 @@ import (
 	"github.com/crmgate/crmgate/dataverse"
 )
 
-// Filter is an OData $filter expression (WEBAPI.md §3.1) built only from
-// validated column names and literals encoded by their Go type, so user
-// input can never change the structure of the expression. Build one with
+// Filter is an OData $filter expression
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows) built only
+// from validated column names and literals encoded by their Go type, so
+// user input can never change the structure of the expression. Build one with
 // the methods of F.
 //
 // The zero value is "no filter": String returns "" and Query leaves out
@@ -107,8 +108,9 @@ func (FilterBuilder) function(name, column, value string) Filter {
 }
 
 // Contains is "contains(column,'value')". Dataverse treats %, _, [ ] and
-// [^ ] inside the value as SQL wildcards (WEBAPI.md §3.1) and documents no
-// escape for them, so a value holding them matches more than its text;
+// [^ ] inside the value as SQL wildcards
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows) and
+// documents no escape for them, so a value holding them matches more than its text;
 // never use Contains, StartsWith or EndsWith to decide access.
 func (b FilterBuilder) Contains(column, value string) Filter {
 	return b.function("contains", column, value)
@@ -193,7 +195,8 @@ func literal(v any) (string, error) {
 		if x.IsZero() {
 			return "", errors.New("zero time.Time (use nil for null)")
 		}
-		// Unquoted DateTimeOffset per OData 4.0 (WEBAPI.md §3.1, inferred).
+		// Unquoted DateTimeOffset per OData 4.0 (inferred from the OData 4.0
+		// ABNF; filter-rows shows no date literal).
 		return x.UTC().Format(time.RFC3339Nano), nil
 	case float32:
 		return floatLiteral(float64(x))
@@ -226,7 +229,7 @@ func floatLiteral(f float64) (string, error) {
 }
 
 // stringLiteral single-quotes s and doubles every embedded quote
-// (WEBAPI.md §3.1: O'Bryan is written with its quote twice). Invalid UTF-8 is refused: Dataverse would
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows: O'Bryan is written with its quote twice). Invalid UTF-8 is refused: Dataverse would
 // reject or mangle it.
 func stringLiteral(s string) (string, error) {
 	if !utf8.ValidString(s) {
@@ -235,7 +238,8 @@ func stringLiteral(s string) (string, error) {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'", nil
 }
 
-// Query holds the query options of a collection GET (WEBAPI.md §3). The
+// Query holds the query options of a collection GET
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview). The
 // zero value asks for every column of up to 5,000 rows.
 type Query struct {
 	// Select lists the columns to return; empty returns all columns
