@@ -400,6 +400,17 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ValidateDataverse checks the Dataverse section alone, with the rules
+// Validate applies to it, for commands (crmgate users set-binding) that
+// need Dataverse but not the rest of the configuration.
+func (c *Config) ValidateDataverse() error {
+	var errs []error
+	c.validateDataverse(func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s", Prefix, name, fmt.Sprintf(format, args...)))
+	})
+	return errors.Join(errs...)
+}
+
 // validateDataverse checks the Dataverse section: complete when URL is set,
 // untouched when it is not.
 func (c *Config) validateDataverse(add func(name, format string, args ...any)) {

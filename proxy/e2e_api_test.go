@@ -227,7 +227,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 		{"user":"nobody","binding":{"mode":"none"}},
 		{"user":"erin","binding":{"mode":"lookup"}},
 		{"user":"dave","binding":{"mode":"sometimes"}},
-		{"user":"ops","binding":` + lookupAnn + `},
+		{"user":"ops","binding":` + lookupAnn + `,"allow_shared":true},
 		{"user":"root","binding":{"mode":"username"}}
 	]}`
 
@@ -292,7 +292,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, res, b = post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"username"}},{"user":"`+erin.ID+`","binding":`+lookupAnn+`}]}`,
+	code, res, b = post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"username"}},{"user":"`+erin.ID+`","binding":`+lookupAnn+`,"allow_shared":true}]}`,
 		"Authorization", "Bearer "+key)
 	if code != 200 || len(res) != 2 || !res[0].OK || !res[1].OK {
 		t.Fatalf("batch by API key: %d %s", code, b)

@@ -323,6 +323,77 @@ func TestRESTAPIBinding(t *testing.T) {
 	}
 }
 
+// TestRESTAPIBindingChecked: a lookup binding is checked against the
+// emulator before it is saved: a contact that does not exist is 422, one
+// already bound to another user is 409 naming that user, and
+// "allow_shared" binds it anyway, audited with whom it is shared. The bulk
+// endpoint answers the same codes per item.
+func TestRESTAPIBindingChecked(t *testing.T) {
+	h, _, _ := newContactHarness(t)
+	ctx := context.Background()
+	h.createUser("root", "root@example.test", "correct horse battery", "admin")
+	if err := h.svc.Accounts.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	dave := h.createUser("dave", "dave@example.test", "correct horse battery")
+	erin := h.createUser("erin", "erin@example.test", "correct horse battery")
+	admin := h.browser()
+	h.signIn(admin, "root", "correct horse battery")
+	call := func(method, path, body string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, h.url(path), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, b := h.do(admin, req)
+		var e struct{ Error, Message string }
+		_ = json.Unmarshal([]byte(b), &e)
+		return resp.StatusCode, e.Error, b
+	}
+	lookup := func(id, extra string) string {
+		return `{"binding":{"mode":"lookup","ref":{"Id":"` + id + `","LogicalName":"contact"}}` + extra + `}`
+	}
+	const missing = "c0000000-0000-4000-8000-0000000000ff"
+	if status, code, b := call("PUT", "/.auth/api/users/"+dave.ID+"/binding", lookup(missing, "")); status != 422 || code != "contact_not_found" || !strings.Contains(b, missing) {
+		t.Fatalf("missing contact: %d %s", status, b)
+	}
+	if u, _ := h.svc.Accounts.UserByID(ctx, dave.ID); u.Binding.Mode != authz.BindingUsername {
+		t.Fatalf("a refused binding changed dave: %+v", u.Binding)
+	}
+	if status, _, b := call("PUT", "/.auth/api/users/"+dave.ID+"/binding", lookup(annID, "")); status != 200 {
+		t.Fatalf("free contact: %d %s", status, b)
+	}
+	status, code, b := call("PUT", "/.auth/api/users/"+erin.ID+"/binding", lookup(annID, ""))
+	if status != 409 || code != "contact_bound" || !strings.Contains(b, "already bound to dave") || !strings.Contains(b, "allow_shared") {
+		t.Fatalf("bound contact: %d %s", status, b)
+	}
+	if status, _, b := call("PUT", "/.auth/api/users/"+erin.ID+"/binding", lookup(annID, `,"allow_shared":true`)); status != 200 {
+		t.Fatalf("shared contact: %d %s", status, b)
+	}
+	es, _ := h.svc.Audit.ListAudit(ctx, audit.Filter{Type: audit.EventBindingShared, UserID: erin.ID})
+	if len(es) != 1 || es[0].Detail != "contact "+annID+" also bound to "+dave.ID || es[0].Actor == "" {
+		t.Fatalf("shared binding audit: %+v", es)
+	}
+	// The bulk endpoint, item by item.
+	frank := h.createUser("frank", "frank@example.test", "correct horse battery")
+	status, _, b = call("POST", "/.auth/api/users/bindings", `{"items":[
+		{"user":"frank","binding":{"mode":"lookup","ref":{"Id":"`+annID+`","LogicalName":"contact"}}},
+		{"user":"frank","binding":{"mode":"lookup","ref":{"Id":"`+missing+`","LogicalName":"contact"}}}]}`)
+	var out struct {
+		Results []struct {
+			OK    bool
+			Error *struct{ Code, Message string }
+		}
+	}
+	if status != 200 || json.Unmarshal([]byte(b), &out) != nil || len(out.Results) != 2 ||
+		out.Results[0].Error == nil || out.Results[0].Error.Code != "contact_bound" || !strings.Contains(out.Results[0].Error.Message, "dave, erin") ||
+		out.Results[1].Error == nil || out.Results[1].Error.Code != "contact_not_found" {
+		t.Fatalf("bulk: %d %s", status, b)
+	}
+	if u, _ := h.svc.Accounts.UserByID(ctx, frank.ID); u.Binding.Mode != authz.BindingUsername {
+		t.Fatalf("a refused bulk binding changed frank: %+v", u.Binding)
+	}
+}
+
 func mustUserID(t *testing.T, h *harness, login string) string {
 	t.Helper()
 	users, err := h.svc.Accounts.ListUsers(context.Background(), authz.UserFilter{Query: login})

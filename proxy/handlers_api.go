@@ -203,6 +203,9 @@ func apiBadRequest(msg string) *Error {
 // apiBindingBody is the body of PUT /api/users/{id}/binding.
 type apiBindingBody struct {
 	Binding *authz.Binding `json:"binding"`
+	// AllowShared binds a lookup's contact even when other users are bound
+	// to it (audited, naming them).
+	AllowShared bool `json:"allow_shared,omitempty"`
 }
 
 func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCaller) {
@@ -218,21 +221,13 @@ func (srv *Server) apiSetBinding(w http.ResponseWriter, r *http.Request, c apiCa
 		srv.renderAPIError(w, r, apiBadRequest(`the body must be {"binding":{"mode":"lookup","ref":{"Id":"...","LogicalName":"contact","Name":"..."}}}`))
 		return
 	}
-	err := srv.bindings.SetBinding(r.Context(), u.Username, *body.Binding, c.actor())
-	var verr *authz.ValidationError
-	switch {
-	case errors.As(err, &verr):
-		srv.renderAPIError(w, r, apiBadRequest(verr.Message))
-		return
-	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
-		srv.renderAPIError(w, r, &Error{Status: http.StatusConflict, Code: "last_break_glass_admin", Title: "Refused",
-			Message: "This change would leave no active administrator who can sign in without Dataverse."})
-		return
-	case errors.Is(err, authz.ErrNotFound):
-		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id."})
-		return
-	case err != nil:
-		srv.renderAPIError(w, r, err)
+	results, err := srv.bindings.SetBindings(r.Context(), []accounts.BindingChange{{User: u.ID, Binding: *body.Binding,
+		AllowShared: body.AllowShared}}, c.actor())
+	if err == nil {
+		err = results[0].Err
+	}
+	if err != nil {
+		srv.renderAPIError(w, r, srv.apiBindingError(r, u.ID, err))
 		return
 	}
 	if u, ok = srv.apiUser(w, r); ok {
@@ -252,8 +247,9 @@ type apiBindingsBody struct {
 // apiBindingItem is one change: the user (id, username or email) and the
 // binding, in the shape PUT /api/users/{id}/binding takes.
 type apiBindingItem struct {
-	User    string         `json:"user"`
-	Binding *authz.Binding `json:"binding"`
+	User        string         `json:"user"`
+	Binding     *authz.Binding `json:"binding"`
+	AllowShared bool           `json:"allow_shared,omitempty"`
 }
 
 // apiBindingResult is the outcome of one item, at the item's index.
@@ -308,7 +304,7 @@ func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiC
 			srv.renderAPIError(w, r, apiBadRequest("item "+strconv.Itoa(i)+" needs a user and a binding; "+bulkBindingsShape))
 			return
 		}
-		changes[i] = accounts.BindingChange{User: it.User, Binding: *it.Binding}
+		changes[i] = accounts.BindingChange{User: it.User, Binding: *it.Binding, AllowShared: it.AllowShared}
 	}
 	results, err := srv.bindings.SetBindings(r.Context(), changes, c.actor())
 	var verr *authz.ValidationError
@@ -333,22 +329,45 @@ func (srv *Server) apiSetBindings(w http.ResponseWriter, r *http.Request, c apiC
 }
 
 // apiItemError maps the error of one item of a batch to its code and a
-// user-safe message, logging what is not the caller's fault.
+// user-safe message.
 func (srv *Server) apiItemError(r *http.Request, res accounts.BindingResult) *apiItemError {
+	e := srv.apiBindingError(r, res.ID, res.Err)
+	return &apiItemError{Code: e.Code, Message: e.Message}
+}
+
+// apiBindingError maps the error of a binding change of user id to the
+// API's answer, logging what is not the caller's fault.
+func (srv *Server) apiBindingError(r *http.Request, id string, err error) *Error {
 	var verr *authz.ValidationError
-	switch err := res.Err; {
+	var refused *accounts.BindingRefusedError
+	switch {
 	case errors.As(err, &verr):
-		return &apiItemError{Code: "invalid_binding", Message: verr.Message}
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_binding", Title: "Bad request", Message: verr.Message}
+	case errors.As(err, &refused) && refused.Reason == accounts.RefusedContactNotFound:
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "contact_not_found", Title: "No such contact",
+			Message: "There is no contact with the id " + refused.ContactID + " in Dataverse."}
+	case errors.As(err, &refused) && refused.Reason == accounts.RefusedContactBound:
+		return &Error{Status: http.StatusConflict, Code: "contact_bound", Title: "Contact already bound",
+			Message: "The contact " + refused.ContactID + " is already bound to " + strings.Join(refused.Others, ", ") +
+				`. Send "allow_shared": true to bind it to this user as well.`}
+	case errors.As(err, &refused) && refused.Reason == accounts.RefusedNoDirectory:
+		return &Error{Status: http.StatusNotImplemented, Code: "no_dataverse", Title: "Not available",
+			Message: "No Dataverse is configured, so a lookup binding cannot be checked."}
+	case errors.Is(err, dataverse.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
+			Message:    "Dataverse cannot be reached just now, so the contact cannot be checked. Please try again shortly.",
+			RetryAfter: 30 * time.Second, Err: err}
 	case errors.Is(err, authz.ErrNotFound):
-		return &apiItemError{Code: "not_found", Message: "There is no user with this id, username or email."}
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id, username or email."}
 	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
-		return &apiItemError{Code: "last_break_glass_admin",
+		return &Error{Status: http.StatusConflict, Code: "last_break_glass_admin", Title: "Refused",
 			Message: "This change would leave no active administrator who can sign in without Dataverse."}
 	case errors.Is(err, authz.ErrStale):
-		return &apiItemError{Code: "conflict", Message: "The user kept changing while this change was saved; please try again."}
+		return &Error{Status: http.StatusConflict, Code: "conflict", Title: "Conflict", Message: "The user kept changing while this change was saved; please try again."}
 	default:
-		srv.log.ErrorContext(r.Context(), "bulk binding change failed", "request_id", requestID(r.Context()), "user_id", res.ID, "err", err)
-		return &apiItemError{Code: "internal", Message: "The gateway could not save this change. Please try again."}
+		srv.log.ErrorContext(r.Context(), "binding change failed", "request_id", requestID(r.Context()), "user_id", id, "err", err)
+		return &Error{Status: http.StatusInternalServerError, Code: "internal", Title: "Error",
+			Message: "The gateway could not save this change. Please try again.", Err: err}
 	}
 }
 

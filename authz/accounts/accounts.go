@@ -17,9 +17,11 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Store is the part of the account store accounts use. Methods return
@@ -73,13 +75,63 @@ type Store interface {
 	DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...outbox.Event) error
 }
 
-// Binder gives a new account its binding; *binding.Resolver satisfies it.
+// Binder gives a new account its binding and checks the contact a lookup
+// binding names; *binding.Resolver satisfies it.
 type Binder interface {
 	// InitialBinding returns the binding a new account u gets: the default
 	// mode, or the contact the email auto-map finds. It never fails: when
 	// Dataverse cannot answer the default applies.
 	InitialBinding(ctx context.Context, u *authz.User) authz.Binding
+	// BoundTo reads contact id from Dataverse and returns it with the users
+	// other than exceptID bound to it. A missing contact gives an error
+	// wrapping dataverse.ErrContactNotFound, no directory
+	// binding.ErrNoDirectory.
+	BoundTo(ctx context.Context, id, exceptID string) (*dataverse.Contact, []*authz.User, error)
 }
+
+// Why a lookup binding is refused: BindingRefusedError.Reason.
+const (
+	// RefusedContactNotFound: Dataverse has no contact with the id.
+	RefusedContactNotFound = "contact_not_found"
+	// RefusedContactBound: another user is bound to the contact, and the
+	// change did not allow a shared contact.
+	RefusedContactBound = "contact_bound"
+	// RefusedNoDirectory: no Dataverse is configured, so the contact
+	// cannot be checked.
+	RefusedNoDirectory = "no_dataverse"
+)
+
+// ErrBindingRefused matches (errors.Is) every *BindingRefusedError.
+var ErrBindingRefused = errors.New("accounts: binding refused")
+
+// BindingRefusedError reports a lookup binding to a contact that does not
+// exist, or that another user is bound to. Its text is meant for the
+// administrator who asked for the change.
+type BindingRefusedError struct {
+	// Reason is one of the Refused* constants.
+	Reason string
+	// ContactID is the contact the binding names.
+	ContactID string
+	// Others are the usernames of the users already bound to it, for
+	// RefusedContactBound.
+	Others []string
+}
+
+// Error implements error.
+func (e *BindingRefusedError) Error() string {
+	switch e.Reason {
+	case RefusedContactNotFound:
+		return fmt.Sprintf("accounts: there is no contact %s in Dataverse", e.ContactID)
+	case RefusedContactBound:
+		return fmt.Sprintf("accounts: contact %s is already bound to %s; allow a shared contact to bind it anyway", e.ContactID, strings.Join(e.Others, ", "))
+	case RefusedNoDirectory:
+		return fmt.Sprintf("accounts: contact %s cannot be checked: no Dataverse is configured", e.ContactID)
+	}
+	return "accounts: binding refused: " + e.Reason
+}
+
+// Is reports whether target is ErrBindingRefused.
+func (e *BindingRefusedError) Is(target error) bool { return target == ErrBindingRefused }
 
 // Options configure a Service. Every field without a documented zero value
 // is required.
@@ -310,31 +362,88 @@ func (s *Service) SetStatus(ctx context.Context, login string, st authz.Status, 
 // unties it with a zero Binding or mode none, and rotates its security
 // stamp. A lookup binding needs a Ref with LogicalName "contact" and a
 // non-nil GUID Id (stored in lower case); the other modes take no Ref. Bad
-// input gives a *ValidationError. It enqueues lifecycle.Bound, or
-// lifecycle.Unbound for mode none, in the same transaction. It refuses
-// (ErrLastBreakGlassAdmin) to bind the last break-glass administrator.
+// input gives a *authz.ValidationError. A lookup is checked in Dataverse
+// first: a contact that does not exist, or that another user is bound to,
+// gives a *BindingRefusedError (SetBindings can allow a shared contact);
+// Dataverse being unavailable an error wrapping dataverse.ErrUnavailable.
+// It enqueues lifecycle.Bound, or lifecycle.Unbound for mode none, in the
+// same transaction. It refuses (ErrLastBreakGlassAdmin) to bind the last
+// break-glass administrator.
 func (s *Service) SetBinding(ctx context.Context, login string, b authz.Binding, actor string) error {
-	_, err := s.setBinding(ctx, func() (*authz.User, error) { return s.store.UserByLogin(ctx, login) }, b, actor)
+	_, err := s.setBinding(ctx, func() (*authz.User, error) { return s.store.UserByLogin(ctx, login) }, b, false, actor)
 	return err
 }
 
-// setBinding is SetBinding of the account load reads (see modifyWith); it
-// returns the account as saved.
-func (s *Service) setBinding(ctx context.Context, load func() (*authz.User, error), b authz.Binding, actor string) (*authz.User, error) {
+// setBinding is SetBinding of the account load reads (see modifyWith),
+// allowing a contact other users are bound to when allowShared; it returns
+// the account as saved.
+func (s *Service) setBinding(ctx context.Context, load func() (*authz.User, error), b authz.Binding, allowShared bool, actor string) (*authz.User, error) {
 	b, err := authz.ValidateBinding(b)
 	if err != nil {
 		return nil, err
+	}
+	u0, err := load()
+	if err != nil {
+		return nil, fmt.Errorf("accounts: set binding: %w", err)
+	}
+	var shared []*authz.User
+	if b.Mode == authz.BindingLookup {
+		if shared, err = s.checkLookup(ctx, u0, b.Ref.ID, allowShared); err != nil {
+			return nil, err
+		}
 	}
 	typ := lifecycle.Bound
 	if b.Mode == authz.BindingNone {
 		typ = lifecycle.Unbound
 	}
-	u, err := s.modifyWith(ctx, load, typ, func(u *authz.User) { u.Binding = b })
+	// The first attempt saves the account just read; retries reread it by
+	// id, so that they cannot drift to another account.
+	first := u0
+	reload := func() (*authz.User, error) {
+		if first != nil {
+			v := first
+			first = nil
+			return v, nil
+		}
+		return s.store.UserByID(ctx, u0.ID)
+	}
+	u, err := s.modifyWith(ctx, reload, typ, func(u *authz.User) { u.Binding = b })
 	if err != nil {
 		return nil, fmt.Errorf("accounts: set binding: %w", err)
 	}
 	s.audit.Record(ctx, audit.Event{Type: audit.EventBindingSet, Actor: actor, UserID: u.ID, Detail: string(b.Mode)})
+	if len(shared) > 0 {
+		ids := make([]string, len(shared))
+		for i, o := range shared {
+			ids[i] = o.ID
+		}
+		s.audit.Record(ctx, audit.Event{Type: audit.EventBindingShared, Actor: actor, UserID: u.ID,
+			Detail: "contact " + b.Ref.ID + " also bound to " + strings.Join(ids, ",")})
+	}
 	return u, nil
+}
+
+// checkLookup checks in Dataverse that contact id exists and that no user
+// but u is bound to it; with allowShared the users bound to it are returned
+// instead of a refusal.
+func (s *Service) checkLookup(ctx context.Context, u *authz.User, id string, allowShared bool) ([]*authz.User, error) {
+	_, others, err := s.binder.BoundTo(ctx, id, u.ID)
+	switch {
+	case errors.Is(err, dataverse.ErrContactNotFound):
+		return nil, &BindingRefusedError{Reason: RefusedContactNotFound, ContactID: id}
+	case errors.Is(err, binding.ErrNoDirectory):
+		return nil, &BindingRefusedError{Reason: RefusedNoDirectory, ContactID: id}
+	case err != nil:
+		return nil, fmt.Errorf("accounts: set binding: check contact: %w", err)
+	}
+	if len(others) > 0 && !allowShared {
+		names := make([]string, len(others))
+		for i, o := range others {
+			names[i] = o.Username
+		}
+		return nil, &BindingRefusedError{Reason: RefusedContactBound, ContactID: id, Others: names}
+	}
+	return others, nil
 }
 
 // DeleteUser deletes the account named by login, which ends its sessions at

@@ -19,6 +19,10 @@ type BindingChange struct {
 	User string
 	// Binding is the new binding, as SetBinding takes it.
 	Binding authz.Binding
+	// AllowShared lets a lookup binding name a contact other users are
+	// bound to (several accounts of one person or one shared mailbox). It is
+	// audited as audit.EventBindingShared, naming the others.
+	AllowShared bool
 }
 
 // BindingResult is the outcome of the BindingChange at the same index.
@@ -28,10 +32,12 @@ type BindingResult struct {
 	// ID is the id of the account User named; empty when none did.
 	ID string
 	// Err is nil when the binding was saved. Otherwise it is a
-	// *ValidationError for a bad binding, or an error wrapping
-	// ErrNotFound (no such account), ErrLastBreakGlassAdmin, ErrStale (the
-	// account kept changing under the retries), the context's error, or a
-	// failure of the store.
+	// *ValidationError for a bad binding, a *BindingRefusedError for a
+	// contact that does not exist or is bound to another user, or an error
+	// wrapping ErrNotFound (no such account), ErrLastBreakGlassAdmin,
+	// ErrStale (the account kept changing under the retries),
+	// dataverse.ErrUnavailable, the context's error, or a failure of the
+	// store.
 	Err error
 }
 
@@ -71,17 +77,8 @@ func (s *Service) SetBindings(ctx context.Context, changes []BindingChange, acto
 		}
 		results[i].ID = u.ID
 		// The first attempt uses the account just read; retries reread it
-		// by id, so that they cannot drift to another account.
-		first := u
-		load := func() (*authz.User, error) {
-			if first != nil {
-				v := first
-				first = nil
-				return v, nil
-			}
-			return s.store.UserByID(ctx, results[i].ID)
-		}
-		_, results[i].Err = s.setBinding(ctx, load, c.Binding, actor)
+		// by id (setBinding), so that they cannot drift to another account.
+		_, results[i].Err = s.setBinding(ctx, func() (*authz.User, error) { return u, nil }, c.Binding, c.AllowShared, actor)
 	}
 	return results, nil
 }

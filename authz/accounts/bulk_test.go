@@ -26,7 +26,7 @@ import (
 // without stopping the rest, and nothing is changed for them.
 func TestSetBindings(t *testing.T) {
 	ctx := t.Context()
-	f := authztest.NewFixture(t, wiring.Options{BreakGlassRole: "admin", Contacts: authztest.Rows(nil)})
+	f := authztest.NewFixture(t, wiring.Options{BreakGlassRole: "admin", Contacts: authztest.Known(authztest.C1, authztest.C2)})
 	ana := f.CreateUser(t, "ana", authz.StatusActive)
 	bob := f.CreateUser(t, "bob", authz.StatusActive)
 	cid := f.CreateUser(t, "cid", authz.StatusDisabled)
@@ -205,7 +205,9 @@ func TestBreakGlassConcurrentChanges(t *testing.T) {
 			return svc.Accounts.SetStatus(ctx, login, authz.StatusDisabled, "race")
 		}},
 		{"bind", func(ctx context.Context, svc *wiring.Services, login string) error {
-			return svc.Accounts.SetBinding(ctx, login, authztest.Lookup(authztest.C1), "race")
+			// Each admin to a contact of its own: a contact bound to another
+			// user would be refused before the guard is reached.
+			return svc.Accounts.SetBinding(ctx, login, authztest.Lookup(map[string]string{"root0": authztest.C1, "root1": authztest.C2, "root2": authztest.C3}[login]), "race")
 		}},
 		{"delete", func(ctx context.Context, svc *wiring.Services, login string) error {
 			return svc.Accounts.DeleteUser(ctx, login, "race")
@@ -229,7 +231,8 @@ func TestBreakGlassConcurrentChanges(t *testing.T) {
 							t.Fatal(err)
 						}
 						t.Cleanup(func() { db.Close() })
-						svc, err := wiring.New(db, authztest.Options(wiring.Options{Password: authztest.FastParams, BreakGlassRole: "admin"}))
+						svc, err := wiring.New(db, authztest.Options(wiring.Options{Password: authztest.FastParams, BreakGlassRole: "admin",
+							Contacts: authztest.Known(authztest.C1, authztest.C2, authztest.C3)}))
 						if err != nil {
 							t.Fatal(err)
 						}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -379,4 +380,33 @@ func Metric(t testing.TB, reg *prometheus.Registry, name, typ string) float64 {
 		}
 	}
 	return -1
+}
+
+// Known is a directory over active contacts with the ids given (and
+// nothing else), for tests that bind by lookup: a lookup binding is checked
+// against Dataverse.
+func Known(ids ...string) *Directory {
+	cs := make([]*dataverse.Contact, len(ids))
+	for i, id := range ids {
+		cs[i] = Contact(id, "contact"+strconv.Itoa(i)+"@contacts.example", "", true)
+	}
+	return Rows(nil, cs...)
+}
+
+// Bind stores binding b for the user named login directly, as a binding
+// made earlier would be: the contact it names may have been deleted, or
+// Dataverse may be down, since. It rotates nothing and sends no event.
+func (f *Fixture) Bind(t testing.TB, login string, b authz.Binding) {
+	t.Helper()
+	u, err := f.DB.UserByLogin(t.Context(), login)
+	if err != nil {
+		t.Fatalf("UserByLogin(%s): %v", login, err)
+	}
+	if b, err = authz.ValidateBinding(b); err != nil {
+		t.Fatalf("ValidateBinding: %v", err)
+	}
+	u.Binding = b
+	if err := f.DB.UpdateUser(t.Context(), u); err != nil {
+		t.Fatalf("UpdateUser(%s): %v", login, err)
+	}
 }

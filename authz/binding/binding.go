@@ -136,11 +136,15 @@ type Contacts interface {
 	FindContacts(ctx context.Context, q dataverse.ContactQuery) ([]*dataverse.Contact, error)
 }
 
-// Users is the part of the account store binding reads: the email auto-map
-// looks for users already bound to a candidate contact.
+// Users is the part of the account store binding reads: which users are
+// already bound to a contact.
 type Users interface {
-	// ListUsers returns users ordered by normalised username, filtered by f.
-	ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error)
+	// UserByLogin returns the user whose username or email equals login
+	// after authz.NormalizeLogin, or authz.ErrNotFound.
+	UserByLogin(ctx context.Context, login string) (*authz.User, error)
+	// UsersBoundToContact returns users whose lookup binding names contact
+	// id (compared in lower case), a bounded number of them.
+	UsersBoundToContact(ctx context.Context, id string) ([]*authz.User, error)
 }
 
 // Resolver resolves users' bindings to contacts, binds new users (the
@@ -287,12 +291,9 @@ func withColumns(cols []string, extra []string) []string {
 
 // AutoMapEmail looks for the contact a new user should be bound to: the
 // single active contact whose emailaddress1 equals u.Email (ignoring
-// case) and that no other user is bound to. ok is false, with a zero
-// Binding, when there is none or more than one. It reads Dataverse once
-// and, only when a candidate exists, scans every user of the store: a
-// contact counts as bound to another user when that user's lookup binding
-// names it, or when that user's username binding matches it by username;
-// custom bindings are not evaluated. Two concurrent auto-maps can still pick
+// case) and that no other user is bound to (see BoundTo). ok is false, with
+// a zero Binding, when there is none or more than one. It reads Dataverse
+// once and, for each candidate, the store twice. Two concurrent auto-maps can still pick
 // the same contact. See BindingOptions.AutoMapEmail for the danger of
 // unconfirmed addresses.
 func (s *Resolver) AutoMapEmail(ctx context.Context, u *authz.User) (b authz.Binding, ok bool, err error) {
@@ -320,26 +321,17 @@ func (s *Resolver) AutoMapEmail(ctx context.Context, u *authz.User) (b authz.Bin
 	if len(cands) == 0 {
 		return authz.Binding{}, false, nil
 	}
-	err = s.eachUser(ctx, "", func(o *authz.User) bool {
-		if o.ID == u.ID && u.ID != "" {
-			return true
+	var free []*dataverse.Contact
+	for _, c := range cands {
+		others, err := s.boundTo(ctx, c, u.ID)
+		if err != nil {
+			return authz.Binding{}, false, fmt.Errorf("binding: email auto-map: %w", err)
 		}
-		cands = slices.DeleteFunc(cands, func(c *dataverse.Contact) bool {
-			switch o.Binding.Mode {
-			case authz.BindingLookup:
-				return o.Binding.Ref != nil && strings.EqualFold(o.Binding.Ref.ID, c.ID)
-			case authz.BindingUsername:
-				v, _ := c.Value(s.opts.UsernameColumn)
-				name, _ := v.(string)
-				return name != "" && strings.EqualFold(name, o.Username)
-			}
-			return false
-		})
-		return len(cands) > 0
-	})
-	if err != nil {
-		return authz.Binding{}, false, fmt.Errorf("binding: email auto-map: %w", err)
+		if len(others) == 0 {
+			free = append(free, c)
+		}
 	}
+	cands = free
 	if len(cands) != 1 {
 		return authz.Binding{}, false, nil
 	}
@@ -348,6 +340,49 @@ func (s *Resolver) AutoMapEmail(ctx context.Context, u *authz.User) (b authz.Bin
 		return authz.Binding{}, false, fmt.Errorf("binding: email auto-map: contact id %q: %w", cands[0].ID, err)
 	}
 	return b, true, nil
+}
+
+// BoundTo returns contact id, read from Dataverse with the username column,
+// and the users other than exceptID already bound to it (see boundTo). A
+// missing contact gives an error wrapping dataverse.ErrContactNotFound;
+// Dataverse being unavailable one wrapping dataverse.ErrUnavailable; no
+// directory ErrNoDirectory.
+func (s *Resolver) BoundTo(ctx context.Context, id, exceptID string) (*dataverse.Contact, []*authz.User, error) {
+	if s.contacts == nil {
+		return nil, nil, ErrNoDirectory
+	}
+	c, err := s.contacts.ContactByID(ctx, strings.ToLower(id), []string{s.opts.UsernameColumn})
+	if err != nil {
+		return nil, nil, fmt.Errorf("binding: contact %s: %w", id, err)
+	}
+	others, err := s.boundTo(ctx, c, exceptID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, others, nil
+}
+
+// boundTo returns the users other than exceptID bound to contact c: those
+// whose lookup binding names it, and the user whose username binding
+// matches it by its username column. Custom bindings are not evaluated: a
+// filter can match any number of contacts.
+func (s *Resolver) boundTo(ctx context.Context, c *dataverse.Contact, exceptID string) ([]*authz.User, error) {
+	us, err := s.users.UsersBoundToContact(ctx, c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("binding: users bound to contact %s: %w", c.ID, err)
+	}
+	others := slices.DeleteFunc(us, func(o *authz.User) bool { return o.ID == exceptID })
+	if name, _ := c.Text(s.opts.UsernameColumn); name != "" {
+		o, err := s.users.UserByLogin(ctx, name)
+		switch {
+		case errors.Is(err, authz.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("binding: user %q: %w", name, err)
+		case o.ID != exceptID && o.Binding.Mode == authz.BindingUsername && strings.EqualFold(o.Username, name):
+			others = append(others, o)
+		}
+	}
+	return others, nil
 }
 
 // InitialBinding is the binding a new account u gets: the auto-mapped
@@ -364,27 +399,6 @@ func (s *Resolver) InitialBinding(ctx context.Context, u *authz.User) authz.Bind
 		}
 	}
 	return authz.Binding{Mode: s.opts.DefaultMode}
-}
-
-// eachUser calls fn for every user in status st (empty: any), page by
-// page, until fn returns false.
-func (s *Resolver) eachUser(ctx context.Context, st authz.Status, fn func(*authz.User) bool) error {
-	after := ""
-	for {
-		page, err := s.users.ListUsers(ctx, authz.UserFilter{Status: st, After: after, Limit: authz.MaxListLimit})
-		if err != nil {
-			return err
-		}
-		for _, u := range page {
-			if !fn(u) {
-				return nil
-			}
-		}
-		if len(page) < authz.MaxListLimit {
-			return nil
-		}
-		after = authz.NormalizeLogin(page[len(page)-1].Username)
-	}
 }
 
 // Conditions returns what contact id must satisfy to still be u's

@@ -271,7 +271,7 @@ func TestNewServiceBindingOptions(t *testing.T) {
 func TestBreakGlass(t *testing.T) {
 	ctx := t.Context()
 	setup := func(t *testing.T, role string) *authztest.Fixture {
-		f := authztest.NewFixture(t, wiring.Options{BreakGlassRole: role, Contacts: authztest.Rows(nil)})
+		f := authztest.NewFixture(t, wiring.Options{BreakGlassRole: role, Contacts: authztest.Known(authztest.C1, authztest.C2)})
 		for _, n := range []accounts.NewUser{
 			{Username: "root", Email: "root@example.com", Password: authztest.GoodPassword, Roles: []string{"admin"}},
 			{Username: "bound", Email: "bound@example.com", Password: authztest.GoodPassword, Roles: []string{"admin"}},

@@ -53,7 +53,7 @@ func (d *deliverer) ids() []int64 {
 // the worker.
 func TestLifecycleEventsEnqueued(t *testing.T) {
 	notified := 0
-	f := authztest.NewFixture(t, wiring.Options{OutboxNotify: func() { notified++ }})
+	f := authztest.NewFixture(t, wiring.Options{OutboxNotify: func() { notified++ }, Contacts: authztest.Known(authztest.ContactID)})
 	ctx := t.Context()
 	u := f.CreateUser(t, "ana", authz.StatusActive)
 	steps := []struct {
@@ -125,7 +125,7 @@ func TestLifecycleEventsEnqueued(t *testing.T) {
 }
 
 func TestSetBindingValidation(t *testing.T) {
-	f := authztest.NewFixture(t, wiring.Options{})
+	f := authztest.NewFixture(t, wiring.Options{Contacts: authztest.Known(authztest.ContactID)})
 	u := f.CreateUser(t, "ana", authz.StatusActive)
 	ref := func(id, logical string) *dataverse.EntityReference {
 		return &dataverse.EntityReference{ID: id, LogicalName: logical}

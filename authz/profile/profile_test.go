@@ -82,9 +82,8 @@ func syncFixture(t *testing.T, dir wiring.Contacts, sync map[string]string) *aut
 	f := authztest.NewFixture(t, wiring.Options{Contacts: dir, SignInCheck: signin.Check{Enabled: true},
 		FieldSync: profile.FieldSync{Columns: sync}})
 	f.CreateUser(t, "ana", authz.StatusActive)
-	if err := f.Svc.Accounts.SetBinding(t.Context(), "ana", authztest.Lookup(authztest.C1), "cli:test"); err != nil {
-		t.Fatal(err)
-	}
+	// Bound earlier, when the contact existed.
+	f.Bind(t, "ana", authztest.Lookup(authztest.C1))
 	return f
 }
 

@@ -23,9 +23,8 @@ func checkFixture(t *testing.T, dir *authztest.Directory, check signin.Check) *a
 	t.Helper()
 	f := authztest.NewFixture(t, wiring.Options{Contacts: dir, SignInCheck: check, BreakGlassRole: "admin", MaxFailures: 3})
 	f.CreateUser(t, "ana", authz.StatusActive)
-	if err := f.Svc.Accounts.SetBinding(t.Context(), "ana", authztest.Lookup(authztest.C1), "cli:test"); err != nil {
-		t.Fatalf("SetBinding: %v", err)
-	}
+	// Bound earlier, when the contact existed and Dataverse answered.
+	f.Bind(t, "ana", authztest.Lookup(authztest.C1))
 	if _, err := f.Svc.Accounts.CreateUser(t.Context(), accounts.NewUser{Username: "root", Email: "root@example.com",
 		Password: authztest.GoodPassword, Roles: []string{"admin"}}, "cli:test"); err != nil {
 		t.Fatalf("CreateUser: %v", err)
@@ -77,9 +76,7 @@ func TestSignInCheckRefusals(t *testing.T) {
 			dir := authztest.Rows(nil, cs...)
 			f := checkFixture(t, dir, tt.check)
 			if tt.binding != nil {
-				if err := f.Svc.Accounts.SetBinding(t.Context(), "ana", *tt.binding, "cli:test"); err != nil {
-					t.Fatalf("SetBinding: %v", err)
-				}
+				f.Bind(t, "ana", *tt.binding)
 			}
 			f.SignIn(t, "ana", "wrong password", "")
 			u, c, err := f.Svc.SignIn.SignInWithContact(t.Context(), signin.Credentials{Login: "ana", Password: authztest.GoodPassword, ClientAddr: "192.0.2.1"}, []string{"new_tier"})

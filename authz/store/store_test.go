@@ -56,6 +56,8 @@ func runSuite(t *testing.T, newURL opener) {
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, open(t)) })
 	t.Run("BreakGlassGuard", func(t *testing.T) { testBreakGlassGuard(t, open(t)) })
 	t.Run("BreakGlassConcurrent", func(t *testing.T) { testBreakGlassConcurrent(t, open) })
+	t.Run("UsersBoundToContact", func(t *testing.T) { testUsersBoundToContact(t, open(t)) })
+	t.Run("ContactIDBackfill", func(t *testing.T) { testContactIDBackfill(t, newURL(t)) })
 }
 
 func newUser(name string) *authz.User {

@@ -54,6 +54,15 @@ func scanUser(r rowScanner) (*authz.User, error) {
 	return &u, nil
 }
 
+// boundContact is the contact_id column of u: the lower-case id its lookup
+// binding names, or "".
+func boundContact(u *authz.User) string {
+	if u.Binding.Mode != authz.BindingLookup || u.Binding.Ref == nil {
+		return ""
+	}
+	return strings.ToLower(u.Binding.Ref.ID)
+}
+
 // encodeUser returns the JSON columns of u.
 func encodeUser(u *authz.User) (roles, binding string, err error) {
 	r := u.Roles
@@ -173,11 +182,11 @@ func (d *DB) createUser(ctx context.Context, db querier, u *authz.User) error {
 	}
 	_, err = db.ExecContext(ctx, d.q(`INSERT INTO users (id, username, username_norm, email, email_norm,
 		first_name, last_name, display_name, password_hash, roles, status, email_confirmed, must_change_password,
-		failed_count, lockout_until, security_stamp, binding, created_at, updated_at, last_sign_in_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		failed_count, lockout_until, security_stamp, binding, contact_id, created_at, updated_at, last_sign_in_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		u.ID, u.Username, authz.NormalizeLogin(u.Username), u.Email, authz.NormalizeLogin(u.Email),
 		u.FirstName, u.LastName, u.DisplayName, u.PasswordHash, roles, string(u.Status), u.EmailConfirmed,
-		u.MustChangePassword, u.FailedCount, millis(u.LockoutUntil), u.SecurityStamp, binding,
+		u.MustChangePassword, u.FailedCount, millis(u.LockoutUntil), u.SecurityStamp, binding, boundContact(u),
 		millis(u.CreatedAt), millis(u.UpdatedAt), millis(u.LastSignInAt))
 	if err != nil {
 		return fmt.Errorf("store: create user: %w", mapErr(err))
@@ -207,6 +216,38 @@ func (d *DB) UserByLogin(ctx context.Context, login string) (*authz.User, error)
 		return nil, fmt.Errorf("store: user by login: %w", err)
 	}
 	return u, nil
+}
+
+// maxBoundUsers caps UsersBoundToContact: enough to name the others in a
+// refusal, bounded however many accounts share one contact.
+const maxBoundUsers = 20
+
+// UsersBoundToContact implements the feature stores: the users whose lookup
+// binding names contact id (compared in lower case), ordered by normalised
+// username, at most maxBoundUsers of them.
+func (d *DB) UsersBoundToContact(ctx context.Context, id string) ([]*authz.User, error) {
+	id = strings.ToLower(id)
+	if id == "" {
+		return nil, nil
+	}
+	rows, err := d.db.QueryContext(ctx, d.q(`SELECT `+userColumns+` FROM users WHERE contact_id = ?
+		ORDER BY username_norm LIMIT ?`), id, maxBoundUsers)
+	if err != nil {
+		return nil, fmt.Errorf("store: users bound to contact: %w", err)
+	}
+	defer rows.Close()
+	var out []*authz.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: users bound to contact: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: users bound to contact: %w", err)
+	}
+	return out, nil
 }
 
 // likeEscaper escapes LIKE wildcards for the ESCAPE '\' clause.
@@ -269,12 +310,12 @@ func (d *DB) updateUser(ctx context.Context, db querier, u *authz.User) error {
 	res, err := db.ExecContext(ctx, d.q(`UPDATE users SET username = ?, username_norm = ?, email = ?, email_norm = ?,
 		first_name = ?, last_name = ?, display_name = ?, password_hash = ?, roles = ?, status = ?,
 		email_confirmed = ?, must_change_password = ?, failed_count = ?, lockout_until = ?, security_stamp = ?,
-		binding = ?, updated_at = ?, last_sign_in_at = ?
+		binding = ?, contact_id = ?, updated_at = ?, last_sign_in_at = ?
 		WHERE id = ? AND updated_at = ?`),
 		u.Username, authz.NormalizeLogin(u.Username), u.Email, authz.NormalizeLogin(u.Email),
 		u.FirstName, u.LastName, u.DisplayName, u.PasswordHash, roles, string(u.Status),
 		u.EmailConfirmed, u.MustChangePassword, u.FailedCount, millis(u.LockoutUntil), u.SecurityStamp,
-		binding, next, millis(u.LastSignInAt), u.ID, prev)
+		binding, boundContact(u), next, millis(u.LastSignInAt), u.ID, prev)
 	if err != nil {
 		return fmt.Errorf("store: update user: %w", mapErr(err))
 	}

@@ -37,11 +37,17 @@ const bindingSeed = `{"contacts": [
 // with the settings that point the gateway at it.
 func startEmulator(t *testing.T) (*dataversetest.Server, []string) {
 	t.Helper()
+	return startEmulatorWith(t, bindingSeed)
+}
+
+// startEmulatorWith is startEmulator with the seed given.
+func startEmulatorWith(t *testing.T, seed string) (*dataversetest.Server, []string) {
+	t.Helper()
 	const secret = "emulator-secret"
 	dv := dataversetest.NewServer(dataversetest.Options{TenantID: demoTenant,
 		Clients: []dataversetest.Client{{ID: demoClientID, Secret: secret}}})
 	t.Cleanup(dv.Close)
-	if err := dv.LoadSeed(strings.NewReader(bindingSeed)); err != nil {
+	if err := dv.LoadSeed(strings.NewReader(seed)); err != nil {
 		t.Fatal(err)
 	}
 	return dv, []string{

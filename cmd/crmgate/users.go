@@ -33,7 +33,7 @@ commands:
   disable       --login U
   enable        --login U
   set-binding   --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
-  set-binding   --mode lookup --contact GUID [--contact-name N] [--dry-run] LOGIN
+  set-binding   --mode lookup --contact GUID [--contact-name N] [--allow-shared] [--dry-run] LOGIN
   api-key create  --name N --scopes users:read,users:bind,contacts:read [--expires 720h]
   api-key list    [--json]
   api-key revoke  --id ID
@@ -45,7 +45,10 @@ alone. It prints one line per user, and exits with status 1 if any change
 failed; --dry-run only prints what would change. Each change is audited
 and sends its bound/unbound lifecycle event (delivered by the running
 gateway). The last active, unbound admin (the break-glass account) is
-never bound.
+never bound. A lookup binding is checked in Dataverse first (the
+CRMGATE_DATAVERSE_* settings are read for it): a contact that does not
+exist is refused, and so is one another user is bound to unless
+--allow-shared is given.
 
 Without --password-stdin a random password is generated and printed once.
 An API key is printed once, when it is created; only its hash is stored.
@@ -188,9 +191,30 @@ const cliActor = "cli"
 // commands work when the rest of the configuration is broken. mods adjust
 // the options. Call the returned function to close the store.
 func openAccounts(ctx context.Context, environ []string, mods ...func(*wiring.Options)) (*wiring.Services, func(), error) {
+	return openAccountsWith(ctx, environ, false, mods...)
+}
+
+// openAccountsWith is openAccounts that, with dataverse, also reads and
+// checks the CRMGATE_DATAVERSE_* settings and gives the identity layer the
+// contact directory when Dataverse is configured, so that lookup bindings
+// can be checked; it contacts nothing until a binding is.
+func openAccountsWith(ctx context.Context, environ []string, dataverse bool, mods ...func(*wiring.Options)) (*wiring.Services, func(), error) {
 	cfg, err := config.Load(environ)
 	if err != nil {
 		return nil, nil, err
+	}
+	var dv *dataverseConn
+	if dataverse && cfg.Dataverse.Configured() {
+		if err := cfg.ValidateDataverse(); err != nil {
+			return nil, nil, fmt.Errorf("configuration:\n%w", err)
+		}
+		if dv, err = newDataverse(cfg, nil, nil, nil); err != nil {
+			return nil, nil, err
+		}
+		mods = append([]func(*wiring.Options){func(o *wiring.Options) {
+			o.Contacts = dv.directory
+			o.Binding.UsernameColumn = cfg.Binding.UsernameColumn
+		}}, mods...)
 	}
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -315,6 +339,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 		contact     = fs.String("contact", "", "the contact id (GUID) of a lookup binding")
 		contactName = fs.String("contact-name", "", "the contact's name, kept with a lookup binding")
 		dryRun      = fs.Bool("dry-run", false, "print what would change and change nothing")
+		allowShared = fs.Bool("allow-shared", false, "bind a lookup's contact even when other users are bound to it")
 	)
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Sprintf("%s%v\n\n%s", usageLine, err, usersUsage)}
@@ -349,7 +374,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 		}
 		return err
 	}
-	svc, closeStore, err := openAccounts(ctx, environ)
+	svc, closeStore, err := openAccountsWith(ctx, environ, want.Mode == authz.BindingLookup)
 	if err != nil {
 		return err
 	}
@@ -422,7 +447,7 @@ func runSetBinding(ctx context.Context, args, environ []string, stdout io.Writer
 	for batch := range slices.Chunk(targets, accounts.MaxBindingChanges) {
 		changes := make([]accounts.BindingChange, len(batch))
 		for i, u := range batch {
-			changes[i] = accounts.BindingChange{User: u.ID, Binding: want}
+			changes[i] = accounts.BindingChange{User: u.ID, Binding: want, AllowShared: *allowShared}
 		}
 		results, err := svc.Accounts.SetBindings(ctx, changes, cliActor)
 		if err != nil {
@@ -491,6 +516,18 @@ func bindingFailure(err error) string {
 		return "no such user (deleted meanwhile?)"
 	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
 		return "refused: the last active, unbound admin (break-glass account) must stay unbound"
+	case errors.Is(err, accounts.ErrBindingRefused):
+		msg := strings.TrimPrefix(err.Error(), "accounts: ")
+		var refused *accounts.BindingRefusedError
+		if errors.As(err, &refused) && refused.Reason == accounts.RefusedContactBound {
+			msg = strings.Replace(msg, "allow a shared contact", "give --allow-shared", 1)
+		}
+		if errors.As(err, &refused) && refused.Reason == accounts.RefusedNoDirectory {
+			msg += " (set CRMGATE_DATAVERSE_URL and its credentials)"
+		}
+		return "refused: " + msg
+	case errors.Is(err, dataverse.ErrUnavailable):
+		return "Dataverse cannot be reached to check the contact; try again shortly"
 	}
 	return err.Error()
 }

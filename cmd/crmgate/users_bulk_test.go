@@ -26,7 +26,9 @@ import (
 func TestUsersSetBinding(t *testing.T) {
 	dir := t.TempDir()
 	dbURL := "sqlite:" + filepath.Join(dir, "db")
-	env := []string{"CRMGATE_DATABASE_URL=" + dbURL, "CRMGATE_PASSWORD_ARGON2_MEMORY_KIB=8192"}
+	// A lookup binding is checked in Dataverse: the emulator holds Ann.
+	_, dvEnv := startEmulatorWith(t, `{"contacts": [{"contactid": "c0000000-0000-4000-8000-00000000000a", "fullname": "Ann Lee", "lastname": "Lee"}]}`)
+	env := append([]string{"CRMGATE_DATABASE_URL=" + dbURL, "CRMGATE_PASSWORD_ARGON2_MEMORY_KIB=8192"}, dvEnv...)
 	users := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		err := run(context.Background(), append([]string{"users"}, args...), env, strings.NewReader(""), &out, io.Discard)
@@ -137,6 +139,14 @@ func TestUsersSetBinding(t *testing.T) {
 	if types[lifecycle.Bound] != 4 || types[lifecycle.Unbound] != 3 {
 		t.Fatalf("lifecycle events: %v", types)
 	}
+	withoutDataverse := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"users"}, args...), env[:2], strings.NewReader(""), &out, io.Discard)
+		return out.String(), err
+	}
+	if err := checkedLookups(users, withoutDataverse); err != nil {
+		t.Fatal(err)
+	}
 
 	for name, args := range map[string][]string{
 		"no mode":             {"alice"},
@@ -185,4 +195,32 @@ func TestUsersSetBindingBatches(t *testing.T) {
 		strings.Count(out.String(), "none -> custom") != n {
 		t.Fatalf("%v\n%.500s", err, out.String())
 	}
+}
+
+// checkedLookups shows that set-binding checks a lookup in Dataverse: a
+// contact that does not exist, or that alice is bound to, is refused and
+// the command fails; --allow-shared binds bob to alice's contact. Without
+// the Dataverse settings a lookup cannot be checked and is refused.
+func checkedLookups(users, withoutDataverse func(args ...string) (string, error)) error {
+	const ann = "c0000000-0000-4000-8000-00000000000a"
+	line := func(out, status, user, rest string) bool {
+		return regexp.MustCompile(`(?m)^` + status + `\s+` + user + `\s+` + regexp.QuoteMeta(rest)).MatchString(out)
+	}
+	out, err := users("set-binding", "--mode", "lookup", "--contact", "c0000000-0000-4000-8000-0000000000ff", "bob")
+	if err == nil || !line(out, "failed", "bob", "refused: there is no contact c0000000-0000-4000-8000-0000000000ff in Dataverse") {
+		return fmt.Errorf("missing contact: %v\n%s", err, out)
+	}
+	out, err = users("set-binding", "--mode", "lookup", "--contact", ann, "bob")
+	if err == nil || !line(out, "failed", "bob", "refused: contact "+ann+" is already bound to alice; give --allow-shared") {
+		return fmt.Errorf("bound contact: %v\n%s", err, out)
+	}
+	out, err = users("set-binding", "--mode", "lookup", "--contact", ann, "--allow-shared", "bob")
+	if err != nil || !line(out, "ok", "bob", "none -> lookup "+ann) {
+		return fmt.Errorf("--allow-shared: %v\n%s", err, out)
+	}
+	out, err = withoutDataverse("set-binding", "--mode", "lookup", "--contact", ann, "carol")
+	if err == nil || !line(out, "failed", "carol", "refused: contact "+ann+" cannot be checked: no Dataverse is configured (set CRMGATE_DATAVERSE_URL") {
+		return fmt.Errorf("without Dataverse: %v\n%s", err, out)
+	}
+	return nil
 }
