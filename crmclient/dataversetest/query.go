@@ -11,7 +11,8 @@ import (
 	"github.com/crmgate/crmgate/crmclient/dataversetest/odata"
 )
 
-// maxRows is the most rows a page or $count carries (WEBAPI.md §3.2–3.4).
+// maxRows is the most rows a page (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results)
+// or $count (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows) carries.
 const maxRows = 5000
 
 const (
@@ -69,7 +70,7 @@ func (q *apiRequest) parseQuery(t *table, vals url.Values) (*parsedQuery, error)
 	if v, ok := vals["$top"]; ok {
 		n, err := strconv.Atoi(v[0])
 		if err != nil || n < 0 {
-			// Message not in WEBAPI.md (unconfirmed).
+			// Message not documented (unconfirmed).
 			return nil, errf(http.StatusBadRequest, "0x0", "Invalid value '%s' for $top query option found. The $top query option requires a non-negative integer value.", v[0])
 		}
 		pq.top = n
@@ -108,7 +109,8 @@ func (q *apiRequest) parseQuery(t *table, vals url.Values) (*parsedQuery, error)
 }
 
 // substituteAliases replaces parameter aliases (@p1) outside string literals
-// with their values; an alias with no value is null (WEBAPI.md §3).
+// with their values; an alias with no value is null
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview).
 func substituteAliases(src string, vals url.Values) string {
 	if !strings.Contains(src, "@") {
 		return src
@@ -209,7 +211,8 @@ func contextSelect(pq *parsedQuery) string {
 
 // renderRow renders one record: @odata.etag, then each column preceded by
 // its requested annotations, then expansions. The primary key is always
-// present (WEBAPI.md §3). The caller holds h.mu.
+// present (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns).
+// The caller holds h.mu.
 func (q *apiRequest) renderRow(t *table, rec *record, sel []string, pq *parsedQuery) (orderedObject, error) {
 	out := orderedObject{{"@odata.etag", etag(rec)}}
 	cols := sel
@@ -238,9 +241,10 @@ func (q *apiRequest) renderRow(t *table, rec *record, sel []string, pq *parsedQu
 	return out, nil
 }
 
-// annotations returns the requested annotations of column c (WEBAPI.md
-// §4.6): formatted values of choices and lookups, and the lookup's logical
-// name and navigation property.
+// annotations returns the requested annotations of column c
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns):
+// formatted values of choices and lookups, and the lookup's logical name
+// and navigation property.
 func (q *apiRequest) annotations(t *table, rec *record, c string, v any) orderedObject {
 	if len(q.prefer.annotations) == 0 || v == nil {
 		return nil
@@ -463,7 +467,7 @@ func (q *apiRequest) nextLink(skiptoken string) string {
 }
 
 // countOnly serves GET /<set>/$count: 200 text/plain with a bare number
-// (WEBAPI.md §3.4), capped at 5000.
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows), capped at 5000.
 func (q *apiRequest) countOnly(t *table) error {
 	pq, err := q.query(t)
 	if err != nil {
@@ -484,7 +488,9 @@ func (q *apiRequest) countOnly(t *table) error {
 	return nil
 }
 
-// retrieve serves GET /<set>(<id>) (WEBAPI.md §4.1, §4.4).
+// retrieve serves GET /<set>(<id>)
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api),
+// with conditional GET (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
 func (q *apiRequest) retrieve(t *table, id string) error {
 	pq, err := q.query(t)
 	if err != nil {
