@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// TestAlternateKeys covers WEBAPI.md §4.1 and §4.3: retrieve and upsert by
+// TestAlternateKeys covers retrieve (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api)
+// and upsert (https://learn.microsoft.com/power-apps/developer/data-platform/use-upsert-insert-update-record) by
 // an alternate key defined in Options.AlternateKeys, the documented errors
 // for an undefined key and a missing record, and ” escaping in key values.
 func TestAlternateKeys(t *testing.T) {

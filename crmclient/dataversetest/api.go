@@ -237,11 +237,11 @@ func (q *apiRequest) resolveKey(t *table, key string, forUpsert bool) (string, e
 	}
 	parts, ok := parseAltKey(key)
 	if !ok {
-		// Not in WEBAPI.md; the OData URI parser's wording (unconfirmed).
+		// Not documented; the OData URI parser's wording (unconfirmed).
 		return "", errf(http.StatusBadRequest, "0x80060888", "Bad Request - Error in query syntax.")
 	}
 	if !q.h.hasAltKey(t, parts) {
-		// Not in WEBAPI.md; the message is the emulator's own (unconfirmed).
+		// Not documented; the message is the emulator's own (unconfirmed).
 		return "", errf(http.StatusBadRequest, codeInvalidArgument, "The key specified in the request (%s) is not defined as an alternate key on entity '%s'.", key, t.typ.LogicalName)
 	}
 	q.h.mu.Lock()
@@ -367,8 +367,10 @@ func parseEntityRef(ref string) (set, id string, ok bool) {
 	return ref[:open], strings.ToLower(id), true
 }
 
-// preferences are the parsed Prefer headers (WEBAPI.md §2: one comma-joined
-// header or several headers).
+// preferences are the parsed Prefer headers: one comma-joined header, as
+// DynamicsWebApi sends
+// (https://github.com/AleksandrRogov/DynamicsWebApi/blob/9cf728d/src/utils/Request.ts),
+// or several (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows).
 type preferences struct {
 	representation bool
 	annotations    []string
@@ -444,8 +446,9 @@ func (q *apiRequest) readBody() (map[string]any, error) {
 
 // queryOptions validates the system query options: names are
 // case-sensitive and $skip, $search and $format are not supported
-// (WEBAPI.md §3). The exact message for an unsupported option is not in
-// WEBAPI.md; this uses the ASP.NET OData wording (unconfirmed).
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview).
+// The exact message for an unsupported option is not documented; this uses
+// the ASP.NET OData wording (unconfirmed).
 func queryOptions(r *http.Request) (url.Values, error) {
 	vals, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -461,7 +464,8 @@ func queryOptions(r *http.Request) (url.Values, error) {
 		switch name {
 		case "$select", "$filter", "$orderby", "$top", "$count", "$expand", "$skiptoken", "$id":
 		case "$apply":
-			// Supported by Dataverse (WEBAPI.md §3) but not by the emulator.
+			// Supported by Dataverse (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview)
+			// but not by the emulator.
 			return nil, errf(http.StatusNotImplemented, "0x0", "dataversetest: $apply is not emulated")
 		default:
 			return nil, errf(http.StatusBadRequest, "0x0", "The query parameter '%s' is not supported.", name)

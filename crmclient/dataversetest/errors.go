@@ -8,8 +8,9 @@ import (
 	"github.com/crmgate/crmgate/crmclient/dataversetest/odata"
 )
 
-// apiError is a Dataverse-shaped error (WEBAPI.md §6.1) that one place,
-// writeError, renders.
+// apiError is a Dataverse-shaped error
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors)
+// that one place, writeError, renders.
 type apiError struct {
 	status  int
 	code    string
@@ -25,26 +26,32 @@ func errf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
 }
 
-// Codes of WEBAPI.md §6.2.
+// Error codes. Unless noted, from
+// https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes.
 const (
-	codeObjectDoesNotExist     = "0x80040217"
-	codeRecordNotFoundByKey    = "0x80060891"
-	codeResourceNotFound       = "0x8006088a"
-	codePayloadError           = "0x80048d19"
-	codeConcurrencyMismatch    = "0x80060882"
-	codeDuplicateRecord        = "0x80040237"
-	codeNotAuthenticated       = "0x80044302"
-	codeInvalidArgument        = "0x80040203"
-	codePrivilegeDenied        = "0x80040220"
+	codeObjectDoesNotExist  = "0x80040217"
+	codeRecordNotFoundByKey = "0x80060891"
+	// https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors
+	codeResourceNotFound    = "0x8006088a"
+	codePayloadError        = "0x80048d19"
+	codeConcurrencyMismatch = "0x80060882"
+	codeDuplicateRecord     = "0x80040237"
+	codeNotAuthenticated    = "0x80044302"
+	// InvalidArgument: known from third-party clients, not documented.
+	codeInvalidArgument = "0x80040203"
+	codePrivilegeDenied = "0x80040220"
+	// Service protection limits: https://learn.microsoft.com/power-apps/developer/data-platform/api-limits
 	codeRequestsLimit          = "0x80072322"
 	codeExecutionTimeLimit     = "0x80072321"
 	codeConcurrentRequestLimit = "0x80072326"
 )
 
-// recordNotFound is the 404 for a missing record. WEBAPI.md §4.1: the doc
-// sample uses code "" and "account With Id = ... Does Not Exist"; the live
-// service (3p-observed) answers 0x80040217 and "Entity 'contact' With Id =
-// ... Does Not Exist". The emulator follows the live form.
+// recordNotFound is the 404 for a missing record. The doc sample
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api)
+// uses code "" and "account With Id = ... Does Not Exist"; the live service
+// answers 0x80040217 (https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes)
+// and, as third parties observe, "Entity 'contact' With Id = ... Does Not
+// Exist". The emulator follows the live form.
 func recordNotFound(logical, id string) *apiError {
 	return errf(http.StatusNotFound, codeObjectDoesNotExist, "Entity '%s' With Id = %s Does Not Exist", logical, id)
 }
@@ -54,13 +61,15 @@ func segmentNotFound(segment string) *apiError {
 }
 
 // noResource is the 404 for a wrong method on a function or action
-// (WEBAPI.md §2 WhoAmI, §5): code "" and this message.
+// (https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors):
+// code "" and this message.
 func noResource(url string) *apiError {
 	return errf(http.StatusNotFound, "", "No HTTP resource was found that matches the request URI '%s'.", url)
 }
 
-// methodNotAllowed is the 405 of WEBAPI.md §2 (e.g. PATCH on a collection).
-// The exact code and message are not in WEBAPI.md; this uses code "" as in
+// methodNotAllowed is the 405 for a wrong method, e.g. PATCH on a
+// collection (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors).
+// The exact code and message are not documented; this uses code "" as in
 // the older doc samples and the ASP.NET Web API wording (unconfirmed).
 func methodNotAllowed(method string) *apiError {
 	return errf(http.StatusMethodNotAllowed, "", "The requested resource does not support http method '%s'.", method)

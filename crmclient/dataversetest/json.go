@@ -52,7 +52,8 @@ func marshalValue(v any) ([]byte, error) {
 	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
-// writeJSON writes v with the OData response headers of WEBAPI.md §2.
+// writeJSON writes v with the OData response headers
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := marshalValue(v)
 	if err != nil {

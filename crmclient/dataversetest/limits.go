@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Limits are the service protection limits of WEBAPI.md §6.3, counted per
+// Limits are the service protection limits
+// (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits), counted per
 // user (the application user of the token) over a sliding window. Zero
 // fields take the real defaults. The execution-time limit is not emulated.
 type Limits struct {
@@ -48,7 +49,8 @@ func (l *limiter) acquire(user string, now time.Time) (remaining int, err error)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.inflight[user] >= l.limits.Concurrent {
-		// Exceeding concurrency fails immediately (WEBAPI.md §6.3); the
+		// Exceeding concurrency fails immediately
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits); the
 		// Retry-After value for it is not documented, so 1 second is used.
 		return 0, tooMany(codeConcurrentRequestLimit, 1,
 			fmt.Sprintf("Number of concurrent requests exceeded the limit of %d.", l.limits.Concurrent))
@@ -77,8 +79,9 @@ func (l *limiter) release(user string) {
 	l.mu.Unlock()
 }
 
-// tooMany is the 429 of WEBAPI.md §6.3. The body with the hex code is
-// inferred in WEBAPI.md ("Exact 429 body" is unconfirmed).
+// tooMany is the 429 of https://learn.microsoft.com/power-apps/developer/data-platform/api-limits,
+// which says only that the Web API reports the hex code; the body is
+// inferred (unconfirmed).
 func tooMany(code string, retryAfter int, msg string) *apiError {
 	e := errf(http.StatusTooManyRequests, code, "%s", msg)
 	e.header = http.Header{"Retry-After": {strconv.Itoa(retryAfter)}}

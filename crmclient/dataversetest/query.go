@@ -11,7 +11,8 @@ import (
 	"github.com/crmgate/crmgate/crmclient/dataversetest/odata"
 )
 
-// maxRows is the most rows a page or $count carries (WEBAPI.md §3.2–3.4).
+// maxRows is the most rows a page (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results)
+// or $count (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows) carries.
 const maxRows = 5000
 
 const (
@@ -69,7 +70,7 @@ func (q *apiRequest) parseQuery(t *table, vals url.Values) (*parsedQuery, error)
 	if v, ok := vals["$top"]; ok {
 		n, err := strconv.Atoi(v[0])
 		if err != nil || n < 0 {
-			// Message not in WEBAPI.md (unconfirmed).
+			// Message not documented (unconfirmed).
 			return nil, errf(http.StatusBadRequest, "0x0", "Invalid value '%s' for $top query option found. The $top query option requires a non-negative integer value.", v[0])
 		}
 		pq.top = n
@@ -108,7 +109,8 @@ func (q *apiRequest) parseQuery(t *table, vals url.Values) (*parsedQuery, error)
 }
 
 // substituteAliases replaces parameter aliases (@p1) outside string literals
-// with their values; an alias with no value is null (WEBAPI.md §3).
+// with their values; an alias with no value is null
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview).
 func substituteAliases(src string, vals url.Values) string {
 	if !strings.Contains(src, "@") {
 		return src
@@ -209,7 +211,8 @@ func contextSelect(pq *parsedQuery) string {
 
 // renderRow renders one record: @odata.etag, then each column preceded by
 // its requested annotations, then expansions. The primary key is always
-// present (WEBAPI.md §3). The caller holds h.mu.
+// present (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns).
+// The caller holds h.mu.
 func (q *apiRequest) renderRow(t *table, rec *record, sel []string, pq *parsedQuery) (orderedObject, error) {
 	out := orderedObject{{"@odata.etag", etag(rec)}}
 	cols := sel
@@ -238,9 +241,10 @@ func (q *apiRequest) renderRow(t *table, rec *record, sel []string, pq *parsedQu
 	return out, nil
 }
 
-// annotations returns the requested annotations of column c (WEBAPI.md
-// §4.6): formatted values of choices and lookups, and the lookup's logical
-// name and navigation property.
+// annotations returns the requested annotations of column c
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns):
+// formatted values of choices and lookups, and the lookup's logical name
+// and navigation property.
 func (q *apiRequest) annotations(t *table, rec *record, c string, v any) orderedObject {
 	if len(q.prefer.annotations) == 0 || v == nil {
 		return nil
@@ -359,12 +363,14 @@ func (q *apiRequest) collection(t *table, only []string, ctxSet string) error {
 		size = q.prefer.maxPageSize
 		applied = append(applied, "odata.maxpagesize="+strconv.Itoa(size))
 	}
-	page := 1
+	order := pageOrder(pq.order, t.typ.PrimaryKey)
+	page, after := 1, odata.Row(nil)
 	if v, ok := vals["$skiptoken"]; ok {
-		if page, ok = parseSkipToken(v[0]); !ok {
-			// Message not in WEBAPI.md (unconfirmed).
-			return errf(http.StatusBadRequest, "0x0", "The $skiptoken value '%s' is not valid.", v[0])
+		tok, err := decodeSkipToken(v[0], t.typ, order)
+		if err != nil {
+			return badSkipToken(err)
 		}
+		page, after = tok.page, tok.last
 	}
 	h := q.h
 	h.mu.Lock()
@@ -377,7 +383,6 @@ func (q *apiRequest) collection(t *table, only []string, ctxSet string) error {
 		for id := range h.records[t.typ.LogicalName] {
 			ids = append(ids, id)
 		}
-		sort.Strings(ids) // default order: primary key
 	}
 	for _, id := range ids {
 		rec := h.records[t.typ.LogicalName][id]
@@ -388,24 +393,29 @@ func (q *apiRequest) collection(t *table, only []string, ctxSet string) error {
 			rows = append(rows, odata.Row(rec.row))
 		}
 	}
-	if pq.order != nil {
-		pq.order.Sort(rows, t.typ)
-	}
+	order.Sort(rows, t.typ)
 	total := len(rows)
-	if q.prefer.maxPageSize == 0 && pq.top > 0 && len(rows) > pq.top {
-		// $top is ignored when odata.maxpagesize is present (WEBAPI.md §3.2).
-		rows = rows[:pq.top]
+	// The page starts after the previous page's last row (keyset paging,
+	// paging.go), wherever rows were added or deleted since.
+	start := 0
+	if after != nil {
+		start = sort.Search(len(rows), func(i int) bool { return order.Compare(rows[i], after, t.typ) > 0 })
 	}
-	offset := (page - 1) * size
+	limit := len(rows)
+	if q.prefer.maxPageSize == 0 && pq.top > 0 {
+		// $top is ignored when odata.maxpagesize is present
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results).
+		// Without it every page before this one had maxRows rows of the
+		// $top. Whether Dataverse pages a $top above 5,000 at all is not
+		// documented.
+		limit = min(limit, start+max(pq.top-(page-1)*maxRows, 0))
+	}
+	end := min(start+size, limit)
 	var next string
-	if offset > len(rows) {
-		offset = len(rows)
+	if end < limit {
+		next = q.nextLink(encodeSkipToken(page+1, t.typ, order, rows[start], rows[end-1]))
 	}
-	end := min(offset+size, len(rows))
-	if end < len(rows) {
-		next = q.nextLink(page+1, rows[end-1][t.typ.PrimaryKey], rows[offset][t.typ.PrimaryKey])
-	}
-	rows = rows[offset:end]
+	rows = rows[start:end]
 	value := make([]any, 0, len(rows))
 	for _, r := range rows {
 		obj, err := q.renderRow(t, h.records[t.typ.LogicalName][r[t.typ.PrimaryKey].(string)], pq.sel, pq)
@@ -442,10 +452,9 @@ func (q *apiRequest) collection(t *table, only []string, ctxSet string) error {
 	return nil
 }
 
-// nextLink is the request URL with an opaque $skiptoken in the form of
-// WEBAPI.md §3.3: a URL-encoded <cookie pagenumber=... pagingcookie=...
-// istracking="False" />, whose pagingcookie is itself double URL-encoded.
-func (q *apiRequest) nextLink(page int, last, first any) string {
+// nextLink is the request URL with its $skiptoken, if any, replaced by
+// skiptoken. The other query options are kept as the client sent them.
+func (q *apiRequest) nextLink(skiptoken string) string {
 	var kept []string
 	for _, p := range strings.Split(q.r.URL.RawQuery, "&") {
 		if p == "" || strings.HasPrefix(p, "$skiptoken=") || strings.HasPrefix(p, "%24skiptoken=") {
@@ -453,28 +462,12 @@ func (q *apiRequest) nextLink(page int, last, first any) string {
 		}
 		kept = append(kept, p)
 	}
-	inner := fmt.Sprintf(`<cookie page="%d"><pk last="{%v}" first="{%v}" /></cookie>`, page-1, last, first)
-	cookie := fmt.Sprintf(`<cookie pagenumber="%d" pagingcookie="%s" istracking="False" />`, page, url.QueryEscape(url.QueryEscape(inner)))
-	kept = append(kept, "$skiptoken="+url.QueryEscape(cookie))
+	kept = append(kept, "$skiptoken="+skipTokenEscape(skiptoken))
 	return q.base + q.r.URL.Path + "?" + strings.Join(kept, "&")
 }
 
-func parseSkipToken(tok string) (int, bool) {
-	const prefix = `<cookie pagenumber="`
-	if !strings.HasPrefix(tok, prefix) {
-		return 0, false
-	}
-	rest := tok[len(prefix):]
-	end := strings.IndexByte(rest, '"')
-	if end < 0 {
-		return 0, false
-	}
-	n, err := strconv.Atoi(rest[:end])
-	return n, err == nil && n >= 1
-}
-
 // countOnly serves GET /<set>/$count: 200 text/plain with a bare number
-// (WEBAPI.md §3.4), capped at 5000.
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows), capped at 5000.
 func (q *apiRequest) countOnly(t *table) error {
 	pq, err := q.query(t)
 	if err != nil {
@@ -495,7 +488,9 @@ func (q *apiRequest) countOnly(t *table) error {
 	return nil
 }
 
-// retrieve serves GET /<set>(<id>) (WEBAPI.md §4.1, §4.4).
+// retrieve serves GET /<set>(<id>)
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api),
+// with conditional GET (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
 func (q *apiRequest) retrieve(t *table, id string) error {
 	pq, err := q.query(t)
 	if err != nil {

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// ref serves /<set>(<id>)/<nav>[(<rid>)]/$ref (WEBAPI.md §4.5): POST to
+// ref serves /<set>(<id>)/<nav>[(<rid>)]/$ref
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api): POST to
 // associate, DELETE to disassociate, PUT/DELETE for a single-valued
 // navigation property, GET to list references.
 func (q *apiRequest) ref(t *table, id string, nav segment) error {
@@ -65,7 +66,7 @@ func (q *apiRequest) ref(t *table, id string, nav segment) error {
 			return err
 		}
 		// Associating an existing pair again succeeds here; the real
-		// service's behaviour is not in WEBAPI.md (unconfirmed).
+		// service's behaviour is not documented (unconfirmed).
 		h.link(t, id, nav.name, rid)
 		return noContent()
 	case q.r.Method == http.MethodDelete && isRel:

@@ -25,7 +25,8 @@ type lookup struct {
 }
 
 // relationship is an N:N relationship; the navigation property has the
-// relationship's schema name on both sides (WEBAPI.md §7.3).
+// relationship's schema name on both sides
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact).
 type relationship struct {
 	name    string
 	entity1 string // logical names
@@ -61,7 +62,8 @@ var (
 // builtinTables returns a fresh copy of the emulated schema: contact,
 // account, adx_webrole, adx_invitation, adx_externalidentity and (for the
 // enhanced data model) powerpagecomponent, with the columns listed in
-// WEBAPI.md §7 and §8.
+// their table references (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact
+// and sibling pages; adx_webrole: https://github.com/MicrosoftDocs/dynamics-365-customer-engagement/blob/main/ce/field-service/entities/adx_webrole.md).
 func builtinTables() map[string]*table {
 	contact := &table{
 		primaryName: "fullname",
@@ -106,11 +108,12 @@ func builtinTables() map[string]*table {
 		choices: map[string]map[int]string{"statecode": stateLabels, "statuscode": statusLabels},
 		defaults: map[string]any{
 			"statecode": float64(0), "statuscode": float64(1),
-			// WEBAPI.md §7.1: "Boolean (default false)".
+			// "Boolean (default false)": https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact
 			"adx_identity_emailaddress1confirmed": false,
 		},
 		oneToMany: []oneToMany{
-			// WEBAPI.md §7.4: relationship adx_contact_externalidentity.
+			// Relationship adx_contact_externalidentity:
+			// https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_externalidentity
 			{nav: "adx_contact_externalidentity", target: "adx_externalidentity", lookupColumn: "_adx_contactid_value"},
 		},
 	}
@@ -148,7 +151,7 @@ func builtinTables() map[string]*table {
 			{name: "modifiedon", kind: odata.KindDateTime, readOnly: true},
 		},
 		lookups: []lookup{
-			// Navigation name assumed equal to the logical name (not in WEBAPI.md).
+			// Navigation name assumed equal to the logical name (not documented).
 			{nav: "adx_websiteid", column: "_adx_websiteid_value", logical: "adx_websiteid", target: "adx_website"},
 		},
 		choices:  map[string]map[int]string{"statecode": stateLabels, "statuscode": statusLabels},
@@ -176,7 +179,8 @@ func builtinTables() map[string]*table {
 			{name: "modifiedon", kind: odata.KindDateTime, readOnly: true},
 		},
 		lookups: []lookup{
-			// WEBAPI.md §7.2 infers adx_inviteContact from the schema name; the
+			// adx_inviteContact is inferred from the schema name in
+			// https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_invitation; the
 			// other navigation names are not documented and use the logical name.
 			{nav: "adx_inviteContact", column: "_adx_invitecontact_value", logical: "adx_invitecontact", target: "contact"},
 			{nav: "adx_invitercontact", column: "_adx_invitercontact_value", logical: "adx_invitercontact", target: "contact"},
@@ -227,7 +231,7 @@ func builtinTables() map[string]*table {
 			{nav: "powerpagesiteid", column: "_powerpagesiteid_value", logical: "powerpagesiteid", target: "powerpagesite"},
 		},
 		choices: map[string]map[int]string{
-			// WEBAPI.md §7.3 lists these powerpagecomponenttype values.
+			// https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/powerpagecomponent
 			"powerpagecomponenttype": {1: "Publishing State", 2: "Web Page", 3: "Web File", 9: "Site Setting", 11: "Web Role", 12: "Website Access", 17: "List", 18: "Table Permission"},
 			"statecode":              stateLabels,
 			"statuscode":             statusLabels,
@@ -281,7 +285,9 @@ func builtinTables() map[string]*table {
 	return tables
 }
 
-// relationships are the N:N relationships of WEBAPI.md §7.2 and §7.3.
+// relationships are the N:N relationships of contact
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/contact) and
+// adx_invitation (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_invitation).
 var relationships = []relationship{
 	{name: "adx_webrole_contact", entity1: "contact", entity2: "adx_webrole"},
 	{name: "powerpagecomponent_mspp_webrole_contact", entity1: "contact", entity2: "powerpagecomponent"},

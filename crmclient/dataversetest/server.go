@@ -2,9 +2,11 @@
 // to Dataverse what net/http/httptest is to HTTP. It serves the Entra ID
 // client-credentials token endpoint (the emulator is its own authority host)
 // and /api/data/v9.2 for contacts, accounts, web roles, invitations and
-// external identities, following the facts in shared/dataverse/WEBAPI.md:
+// external identities, following Microsoft's Dataverse Web API
+// documentation (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-operations-web-api):
 // response shapes, ETags, conditional operations, paging, N:N $ref,
-// unbound actions, service protection limits and error bodies.
+// unbound actions, service protection limits and error bodies. Each
+// emulated behaviour cites its source where it is implemented.
 //
 // It is for tests and local development only. Tokens and data live in
 // memory, secrets are compared as plain strings, and nothing is persisted.
@@ -28,7 +30,7 @@ const APIPrefix = "/api/data/v9.2/"
 // Options configures a Handler. The zero value is usable: any tenant in the
 // token path is accepted, no client is registered (so no token can be
 // obtained), tokens live 3599 seconds, and the default service protection
-// limits of WEBAPI.md §6.3 apply.
+// limits apply (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits).
 type Options struct {
 	// BaseURL is the environment URL (scheme://host, no trailing slash) used
 	// in @odata.context, nextLink, OData-EntityId and the token scope. Empty
@@ -42,7 +44,7 @@ type Options struct {
 	// Clients are the app registrations allowed to obtain tokens.
 	Clients []Client
 	// TokenLifetime is the access token lifetime; zero means 3599 seconds,
-	// the expires_in of WEBAPI.md §1.1.
+	// the expires_in of https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow.
 	TokenLifetime time.Duration
 	// Now is the clock for token expiry, assertion checks, limits and
 	// createdon/modifiedon. Nil means time.Now.
@@ -55,15 +57,17 @@ type Options struct {
 	// generated with NewID at construction.
 	OrganizationID, BusinessUnitID string
 	// Actions are the unbound actions (custom APIs) the emulator accepts,
-	// keyed by unique name (case-sensitive). Any other name gives the 404 of
-	// WEBAPI.md §5.
+	// keyed by unique name (case-sensitive). Any other name gives the 404
+	// "Resource not found for the segment" (https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors).
 	Actions map[string]Action
 	// AlternateKeys lists, per table logical name, the alternate keys
 	// defined in the environment (each a set of column names). By default
-	// contact has no alternate keys (WEBAPI.md §4.1), so nil defines none.
+	// contact has no alternate keys
+	// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/retrieve-entity-using-web-api),
+	// so nil defines none.
 	AlternateKeys map[string][][]string
 	// Limits are the service protection limits; zero fields take the
-	// defaults of WEBAPI.md §6.3.
+	// defaults of https://learn.microsoft.com/power-apps/developer/data-platform/api-limits.
 	Limits Limits
 }
 
@@ -74,9 +78,11 @@ type Client struct {
 	// Secret is the client secret; empty means secrets are not accepted.
 	Secret string
 	// Certificate, when set, accepts client_assertion JWTs signed with its
-	// key (RS256 or PS256, WEBAPI.md §1.2).
+	// key: PS256 (https://learn.microsoft.com/entra/identity-platform/certificate-credentials),
+	// or RS256 as older samples use.
 	Certificate *x509.Certificate
-	// Federated lists the federated identity credentials (WEBAPI.md §1.3).
+	// Federated lists the federated identity credentials
+	// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
 	Federated []FederatedCredential
 	// UserID is the systemuserid of the application user, returned by
 	// WhoAmI and used to count service protection limits. Empty means
@@ -85,7 +91,8 @@ type Client struct {
 	// Denied lists what the application user's security role does not
 	// allow, as "METHOD entityset" ("POST contacts", "GET adx_invitations")
 	// or "* entityset" for every method; such requests get 403
-	// PrivilegeDenied (WEBAPI.md §6.2). Nil allows everything.
+	// PrivilegeDenied (https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes).
+	// Nil allows everything.
 	Denied []string
 }
 
@@ -96,8 +103,8 @@ type Client struct {
 type FederatedCredential struct {
 	Issuer  string
 	Subject string
-	// Audience defaults to "api://AzureADTokenExchange" (WEBAPI.md §1.3
-	// marks this value as not confirmed).
+	// Audience defaults to "api://AzureADTokenExchange", the value widely
+	// used in practice (not confirmed by the documentation).
 	Audience string
 	// Key verifies the assertion's signature (*rsa.PublicKey or
 	// *ecdsa.PublicKey). Nil rejects every assertion.
@@ -108,7 +115,7 @@ type FederatedCredential struct {
 type Action struct {
 	// Response is the action's response properties. Nil answers 204 No
 	// Content; otherwise 200 with the properties after an @odata.context of
-	// Microsoft.Dynamics.CRM.<name>Response (WEBAPI.md §5).
+	// Microsoft.Dynamics.CRM.<name>Response (https://learn.microsoft.com/power-apps/developer/data-platform/custom-api).
 	Response map[string]any
 }
 

@@ -30,11 +30,11 @@ type tokenInfo struct {
 	expires  time.Time
 }
 
-// tokenError is an Entra ID token endpoint error (WEBAPI.md §1.1 shape).
-// WEBAPI.md documents only invalid_scope (AADSTS70011, 400). The other
-// error names follow RFC 6749 §5.2; their AADSTS numbers and the 401 for
-// invalid_client are Entra's behaviour as widely observed, not confirmed
-// by WEBAPI.md.
+// tokenError is an Entra ID token endpoint error, shaped as in
+// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow,
+// which documents only invalid_scope (AADSTS70011, 400). The other error
+// names follow RFC 6749 §5.2; their AADSTS numbers and the 401 for
+// invalid_client are Entra's behaviour as widely observed, not documented.
 type tokenError struct {
 	status int
 	name   string
@@ -65,7 +65,8 @@ func (h *Handler) writeTokenError(w http.ResponseWriter, e *tokenError) {
 }
 
 // serveToken implements POST /{tenant}/oauth2/v2.0/token for the client
-// credentials grant (WEBAPI.md §1.1–1.3).
+// credentials grant: secret, certificate or federated assertion
+// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	down := h.faults.TokenEndpointDown
@@ -89,7 +90,8 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	body := orderedObject{
 		{"token_type", "Bearer"},
 		{"expires_in", secs},
-		// ext_expires_in: 3p/unverified in WEBAPI.md §1.1; clients must not need it.
+		// ext_expires_in: seen live by third parties, not documented; clients
+		// must not need it.
 		{"ext_expires_in", secs},
 		{"access_token", tok},
 	}
@@ -119,7 +121,9 @@ func (h *Handler) issueToken(r *http.Request) (string, error) {
 		return "", &tokenError{http.StatusBadRequest, "unsupported_grant_type", 70003, fmt.Sprintf("The app requested an unsupported grant type '%s'.", gt)}
 	}
 	clientID, secret := f.Get("client_id"), f.Get("client_secret")
-	basicID, basicSecret, basic := r.BasicAuth() // RFC 6749 §2.3.1, accepted per WEBAPI.md §1.1
+	// HTTP Basic auth (RFC 6749 §2.3.1) is accepted instead of client_secret
+	// (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
+	basicID, basicSecret, basic := r.BasicAuth()
 	if basic {
 		clientID, secret = basicID, basicSecret
 	}
@@ -197,9 +201,10 @@ func (c jwtClaims) audiences() []string {
 }
 
 // checkAssertion verifies a client_assertion: a certificate-signed JWT
-// (WEBAPI.md §1.2: iss = sub = client_id, aud = token endpoint, exp, nbf,
-// x5t#S256 or x5t naming the certificate) or a federated JWT (§1.3: issuer,
-// subject and audience of a registered federated credential).
+// (iss = sub = client_id, aud = token endpoint, exp, nbf, x5t#S256 or x5t
+// naming the certificate: https://learn.microsoft.com/entra/identity-platform/certificate-credentials)
+// or a federated JWT (issuer, subject and audience of a registered federated
+// credential: https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
 func (h *Handler) checkAssertion(c *Client, assertion, tokenURL string) error {
 	parts := strings.Split(assertion, ".")
 	if len(parts) != 3 {
@@ -324,7 +329,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// authenticate checks the bearer token of an API request (WEBAPI.md §1.4).
+// authenticate checks the bearer token of an API request; a missing or bad
+// one gets 401 RequestIsNotAuthenticated
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes).
 func (h *Handler) authenticate(r *http.Request) (tokenInfo, error) {
 	auth := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(auth, " ")
@@ -340,7 +347,8 @@ func (h *Handler) authenticate(r *http.Request) (tokenInfo, error) {
 			tenant = "common"
 		}
 		e := errf(http.StatusUnauthorized, codeNotAuthenticated, "Request is not authenticated.")
-		// Challenge format is 3p-observed (WEBAPI.md §1.4, unconfirmed).
+		// The challenge's format is observed by third-party clients, not
+		// documented.
 		e.header = http.Header{"Www-Authenticate": {fmt.Sprintf("Bearer authorization_uri=%s/%s/oauth2/authorize, resource_id=%s", h.authorityURL(r), tenant, h.baseURL(r))}}
 		return tokenInfo{}, e
 	}

@@ -18,7 +18,8 @@ type pendingLink struct {
 	id  string
 }
 
-// payloadError is the 400 ODataClientPayloadError of WEBAPI.md §6.2; the
+// payloadError is the 400 ODataClientPayloadError
+// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes); the
 // text after "Entity :'<set>'" is the emulator's own (unconfirmed).
 func payloadError(t *table, format string, args ...any) *apiError {
 	return errf(http.StatusBadRequest, codePayloadError, "Error identified in Payload provided by the user for Entity :'%s' ----> %s", t.typ.EntitySet, fmt.Sprintf(format, args...))
@@ -70,7 +71,7 @@ func (h *Handler) applyBody(t *table, rec *record, body map[string]any) ([]pendi
 			}
 			for _, l := range t.lookups {
 				if l.logical == nav {
-					// WEBAPI.md §4.6 (CLIENTERR).
+					// https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors
 					return nil, payloadError(t, "An undeclared property '%s' which only has property annotations in the payload but no property value was found in the payload.", nav)
 				}
 			}
@@ -269,7 +270,8 @@ func (h *Handler) unlink(t *table, id, nav, other string) {
 	}
 }
 
-// create serves POST /<set> (WEBAPI.md §4.2).
+// create serves POST /<set>
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/create-entity-web-api).
 func (q *apiRequest) create(t *table) error {
 	body, err := q.readBody()
 	if err != nil {
@@ -297,7 +299,8 @@ func (q *apiRequest) create(t *table) error {
 	return nil
 }
 
-// checkIfMatch applies If-Match to an existing record (WEBAPI.md §4.3).
+// checkIfMatch applies If-Match to an existing record
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
 func (q *apiRequest) checkIfMatch(rec *record) error {
 	im := q.r.Header.Get("If-Match")
 	if im == "" || im == "*" || rec == nil {
@@ -310,7 +313,9 @@ func (q *apiRequest) checkIfMatch(rec *record) error {
 }
 
 // update serves PATCH /<set>(<key>): update, or upsert without If-Match,
-// create-only with If-None-Match: * (WEBAPI.md §4.3).
+// create-only with If-None-Match: *
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api,
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
 func (q *apiRequest) update(t *table, id, key string) error {
 	body, err := q.readBody()
 	if err != nil {
@@ -325,10 +330,12 @@ func (q *apiRequest) update(t *table, id, key string) error {
 	case rec == nil && q.r.Header.Get("If-Match") != "":
 		return recordNotFound(t.typ.LogicalName, id)
 	case rec != nil && q.r.Header.Get("If-None-Match") == "*":
-		// WEBAPI.md §4.3: code 0x80040237 for this 412 is inferred.
+		// The text is documented (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api);
+		// the code 0x80040237 is inferred.
 		return errf(http.StatusPreconditionFailed, codeDuplicateRecord, "A record with matching key values already exists.")
 	case rec == nil:
-		// Upsert by alternate key copies key values from the URL (WEBAPI.md §4.3).
+		// Upsert by alternate key copies key values from the URL
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/use-upsert-insert-update-record).
 		if parts, ok := parseAltKey(key); ok && !guidPattern.MatchString(strings.Trim(key, "'")) {
 			for k, v := range parts {
 				if _, present := body[k]; !present {
@@ -352,7 +359,8 @@ func (q *apiRequest) update(t *table, id, key string) error {
 		h.touch(t, rec)
 	}
 	if q.prefer.representation {
-		// $expand is ignored on update (WEBAPI.md §4.3).
+		// $expand is ignored on update
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api).
 		pq, err := q.query(t)
 		if err != nil {
 			return err
@@ -388,7 +396,8 @@ func cloneStrings(m map[string]string) map[string]string {
 	return out
 }
 
-// delete serves DELETE /<set>(<id>) (WEBAPI.md §4.3).
+// delete serves DELETE /<set>(<id>)
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api).
 func (q *apiRequest) delete(t *table, id string) error {
 	h := q.h
 	h.mu.Lock()
@@ -408,7 +417,8 @@ func (q *apiRequest) delete(t *table, id string) error {
 			}
 		}
 	}
-	// adx_externalidentity deletion cascades from contact (WEBAPI.md §7.4).
+	// adx_externalidentity deletion cascades from contact
+	// (https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/adx_externalidentity).
 	if t.typ.LogicalName == "contact" {
 		for eid, e := range h.records["adx_externalidentity"] {
 			if e.row["_adx_contactid_value"] == id {

@@ -18,7 +18,8 @@ const maxDepth = 64
 
 // ParseFilter parses a $filter value (already URL-decoded) for table t.
 //
-// Supported (WEBAPI.md 3.1): eq ne gt ge lt le; and, or, not; parentheses
+// Supported (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows):
+// eq ne gt ge lt le; and, or, not; parentheses
 // (precedence: not, then comparisons, then and, then or, as in
 // Microsoft.OData); column-to-column comparisons; contains, startswith and
 // endswith, whose string argument honours the SQL wildcards % _ [] [^];
@@ -27,7 +28,7 @@ const maxDepth = 64
 // null, true, false, numbers and unquoted ISO 8601 date-times. Null follows SQL: "x eq null"
 // and "x ne null" test for null, any other comparison with a null value is
 // unknown, so "lastname ne 'Smith'" does not return rows whose lastname is
-// null (not confirmed by WEBAPI.md).
+// null (not confirmed by the documentation).
 //
 // Not supported, each rejected with a 400 that says "not supported by the
 // emulator": the other query functions, lambda any/all, lookup traversal
@@ -396,7 +397,8 @@ func (p *parser) compare(op string, l, r node) node {
 	}
 	ln, rn := isNullLit(l), isNullLit(r)
 	if !ln && !rn {
-		// Quoted GUIDs are accepted in practice (WEBAPI.md 3.1, [3p]).
+		// Quoted GUIDs are accepted in practice (third-party observation,
+		// not documented).
 		l, r = quotedGUID(l, r), quotedGUID(r, l)
 		if l.typ() != r.typ() {
 			return p.bind(errIncompatible(l.edm(), r.edm(), opKinds[op]))
@@ -438,7 +440,8 @@ func (p *parser) parseUnary() (node, *Error) {
 		// "not a eq b" means "(not a) eq b", as in Microsoft.OData.
 		return p.bind(badRequest("A unary operator with an incompatible type was detected. Found operand type '%s' for operator kind 'Not'.", x.edm())), nil
 	case hasQueryFunction(x):
-		// Documented text (WEBAPI.md 3.1, [FUNCS]); the code is not.
+		// Documented text (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/use-web-api-functions);
+		// the code is not.
 		return p.bind(badRequest("Not operator along with the Custom Named Condition operators is not allowed")), nil
 	}
 	return notNode{x: x}, nil
@@ -570,7 +573,8 @@ func (p *parser) parseStringFunction(name string) (node, *Error) {
 	if !isLit {
 		return p.bind(errUnsupported("A '" + name + "' whose second argument is not a string literal")), nil
 	}
-	// WEBAPI.md 3.1: % _ [] [^] act as SQL wildcards inside these
+	// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows:
+	// % _ [] [^] act as SQL wildcards inside these
 	// functions' values (they translate to SQL LIKE); eq does not.
 	pat := compileLike(lit.v.s)
 	if name != "startswith" {

@@ -104,8 +104,9 @@ func (lx *lexer) skipSpace() {
 
 // errUnterminated is the documented error for a string literal with no
 // closing quote. The position is where the lexer stopped, the end of the
-// text, which matches the example in WEBAPI.md ("position 21" for the
-// 21-character filter lastname eq 'O'Bryan').
+// text, which matches the documented example ("position 21" for the
+// 21-character filter lastname eq 'O'Bryan':
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows).
 func (lx *lexer) errUnterminated() *Error {
 	return badRequest("There is an unterminated literal at position %d in '%s'.", pos16(lx.src, len(lx.src)), lx.src)
 }
@@ -242,9 +243,10 @@ func identLen(s string) int {
 
 // array reads the elements of a JSON-style array whose "[" has just been
 // consumed, up to and including the closing "]". Elements may be JSON
-// strings ("O'Brian", as WEBAPI.md documents), single-quoted OData strings,
-// or bare words (numbers, GUIDs, true/false). The raw text is returned; the
-// caller converts it to the column's type.
+// strings ("O'Brian", documented in
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows),
+// single-quoted OData strings, or bare words (numbers, GUIDs, true/false).
+// The raw text is returned; the caller converts it to the column's type.
 func (lx *lexer) array() ([]string, *Error) {
 	var out []string
 	lx.skipSpace()

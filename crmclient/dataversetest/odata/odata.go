@@ -3,10 +3,12 @@
 // $select, $orderby, $expand) against rows held in memory. It does no HTTP;
 // the emulator's server turns an *Error into the Dataverse error body.
 //
-// The behaviour follows /work/shared/dataverse/WEBAPI.md (section 3). Where
-// that digest gives no text for an error, the message used here is the one
-// Microsoft.OData (the library behind the Web API) is believed to produce, or
-// a plain one; each such place says that it is not confirmed.
+// The behaviour follows Microsoft's documentation of Web API queries,
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview
+// and the pages it links to. Where the documentation gives no text for an error, the
+// message used here is the one Microsoft.OData (the library behind the Web
+// API) is believed to produce, or a plain one; each such place says that it
+// is not confirmed.
 package odata
 
 import (
@@ -111,10 +113,11 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("odata: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// codeUnspecified is the code of every 400 this package returns. WEBAPI.md
+// codeUnspecified is the code of every 400 this package returns.
+// https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors
 // gives "0x0" for the unknown-property error (some live responses carry
-// 0x80060888); it gives no code for the others, so "0x0" is used for them
-// too. Not confirmed for any error other than the unknown property.
+// 0x80060888); no code is documented for the others, so "0x0" is used for
+// them too. Not confirmed for any error other than the unknown property.
 const codeUnspecified = "0x0"
 
 func badRequest(format string, args ...any) *Error {
@@ -122,7 +125,7 @@ func badRequest(format string, args ...any) *Error {
 }
 
 // errUnknownProperty is the documented error for an unknown column
-// (WEBAPI.md 3.1 and 6.2).
+// (https://learn.microsoft.com/troubleshoot/power-platform/dataverse/dataverse-web-api-and-sdk/web-api-client-errors).
 func errUnknownProperty(name string, t *EntityType) *Error {
 	return badRequest("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", name, t.LogicalName)
 }

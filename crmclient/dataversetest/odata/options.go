@@ -88,15 +88,31 @@ func ParseOrderBy(src string, t *EntityType) (OrderBy, error) {
 }
 
 // Sort sorts rows by o, stably: rows that tie on every key keep their input
-// order. Strings compare without regard to case; choice columns sort by
-// their integer value (WEBAPI.md 3.2). Nulls, and values of the wrong Go
-// type for the column, come first in ascending order and last in
-// descending order, as SQL Server sorts them. GUIDs sort as text, not in
-// SQL Server's byte order.
+// order. Rows compare as Compare compares them.
 func (o OrderBy) Sort(rows []Row, t *EntityType) {
 	if len(o) == 0 {
 		return
 	}
+	kinds := o.kinds(t)
+	slices.SortStableFunc(rows, func(a, b Row) int { return o.compare(kinds, a, b) })
+}
+
+// Compare orders a and b by o: negative when a sorts first, positive when b
+// does, 0 when they tie on every key. Strings compare without regard to
+// case; choice columns sort by their integer value
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview).
+// Nulls, and values of the wrong Go type for the column, come first in
+// ascending order and last in descending order, as SQL Server sorts them.
+// GUIDs sort as text, not in SQL Server's byte order. Lookup columns sort by
+// their GUID, not by the related row's primary name as Dataverse does
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/order-rows).
+func (o OrderBy) Compare(a, b Row, t *EntityType) int {
+	return o.compare(o.kinds(t), a, b)
+}
+
+// kinds returns the Kind of each key's column; a column t lacks compares as
+// a string.
+func (o OrderBy) kinds(t *EntityType) []Kind {
 	kinds := make([]Kind, len(o))
 	for i, k := range o {
 		kinds[i], _ = t.column(k.Column)
@@ -104,18 +120,20 @@ func (o OrderBy) Sort(rows []Row, t *EntityType) {
 			kinds[i] = KindString
 		}
 	}
-	slices.SortStableFunc(rows, func(a, b Row) int {
-		for i, k := range o {
-			c := sortCompare(normalize(kinds[i], a[k.Column]), normalize(kinds[i], b[k.Column]))
-			if c != 0 {
-				if k.Desc {
-					return -c
-				}
-				return c
+	return kinds
+}
+
+func (o OrderBy) compare(kinds []Kind, a, b Row) int {
+	for i, k := range o {
+		c := sortCompare(normalize(kinds[i], a[k.Column]), normalize(kinds[i], b[k.Column]))
+		if c != 0 {
+			if k.Desc {
+				return -c
 			}
+			return c
 		}
-		return 0
-	})
+	}
+	return 0
 }
 
 // Expand is one $expand item.
