@@ -78,7 +78,15 @@ func newContactHarness(t *testing.T, mods ...func(*wiring.Options)) (*harness, *
 // contactHarness is newContactHarness over a given client of the emulator.
 func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*wiring.Options)) *harness {
 	t.Helper()
-	h := newHarness(t, harnessConfig{policy: contactPolicy, authz: func(o *wiring.Options) {
+	return contactHarnessWith(t, client, harnessConfig{}, mods...)
+}
+
+// contactHarnessWith is contactHarness whose other settings come from hc
+// (its policy and identity options are the contact harness's).
+func contactHarnessWith(t *testing.T, client *crmclient.Client, hc harnessConfig, mods ...func(*wiring.Options)) *harness {
+	t.Helper()
+	hc.policy = contactPolicy
+	hc.authz = func(o *wiring.Options) {
 		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
 		o.Contacts = dir
 		o.Binding = binding.Options{DefaultMode: authz.BindingUsername}
@@ -98,8 +106,8 @@ func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*wiring
 			cd := crmclient.NewCachedDirectory(dir, cache)
 			o.Contacts, o.Snapshots = cd, cd
 		}
-	}})
-	return h
+	}
+	return newHarness(t, hc)
 }
 
 // newContactEmulator is an emulator seeded with contactSeed and a client of

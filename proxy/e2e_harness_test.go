@@ -120,6 +120,9 @@ type harnessConfig struct {
 	mutate      func(*proxy.Options)
 	authz       func(*wiring.Options) // e.g. Contacts and SignInCheck
 	policy      string                // replaces testPolicy; %s is the upstream URL
+	// store wraps the database the identity layer uses, e.g. to count or
+	// fail its calls; nil uses the database as it is.
+	store func(*store.DB) wiring.Store
 }
 
 var testPassword = password.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
@@ -181,7 +184,11 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	if hc.authz != nil {
 		hc.authz(&ao)
 	}
-	h.svc, err = wiring.New(h.db, ao)
+	var db wiring.Store = h.db
+	if hc.store != nil {
+		db = hc.store(h.db)
+	}
+	h.svc, err = wiring.New(db, ao)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +18,9 @@ type metrics struct {
 	routes    sync.Map // label -> *routeMetrics
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics builds the collectors and registers them with reg (nil: none);
+// a registration that fails (a second server on one registry) is an error.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crmgate_http_requests_total", Help: "Requests handled, by route and status code.",
@@ -37,9 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.decisions, m.signIns, m.sessions)
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.decisions, m.signIns, m.sessions} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: register metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
 // routeMetrics are one route's collectors, resolved once so the hot path

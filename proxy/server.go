@@ -207,6 +207,10 @@ func New(opts Options) (*Server, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
 
 	srv := &Server{
 		opts:          opts,
@@ -233,7 +237,7 @@ func New(opts Options) (*Server, error) {
 		redirects:     newRedirectValidator(origin, opts.RedirectAllowlist),
 		clients:       clients,
 		cop:           http.NewCrossOriginProtection(),
-		metrics:       newMetrics(opts.Registerer),
+		metrics:       m,
 		revoked:       revokedSessions{m: map[string]time.Time{}},
 		sessionCache:  newSessionCache(),
 	}

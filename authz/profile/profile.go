@@ -272,14 +272,25 @@ func (s *Service) syncDiff(u *authz.User, c *dataverse.Contact) map[string]strin
 // logged, never returned: a sign-in does not fail because its account
 // could not be refreshed.
 func (s *Service) Pull(ctx context.Context, u *authz.User, c *dataverse.Contact) {
-	diff := s.syncDiff(u, c)
-	if len(diff) == 0 {
-		return
+	if len(s.syncDiff(u, c)) == 0 {
+		return // nothing differs: no write, not even a read
 	}
+	skipEmail := false
 	for range modifyAttempts {
 		cur, err := s.store.UserByID(ctx, u.ID)
 		if err != nil {
 			s.log.WarnContext(ctx, "field sync: read account", "user_id", u.ID, "err", err)
+			return
+		}
+		diff := s.syncDiff(cur, c)
+		if v, ok := diff[authz.FieldEmail]; ok && (skipEmail || s.emailTaken(ctx, cur, v)) {
+			// Known before writing: a pull whose only change is an address
+			// another account holds writes nothing, at every revalidation.
+			s.log.WarnContext(ctx, "field sync: the contact's email address belongs to another account; the account keeps its own", "user_id", u.ID)
+			delete(diff, authz.FieldEmail)
+			skipEmail = true
+		}
+		if len(diff) == 0 {
 			return
 		}
 		for f, v := range diff {
@@ -290,11 +301,7 @@ func (s *Service) Pull(ctx context.Context, u *authz.User, c *dataverse.Contact)
 		case errors.Is(err, authz.ErrStale):
 			continue
 		case errors.Is(err, authz.ErrConflict) && diff[authz.FieldEmail] != "":
-			s.log.WarnContext(ctx, "field sync: the contact's email address belongs to another account; the account keeps its own", "user_id", u.ID)
-			delete(diff, authz.FieldEmail)
-			if len(diff) == 0 {
-				return
-			}
+			skipEmail = true // taken between the check and the write
 			continue
 		case err != nil:
 			s.log.WarnContext(ctx, "field sync: save account", "user_id", u.ID, "err", err)
@@ -309,6 +316,21 @@ func (s *Service) Pull(ctx context.Context, u *authz.User, c *dataverse.Contact)
 		return
 	}
 	s.log.WarnContext(ctx, "field sync: the account kept changing; not refreshed this time", "user_id", u.ID)
+}
+
+// emailTaken reports whether another account than u signs in with email (as
+// its email or its username); a failed read counts as taken, so nothing is
+// written on a guess.
+func (s *Service) emailTaken(ctx context.Context, u *authz.User, email string) bool {
+	o, err := s.store.UserByLogin(ctx, email)
+	switch {
+	case errors.Is(err, authz.ErrNotFound):
+		return false
+	case err != nil:
+		s.log.WarnContext(ctx, "field sync: check the contact's email address", "user_id", u.ID, "err", err)
+		return true
+	}
+	return o.ID != u.ID
 }
 
 // Profile is what a user may change on their own profile page. Fields are
