@@ -332,21 +332,21 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// 6. Every StampCheckInterval, the security stamp: the account still
 	// exists, is active, has the session's stamp, and the session was not
 	// signed out on another replica. A store that cannot answer gets a 503.
-	if err := srv.checkSessionStamp(w, r, ls); err != nil {
+	if err := srv.checkSessionStamp(w, r, &ls); err != nil {
 		srv.renderError(w, r, err)
 		return "invalid"
 	}
 
 	// 7. Once the contact snapshot is due, Dataverse is asked again (the
 	// sign-in check); within the grace period an outage keeps the snapshot.
-	if err := srv.revalidateSessionContact(w, r, ls); err != nil {
+	if err := srv.revalidateSessionContact(w, r, &ls); err != nil {
 		srv.renderError(w, r, err)
 		return "invalid"
 	}
 
 	// 8. A changed session, or one whose idle deadline must move, is
 	// written back to its cookie.
-	if err := srv.saveSession(w, r, ls); err != nil {
+	if err := srv.saveSession(w, r, &ls); err != nil {
 		srv.renderError(w, r, err)
 		return "invalid"
 	}
