@@ -89,6 +89,14 @@ type cacheEntry[T any] struct {
 	loadedAt time.Time
 }
 
+// cacheFlight is what one coalesced section of Get hands its callers: the
+// loaded value, or (hit) a fresh value another load stored just before
+// the section began, with no load made.
+type cacheFlight[T any] struct {
+	value T
+	hit   bool
+}
+
 // cacheLoad is one call of a loader in flight.
 type cacheLoad struct {
 	dropped bool // guarded by SnapshotCache.mu
@@ -143,8 +151,11 @@ func NewSnapshotCache[T any](opts CacheOptions) (*SnapshotCache[T], error) {
 
 // Get returns the value of key: the cached one while it is younger than
 // the TTL, otherwise the result of load. Concurrent Gets of one key that
-// miss share one call of load (the load of the first of them); a Get that
-// starts after Invalidate(key) does not join a load that started before.
+// miss share one call of load (the load of the first of them), and a Get
+// that misses just as a load of key ends gets that load's value instead of
+// loading again (the freshness check is made again inside the coalesced
+// section); a Get that starts after Invalidate(key) does not join a load
+// that started before.
 //
 // load runs on a context detached from the callers' cancellation
 // (context.WithoutCancel of the first caller's context, so it keeps that
@@ -162,16 +173,23 @@ func NewSnapshotCache[T any](opts CacheOptions) (*SnapshotCache[T], error) {
 //
 // The returned value is shared: treat it as read-only.
 func (c *SnapshotCache[T]) Get(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (v T, stale bool, err error) {
-	if e, ok := c.entry(key); ok && c.now().Sub(e.loadedAt) < c.ttl {
+	if v, ok := c.fresh(key); ok {
 		c.metrics.requests.WithLabelValues("hit").Inc()
-		return e.value, false, nil
+		return v, false, nil
 	}
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, false, err // start no load for a caller that has gone
 	}
 	ch := c.group.DoChan(key, func() (any, error) {
-		return c.load(ctx, key, load)
+		// Look again inside the coalesced section: a load of key may have
+		// stored its value and left the group between the look above and
+		// DoChan, and loading again would repeat its request.
+		if v, ok := c.fresh(key); ok {
+			return cacheFlight[T]{value: v, hit: true}, nil
+		}
+		v, err := c.load(ctx, key, load)
+		return cacheFlight[T]{value: v}, err
 	})
 	select {
 	case <-ctx.Done():
@@ -179,9 +197,13 @@ func (c *SnapshotCache[T]) Get(ctx context.Context, key string, load func(ctx co
 		return zero, false, ctx.Err()
 	case r := <-ch:
 		if r.Err == nil {
-			c.metrics.requests.WithLabelValues("miss").Inc()
-			v, _ := r.Val.(T) // a nil interface T comes back as a nil any
-			return v, false, nil
+			f := r.Val.(cacheFlight[T])
+			if f.hit {
+				c.metrics.requests.WithLabelValues("hit").Inc()
+			} else {
+				c.metrics.requests.WithLabelValues("miss").Inc()
+			}
+			return f.value, false, nil
 		}
 		if tryLater(r.Err) {
 			if e, ok := c.entry(key); ok {
@@ -216,6 +238,15 @@ func (c *SnapshotCache[T]) Invalidate(key string) {
 	c.group.Forget(key)
 }
 
+// fresh returns the stored value of key if it is younger than the TTL.
+func (c *SnapshotCache[T]) fresh(key string) (T, bool) {
+	if e, ok := c.entry(key); ok && c.now().Sub(e.loadedAt) < c.ttl {
+		return e.value, true
+	}
+	var zero T
+	return zero, false
+}
+
 // entry returns the stored entry of key, whatever its age.
 func (c *SnapshotCache[T]) entry(key string) (*cacheEntry[T], bool) {
 	x, ok := c.items.Get(key)
@@ -228,7 +259,7 @@ func (c *SnapshotCache[T]) entry(key string) (*cacheEntry[T], bool) {
 
 // load calls the loader once for key and stores its result unless an
 // Invalidate ran meanwhile.
-func (c *SnapshotCache[T]) load(callerCtx context.Context, key string, load func(context.Context) (T, error)) (any, error) {
+func (c *SnapshotCache[T]) load(callerCtx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
 	l := &cacheLoad{}
 	c.mu.Lock()
 	if c.loading[key] == nil {
@@ -259,10 +290,7 @@ func (c *SnapshotCache[T]) load(callerCtx context.Context, key string, load func
 	c.mu.Unlock()
 
 	c.metrics.loads.WithLabelValues(loadOutcome(err)).Inc()
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
+	return v, err
 }
 
 // tryLater reports whether err means "Dataverse cannot answer now", the

@@ -179,6 +179,85 @@ func TestSnapshotCacheCoalescesConcurrentLookups(t *testing.T) {
 	}
 }
 
+// gatedClock is a fakeClock one reading of which can be held: after arm,
+// the next Now closes entered and returns only once release is closed. A
+// Get whose freshness check reads the clock is so held between finding a
+// value past the TTL and starting a load, while other Gets run.
+type gatedClock struct {
+	*fakeClock
+	mu      sync.Mutex
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedClock) arm() (entered, release chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.entered, g.release = make(chan struct{}), make(chan struct{})
+	return g.entered, g.release
+}
+
+func (g *gatedClock) Now() time.Time {
+	g.mu.Lock()
+	entered, release := g.entered, g.release
+	g.entered, g.release = nil, nil
+	g.mu.Unlock()
+	if entered != nil {
+		close(entered)
+		<-release
+	}
+	return g.fakeClock.Now()
+}
+
+// TestSnapshotCacheMissDuringEndingLoad: a Get that found the value past
+// its TTL, and reaches the coalesced section only after another Get's load
+// of the key has stored a fresh value and left it, serves that value
+// (a hit) instead of loading again.
+func TestSnapshotCacheMissDuringEndingLoad(t *testing.T) {
+	clock := &gatedClock{fakeClock: newFakeClock()}
+	c, err := NewSnapshotCache[string](CacheOptions{Name: "contact", TTL: cacheTestTTL, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l cacheLoader
+	l.set("old", nil)
+	mustGet(t, c, "k", l.load, "old", false)
+	clock.Advance(cacheTestTTL) // "old" is due for a refresh
+	l.set("new", nil)
+
+	entered, release := clock.arm()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	var wg sync.WaitGroup
+	defer wg.Wait() // on failure too: no goroutine left waiting on the clock
+	defer unblock()
+	var late string
+	var lateErr error
+	wg.Go(func() { late, _, lateErr = c.Get(t.Context(), "k", l.load) })
+	// The late Get has read "old" and is checking its age while another
+	// Get refreshes it, start to end; then the late Get finds "old" past
+	// its TTL.
+	<-entered
+	mustGet(t, c, "k", l.load, "new", false)
+	unblock()
+	wg.Wait()
+	if lateErr != nil || late != "new" {
+		t.Fatalf("late Get = %q, %v; want new", late, lateErr)
+	}
+	if n := l.calls.Load(); n != 2 {
+		t.Fatalf("loader called %d times; want 2 (the late Get repeated the refresh it just missed)", n)
+	}
+	if got := counterValue(t, c.metrics.loads.WithLabelValues("ok")); got != 2 {
+		t.Errorf("ok loads = %v; want 2", got)
+	}
+	if got := counterValue(t, c.metrics.requests.WithLabelValues("hit")); got != 1 {
+		t.Errorf("hits = %v; want 1 (the late Get)", got)
+	}
+	if got := counterValue(t, c.metrics.requests.WithLabelValues("miss")); got != 2 {
+		t.Errorf("misses = %v; want 2", got)
+	}
+}
+
 func TestSnapshotCacheStaleIfError(t *testing.T) {
 	const maxStale = 10 * time.Minute
 	unavailable := fmt.Errorf("crmclient: GET contacts: %w", ErrUnavailable)

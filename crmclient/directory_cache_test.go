@@ -139,3 +139,67 @@ func TestCachedDirectorySnapshots(t *testing.T) {
 		t.Fatalf("missing contact: %#v, %v", got, err)
 	}
 }
+
+// TestCachedDirectoryRefreshRace: a revalidation that found the
+// snapshot past its TTL, and asks for a load only after another one has
+// refreshed it, gets the refreshed snapshot without a request of its own.
+// The cache's clock holds the late caller between the two.
+func TestCachedDirectoryRefreshRace(t *testing.T) {
+	ctx := context.Background()
+	c, h, _ := newOps(t, nil, nil)
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	var entered, release chan struct{} // set: the next reading waits for release
+	clock := func() time.Time {
+		mu.Lock()
+		e, r := entered, release
+		entered, release = nil, nil
+		mu.Unlock()
+		if e != nil {
+			close(e)
+			<-r
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	cache, err := crmclient.NewContactCache(c, []string{"telephone1"}, crmclient.WebRoleModelStandard,
+		crmclient.CacheOptions{TTL: time.Minute, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := crmclient.NewCachedDirectory(crmclient.NewDirectory(c, crmclient.WebRoleModelStandard), cache)
+	gets := func() int { return h.Requests("GET contacts()") }
+	before := gets()
+	if _, err := d.ContactSnapshot(ctx, annID, []string{"telephone1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	mu.Lock()
+	now = now.Add(time.Minute) // the snapshot is due for a refresh
+	entered, release = make(chan struct{}), make(chan struct{})
+	held, unheld := entered, release
+	mu.Unlock()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(unheld) }) }
+	var wg sync.WaitGroup
+	defer wg.Wait() // on failure too: no goroutine left waiting on the clock
+	defer unblock()
+	var late *dataverse.Contact
+	var lateErr error
+	wg.Go(func() { late, lateErr = d.ContactSnapshot(ctx, annID, []string{"telephone1"}) })
+	// The late caller has read the snapshot and is checking its age
+	// while another refreshes it; then it finds its snapshot past the TTL.
+	<-held
+	if _, err := d.ContactSnapshot(ctx, annID, []string{"telephone1"}); err != nil || gets()-before != 2 {
+		t.Fatalf("refresh: %v, %d requests", err, gets()-before)
+	}
+	unblock()
+	wg.Wait()
+	if lateErr != nil || late == nil || late.Name != "Ann Lee" {
+		t.Fatalf("late snapshot: %#v, %v", late, lateErr)
+	}
+	if n := gets() - before; n != 2 {
+		t.Fatalf("a refresh and a late caller made %d requests, want 2 (one each for the first load and the refresh)", n)
+	}
+}
