@@ -109,10 +109,37 @@ func New(databaseURL string, opts ...Option) (*DB, error) {
 
 // Start connects to the database and applies pending migrations.
 func (d *DB) Start(ctx context.Context) error {
-	if err := d.db.PingContext(ctx); err != nil {
+	if err := d.connect(ctx); err != nil {
 		return fmt.Errorf("store: connect to %s: %w", d.dialect, err)
 	}
 	return d.migrate(ctx)
+}
+
+// connect opens the first connection. On SQLite it retries while the
+// answer is SQLITE_BUSY, for up to the busy timeout: a connection runs
+// PRAGMA journal_mode=WAL, and on a file that is not in WAL mode yet (a new
+// one) that change needs an exclusive lock, for which SQLite may answer
+// SQLITE_BUSY at once instead of calling the busy handler ("If SQLite
+// determines that invoking the busy handler could result in a deadlock, it
+// will go ahead and return SQLITE_BUSY", https://sqlite.org/c3ref/busy_handler.html).
+// Two processes, or two stores in one, opening a new file together would
+// otherwise fail now and then. Once the file is in WAL mode the pragma
+// changes nothing and takes no lock.
+func (d *DB) connect(ctx context.Context) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := d.db.PingContext(ctx)
+		if err == nil || d.dialect != SQLite || !isBusy(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // parseURL maps a database URL to a database/sql driver and DSN with the
@@ -173,6 +200,12 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w (%v)", authz.ErrConflict, err)
 	}
 	return err
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY (any extended code).
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 func isUniqueViolation(err error) bool {

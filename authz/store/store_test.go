@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -477,6 +478,34 @@ func testConcurrentOpen(t *testing.T, dbURL string) {
 		t.Errorf("schema_migrations has %d rows, want %d", got, len(ms))
 	}
 	mustCreate(t, dbs[n-1], newUser("ana"))
+}
+
+// TestSQLiteConcurrentOpenNewFile opens new SQLite files from several
+// stores at once, many times: the first connection's switch to WAL mode can
+// answer SQLITE_BUSY without waiting, and Start must wait it out (this
+// failed about once in 75 new files before connect retried).
+func TestSQLiteConcurrentOpenNewFile(t *testing.T) {
+	const files, n = 150, 4
+	for f := range files {
+		dbURL := "sqlite:" + filepath.Join(t.TempDir(), "crmgate.db")
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				db, err := Open(t.Context(), dbURL)
+				if err == nil {
+					db.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("file %d, Open %d: %v", f, i, err)
+			}
+		}
+	}
 }
 
 func TestParseURL(t *testing.T) {
