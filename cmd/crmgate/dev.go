@@ -204,15 +204,18 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		return err
 	}
 
-	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n", publicURL)
+	// The accounts are created before anything is printed, so that their
+	// audit log lines (on the log) come before the block, not inside it.
+	var accountLines strings.Builder
 	for _, a := range demoAccounts {
 		pw := rand.Text()[:16]
 		if _, err := g.auth.Accounts.CreateUser(ctx, accounts.NewUser{Username: a.username, Email: a.email, DisplayName: a.name,
 			Password: pw, Roles: a.roles}, "dev"); err != nil && !errors.Is(err, authz.ErrConflict) {
 			return err
 		}
-		fmt.Fprintf(stdout, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
+		fmt.Fprintf(&accountLines, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
 	}
+	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n%s", publicURL, accountLines.String())
 	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
 	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\n", ops.Addr())
 	fmt.Fprintf(stdout, "Dataverse: %s/api/data/v9.2/ (emulator; tenant %s, client %s, secret %s)\n", dvURL, demoTenant, demoClientID, dvSecret)
