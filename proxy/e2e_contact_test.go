@@ -411,6 +411,67 @@ func mustUserID(t *testing.T, h *harness, login string) string {
 	return users[0].ID
 }
 
+// TestRESTAPIBindingUncheckable: a lookup binding that cannot be checked
+// is refused, not saved unchecked: 501 no_dataverse when no Dataverse is
+// configured, 503 dataverse_unavailable with Retry-After while Dataverse
+// answers 503; the user's binding is unchanged, and the same change passes
+// once Dataverse is back.
+func TestRESTAPIBindingUncheckable(t *testing.T) {
+	put := func(h *harness, c *http.Client, userID, contactID string) (*http.Response, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", h.url("/.auth/api/users/"+userID+"/binding"),
+			strings.NewReader(`{"binding":{"mode":"lookup","ref":{"Id":"`+contactID+`","LogicalName":"contact"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, b := h.do(c, req)
+		var e struct{ Error string }
+		_ = json.Unmarshal([]byte(b), &e)
+		return resp, e.Error, b
+	}
+	const someContact = "c0000000-0000-4000-8000-0000000000aa"
+
+	t.Run("no Dataverse", func(t *testing.T) {
+		h := newHarness(t, harnessConfig{})
+		h.createUser("root", "root@example.test", "correct horse battery", "admin")
+		dave := h.createUser("dave", "dave@example.test", "correct horse battery")
+		admin := h.browser()
+		h.signIn(admin, "root", "correct horse battery")
+		resp, code, b := put(h, admin, dave.ID, someContact)
+		if resp.StatusCode != http.StatusNotImplemented || code != "no_dataverse" {
+			t.Fatalf("lookup binding without Dataverse: %d %s", resp.StatusCode, b)
+		}
+		if u, _ := h.svc.Accounts.UserByID(context.Background(), dave.ID); u.Binding.Mode == authz.BindingLookup {
+			t.Fatalf("an unchecked lookup binding was saved: %+v", u.Binding)
+		}
+	})
+
+	t.Run("Dataverse down", func(t *testing.T) {
+		h, emu, _ := newContactHarness(t)
+		ctx := context.Background()
+		h.createUser("root", "root@example.test", "correct horse battery", "admin")
+		if err := h.svc.Accounts.SetBinding(ctx, "root", authz.Binding{Mode: authz.BindingNone}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		dave := h.createUser("dave", "dave@example.test", "correct horse battery")
+		admin := h.browser()
+		h.signIn(admin, "root", "correct horse battery")
+
+		emu.SetFaults(dataversetest.Faults{Status: 503, Count: 1000})
+		resp, code, b := put(h, admin, dave.ID, annID)
+		if resp.StatusCode != http.StatusServiceUnavailable || code != "dataverse_unavailable" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("lookup binding while Dataverse is down: %d %s (Retry-After %q)", resp.StatusCode, b, resp.Header.Get("Retry-After"))
+		}
+		if u, _ := h.svc.Accounts.UserByID(ctx, dave.ID); u.Binding.Mode == authz.BindingLookup {
+			t.Fatalf("an unchecked lookup binding was saved: %+v", u.Binding)
+		}
+
+		emu.SetFaults(dataversetest.Faults{})
+		if resp, _, b := put(h, admin, dave.ID, annID); resp.StatusCode != http.StatusOK {
+			t.Fatalf("the same binding once Dataverse is back: %d %s", resp.StatusCode, b)
+		}
+	})
+}
+
 // TestCustomBindingAndExtraFilterOverHTTP: custom mode binds through a
 // filter template filled with the user's email (a literal escaped by the
 // client: quotes and wildcards in it find nothing), and an extra sign-in
