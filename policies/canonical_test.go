@@ -200,9 +200,14 @@ func FuzzCanonicalPath(f *testing.F) {
 		if err == nil {
 			// What must be refused, in whatever case it was written.
 			lower := strings.ToLower(in)
-			for _, bad := range []string{"%2f", "%5c", "%3f", "%23", "%3b", "%00", "%252", "%255", "\\", ";", "#", "%c0", "%c1"} {
+			for _, bad := range []string{"%2f", "%5c", "%3f", "%23", "%3b", "%00", "\\", ";", "#", "%c0", "%c1"} {
 				if strings.Contains(lower, bad) {
 					t.Fatalf("CanonicalPath(%q) = %q, want it refused (%q)", in, got, bad)
+				}
+			}
+			for i := 0; i+4 < len(lower); i++ {
+				if lower[i:i+3] == "%25" && isHex(lower[i+3]) && isHex(lower[i+4]) {
+					t.Fatalf("CanonicalPath(%q) = %q, want double encoding refused", in, got)
 				}
 			}
 		}

@@ -2,8 +2,10 @@
 // cookie, the identity headers, the gateway's own pages under the auth
 // prefix, and the reverse proxy to the upstreams.
 //
-// The pipeline, in Server.ServeHTTP, reads top to bottom: strip identity
-// headers → canonicalise → gateway pages → cross-origin check → read session
+// The pipeline, in Server.ServeHTTP, reads top to bottom: strip client
+// headers (identity, overrides, forwarding from untrusted peers, underscored
+// names) and refuse TRACE/CONNECT → canonicalise → served host → gateway
+// pages → cross-origin check → read session
 // → check its security stamp → revalidate its contact → save it → match
 // route → decide → sign identity → proxy.
 package proxy
