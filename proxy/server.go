@@ -88,7 +88,12 @@ type Options struct {
 	ContactRevalidateInterval time.Duration
 	ContactGrace              time.Duration
 
-	TrustedProxies []string // CIDRs or addresses whose X-Forwarded-For is believed; empty: the TCP peer is the client
+	// TrustedProxies are CIDRs or addresses whose X-Forwarded-For is
+	// believed and whose X-Forwarded-* and client-IP headers reach the
+	// upstream. Empty: the TCP peer is the client and such headers are
+	// removed. Dangerous when too wide: every client inside may claim any
+	// address.
+	TrustedProxies []string
 	// UnderscoresInHeaders keeps client header names that contain "_"
 	// unless they fold (case-insensitively, "_" read as "-") onto a header
 	// the gateway sets, removes or decides on. False (the default, as
