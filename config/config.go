@@ -33,15 +33,16 @@ const Prefix = "CRMGATE_"
 // a file holding the value (as mounted from a Kubernetes Secret); setting
 // both is an error. Secrets are never printed by String or logged.
 type Config struct {
-	PublicURL         string   `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
-	Listen            string   `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`
-	OpsListen         string   `env:"OPS_LISTEN" envDefault:":9090" desc:"Address of the ops listener (/livez, /readyz, /metrics). Keep it off the public network."`
-	AuthPrefix        string   `env:"AUTH_PREFIX" envDefault:"/.auth" desc:"Path prefix of the gateway's own pages and APIs; never proxied."`
-	PolicyFile        string   `env:"POLICY_FILE" desc:"YAML file of upstreams and route rules, compiled at start-up. Required unless UPSTREAM_URL is set (then everything needs sign-in)."`
-	UpstreamURL       string   `env:"UPSTREAM_URL" desc:"Default upstream used when the policy file lists none."`
-	DatabaseURL       string   `env:"DATABASE_URL" envDefault:"sqlite:crmgate.db" secret:"true" desc:"Accounts store: sqlite:PATH (embedded, default) or postgres://... for several replicas."`
-	TrustedProxies    []string `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs). Empty: the TCP peer is the client."`
-	RedirectAllowlist []string `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
+	PublicURL            string   `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
+	Listen               string   `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`
+	OpsListen            string   `env:"OPS_LISTEN" envDefault:":9090" desc:"Address of the ops listener (/livez, /readyz, /metrics). Keep it off the public network."`
+	AuthPrefix           string   `env:"AUTH_PREFIX" envDefault:"/.auth" desc:"Path prefix of the gateway's own pages and APIs; never proxied."`
+	PolicyFile           string   `env:"POLICY_FILE" desc:"YAML file of upstreams and route rules, compiled at start-up. Required unless UPSTREAM_URL is set (then everything needs sign-in)."`
+	UpstreamURL          string   `env:"UPSTREAM_URL" desc:"Default upstream used when the policy file lists none."`
+	DatabaseURL          string   `env:"DATABASE_URL" envDefault:"sqlite:crmgate.db" secret:"true" desc:"Accounts store: sqlite:PATH (embedded, default) or postgres://... for several replicas."`
+	TrustedProxies       []string `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs) and whose X-Forwarded-* and client-IP headers (X-Real-IP, CF-Connecting-IP, ...) reach the upstream. Empty: the TCP peer is the client, and such headers are removed."`
+	UnderscoresInHeaders bool     `env:"UNDERSCORES_IN_HEADERS" envDefault:"false" desc:"Keep client header names containing '_' unless they fold onto a header the gateway sets, removes or decides on (X_Forwarded_For, X_Current_User). false (default, as nginx's underscores_in_headers off): every such name is removed."`
+	RedirectAllowlist    []string `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
 
 	Cookie    CookieConfig   `envPrefix:"COOKIE_"`
 	Session   SessionConfig  `envPrefix:"SESSION_"`

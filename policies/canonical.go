@@ -43,6 +43,11 @@ func ambiguous(reason string, offset int) error {
 //     they separate segments;
 //   - ";", which Tomcat, Jetty and others read as the start of path parameters
 //     ("/admin;x=y", "/..;/admin");
+//   - "?" and "#" inside the path (%3F, %23 in any case, or a raw "#" that a
+//     client left in the request line): an upstream that decodes the path
+//     and parses it again as a URL would end the path there, so a route
+//     pattern such as "/files/*/public" could match "/files/x%3F/public"
+//     while the upstream serves "/files/x";
 //   - control characters: bytes below 0x20, DEL (0x7f) and the C1 range
 //     U+0080 to U+009F;
 //   - double encoding: a decoded "%" followed by two hex digits ("%252e"),
@@ -90,7 +95,7 @@ func isClean(p string) bool {
 	for i := 1; i <= len(p); i++ {
 		if i < len(p) {
 			c := p[i]
-			if c < 0x21 || c > 0x7e || c == '%' || c == '\\' || c == ';' {
+			if c < 0x21 || c > 0x7e || c == '%' || c == '\\' || c == ';' || c == '?' || c == '#' {
 				return false
 			}
 			if c != '/' {
@@ -131,6 +136,8 @@ func decodePath(p string) (string, error) {
 			return "", ambiguous("backslash", at)
 		case c == ';':
 			return "", ambiguous("semicolon (path parameter)", at)
+		case c == '?' || c == '#':
+			return "", ambiguous("query or fragment delimiter inside the path", at)
 		case c < 0x20 || c == 0x7f:
 			return "", ambiguous("control character", at)
 		}

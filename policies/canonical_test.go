@@ -23,7 +23,6 @@ func TestCanonicalPath(t *testing.T) {
 		{"encoded space", "/a%20b", "/a b"},
 		{"encoded percent alone", "/100%25", "/100%"},
 		{"encoded percent then non-hex", "/100%25zz", "/100%zz"},
-		{"encoded question mark", "/a%3Fb", "/a?b"},
 		{"unicode encoded", "/%C3%BCber", "/über"},
 		{"unicode raw", "/über", "/über"},
 		{"unicode division slash is not a slash", "/a%E2%88%95b", "/a\u2215b"},
@@ -65,6 +64,17 @@ func TestCanonicalPath(t *testing.T) {
 		{"raw backslash", `/public\..\admin`, ""},
 		{"encoded backslash", "/public%5c..%5cadmin", ""},
 		{"encoded backslash upper", "/public%5C..%5Cadmin", ""},
+
+		// Rejected: query and fragment delimiters hidden in a segment.
+		{"encoded question mark", "/a%3Fb", ""},
+		{"encoded question mark lower", "/a%3fb", ""},
+		{"encoded hash", "/a%23b", ""},
+		{"encoded hash at end", "/files/x%23", ""},
+		{"raw hash left in request line", "/a#b", ""},
+		{"raw question mark", "/a?b", ""},
+		{"mid-path wildcard bypass", "/files/x%3F/public", ""},
+		{"encoded hash before dot dot", "/a%23/../admin", ""},
+		{"double encoded question mark", "/a%253F", ""},
 
 		// Rejected: path parameters.
 		{"semicolon", "/admin;jsessionid=x", ""},
@@ -158,7 +168,7 @@ func checkCanonicalInvariants(t *testing.T, in, got string) {
 		}
 	}
 	for _, r := range got {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\\' || r == ';' {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\\' || r == ';' || r == '?' || r == '#' {
 			t.Fatalf("CanonicalPath(%q) = %q has forbidden character %U", in, got, r)
 		}
 	}
@@ -181,12 +191,26 @@ func FuzzCanonicalPath(f *testing.F) {
 		"/", "/a/b/", "//admin", "/admin/../admin", "/public/..%2fadmin", "/public/%2e%2e/admin",
 		"/public%2f..%2fadmin", "/admin;jsessionid=x", "/admin%3b", "/%00", "/a%0d%0aSet-Cookie",
 		`/public\..\admin`, "/%252e%252e/", "/%c0%ae", "/%2E", "/über", "/%C3%BCber", "/a/./b/../c",
-		"/a%25", "/a%2", "/...", "/a/.", "",
+		"/a%25", "/a%2", "/...", "/a/.", "", "/a%3Fb", "/a%23b", "/a#b", "/x%3f/../y",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		got, err := CanonicalPath(in)
+		if err == nil {
+			// What must be refused, in whatever case it was written.
+			lower := strings.ToLower(in)
+			for _, bad := range []string{"%2f", "%5c", "%3f", "%23", "%3b", "%00", "\\", ";", "#", "%c0", "%c1"} {
+				if strings.Contains(lower, bad) {
+					t.Fatalf("CanonicalPath(%q) = %q, want it refused (%q)", in, got, bad)
+				}
+			}
+			for i := 0; i+4 < len(lower); i++ {
+				if lower[i:i+3] == "%25" && isHex(lower[i+3]) && isHex(lower[i+4]) {
+					t.Fatalf("CanonicalPath(%q) = %q, want double encoding refused", in, got)
+				}
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrAmbiguousPath) || got != "" {
 				t.Fatalf("CanonicalPath(%q) = %q, %v", in, got, err)

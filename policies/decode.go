@@ -396,7 +396,7 @@ func (d *decoder) hosts(n *yaml.Node, path string) ([]string, []hostPattern) {
 func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route {
 	before := len(d.errs)
 	r := &Route{}
-	var nameNode, accessNode, pathsNode, rolesNode, condNode, columnsNode *yaml.Node
+	var nameNode, accessNode, pathsNode, rolesNode, condNode, columnsNode, crossNode *yaml.Node
 	d.mapping(n, path, fields{
 		"name": func(_, v *yaml.Node) {
 			if s, ok := d.str(v, path+".name"); ok && d.checkName(v, path+".name", s, names) {
@@ -464,6 +464,18 @@ func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route 
 				r.program, r.conditionColumns = d.condition(v, path+".condition", s)
 			}
 		},
+		"cross_origin": func(_, v *yaml.Node) {
+			crossNode = v
+			if s, ok := d.str(v, path+".cross_origin"); ok {
+				switch s {
+				case "allow":
+					r.AllowCrossOrigin = true
+				case "refuse":
+				default:
+					d.errorf(v, "%s.cross_origin: %q must be allow or refuse", path, s)
+				}
+			}
+		},
 		"contact_columns": func(_, v *yaml.Node) {
 			columnsNode = v
 			r.ContactColumns, r.ContactHeaders = d.contactColumns(v, path+".contact_columns")
@@ -492,6 +504,8 @@ func (d *decoder) route(n *yaml.Node, path string, names map[string]int) *Route 
 		d.errorf(rolesNode, "%s (%s): roles cannot be used with access deny", path, r.Name)
 	case r.Access == AccessDeny && condNode != nil:
 		d.errorf(condNode, "%s (%s): a condition cannot be used with access deny (deny is unconditional; put an authenticated route with the condition before it)", path, r.Name)
+	case r.AllowCrossOrigin && r.Access != AccessPublic:
+		d.errorf(crossNode, "%s (%s): cross_origin: allow is only for access public (another site's request must never act for a signed-in user)", path, r.Name)
 	case r.Access == AccessDeny && len(r.ContactColumns) > 0:
 		d.errorf(columnsNode, "%s (%s): contact_columns cannot be used with access deny (nothing is proxied)", path, r.Name)
 	default:

@@ -46,8 +46,21 @@
 //	    condition: 'user.email.endsWith("@example.com")'  # optional CEL, only with authenticated or bound; must be a bool
 //	    audience: https://api.example.com  # optional; overrides the upstream's audience in the JWT
 //	    contact_columns: [fullname, emailaddress1]  # optional, not with deny; contact columns sent upstream, default none
+//	    cross_origin: refuse         # optional: refuse (default) | allow, allow only with public; see Cross-origin requests
 //
 // Requests that match no route are denied.
+//
+// # Cross-origin requests
+//
+// The gateway refuses state-changing requests (POST, PUT, DELETE, ...) that a
+// browser says came from another site (Sec-Fetch-Site, Origin; see
+// net/http.CrossOriginProtection) before any route decides. A public route
+// with "cross_origin: allow" lets them through, for legacy pages that receive
+// other sites' POST callbacks (payment return pages, SAML assertion
+// consumers). Such a request is proxied as anonymous: it never carries the
+// signed-in user's identity headers, so another site cannot make the upstream
+// act for the user. Other access kinds refuse the option when the file is
+// loaded.
 //
 // An upstream is chosen by host first, the most specific match winning (an
 // exact name, then a wildcard, then an upstream without hosts), and then by

@@ -97,6 +97,13 @@ type Route struct {
 	// name are not columns: the header contract in README.md, Identity
 	// headers for upstream apps, sends them for every bound user.
 	ContactColumns []string
+	// AllowCrossOrigin lets cross-origin state-changing requests through
+	// (the file's "cross_origin: allow"), for legacy pages that receive
+	// other sites' POST callbacks: payment return pages, SAML assertion
+	// consumers. Parse allows it on public routes only. False (the default)
+	// means the gateway refuses them (403) before any route decides; the
+	// gateway proxies the requests it lets through as anonymous.
+	AllowCrossOrigin bool
 	// ContactHeaders pairs each of ContactColumns, in the same order, with
 	// its header name (see ContactHeaderName). Parse guarantees the header
 	// names are distinct and never X-Current-User-Contact-Id.
@@ -202,6 +209,37 @@ func hasPathPrefix(path, prefix string) bool {
 		return false
 	}
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+// NamesHost reports whether host (canonical, as CanonicalHost returns it)
+// matches one of the host patterns an upstream or a route names. Upstreams
+// and routes without hosts name no host: they serve any host, but that does
+// not make every host one of the gateway's.
+func (p *Policy) NamesHost(host string) bool {
+	for _, u := range p.Upstreams {
+		if len(u.hosts) > 0 && matchHosts(u.hosts, host) {
+			return true
+		}
+	}
+	for _, r := range p.Routes {
+		if len(r.hosts) > 0 && matchHosts(r.hosts, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServesHost reports whether some upstream serves host (canonical, as
+// CanonicalHost returns it): one of its host patterns matches, or it lists
+// no hosts and so serves every host. A request for a host no upstream
+// serves cannot be proxied anywhere.
+func (p *Policy) ServesHost(host string) bool {
+	for _, u := range p.Upstreams {
+		if matchHosts(u.hosts, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // AudienceFor returns the JWT audience for a request matched by r and proxied

@@ -2,8 +2,10 @@
 // cookie, the identity headers, the gateway's own pages under the auth
 // prefix, and the reverse proxy to the upstreams.
 //
-// The pipeline, in Server.ServeHTTP, reads top to bottom: strip identity
-// headers → canonicalise → gateway pages → cross-origin check → read session
+// The pipeline, in Server.ServeHTTP, reads top to bottom: strip client
+// headers (identity, overrides, forwarding from untrusted peers, underscored
+// names) and refuse TRACE/CONNECT → canonicalise → served host → gateway
+// pages → cross-origin check → read session
 // → check its security stamp → revalidate its contact → save it → match
 // route → decide → sign identity → proxy.
 package proxy
@@ -86,8 +88,19 @@ type Options struct {
 	ContactRevalidateInterval time.Duration
 	ContactGrace              time.Duration
 
-	TrustedProxies    []string // CIDRs or addresses whose X-Forwarded-For is believed; empty: the TCP peer is the client
-	RedirectAllowlist []string // absolute origins redirect_url may name besides same-site paths
+	// TrustedProxies are CIDRs or addresses whose X-Forwarded-For is
+	// believed and whose X-Forwarded-* and client-IP headers reach the
+	// upstream. Empty: the TCP peer is the client and such headers are
+	// removed. Dangerous when too wide: every client inside may claim any
+	// address.
+	TrustedProxies []string
+	// UnderscoresInHeaders keeps client header names that contain "_"
+	// unless they fold (case-insensitively, "_" read as "-") onto a header
+	// the gateway sets, removes or decides on. False (the default, as
+	// nginx's underscores_in_headers off) removes every such name: CGI,
+	// PHP and other stacks read X_Forwarded_For as X-Forwarded-For.
+	UnderscoresInHeaders bool
+	RedirectAllowlist    []string // absolute origins redirect_url may name besides same-site paths
 
 	// Transport carries proxied requests. Nil means a transport tuned for a
 	// gateway (see NewTransport) built from MaxIdleConnsPerHost,
@@ -111,6 +124,7 @@ type Server struct {
 	now        func() time.Time
 	prefix     string
 	publicURL  *url.URL
+	publicHost string // the public URL's host as CanonicalHost returns it
 	secure     bool
 	cookieName string
 	csrfName   string
@@ -199,6 +213,12 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("proxy: trusted proxies: %w", err))
 	}
+	publicHost := ""
+	if pub.Host != "" {
+		if publicHost, err = policies.CanonicalHost(pub.Host); err != nil {
+			errs = append(errs, fmt.Errorf("proxy: public URL host: %w", err))
+		}
+	}
 	origin := strings.ToLower(pub.Scheme + "://" + pub.Host)
 	sig, err := newSigner(origin, opts.SigningKeys, opts.TokenTTL, opts.Now)
 	if err != nil {
@@ -218,6 +238,7 @@ func New(opts Options) (*Server, error) {
 		now:           opts.Now,
 		prefix:        opts.AuthPrefix,
 		publicURL:     pub,
+		publicHost:    publicHost,
 		secure:        pub.Scheme == "https",
 		cookieName:    opts.CookieName,
 		csrfName:      opts.CookieName + csrfCookieSuffix,
@@ -290,11 +311,18 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve is the pipeline. It returns the route label for metrics.
 func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// 1. Nothing the client sent may pose as the gateway's identity headers,
-	// nor make the upstream run another method than the one policies saw.
-	stripIdentityHeaders(r.Header)
-	stripIdentityHeaders(r.Trailer)
-	for _, h := range methodOverrideHeaders {
-		delete(r.Header, h)
+	// speak for a proxy it is not, or make the upstream run another URL or
+	// method than the one policies saw (see clientHeaderRules).
+	st := stateOf(r.Context())
+	st.trustedPeer = srv.clients.peerTrusted(r)
+	rules := clientHeaderRules{trustedPeer: st.trustedPeer, keepUnderscores: srv.opts.UnderscoresInHeaders}
+	rules.strip(r.Header)
+	rules.strip(r.Trailer)
+	if refusedMethod(r.Method) {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		srv.renderError(w, r, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Title: "Method not allowed",
+			Message: "This gateway never forwards " + r.Method + " requests.", Err: fmt.Errorf("refused method %q", r.Method)})
+		return "invalid"
 	}
 
 	// 2. One canonical form of the request, used for matching and for proxying.
@@ -310,20 +338,34 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 	r.URL.Path, r.URL.RawPath = path, ""
 
-	// 3. The gateway's own pages are never proxied.
+	// 3. The gateway's own pages are never proxied, and answer only on the
+	// hosts the gateway serves; a request for a host no upstream serves is
+	// misdirected too. Neither sets a cookie.
 	if path == srv.prefix || strings.HasPrefix(path, srv.prefix+"/") {
+		if host != srv.publicHost && !srv.policy.NamesHost(host) {
+			srv.renderError(w, r, errMisdirected(host))
+			return "invalid"
+		}
 		srv.gateway.ServeHTTP(w, r)
 		return "auth"
 	}
-
-	// 4. State-changing requests from other origins are refused (CSRF).
-	if err := srv.cop.Check(r); err != nil {
-		srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "cross_origin", Title: "Request refused",
-			Message: "This request came from another site and was refused.", Err: err})
+	if host != srv.publicHost && !srv.policy.ServesHost(host) {
+		srv.renderError(w, r, errMisdirected(host))
 		return "invalid"
 	}
 
-	st := stateOf(r.Context())
+	// 4. State-changing requests from other origins are refused (CSRF),
+	// except on public routes that opt out (cross_origin: allow); those
+	// are proxied as if nobody were signed in (step 9).
+	crossOrigin := false
+	if err := srv.cop.Check(r); err != nil {
+		if route := srv.policy.Route(host, r.Method, path); route == nil || !route.AllowCrossOrigin {
+			srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "cross_origin", Title: "Request refused",
+				Message: "This request came from another site and was refused.", Err: err})
+			return "invalid"
+		}
+		crossOrigin = true
+	}
 
 	// 5. The session, if any: the cookie decoded, within its lifetimes,
 	// not signed out here (expired or revoked sessions count as none).
@@ -351,6 +393,11 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		return "invalid"
 	}
 	sess := ls.sess
+	if crossOrigin {
+		// Another site's request never carries the user's identity: the
+		// upstream must not act on it for the user (CSRF).
+		sess = nil
+	}
 
 	// 9. The first matching route decides; unmatched requests are denied.
 	route := srv.policy.Route(host, r.Method, path)
@@ -387,7 +434,6 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 
 	// 11. Sign the identity; never proxy a request whose identity could not be signed.
-	_, st.trustedPeer = srv.clients.of(r)
 	if sess != nil {
 		id, err := srv.signer.identity(sess, route.AudienceFor(pu), route)
 		if err != nil {
@@ -418,10 +464,22 @@ func statusText(code int) string {
 	return strconv.Itoa(code)
 }
 
-// methodOverrideHeaders let frameworks (Laravel, Symfony, Rails, ASP.NET,
-// Express) run another method than the request's. Policies decide on the
-// request's own method, so these never reach an upstream.
-var methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+// refusedMethod reports whether method is one the gateway never forwards,
+// compared ignoring case as some servers do: TRACE and TRACK echo the
+// request, headers and cookies included, back to whoever sent it (cross-site
+// tracing, https://owasp.org/www-community/attacks/Cross_Site_Tracing), and
+// CONNECT would turn the gateway into a tunnel past every route.
+func refusedMethod(method string) bool {
+	return strings.EqualFold(method, http.MethodTrace) || strings.EqualFold(method, "TRACK") ||
+		strings.EqualFold(method, http.MethodConnect)
+}
+
+// errMisdirected answers a request for a host the gateway does not serve
+// (RFC 9110 section 15.5.20, 421 Misdirected Request).
+func errMisdirected(host string) *Error {
+	return &Error{Status: http.StatusMisdirectedRequest, Code: "misdirected", Title: "Unknown site",
+		Message: "This gateway does not serve this address.", Err: fmt.Errorf("host %q is not served", host)}
+}
 
 // challenge answers an unauthenticated request: browsers reading a page are
 // sent to sign in and back; API clients and other methods get 401.
