@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 
 	"github.com/crmgate/crmgate/config"
@@ -128,6 +129,10 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 	if err := g.start(ctx); err != nil {
 		return err
 	}
+	// The build's transient memory, most of it the argon2 work area of the
+	// dummy password hash (CRMGATE_PASSWORD_ARGON2_MEMORY_KIB), goes back
+	// to the operating system now rather than when the scavenger gets to it.
+	debug.FreeOSMemory()
 	// One line with the effective configuration: what differs from the
 	// defaults (secrets only as set), the database and whether Dataverse is on.
 	log.Info("configuration", "database", string(g.store.Dialect()), "dataverse", cfg.Dataverse.Configured(),
