@@ -168,7 +168,8 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
 		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
 		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
-		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: g.registry, Now: now,
+		GatewayBodyTimeout:    cfg.GatewayBodyTimeout, UploadIdleTimeout: cfg.Proxy.UploadIdleTimeout,
+		SiteName: cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: g.registry, Now: now,
 	}); err != nil {
 		return nil, err
 	}
