@@ -33,16 +33,17 @@ const Prefix = "CRMGATE_"
 // a file holding the value (as mounted from a Kubernetes Secret); setting
 // both is an error. Secrets are never printed by String or logged.
 type Config struct {
-	PublicURL            string   `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
-	Listen               string   `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`
-	OpsListen            string   `env:"OPS_LISTEN" envDefault:":9090" desc:"Address of the ops listener (/livez, /readyz, /metrics). Keep it off the public network."`
-	AuthPrefix           string   `env:"AUTH_PREFIX" envDefault:"/.auth" desc:"Path prefix of the gateway's own pages and APIs; never proxied."`
-	PolicyFile           string   `env:"POLICY_FILE" desc:"YAML file of upstreams and route rules, compiled at start-up. Required unless UPSTREAM_URL is set (then everything needs sign-in)."`
-	UpstreamURL          string   `env:"UPSTREAM_URL" desc:"Default upstream used when the policy file lists none."`
-	DatabaseURL          string   `env:"DATABASE_URL" envDefault:"sqlite:crmgate.db" secret:"true" desc:"Accounts store: sqlite:PATH (embedded, default) or postgres://... for several replicas."`
-	TrustedProxies       []string `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs) and whose X-Forwarded-* and client-IP headers (X-Real-IP, CF-Connecting-IP, ...) reach the upstream. Empty: the TCP peer is the client, and such headers are removed."`
-	UnderscoresInHeaders bool     `env:"UNDERSCORES_IN_HEADERS" envDefault:"false" desc:"Keep client header names containing '_' unless they fold onto a header the gateway sets, removes or decides on (X_Forwarded_For, X_Current_User). false (default, as nginx's underscores_in_headers off): every such name is removed."`
-	RedirectAllowlist    []string `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
+	PublicURL            string        `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
+	Listen               string        `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`
+	OpsListen            string        `env:"OPS_LISTEN" envDefault:":9090" desc:"Address of the ops listener (/livez, /readyz, /metrics). Keep it off the public network."`
+	AuthPrefix           string        `env:"AUTH_PREFIX" envDefault:"/.auth" desc:"Path prefix of the gateway's own pages and APIs; never proxied."`
+	PolicyFile           string        `env:"POLICY_FILE" desc:"YAML file of upstreams and route rules, compiled at start-up. Required unless UPSTREAM_URL is set (then everything needs sign-in)."`
+	UpstreamURL          string        `env:"UPSTREAM_URL" desc:"Default upstream used when the policy file lists none."`
+	DatabaseURL          string        `env:"DATABASE_URL" envDefault:"sqlite:crmgate.db" secret:"true" desc:"Accounts store: sqlite:PATH (embedded, default) or postgres://... for several replicas."`
+	TrustedProxies       []string      `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed for the client address (throttling, logs) and whose X-Forwarded-* and client-IP headers (X-Real-IP, CF-Connecting-IP, ...) reach the upstream. Empty: the TCP peer is the client, and such headers are removed."`
+	UnderscoresInHeaders bool          `env:"UNDERSCORES_IN_HEADERS" envDefault:"false" desc:"Keep client header names containing '_' unless they fold onto a header the gateway sets, removes or decides on (X_Forwarded_For, X_Current_User). false (default, as nginx's underscores_in_headers off): every such name is removed."`
+	GatewayBodyTimeout   time.Duration `env:"GATEWAY_BODY_TIMEOUT" envDefault:"10s" desc:"How long the gateway's own pages and APIs wait for a request body (sign-in form, REST API); a slower client gets 408. 1s to 10m."`
+	RedirectAllowlist    []string      `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
 
 	Cookie    CookieConfig   `envPrefix:"COOKIE_"`
 	Session   SessionConfig  `envPrefix:"SESSION_"`
@@ -123,6 +124,7 @@ type ProxyConfig struct {
 	MaxIdleConnsPerHost   int           `env:"MAX_IDLE_CONNS_PER_HOST" envDefault:"256" desc:"Idle keep-alive connections kept per upstream (Go's default of 2 costs a third of the throughput)."`
 	DialTimeout           time.Duration `env:"DIAL_TIMEOUT" envDefault:"5s" desc:"Timeout to connect to an upstream."`
 	ResponseHeaderTimeout time.Duration `env:"RESPONSE_HEADER_TIMEOUT" envDefault:"60s" desc:"Timeout for an upstream's response headers (0 = none)."`
+	UploadIdleTimeout     time.Duration `env:"UPLOAD_IDLE_TIMEOUT" envDefault:"60s" desc:"A proxied request body (an upload) that sends nothing for this long is cut off with 408; a steady upload, however slow, keeps going. 0 = none, at most 24h."`
 }
 
 // LogConfig configures logging.
@@ -380,6 +382,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.ResponseHeaderTimeout < 0 {
 		add("PROXY_RESPONSE_HEADER_TIMEOUT", "must not be negative")
+	}
+	if d := c.Proxy.UploadIdleTimeout; d < 0 || d > 24*time.Hour || d > 0 && d < time.Second {
+		add("PROXY_UPLOAD_IDLE_TIMEOUT", "must be 0 (none) or between 1s and 24h, got %s", d)
+	}
+	if d := c.GatewayBodyTimeout; d < time.Second || d > 10*time.Minute {
+		add("GATEWAY_BODY_TIMEOUT", "must be between 1s and 10m, got %s", d)
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +84,50 @@ func TestLoadReportsEveryParseError(t *testing.T) {
 	_, err := Load(append(validEnv(t), "CRMGATE_SESSION_IDLE_TIMEOUT=soon", "CRMGATE_SIGNIN_MAX_FAILURES=many"))
 	if err == nil || !strings.Contains(err.Error(), "IDLE_TIMEOUT") || !strings.Contains(err.Error(), "MAX_FAILURES") {
 		t.Fatalf("want both parse errors, got %v", err)
+	}
+}
+
+// TestCheckReportsEveryProblemOnce: variables that do not parse do not hide
+// the rules the others break, and each problem is reported once: a rule
+// that would speak of a default standing in for an unparsable value (the
+// idle timeout against an absolute timeout that did not parse) is left out.
+func TestCheckReportsEveryProblemOnce(t *testing.T) {
+	env := append(validEnv(t),
+		"CRMGATE_SESSION_ABSOLUTE_TIMEOUT=soon", // does not parse
+		"CRMGATE_SESSION_IDLE_TIMEOUT=13h",      // would exceed the default absolute timeout
+		"CRMGATE_SIGNIN_MAX_FAILURES=many",      // does not parse
+		"CRMGATE_LOG_FORMAT=xml",                // parses, breaks a rule
+		"CRMGATE_PUBLIC_URL=ftp://x",            // replaces the valid one: breaks a rule
+	)
+	cfg, err := Check(env)
+	if err == nil || cfg == nil {
+		t.Fatalf("Check = %v, %v; want the config and its problems", cfg, err)
+	}
+	msg := err.Error()
+	for name, want := range map[string]int{
+		"CRMGATE_SESSION_ABSOLUTE_TIMEOUT": 1, "CRMGATE_SIGNIN_MAX_FAILURES": 1, "CRMGATE_LOG_FORMAT": 1,
+		"CRMGATE_PUBLIC_URL": 1, "CRMGATE_SESSION_IDLE_TIMEOUT": 0,
+	} {
+		if got := strings.Count(msg, name); got != want {
+			t.Errorf("%s reported %d times, want %d:\n%s", name, got, want, msg)
+		}
+	}
+	if lines := strings.Count(msg, "\n") + 1; lines != 4 {
+		t.Errorf("%d problems reported, want 4:\n%s", lines, msg)
+	}
+	if _, err := Check(validEnv(t)); err != nil {
+		t.Errorf("Check refuses a valid configuration: %v", err)
+	}
+	// What Check refuses, Load and Validate refuse, and the other way round.
+	for _, e := range [][]string{validEnv(t), append(validEnv(t), "CRMGATE_LOG_FORMAT=xml"), append(validEnv(t), "CRMGATE_SIGNIN_MAX_FAILURES=x")} {
+		_, cerr := Check(e)
+		c, lerr := Load(e)
+		if lerr == nil {
+			lerr = c.Validate()
+		}
+		if (cerr == nil) != (lerr == nil) {
+			t.Errorf("Check %v, Load+Validate %v", cerr, lerr)
+		}
 	}
 }
 
@@ -173,6 +219,36 @@ func TestFieldsMatchEnv(t *testing.T) {
 		}
 		if f.Description == "" {
 			t.Errorf("%s has no description", f.Name)
+		}
+	}
+}
+
+// TestChangedShowsNoSecret: the start-up summary lists exactly the settings
+// that differ from their defaults, and no secret's value.
+func TestChangedShowsNoSecret(t *testing.T) {
+	env := append(validEnv(t), "CRMGATE_DATABASE_URL=postgres://u:hunter2@db/crm", "CRMGATE_SESSION_IDLE_TIMEOUT=30m",
+		"CRMGATE_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16", "CRMGATE_LISTEN=:8080") // the default, given explicitly
+	cfg, err := Load(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	var all strings.Builder
+	for _, a := range cfg.Changed() {
+		got[a.Key] = a.Value.String()
+		fmt.Fprintf(&all, "%s=%s ", a.Key, a.Value)
+	}
+	want := map[string]string{
+		"CRMGATE_PUBLIC_URL": "https://gw.example.com", "CRMGATE_UPSTREAM_URL": "http://127.0.0.1:3000",
+		"CRMGATE_DATABASE_URL": "(secret)", "CRMGATE_COOKIE_KEYS": "(secret)", "CRMGATE_SIGNING_KEYS": "(secret)",
+		"CRMGATE_SESSION_IDLE_TIMEOUT": "30m0s", "CRMGATE_TRUSTED_PROXIES": "10.0.0.0/8,192.168.0.0/16",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("Changed = %v\nwant %v", got, want)
+	}
+	for _, secret := range []string{"hunter2", cfg.Cookie.Keys[:12]} {
+		if strings.Contains(all.String(), secret) {
+			t.Errorf("summary shows a secret: %s", all.String())
 		}
 	}
 }

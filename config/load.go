@@ -52,15 +52,83 @@ func walk(t reflect.Type, prefix string, out *[]Field) {
 
 // Load builds a Config from environ (as from os.Environ) with the defaults
 // applied. Secrets given as <NAME>_FILE are read here. Every problem is
-// reported at once. Load does not validate: call Validate.
+// reported at once; the Config is nil when there is one. Load does not
+// validate: call Validate, or use Check for both.
 func Load(environ []string) (*Config, error) {
+	cfg, _, errs := load(environ)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// Check loads environ and validates it: the one check of the settings that
+// serve, dev and check-config apply. It reports every problem once: each
+// variable that could not be read or parsed, then every rule the others
+// break. A variable that did not parse is left at its default for the
+// rules, and a rule whose message names such a variable is not reported
+// (it would speak of the default, not of what was set).
+//
+// The Config is returned even with an error, so that check-config can go on
+// to compile the policy file it names and report that too; a Config that
+// came with an error must not be served.
+func Check(environ []string) (*Config, error) {
+	cfg, failed, errs := load(environ)
+	if verr := cfg.Validate(); verr != nil {
+		for _, e := range flatten(verr) {
+			if !mentionsAny(e.Error(), failed) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// flatten lists the leaves of a tree of joined errors.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
+// mentionsAny reports whether msg names one of the variables in names as a
+// whole word.
+func mentionsAny(msg string, names map[string]bool) bool {
+	for n := range names {
+		for i := 0; ; {
+			j := strings.Index(msg[i:], n)
+			if j < 0 {
+				break
+			}
+			end := i + j + len(n)
+			if end == len(msg) || !isNameByte(msg[end]) {
+				return true
+			}
+			i = end
+		}
+	}
+	return false
+}
+
+func isNameByte(b byte) bool { return b == '_' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' }
+
+// load reads environ into a Config with every variable that could not be
+// read or parsed left at its default; failed names those variables and
+// errs says why. The Config is never nil.
+func load(environ []string) (cfg *Config, failed map[string]bool, errs []error) {
 	vars := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, Prefix) {
 			vars[k] = v
 		}
 	}
-	var errs []error
+	failed = map[string]bool{}
 	known := map[string]bool{}
 	for _, f := range Fields() {
 		known[f.Name] = true
@@ -74,28 +142,31 @@ func Load(environ []string) (*Config, error) {
 		}
 		if _, both := vars[f.Name]; both {
 			errs = append(errs, fmt.Errorf("%s and %s_FILE are both set; set only one", f.Name, f.Name))
+			failed[f.Name] = true
+			delete(vars, f.Name)
 			continue
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s_FILE: %v", f.Name, err))
+			failed[f.Name] = true
 			continue
 		}
 		vars[f.Name] = strings.TrimRight(string(b), "\r\n")
 	}
 	// Check each value against its type first, so errors name the variable
-	// (env's own errors name the Go field).
+	// (env's own errors name the Go field). A value that does not parse is
+	// dropped: its default stands in, so that the rest can still be checked.
 	for _, f := range Fields() {
 		if v, ok := vars[f.Name]; ok {
 			if err := checkValue(f.kind, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %v", f.Name, err))
+				failed[f.Name] = true
+				delete(vars, f.Name)
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	cfg := &Config{}
+	cfg = &Config{}
 	if err := env.ParseWithOptions(cfg, env.Options{Environment: vars, Prefix: Prefix}); err != nil {
 		var agg env.AggregateError
 		if errors.As(err, &agg) {
@@ -110,10 +181,7 @@ func Load(environ []string) (*Config, error) {
 		}
 	}
 	sort.Strings(cfg.Unknown)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return cfg, nil
+	return cfg, failed, errs
 }
 
 // kubernetesServiceVar reports whether k looks like a variable Kubernetes

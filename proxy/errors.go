@@ -71,6 +71,12 @@ type jsonError struct {
 // renderError writes err as a page or JSON with the request ID, and logs the
 // internal detail. It is the only place errors reach the client.
 func (srv *Server) renderError(w http.ResponseWriter, r *http.Request, err error) {
+	if stateOf(r.Context()).bodyTimedOut.Load() {
+		// Whatever the handler or the proxy made of it, a body that did
+		// not arrive in time is the client's delay (bodies.go).
+		err = &Error{Status: errBodyTimeout.Status, Code: errBodyTimeout.Code, Title: errBodyTimeout.Title,
+			Message: errBodyTimeout.Message, Err: err}
+	}
 	var e *Error
 	if !errors.As(err, &e) {
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Title: "Something went wrong",

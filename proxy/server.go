@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,6 +111,16 @@ type Options struct {
 	DialTimeout           time.Duration
 	ResponseHeaderTimeout time.Duration
 
+	// GatewayBodyTimeout is how long the gateway's own pages and APIs wait
+	// for a request body, from when the handler starts; a slower body is
+	// answered 408. Zero means no limit: dangerous, a client that sends its
+	// body slowly then holds a handler for as long as it likes.
+	GatewayBodyTimeout time.Duration
+	// UploadIdleTimeout is how long a proxied request body may send nothing
+	// before it is cut off (408); a steady upload, however slow, keeps going.
+	// Zero means no limit.
+	UploadIdleTimeout time.Duration
+
 	SiteName   string                // used in the WWW-Authenticate realm
 	Logger     *slog.Logger          // nil: discard
 	AccessLog  *slog.Logger          // one line per request; nil: no access log
@@ -198,6 +209,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Revalidator != nil && opts.ContactRevalidateInterval <= 0 {
 		errs = append(errs, errors.New("proxy: contact revalidate interval must be positive with a revalidator"))
 	}
+	if opts.GatewayBodyTimeout < 0 || opts.UploadIdleTimeout < 0 {
+		errs = append(errs, errors.New("proxy: body timeouts must not be negative"))
+	}
 	if opts.ContactGrace < 0 {
 		errs = append(errs, errors.New("proxy: contact grace must not be negative"))
 	}
@@ -275,7 +289,7 @@ func New(opts Options) (*Server, error) {
 		srv.upstreams[u] = srv.newUpstream(u, transport)
 	}
 	srv.contactColumns = opts.Policy.ContactColumns()
-	srv.gateway = srv.gatewayMux()
+	srv.gateway = srv.withBodyDeadline(srv.gatewayMux())
 	return srv, nil
 }
 
@@ -443,7 +457,8 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		st.identity = id
 	}
 
-	// 12. Proxy.
+	// 12. Proxy (an upload that goes quiet for too long is cut off).
+	srv.limitUploadIdle(w, r)
 	up.proxy.ServeHTTP(w, r)
 	return route.Name
 }
@@ -507,6 +522,9 @@ type requestState struct {
 	ridHeader   []string         // rid as a header value, shared read-only by the response and the upstream request
 	identity    *identityHeaders // nil for anonymous requests
 	trustedPeer bool
+	// bodyTimedOut is set when the request's body missed its read
+	// deadline (bodies.go); it may be set from the proxy's body reader.
+	bodyTimedOut atomic.Bool
 }
 
 type requestStateKey struct{}

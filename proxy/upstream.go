@@ -90,7 +90,7 @@ func (srv *Server) newUpstream(cfg *policies.Upstream, transport http.RoundTripp
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil && !stateOf(r.Context()).bodyTimedOut.Load() {
 				// The client went away; nobody is left to read an error page.
 				w.WriteHeader(499)
 				return

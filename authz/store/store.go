@@ -9,6 +9,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +57,7 @@ const sqliteBusyTimeout = dburl.SQLiteBusyTimeout
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+	create  string // the SQLite file to create when missing; "" for none
 	now     func() time.Time
 }
 
@@ -92,23 +95,40 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 // has not connected yet: it does no I/O, so that check-config can build
 // everything serve builds and start nothing. Call Start before using it.
 func New(databaseURL string, opts ...Option) (*DB, error) {
-	driver, dsn, dialect, err := parseURL(databaseURL)
+	u, err := dburl.Parse(databaseURL)
 	if err != nil {
 		return nil, err
 	}
-	sdb, err := sql.Open(driver, dsn)
+	sdb, err := sql.Open(u.Driver, u.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", dialect, err)
+		return nil, fmt.Errorf("store: open %s: %w", u.Dialect, err)
 	}
-	d := &DB{db: sdb, dialect: dialect, now: time.Now}
+	d := &DB{db: sdb, dialect: Dialect(u.Dialect), now: time.Now}
+	if u.Create {
+		d.create = u.Path
+	}
 	for _, o := range opts {
 		o(d)
 	}
 	return d, nil
 }
 
-// Start connects to the database and applies pending migrations.
+// Start connects to the database and applies pending migrations. A new
+// SQLite file is created readable and writable by its owner only (0600), as
+// are its -wal and -shm files, which SQLite creates with the database
+// file's permissions; an existing file keeps its own.
 func (d *DB) Start(ctx context.Context) error {
+	if d.create != "" {
+		f, err := os.OpenFile(d.create, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		switch {
+		case err == nil:
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("store: create %s: %w", d.create, err)
+			}
+		case !errors.Is(err, fs.ErrExist):
+			return fmt.Errorf("store: create %s: %w", d.create, err)
+		}
+	}
 	if err := d.connect(ctx); err != nil {
 		return fmt.Errorf("store: connect to %s: %w", d.dialect, err)
 	}

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +26,7 @@ import (
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient"
+	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 )
 
@@ -84,6 +89,9 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	log := newLogger(cfg, logw)
 	pol, err := loadPolicy(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkUpstreamLoops(cfg, pol); err != nil {
 		return nil, err
 	}
 	filters, err := parseContactFilters(cfg, pol)
@@ -160,7 +168,9 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		TrustedProxies: cfg.TrustedProxies, RedirectAllowlist: cfg.RedirectAllowlist,
 		MaxIdleConnsPerHost: cfg.Proxy.MaxIdleConnsPerHost, DialTimeout: cfg.Proxy.DialTimeout,
 		ResponseHeaderTimeout: cfg.Proxy.ResponseHeaderTimeout,
-		SiteName:              cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: g.registry, Now: now,
+		GatewayBodyTimeout:    cfg.GatewayBodyTimeout, UploadIdleTimeout: cfg.Proxy.UploadIdleTimeout,
+		UnderscoresInHeaders: cfg.UnderscoresInHeaders,
+		SiteName:             cfg.Branding.SiteName, Logger: log, AccessLog: accessLog, Registerer: g.registry, Now: now,
 	}); err != nil {
 		return nil, err
 	}
@@ -190,4 +200,24 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 func passwordParams(cfg *config.Config) password.Params {
 	return password.Params{Memory: cfg.Password.MemoryKiB, Iterations: cfg.Password.Iterations,
 		Parallelism: cfg.Password.Parallelism, SaltLen: password.Default.SaltLen, KeyLen: password.Default.KeyLen}
+}
+
+// checkUpstreamLoops refuses upstreams that would proxy requests back to the
+// gateway itself (config.Config.UpstreamLoop), naming each.
+func checkUpstreamLoops(cfg *config.Config, pol *policies.Policy) error {
+	var local []netip.Addr
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				local = append(local, p.Addr())
+			}
+		}
+	}
+	var errs []error
+	for _, u := range pol.Upstreams {
+		if setting := cfg.UpstreamLoop(u.URL, local); setting != "" {
+			errs = append(errs, fmt.Errorf("upstream %q (%s) is the gateway's own address (%s): every request would be proxied back to the gateway", u.Name, u.URL.Redacted(), setting))
+		}
+	}
+	return errors.Join(errs...)
 }

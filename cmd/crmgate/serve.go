@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 
 	"github.com/crmgate/crmgate/config"
@@ -17,11 +18,8 @@ import (
 
 // loadConfig reads and validates the configuration from environ.
 func loadConfig(environ []string) (*config.Config, error) {
-	cfg, err := config.Load(environ)
+	cfg, err := config.Check(environ)
 	if err != nil {
-		return nil, fmt.Errorf("configuration:\n%w", err)
-	}
-	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration:\n%w", err)
 	}
 	return cfg, nil
@@ -131,6 +129,14 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 	if err := g.start(ctx); err != nil {
 		return err
 	}
+	// The build's transient memory, most of it the argon2 work area of the
+	// dummy password hash (CRMGATE_PASSWORD_ARGON2_MEMORY_KIB), goes back
+	// to the operating system now rather than when the scavenger gets to it.
+	debug.FreeOSMemory()
+	// One line with the effective configuration: what differs from the
+	// defaults (secrets only as set), the database and whether Dataverse is on.
+	log.Info("configuration", "database", string(g.store.Dialect()), "dataverse", cfg.Dataverse.Configured(),
+		slog.GroupAttrs("settings", cfg.Changed()...))
 	pub, ops, err := listen(cfg.Listen, cfg.OpsListen)
 	if err != nil {
 		return err
@@ -143,18 +149,16 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 // accepts exactly what serve accepts: serve is the same build followed by
 // a start that only connects to the database and listens.
 func runCheckConfig(ctx context.Context, environ []string, stdout io.Writer) error {
-	cfg, err := config.Load(environ)
-	if err != nil {
-		fmt.Fprintln(stdout, err)
-		return errors.New("configuration is invalid")
-	}
+	cfg, err := config.Check(environ)
 	var problems []error
-	if err := cfg.Validate(); err != nil {
+	if err != nil {
 		problems = append(problems, err)
 		// The policy and the pages are still compiled, so that their
 		// problems are reported together with the settings'.
 		if cfg.PolicyFile != "" || cfg.UpstreamURL != "" {
-			if _, err := loadPolicy(cfg); err != nil {
+			if pol, err := loadPolicy(cfg); err != nil {
+				problems = append(problems, err)
+			} else if err := checkUpstreamLoops(cfg, pol); err != nil {
 				problems = append(problems, err)
 			}
 		}

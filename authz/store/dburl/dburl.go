@@ -24,6 +24,12 @@ type URL struct {
 	DSN string
 	// Dialect is "sqlite" or "postgres".
 	Dialect string
+	// Path is the SQLite database file's path as the operating system
+	// names it ("" for PostgreSQL).
+	Path string
+	// Create reports whether SQLite creates the file when it is missing:
+	// true unless a file: URI says mode=ro or mode=rw.
+	Create bool
 }
 
 // Parse checks a database URL (CRMGATE_DATABASE_URL) and maps it to a
@@ -38,7 +44,46 @@ type URL struct {
 // its own empty database. An error never echoes a password.
 func Parse(raw string) (URL, error) {
 	driver, dsn, dialect, err := parse(raw)
-	return URL{Driver: driver, DSN: dsn, Dialect: dialect}, err
+	if err != nil {
+		return URL{}, err
+	}
+	u := URL{Driver: driver, DSN: dsn, Dialect: dialect}
+	if dialect == "sqlite" {
+		if u.Path, err = sqlitePath(strings.TrimSpace(raw)); err != nil {
+			return URL{}, err
+		}
+		_, query, _ := strings.Cut(dsn, "?")
+		q, _ := url.ParseQuery(query) // parse checked it
+		u.Create = q.Get("mode") != "ro" && q.Get("mode") != "rw"
+	}
+	return u, nil
+}
+
+// sqlitePath is the file path of an SQLite URL that parse accepted: a
+// file: URI's path (https://sqlite.org/uri.html: an authority, if any, is
+// empty or "localhost"; %XX escapes are decoded), or the path as given.
+func sqlitePath(raw string) (string, error) {
+	switch {
+	case strings.HasPrefix(raw, "file:"):
+		p, _, _ := strings.Cut(strings.TrimPrefix(raw, "file:"), "?")
+		p, _, _ = strings.Cut(p, "#")
+		if rest, ok := strings.CutPrefix(p, "//"); ok {
+			auth, path, _ := strings.Cut(rest, "/")
+			if auth != "" && auth != "localhost" {
+				return "", fmt.Errorf("database URL: SQLite URI authority %q: only an empty one or localhost", auth)
+			}
+			p = "/" + path
+		}
+		dec, err := url.PathUnescape(p)
+		if err != nil {
+			return "", fmt.Errorf("database URL: bad escape in SQLite URI path %q", p)
+		}
+		return dec, nil
+	case strings.HasPrefix(raw, "sqlite:"):
+		return strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//"), nil
+	default:
+		return raw, nil
+	}
 }
 
 func parse(raw string) (driver, dsn, dialect string, err error) {
