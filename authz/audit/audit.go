@@ -183,3 +183,22 @@ func (l *Log) ListAudit(ctx context.Context, f Filter) ([]Event, error) {
 	}
 	return l.store.ListAudit(ctx, f)
 }
+
+// MaxAge is the longest duration ParseTime takes as "that long ago".
+const MaxAge = 100 * 365 * 24 * time.Hour
+
+// ParseTime reads a time bound of a Filter as operators write it: an RFC
+// 3339 time ("2026-03-01T12:00:00Z", fractions of a second allowed), or a
+// positive Go duration up to MaxAge ("90m", "24h") meaning that long
+// before now. Anything else gives a *authz.ValidationError naming field.
+// The command line and the REST API both read times with it.
+func ParseTime(field, s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 && d <= MaxAge {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, &authz.ValidationError{Field: field,
+		Message: "The " + field + " time must be an RFC 3339 time such as 2026-03-01T12:00:00Z, or a positive duration such as 24h meaning that long ago."}
+}
