@@ -3,6 +3,7 @@ package apikeys_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,4 +112,24 @@ func TestAPIKeyUseAudited(t *testing.T) {
 	}
 	assertNoSecret(t, logged, key, "the log")
 	assertNoSecret(t, logged, expiring, "the log")
+}
+
+// TestAPIKeyRefusalAuditConcurrent: many concurrent refusals of one key
+// within the interval write exactly one audit row.
+func TestAPIKeyRefusalAuditConcurrent(t *testing.T) {
+	f := newKeyFixture(t)
+	key, info := f.create(t, "collector", apikeys.ScopeAuditRead)
+	wrong := key[:len(key)-2] + "AA"
+	if wrong == key {
+		wrong = key[:len(key)-2] + "BA"
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() { _, _ = f.Svc.APIKeys.AuthenticateAPIKey(t.Context(), wrong) })
+	}
+	wg.Wait()
+	es, err := f.Svc.Audit.ListAudit(t.Context(), audit.Filter{Type: audit.EventAPIKeyRefused})
+	if err != nil || len(es) != 1 || es[0].Detail != info.ID+" "+apikeys.RefusedWrongSecret {
+		t.Fatalf("refused rows = %+v, %v; want exactly one", es, err)
+	}
 }

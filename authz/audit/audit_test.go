@@ -73,3 +73,57 @@ func TestListAuditValidates(t *testing.T) {
 		t.Errorf("ListAudit(bad) = %v; want a ValidationError", err)
 	}
 }
+
+// TestParseTime: RFC 3339 times and positive durations up to MaxAge are
+// read; everything else is a ValidationError naming the field.
+func TestParseTime(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		in   string
+		want time.Time
+	}{
+		{"2026-03-01T10:00:00Z", time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
+		{"2026-03-01T10:00:00.123456789Z", time.Date(2026, 3, 1, 10, 0, 0, 123456789, time.UTC)},
+		{"2026-03-01T11:00:00+01:00", time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
+		{"24h", now.Add(-24 * time.Hour)},
+		{"90m", now.Add(-90 * time.Minute)},
+		{"1ns", now.Add(-time.Nanosecond)},
+		{"+1h", now.Add(-time.Hour)},
+		{"876000h", now.Add(-audit.MaxAge)},
+	} {
+		got, err := audit.ParseTime("since", tt.in, now)
+		if err != nil || !got.Equal(tt.want) {
+			t.Errorf("ParseTime(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "yesterday", "2026-03-01", "2026-03-01 10:00:00", "2026-13-01T00:00:00Z",
+		"2026-02-30T00:00:00Z", "2026-03-01T25:00:00Z", "0", "0s", "-1h", "876001h", "9999999999h", "1h\n", " 1h",
+		"2026-03-01T10:00:00Z\x00", "1d", "NaN", "１h", "\xff"} {
+		_, err := audit.ParseTime("until", in, now)
+		var verr *authz.ValidationError
+		if !errors.As(err, &verr) || verr.Field != "until" || !strings.Contains(verr.Message, "RFC 3339") {
+			t.Errorf("ParseTime(%q) = %v; want a ValidationError on until", in, err)
+		}
+	}
+}
+
+// FuzzParseTime: ParseTime never panics, and what it accepts is either an
+// RFC 3339 time or a time at most MaxAge before now and strictly before it.
+func FuzzParseTime(f *testing.F) {
+	for _, s := range []string{"2026-03-01T10:00:00Z", "24h", "-1h", "0s", "1.5h", "2026-03-01T10:00:00.5+14:00", "1h2m3s4ms"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := audit.ParseTime("since", s, now)
+		if err != nil {
+			return
+		}
+		if _, perr := time.Parse(time.RFC3339Nano, s); perr == nil {
+			return
+		}
+		if !got.Before(now) || got.Before(now.Add(-audit.MaxAge)) {
+			t.Fatalf("ParseTime(%q) = %v: outside (now - MaxAge, now)", s, got)
+		}
+	})
+}
