@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -140,7 +139,6 @@ func TestVersionStampedByLdflags(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "crmgate")
 	build := exec.Command("go", "build", "-ldflags", "-X main.version=v0.0.0-ldflags-test", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
