@@ -79,8 +79,9 @@ type Filter struct {
 	Until time.Time
 	// Before is a cursor: only events with an ID below it; zero means no bound.
 	Before int64
-	// Limit caps the result; zero means authz.DefaultListLimit, values
-	// above authz.MaxListLimit are reduced to it.
+	// Limit caps the result; zero means authz.DefaultListLimit. Validate
+	// (and so Log.ListAudit) refuses values above authz.MaxListLimit; a
+	// Store given one reduces it to authz.MaxListLimit.
 	Limit int
 }
 
