@@ -8,13 +8,17 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/dataverse"
 )
@@ -40,11 +44,18 @@ type ContactSearch interface {
 	SearchContacts(ctx context.Context, field binding.ContactSearchField, value string, limit int) ([]*dataverse.Contact, error)
 }
 
-// UserDirectory reads accounts: the security-stamp check of sessions, the
-// profile page and the REST API. *accounts.Service satisfies it.
+// UserDirectory reads accounts and their audit trail: the security-stamp
+// check of sessions, the profile page and the REST API.
+// *accounts.Service satisfies it.
 type UserDirectory interface {
 	ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error)
 	UserByID(ctx context.Context, id string) (*authz.User, error)
+	// LookupUser finds a user by id, else by username or email, or
+	// returns an error wrapping authz.ErrNotFound.
+	LookupUser(ctx context.Context, who string) (*authz.User, error)
+	// ListAudit returns audit events newest first; a bad filter gives a
+	// *authz.ValidationError.
+	ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error)
 }
 
 //go:embed openapi.json
@@ -61,6 +72,7 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+p+"/users", srv.admin(apikeys.ScopeUsersRead, srv.apiListUsers))
 	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(apikeys.ScopeUsersRead, srv.apiGetUser))
+	mux.HandleFunc("GET "+p+"/audit", srv.admin(apikeys.ScopeAuditRead, srv.apiListAudit))
 	if srv.bindings != nil {
 		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBinding))
 		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBindings))
@@ -371,16 +383,19 @@ func (srv *Server) apiBindingError(r *http.Request, id string, err error) *Error
 	}
 }
 
-// apiUser loads the user named by the {id} path value, answering the error itself.
+// apiUser loads the user named by the {id} path value (an id, else a
+// username or email, as the bulk endpoint names users), answering the
+// error itself.
 func (srv *Server) apiUser(w http.ResponseWriter, r *http.Request) (*authz.User, bool) {
 	id := r.PathValue("id")
-	if id == "" || len(id) > 64 || strings.ContainsAny(id, " /\\") {
-		srv.renderAPIError(w, r, apiBadRequest("the user id is not valid"))
+	if id == "" || len(id) > authz.MaxEmailLen || strings.ContainsAny(id, " /\\") || !printableParam(id) {
+		srv.renderAPIError(w, r, apiBadRequest("the user id, username or email is not valid"))
 		return nil, false
 	}
-	u, err := srv.users.UserByID(r.Context(), id)
+	u, err := srv.users.LookupUser(r.Context(), id)
 	if errors.Is(err, authz.ErrNotFound) {
-		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id."})
+		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
+			Message: "There is no user with this id, username or email."})
 		return nil, false
 	}
 	if err != nil {
@@ -388,6 +403,125 @@ func (srv *Server) apiUser(w http.ResponseWriter, r *http.Request) (*authz.User,
 		return nil, false
 	}
 	return u, true
+}
+
+// apiAuditList is the JSON of GET /api/audit.
+type apiAuditList struct {
+	Events []audit.Event `json:"events"`
+	// Next is the cursor for the next, older page (pass it as ?before=);
+	// empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// auditParams are the query parameters GET /api/audit takes; any other is
+// refused, so that a misspelt filter never silently lists everything.
+var auditParams = []string{"user", "actor", "type", "since", "until", "before", "limit"}
+
+// apiListAudit lists audit events newest first, filtered by the query:
+// user (an id, username or email; the id of a deleted user works too),
+// actor, type, since and until (RFC 3339 or a duration ago, see
+// audit.ParseTime), before (the cursor of the previous page) and limit.
+func (srv *Server) apiListAudit(w http.ResponseWriter, r *http.Request, _ apiCaller) {
+	q := r.URL.Query()
+	for name, vs := range q {
+		if !slices.Contains(auditParams, name) {
+			srv.renderAPIError(w, r, apiBadRequest("unknown query parameter "+strconv.Quote(truncate(name, 64))+
+				"; the audit list takes "+strings.Join(auditParams, ", ")))
+			return
+		}
+		if len(vs) > 1 {
+			srv.renderAPIError(w, r, apiBadRequest("the query parameter "+name+" is given more than once"))
+			return
+		}
+	}
+	f := audit.Filter{Actor: q.Get("actor"), Type: q.Get("type")}
+	now := srv.now()
+	for _, b := range []struct {
+		name string
+		into *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(b.name); v != "" {
+			t, err := audit.ParseTime(b.name, v, now)
+			if err != nil {
+				srv.renderAPIError(w, r, apiValidation(err))
+				return
+			}
+			*b.into = t
+		}
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			srv.renderAPIError(w, r, apiBadRequest("before must be the next cursor of a previous page (a positive whole number)"))
+			return
+		}
+		f.Before = n
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > authz.MaxListLimit {
+			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(authz.MaxListLimit)))
+			return
+		}
+		f.Limit = n
+	}
+	if who := q.Get("user"); who != "" {
+		f.UserID = who // an id no account has any more (a deleted user) filters as given
+		if len(who) <= audit.MaxFilterLen && printableParam(who) {
+			u, err := srv.users.LookupUser(r.Context(), who)
+			switch {
+			case err == nil:
+				f.UserID = u.ID
+			case !errors.Is(err, authz.ErrNotFound):
+				srv.renderAPIError(w, r, err)
+				return
+			}
+		}
+	}
+	events, err := srv.users.ListAudit(r.Context(), f)
+	if err != nil {
+		srv.renderAPIError(w, r, apiValidation(err))
+		return
+	}
+	out := apiAuditList{Events: events}
+	if out.Events == nil {
+		out.Events = []audit.Event{}
+	}
+	if len(events) == authz.EffectiveLimit(f.Limit) {
+		out.Next = strconv.FormatInt(events[len(events)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// apiValidation is a 400 carrying the message of a *authz.ValidationError,
+// or err itself for any other error.
+func apiValidation(err error) error {
+	var verr *authz.ValidationError
+	if errors.As(err, &verr) {
+		return apiBadRequest(verr.Message)
+	}
+	return err
+}
+
+// printableParam reports whether s is valid UTF-8 without control characters.
+func printableParam(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate cuts s to at most n bytes, for echoing client input in errors.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // apiContact is one contact found for binding.

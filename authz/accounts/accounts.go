@@ -73,6 +73,10 @@ type Store interface {
 	// wrapping authz.ErrLastBreakGlassAdmin and deletes nothing. An empty
 	// role makes it DeleteUser.
 	DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...outbox.Event) error
+	// ResetSignInFailures clears the user's failure count and lockout
+	// without touching anything else (no security stamp, no outbox
+	// event). A missing user gives authz.ErrNotFound.
+	ResetSignInFailures(ctx context.Context, id string) error
 }
 
 // Binder gives a new account its binding and checks the contact a lookup

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -34,12 +35,23 @@ const (
 	ScopeUsersBind = "users:bind"
 	// ScopeContactsRead allows looking up Dataverse contacts.
 	ScopeContactsRead = "contacts:read"
+	// ScopeAuditRead allows reading the audit trail. The trail names
+	// users, client addresses and sign-in failures: grant it to log
+	// collectors, not to flows that only bind users.
+	ScopeAuditRead = "audit:read"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead}
 }
+
+// The reasons of an audit.EventAPIKeyRefused event.
+const (
+	RefusedWrongSecret = "wrong_secret"
+	RefusedRevoked     = "revoked"
+	RefusedExpired     = "expired"
+)
 
 // The shape of an API key: APIKeyPrefix, apiKeyIDLen characters of the id,
 // "_", and the secret in unpadded base64url. The secret's alphabet includes
@@ -130,6 +142,9 @@ type Service struct {
 	audit *audit.Log
 	now   func() time.Time
 	log   *slog.Logger
+
+	mu          sync.Mutex
+	lastRefused map[string]time.Time // key id -> when its last refusal was audited; known ids only
 }
 
 // New returns the API key service over store, auditing to log. now nil
@@ -144,7 +159,7 @@ func New(store Store, log *audit.Log, now func() time.Time, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: store, audit: log, now: now, log: logger}, nil
+	return &Service{store: store, audit: log, now: now, log: logger, lastRefused: map[string]time.Time{}}, nil
 }
 
 // HasScope reports whether the key allows scope.
@@ -230,11 +245,17 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id, actor string) error {
 // token of an "Authorization: Bearer" header) and returns the stored key.
 // Every refusal is ErrInvalidAPIKey; any other error is a store failure.
 // The secret's hash is compared in constant time. A successful check
-// records LastUsedAt, at most once per APIKeyTouchInterval; a failure to
-// record it is logged, not returned.
+// records LastUsedAt and audits audit.EventAPIKeyUsed, both at most once
+// per APIKeyTouchInterval; a failure to record them is logged, not
+// returned. Every refusal is logged (with the key id when the key text has
+// one, never the secret); the refusal of a known key (wrong secret,
+// revoked, expired) is also audited as audit.EventAPIKeyRefused, at most
+// once per key per APIKeyTouchInterval, so that a client retrying a dead
+// key cannot flood the audit table.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, presented string) (*Key, error) {
 	id, secret, ok := parseAPIKey(presented)
 	if !ok {
+		s.log.WarnContext(ctx, "API key refused", "reason", "malformed")
 		return nil, ErrInvalidAPIKey
 	}
 	k, err := s.store.APIKeyByID(ctx, id)
@@ -242,13 +263,24 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, presented string) (*Ke
 		// Do the same hashing as for a known id. The id itself is not
 		// secret; this only keeps the work uniform.
 		apiKeySecretMatches(secret, strings.Repeat("0", sha256.Size*2))
+		s.log.WarnContext(ctx, "API key refused", "api_key_id", id, "reason", "unknown")
 		return nil, ErrInvalidAPIKey
 	}
 	if err != nil {
 		return nil, fmt.Errorf("apikeys: authenticate API key: %w", err)
 	}
 	now := s.now()
-	if !apiKeySecretMatches(secret, k.SecretHash) || !k.Usable(now) {
+	reason := ""
+	switch {
+	case !apiKeySecretMatches(secret, k.SecretHash):
+		reason = RefusedWrongSecret
+	case !k.RevokedAt.IsZero():
+		reason = RefusedRevoked
+	case !k.Usable(now):
+		reason = RefusedExpired
+	}
+	if reason != "" {
+		s.refused(ctx, k.ID, reason, now)
 		return nil, ErrInvalidAPIKey
 	}
 	if k.LastUsedAt.IsZero() || now.Sub(k.LastUsedAt) >= APIKeyTouchInterval {
@@ -256,9 +288,26 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, presented string) (*Ke
 			s.log.WarnContext(ctx, "API key last use not recorded", "api_key_id", k.ID, "err", err)
 		} else {
 			k.LastUsedAt = apiKeyTime(now)
+			s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAPIKeyUsed, Actor: "apikey:" + k.ID, Detail: k.ID})
 		}
 	}
 	return k, nil
+}
+
+// refused logs the refusal of the known key id and audits it unless one of
+// its refusals was audited less than APIKeyTouchInterval before now.
+func (s *Service) refused(ctx context.Context, id, reason string, now time.Time) {
+	s.log.WarnContext(ctx, "API key refused", "api_key_id", id, "reason", reason)
+	s.mu.Lock()
+	last, seen := s.lastRefused[id]
+	record := !seen || now.Sub(last) >= APIKeyTouchInterval || now.Before(last)
+	if record {
+		s.lastRefused[id] = now
+	}
+	s.mu.Unlock()
+	if record {
+		s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAPIKeyRefused, Actor: "apikey:" + id, Detail: id + " " + reason})
+	}
 }
 
 // ValidateAPIKeyName checks a key name: 1 to MaxAPIKeyNameLen printable

@@ -9,6 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/crmgate/crmgate/authz"
 )
 
 // Event is one row of the audit trail. It never holds a password or any
@@ -50,20 +54,71 @@ const (
 	EventProfileSynced   = "user.profile_synced"  // fields pulled from the bound contact; Detail lists them
 	EventAPIKeyCreated   = "apikey.created"       // Detail is the key id and its comma-separated scopes
 	EventAPIKeyRevoked   = "apikey.revoked"       // Detail is the key id
+	EventAPIKeyUsed      = "apikey.used"          // a key authenticated a request; at most once per key per apikeys.APIKeyTouchInterval; Actor is "apikey:<id>", Detail the key id
+	EventAPIKeyRefused   = "apikey.refused"       // a known key was presented with a wrong secret, or revoked or expired; Detail is the key id and the reason
+	EventAccountUnlocked = "account.unlocked"     // an operator cleared a lockout; Detail is the failure count and lockout end cleared
 )
+
+// MaxFilterLen is the longest UserID, Actor or Type a Filter may hold, in
+// bytes: longer than any value the gateway writes.
+const MaxFilterLen = 128
 
 // Filter selects audit events for ListAudit. The zero value lists the
 // newest authz.DefaultListLimit events.
 type Filter struct {
 	// UserID keeps events about that user; empty means any.
 	UserID string
+	// Actor keeps events caused by that actor (a user id, "cli",
+	// "apikey:<id>", ...); empty means any.
+	Actor string
 	// Type keeps events of that type; empty means any.
 	Type string
+	// Since keeps events at or after it; zero means no lower bound.
+	Since time.Time
+	// Until keeps events before it; zero means no upper bound.
+	Until time.Time
 	// Before is a cursor: only events with an ID below it; zero means no bound.
 	Before int64
-	// Limit caps the result; zero means authz.DefaultListLimit, values
-	// above authz.MaxListLimit are reduced to it.
+	// Limit caps the result; zero means authz.DefaultListLimit. Validate
+	// (and so Log.ListAudit) refuses values above authz.MaxListLimit; a
+	// Store given one reduces it to authz.MaxListLimit.
 	Limit int
+}
+
+// Validate reports the first problem of f as a *authz.ValidationError
+// naming the field: a UserID, Actor or Type longer than MaxFilterLen or
+// with control characters, a negative Before or Limit, a Limit above
+// authz.MaxListLimit, or Until not after Since. ListAudit calls it, so a
+// caller need not.
+func (f Filter) Validate() error {
+	for _, v := range []struct{ field, value string }{{"user", f.UserID}, {"actor", f.Actor}, {"type", f.Type}} {
+		if len(v.value) > MaxFilterLen || !printable(v.value) {
+			return &authz.ValidationError{Field: v.field,
+				Message: fmt.Sprintf("The %s filter must be at most %d printable characters.", v.field, MaxFilterLen)}
+		}
+	}
+	switch {
+	case f.Before < 0:
+		return &authz.ValidationError{Field: "before", Message: "The before cursor must be a positive event id."}
+	case f.Limit < 0 || f.Limit > authz.MaxListLimit:
+		return &authz.ValidationError{Field: "limit", Message: fmt.Sprintf("The limit must be from 1 to %d.", authz.MaxListLimit)}
+	case !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since):
+		return &authz.ValidationError{Field: "until", Message: "The end of the time range must be after its start."}
+	}
+	return nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Store is the part of the account store the audit trail uses.
@@ -121,7 +176,30 @@ func (l *Log) Record(ctx context.Context, e Event) {
 	}
 }
 
-// ListAudit returns audit events, newest first, filtered by f.
+// ListAudit returns audit events, newest first, filtered by f. A bad
+// filter gives a *authz.ValidationError (see Filter.Validate).
 func (l *Log) ListAudit(ctx context.Context, f Filter) ([]Event, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
 	return l.store.ListAudit(ctx, f)
+}
+
+// MaxAge is the longest duration ParseTime takes as "that long ago".
+const MaxAge = 100 * 365 * 24 * time.Hour
+
+// ParseTime reads a time bound of a Filter as operators write it: an RFC
+// 3339 time ("2026-03-01T12:00:00Z", fractions of a second allowed), or a
+// positive Go duration up to MaxAge ("90m", "24h") meaning that long
+// before now. Anything else gives a *authz.ValidationError naming field.
+// The command line and the REST API both read times with it.
+func ParseTime(field, s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 && d <= MaxAge {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, &authz.ValidationError{Field: field,
+		Message: "The " + field + " time must be an RFC 3339 time such as 2026-03-01T12:00:00Z, or a positive duration such as 24h meaning that long ago."}
 }

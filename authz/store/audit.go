@@ -24,7 +24,8 @@ func (d *DB) AppendAudit(ctx context.Context, e *audit.Event) error {
 	return nil
 }
 
-// ListAudit implements the feature stores.
+// ListAudit implements the feature stores. Since and Until compare at
+// millisecond precision, the precision the table keeps.
 func (d *DB) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
 	var where []string
 	var args []any
@@ -32,9 +33,21 @@ func (d *DB) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, erro
 		where = append(where, "user_id = ?")
 		args = append(args, f.UserID)
 	}
+	if f.Actor != "" {
+		where = append(where, "actor = ?")
+		args = append(args, f.Actor)
+	}
 	if f.Type != "" {
 		where = append(where, "type = ?")
 		args = append(args, f.Type)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "at >= ?")
+		args = append(args, millis(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "at < ?")
+		args = append(args, millis(f.Until))
 	}
 	if f.Before > 0 {
 		where = append(where, "id < ?")

@@ -31,14 +31,24 @@ commands:
   set-password  --login U [--password-stdin]
   set-roles     --login U --roles a,b   (empty --roles removes every role)
   disable       --login U
-  enable        --login U
+  enable        --login U   (says when the account is still locked out)
+  unlock        --login U | LOGIN   (clears a sign-in lockout and the failure count)
   set-binding   --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
   set-binding   --mode lookup --contact GUID [--contact-name N] [--allow-shared] [--dry-run] LOGIN
-  api-key create  --name N --scopes users:read,users:bind,contacts:read [--expires 720h]
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read)
   api-key list    [--json]
   api-key revoke  --id ID
 
-set-binding changes how users are bound to Dataverse contacts: the users
+` + setBindingHelp + `
+
+Without --password-stdin a random password is generated and printed once.
+An API key is printed once, when it is created; only its hash is stored.
+Only CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings are read, so
+a break-glass admin can be recovered even when the rest of the
+configuration is broken.`
+
+// setBindingHelp explains set-binding, in the users usage and its own.
+const setBindingHelp = `set-binding changes how users are bound to Dataverse contacts: the users
 named (username, email or id; flags come first), every user whose mode is
 --from-mode, or every user (--all). Users already bound that way are left
 alone. It prints one line per user, and exits with status 1 if any change
@@ -48,13 +58,7 @@ gateway). The last active, unbound admin (the break-glass account) is
 never bound. A lookup binding is checked in Dataverse first (the
 CRMGATE_DATAVERSE_* settings are read for it): a contact that does not
 exist is refused, and so is one another user is bound to unless
---allow-shared is given.
-
-Without --password-stdin a random password is generated and printed once.
-An API key is printed once, when it is created; only its hash is stored.
-Only CRMGATE_DATABASE_URL and the CRMGATE_PASSWORD_* settings are read, so
-a break-glass admin can be recovered even when the rest of the
-configuration is broken.`
+--allow-shared is given.`
 
 // runUsers manages accounts directly in the store.
 func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdout io.Writer) error {
@@ -68,6 +72,9 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		return runSetBinding(ctx, args[1:], environ, stdout)
 	}
 	sub, args := args[0], args[1:]
+	if !slices.Contains(usersCommands, sub) {
+		return usageError{fmt.Sprintf("unknown users command %q\n\n%s", sub, usersUsage)}
+	}
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
@@ -84,7 +91,9 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Sprintf("users %s: %v\n\n%s", sub, err, usersUsage)}
 	}
-	if fs.NArg() > 0 {
+	if sub == "unlock" && fs.NArg() == 1 && *login == "" {
+		*login = fs.Arg(0)
+	} else if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("users %s: unexpected argument %q", sub, fs.Arg(0))}
 	}
 	svc, closeStore, err := openAccounts(ctx, environ)
@@ -132,13 +141,22 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err != nil {
 			return err
 		}
+		now := time.Now()
 		if *asJSON {
-			return printJSON(stdout, users)
+			out := make([]listedUser, len(users))
+			for i, u := range users {
+				out[i] = listedUser{User: u, Locked: accounts.Locked(u, now)}
+			}
+			return printJSON(stdout, out)
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSERNAME\tEMAIL\tSTATUS\tROLES")
+		fmt.Fprintln(tw, "ID\tUSERNAME\tEMAIL\tSTATUS\tROLES\tLOCKED")
 		for _, u := range users {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.ID, u.Username, u.Email, u.Status, strings.Join(u.Roles, ","))
+			locked := "-"
+			if accounts.Locked(u, now) {
+				locked = "until " + cliTime(u.LockoutUntil)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.ID, u.Username, u.Email, u.Status, strings.Join(u.Roles, ","), locked)
 		}
 		return tw.Flush()
 	case "set-password":
@@ -175,11 +193,47 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err := svc.Accounts.SetStatus(ctx, *login, st, cliActor); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s is now %s\n", *login, st)
+		if st != authz.StatusActive {
+			fmt.Fprintf(stdout, "%s is now %s\n", *login, st)
+			break
+		}
+		u, err := svc.Accounts.LookupUser(ctx, *login)
+		if err != nil {
+			return err
+		}
+		if accounts.Locked(u, time.Now()) {
+			fmt.Fprintf(stdout, "%s is now active, but still locked out until %s after failed sign-ins; "+
+				"crmgate users unlock --login %s clears it\n", *login, cliTime(u.LockoutUntil), *login)
+		} else {
+			fmt.Fprintf(stdout, "%s is now active and not locked out\n", *login)
+		}
+	case "unlock":
+		if err := needLogin(); err != nil {
+			return err
+		}
+		was, err := svc.Accounts.Unlock(ctx, *login, cliActor)
+		if err != nil {
+			return err
+		}
+		if was {
+			fmt.Fprintf(stdout, "%s unlocked: the lockout and the failed sign-in count are cleared\n", *login)
+		} else {
+			fmt.Fprintf(stdout, "%s was not locked out; any failed sign-in count is cleared\n", *login)
+		}
 	default:
 		return usageError{fmt.Sprintf("unknown users command %q\n\n%s", sub, usersUsage)}
 	}
 	return nil
+}
+
+// usersCommands are the subcommands runUsers handles itself.
+var usersCommands = []string{"create", "list", "set-password", "set-roles", "disable", "enable", "unlock"}
+
+// listedUser is a user as users list --json prints it: the account and
+// whether a lockout is running now.
+type listedUser struct {
+	*authz.User
+	Locked bool `json:"locked"`
 }
 
 // cliActor is the actor the users commands record in the audit log.
@@ -241,6 +295,9 @@ func runAPIKeys(ctx context.Context, args, environ []string, stdout io.Writer) e
 		return usageError{usersUsage}
 	}
 	sub, args := args[0], args[1:]
+	if !slices.Contains([]string{"create", "list", "revoke"}, sub) {
+		return usageError{fmt.Sprintf("unknown users api-key command %q\n\n%s", sub, usersUsage)}
+	}
 	fs := flag.NewFlagSet("users api-key "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
@@ -555,4 +612,81 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// usersSubUsage is the usage text of each users subcommand, printed by
+// --help.
+var usersSubUsage = map[string]string{
+	"create": `usage: crmgate users create --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password]
+
+Creates an account. Without --password-stdin a random password is
+generated and printed once; with it, the first line of standard input is
+the password.`,
+	"list": `usage: crmgate users list [--query Q] [--json]
+
+Lists accounts ordered by username: id, username, email, status, roles, and
+LOCKED ("until <time>" while a sign-in lockout runs, else "-"). --query
+keeps users whose username or email contains Q; --json prints JSON, each
+user with "locked": true or false.`,
+	"set-password": `usage: crmgate users set-password --login U [--password-stdin]
+
+Sets the password of the user (username or email), clears any lockout and
+ends the user's other sessions at their next check. Without
+--password-stdin a random password is generated and printed once.`,
+	"set-roles": `usage: crmgate users set-roles --login U --roles a,b
+
+Replaces the user's local roles; an empty --roles removes every role. The
+last active, unbound admin keeps the admin role.`,
+	"disable": `usage: crmgate users disable --login U
+
+Disables the account; its sessions end at their next check.`,
+	"enable": `usage: crmgate users enable --login U
+
+Makes the account active, and says whether it is still locked out after
+failed sign-ins (crmgate users unlock clears that).`,
+	"unlock": `usage: crmgate users unlock (--login U | LOGIN)
+
+Clears the sign-in lockout and the failed sign-in count of the user
+(username or email), so that its owner can sign in at once. It is audited
+(account.unlocked) and ends no session. Unlocking an account someone is
+guessing at gives them fresh attempts: unlock when the owner asks.`,
+	"set-binding": `usage: crmgate users set-binding --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
+       crmgate users set-binding --mode lookup --contact GUID [--contact-name N] [--allow-shared] [--dry-run] LOGIN
+
+` + setBindingHelp,
+	"api-key": `usage: crmgate users api-key <command> [flags]
+
+commands:
+  create  --name N --scopes ` + strings.Join(apikeys.Scopes(), ",") + ` [--expires 720h]
+  list    [--json]
+  revoke  --id ID
+
+An API key is printed once, when it is created; only its hash is stored.`,
+	"api-key create": `usage: crmgate users api-key create --name N --scopes S1,S2 [--expires 720h]
+
+Creates a REST API key allowing the scopes (` + strings.Join(apikeys.Scopes(), ", ") + `),
+and prints it once; only its hash is stored. --expires 0 (the default)
+means it never expires.`,
+	"api-key list": `usage: crmgate users api-key list [--json]
+
+Lists every API key, revoked and expired ones included: id, name, scopes,
+state, and when it was created, expires and was last used.`,
+	"api-key revoke": `usage: crmgate users api-key revoke --id ID
+
+Revokes the key at once and for good.`,
+}
+
+// usersHelp returns the usage of the users subcommand args names (args[0],
+// and args[1] under api-key; a flag there means the level above), or none
+// for an unknown one.
+func usersHelp(args []string) (string, bool) {
+	sub := args[0]
+	if strings.HasPrefix(sub, "-") {
+		return usersUsage, true
+	}
+	if sub == "api-key" && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		sub += " " + args[1]
+	}
+	text, ok := usersSubUsage[sub]
+	return text, ok
 }

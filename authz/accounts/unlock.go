@@ -1,0 +1,51 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
+)
+
+// Locked reports whether u's account lockout is still running at now: its
+// LockoutUntil is after now. A zero LockoutUntil is never locked.
+func Locked(u *authz.User, now time.Time) bool { return u.LockoutUntil.After(now) }
+
+// Unlock clears the failed sign-in count and the lockout of the account
+// named by login (username or email), so that its owner can sign in at
+// once; actor is recorded. It reports whether a lockout was running. It
+// leaves the password, the security stamp and the sessions alone: an
+// unlock ends nobody's session. When there was nothing to clear (no
+// failures, no lockout) it changes and audits nothing. A missing account
+// gives authz.ErrNotFound. Unlocking an account an attacker is guessing at
+// hands them a fresh set of attempts: unlock after the owner asks, not on
+// a schedule.
+func (s *Service) Unlock(ctx context.Context, login, actor string) (wasLocked bool, err error) {
+	u, err := s.store.UserByLogin(ctx, login)
+	if err != nil {
+		return false, fmt.Errorf("accounts: unlock: %w", err)
+	}
+	now := s.now()
+	if u.FailedCount == 0 && u.LockoutUntil.IsZero() {
+		return false, nil
+	}
+	if err := s.store.ResetSignInFailures(ctx, u.ID); err != nil {
+		return false, fmt.Errorf("accounts: unlock: %w", err)
+	}
+	detail := "failed_count=" + strconv.Itoa(u.FailedCount)
+	if !u.LockoutUntil.IsZero() {
+		detail += " lockout_until=" + u.LockoutUntil.UTC().Format(time.RFC3339)
+	}
+	s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAccountUnlocked, Actor: actor, UserID: u.ID, Detail: detail})
+	return Locked(u, now), nil
+}
+
+// ListAudit returns the audit trail the service writes to, newest first,
+// filtered by f (see audit.Log.ListAudit): the REST API reads it through
+// the user directory. A bad filter gives a *authz.ValidationError.
+func (s *Service) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
+	return s.audit.ListAudit(ctx, f)
+}

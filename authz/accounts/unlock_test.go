@@ -1,0 +1,84 @@
+package accounts_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/authztest"
+	"github.com/crmgate/crmgate/authz/wiring"
+)
+
+// TestUnlock: Unlock clears a running lockout and the failure count,
+// audits it, and lets the owner sign in at once, without ending sessions
+// (the security stamp stays); with nothing to clear it changes and audits
+// nothing; an expired lockout's leftovers are cleared and reported as not
+// locked; an unknown login is ErrNotFound.
+func TestUnlock(t *testing.T) {
+	ctx := t.Context()
+	f := authztest.NewFixture(t, wiring.Options{})
+	ana := f.CreateUser(t, "ana", authz.StatusActive)
+	lock := func(t *testing.T, failures int, until time.Time) *authz.User {
+		t.Helper()
+		u := f.User(t, ana.ID)
+		u.FailedCount, u.LockoutUntil = failures, until
+		if err := f.DB.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		return f.User(t, ana.ID)
+	}
+	unlocked := func() int {
+		return authztest.CountAudit(t, f, audit.Filter{Type: audit.EventAccountUnlocked})
+	}
+
+	locked := lock(t, 5, f.Clock.Now().Add(15*time.Minute))
+	if !accounts.Locked(locked, f.Clock.Now()) {
+		t.Fatal("Locked = false for a running lockout")
+	}
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, "192.0.2.1"); err == nil {
+		t.Fatal("a locked account signed in")
+	}
+	was, err := f.Svc.Accounts.Unlock(ctx, "ANA@example.com", "cli")
+	if err != nil || !was {
+		t.Fatalf("Unlock = %v, %v; want true, nil", was, err)
+	}
+	got := f.User(t, ana.ID)
+	if got.FailedCount != 0 || !got.LockoutUntil.IsZero() || accounts.Locked(got, f.Clock.Now()) {
+		t.Errorf("after Unlock: failed %d, lockout %v", got.FailedCount, got.LockoutUntil)
+	}
+	if got.SecurityStamp != locked.SecurityStamp {
+		t.Error("Unlock rotated the security stamp (it would end the owner's sessions)")
+	}
+	e := f.LastAudit(t, audit.EventAccountUnlocked)
+	if e.Actor != "cli" || e.UserID != ana.ID || e.Detail == "" {
+		t.Errorf("audit row %+v", e)
+	}
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, "192.0.2.1"); err != nil {
+		t.Errorf("sign-in after Unlock: %v", err)
+	}
+
+	n := unlocked()
+	if was, err := f.Svc.Accounts.Unlock(ctx, "ana", "cli"); err != nil || was {
+		t.Errorf("Unlock of an unlocked account = %v, %v; want false, nil", was, err)
+	}
+	if unlocked() != n {
+		t.Error("Unlock with nothing to clear was audited")
+	}
+
+	lock(t, 3, f.Clock.Now().Add(-time.Second)) // a lockout that has ended, its count left over
+	if was, err := f.Svc.Accounts.Unlock(ctx, "ana", "cli"); err != nil || was {
+		t.Errorf("Unlock of an ended lockout = %v, %v; want false, nil", was, err)
+	}
+	if got := f.User(t, ana.ID); got.FailedCount != 0 || !got.LockoutUntil.IsZero() || unlocked() != n+1 {
+		t.Errorf("ended lockout not cleared: %+v, %d rows", got, unlocked())
+	}
+
+	for _, login := range []string{"nobody", "", "ana\x00", ana.ID} {
+		if _, err := f.Svc.Accounts.Unlock(ctx, login, "cli"); !errors.Is(err, authz.ErrNotFound) {
+			t.Errorf("Unlock(%q) = %v; want ErrNotFound", login, err)
+		}
+	}
+}
