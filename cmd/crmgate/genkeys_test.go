@@ -95,3 +95,20 @@ func TestGenKeysFiles(t *testing.T) {
 		t.Error("the refused same-file command wrote a file")
 	}
 }
+
+// TestGenKeysRelativePaths: the printed settings name the files by absolute
+// path, so they work from any directory.
+func TestGenKeysRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var out bytes.Buffer
+	if err := runGenKeys(&out, "--cookie-keys-file", "c.key", "--signing-key-file", "s.pem"); err != nil {
+		t.Fatal(err)
+	}
+	real, _ := filepath.EvalSymlinks(dir)
+	for _, want := range []string{"CRMGATE_COOKIE_KEYS_FILE=" + filepath.Join(real, "c.key"), "CRMGATE_SIGNING_KEYS_FILE=" + filepath.Join(real, "s.pem")} {
+		if !strings.Contains(out.String(), want+"\n") {
+			t.Errorf("printed %q, want a line %q", out.String(), want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/crmgate/crmgate/config"
@@ -265,7 +266,12 @@ func runGenKeys(stdout io.Writer, args ...string) error {
 	for _, s := range secrets {
 		switch {
 		case s.f != nil:
-			fmt.Fprintf(stdout, "%s_FILE=%s\n", s.setting, s.path)
+			// An absolute path, so that the line works from any directory.
+			abs, err := filepath.Abs(s.path)
+			if err != nil {
+				abs = s.path
+			}
+			fmt.Fprintf(stdout, "%s_FILE=%s\n", s.setting, abs)
 		case s.setting == "CRMGATE_COOKIE_KEYS":
 			fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n", ck)
 		default:
