@@ -509,8 +509,8 @@ func TestPolicyDecisions(t *testing.T) {
 		{"condition true", root, "/staff/x", nil, 200},
 		{"condition anonymous", anon, "/staff/x", nil, 302},
 		{"deny", root, "/closed/x", nil, 403},
-		{"unmatched", root, "/nowhere", nil, 403},
-		{"unmatched anonymous", anon, "/nowhere", nil, 403},
+		{"unmatched", root, "/nowhere", nil, 404}, // no route: "no page here", not "access denied"
+		{"unmatched anonymous", anon, "/nowhere", nil, 404},
 		{"unknown gateway page", anon, "/.auth/nope", nil, 404},
 	}
 	for _, tt := range tests {

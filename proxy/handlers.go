@@ -24,10 +24,16 @@ func (srv *Server) gatewayMux() http.Handler {
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))
 	srv.apiMux(mux)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
-		srv.renderError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Page not found",
-			Message: "There is no page at this address."})
+		srv.renderError(w, r, errNoPage())
 	})
 	return mux
+}
+
+// errNoPage is the 404 for an address that neither the gateway nor any
+// policy route serves (an unknown gateway page, a request no route matches).
+func errNoPage() *Error {
+	return &Error{Status: http.StatusNotFound, Code: "not_found", Title: "No page here",
+		Message: "There is no page at this address. Check the address, or go to the home page."}
 }
 
 // sameOrigin refuses cross-origin state-changing requests before h runs.

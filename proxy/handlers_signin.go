@@ -64,13 +64,40 @@ func sessionContact(c *dataverse.Contact) *dataverse.Contact {
 	return sc
 }
 
-// handleSignInForm shows the sign-in page.
+// msgReturnTooLong tells the user why the gateway will not return to the
+// address they came from.
+const msgReturnTooLong = "The address you came from is too long to return to. After signing in you will go to the home page."
+
+// handleSignInForm shows the sign-in page. A browser that is already signed
+// in is told who is signed in and offered to continue to the return address
+// or to sign in as someone else (a sign-out form that comes back here).
 func (srv *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 	redirect := r.URL.Query().Get("redirect_url")
+	var notice string
 	if _, ok := srv.redirects.validate(redirect); !ok {
+		if srv.redirects.tooLong(redirect) {
+			notice = msgReturnTooLong
+		}
 		redirect = ""
 	}
-	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect})
+	sess, err := srv.loadSession(w, r)
+	if err != nil {
+		srv.renderError(w, r, err)
+		return
+	}
+	if sess != nil {
+		// The sign-out handler validates this again; one too long for a
+		// return address comes back to the plain sign-in page.
+		back := srv.signInURL(redirect)
+		if _, ok := srv.redirects.validate(back); !ok {
+			back = srv.prefix + "/signin"
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{SignedInAs: sess.Username,
+			ContinueURL: srv.redirects.orDefault(redirect), SwitchRedirectURL: back})
+		return
+	}
+	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect, Notice: notice})
 }
 
 func (srv *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, data pages.SignInData) {
@@ -168,10 +195,24 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 
 // handleSignOutForm shows a confirmation button: signing out changes state,
 // so it is never done by a GET that another site could trigger.
+// "Cancel" goes back to the return address (or the home page); with no
+// session the page says nobody is signed in.
 func (srv *Server) handleSignOutForm(w http.ResponseWriter, r *http.Request) {
-	token := srv.csrf.issue(w, r)
-	if err := srv.pages.Render(w, http.StatusOK, pages.PageSignOut, pages.SignOutData{CSRFToken: token,
-		RedirectURL: r.URL.Query().Get("redirect_url")}); err != nil {
+	redirect, ok := srv.redirects.validate(r.URL.Query().Get("redirect_url"))
+	if !ok {
+		redirect = ""
+	}
+	sess, err := srv.loadSession(w, r)
+	if err != nil {
+		srv.renderError(w, r, err)
+		return
+	}
+	data := pages.SignOutData{RedirectURL: redirect, CancelURL: redirect}
+	if sess != nil {
+		data.SignedInAs = sess.Username
+	}
+	data.CSRFToken = srv.csrf.issue(w, r)
+	if err := srv.pages.Render(w, http.StatusOK, pages.PageSignOut, data); err != nil {
 		srv.log.Error("render sign-out page", "request_id", requestID(r.Context()), "err", err)
 	}
 }

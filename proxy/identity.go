@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -63,7 +64,9 @@ type claims struct {
 	Subject           string        `json:"sub"`
 	IssuedAt          int64         `json:"iat"`
 	Expiry            int64         `json:"exp"`
+	ID                string        `json:"jti"` // unique per token (RFC 7519 section 4.1.7), for replay caches
 	Email             string        `json:"email,omitempty"`
+	EmailVerified     bool          `json:"email_verified"` // as in OpenID Connect Core 1.0 section 5.1
 	Name              string        `json:"name,omitempty"`
 	PreferredUsername string        `json:"preferred_username"`
 	Roles             []string      `json:"roles"`
@@ -88,6 +91,9 @@ type signer struct {
 	now    func() time.Time
 	jose   jose.Signer
 	jwks   []byte
+	// newID returns a token's jti: 128 random bits (crypto/rand), never
+	// repeated. Tests replace it for deterministic golden files.
+	newID func() string
 
 	mu    sync.Mutex
 	cache map[tokenKey]cachedToken
@@ -132,7 +138,7 @@ func newSigner(issuer string, keys []*ecdsa.PrivateKey, ttl time.Duration, now f
 	if err != nil {
 		return nil, err
 	}
-	return &signer{issuer: issuer, ttl: ttl, now: now, jose: js, jwks: jwks, cache: map[tokenKey]cachedToken{}}, nil
+	return &signer{issuer: issuer, ttl: ttl, now: now, jose: js, jwks: jwks, newID: rand.Text, cache: map[tokenKey]cachedToken{}}, nil
 }
 
 // reuseMargin is how long before expiry a cached token is replaced, so an
@@ -162,8 +168,8 @@ func (s *signer) identity(sess *Session, aud string, route *policies.Route) (*id
 	exp := now.Add(s.ttl)
 	c := claims{
 		Issuer: s.issuer, Audience: aud, Subject: sess.UserID,
-		IssuedAt: now.Unix(), Expiry: exp.Unix(),
-		Email: sess.Email, Name: sess.Name, PreferredUsername: sess.Username,
+		IssuedAt: now.Unix(), Expiry: exp.Unix(), ID: s.newID(),
+		Email: sess.Email, EmailVerified: sess.EmailOK, Name: sess.Name, PreferredUsername: sess.Username,
 		Roles: sess.roles(), AuthMethod: sess.AuthMethod,
 	}
 	if c.Roles == nil {

@@ -5,8 +5,11 @@ import (
 	"strings"
 )
 
-// maxRedirectLen bounds redirect_url; longer values are refused.
-const maxRedirectLen = 2048
+// maxRedirectLen bounds a return address (redirect_url) in bytes, as sent (percent-encoded
+// form). 8 KB covers the long query strings of legacy sites and is what common servers accept
+// as a whole request line (nginx large_client_header_buffers 8k, Apache LimitRequestLine 8190);
+// longer values are refused, and the sign-in page then says it will not return there.
+const maxRedirectLen = 8 << 10
 
 // redirectValidator decides which redirect_url values the gateway honours:
 // same-site relative paths, and absolute http(s) URLs whose origin is the
@@ -53,7 +56,7 @@ func (v redirectValidator) validate(raw string) (string, bool) {
 		if strings.HasPrefix(u.Path, "//") {
 			return "", false
 		}
-		return u.RequestURI() + fragment(u), true
+		return bounded(u.RequestURI() + fragment(u))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", false
@@ -62,7 +65,17 @@ func (v redirectValidator) validate(raw string) (string, bool) {
 	if origin != v.self && !v.allowed[origin] {
 		return "", false
 	}
-	return u.String(), true
+	return bounded(u.String())
+}
+
+// bounded refuses a re-serialised address that grew past maxRedirectLen
+// (raw non-ASCII bytes are percent-encoded), so that what the gateway echoes
+// in a form is accepted again when the form comes back.
+func bounded(s string) (string, bool) {
+	if len(s) > maxRedirectLen {
+		return "", false
+	}
+	return s, true
 }
 
 func fragment(u *url.URL) string {
@@ -71,6 +84,9 @@ func fragment(u *url.URL) string {
 	}
 	return "#" + u.EscapedFragment()
 }
+
+// tooLong reports whether raw is refused only for its length.
+func (v redirectValidator) tooLong(raw string) bool { return len(raw) > maxRedirectLen }
 
 // orDefault returns the validated redirect or "/" when raw is not acceptable.
 func (v redirectValidator) orDefault(raw string) string {

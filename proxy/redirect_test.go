@@ -110,5 +110,49 @@ func FuzzRedirect(f *testing.F) {
 		if strings.HasPrefix(out, "//") {
 			t.Fatalf("accepted protocol-relative %q", out)
 		}
+		// What the gateway echoes in a form comes back in the next request.
+		if len(out) > maxRedirectLen {
+			t.Fatalf("accepted %q -> %d bytes", in, len(out))
+		}
+		if again, ok := v.validate(out); !ok || again != out {
+			t.Fatalf("accepted %q -> %q, which validates to %q, %v", in, out, again, ok)
+		}
 	})
+}
+
+// TestRedirectLengthBound: 8 KB is accepted, one byte more is refused, and
+// an address whose re-serialised form would grow past the limit (raw
+// non-ASCII is percent-encoded) is refused rather than echoed in a form
+// that the next validation would refuse.
+func TestRedirectLengthBound(t *testing.T) {
+	v := newRedirectValidator("https://gw.example.com", []string{"https://app.example.com"})
+	for _, tt := range []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"path of 8 KB", "/" + strings.Repeat("a", maxRedirectLen-1), true},
+		{"path of 8 KB + 1", "/" + strings.Repeat("a", maxRedirectLen), false},
+		{"absolute of 8 KB", "https://app.example.com/" + strings.Repeat("a", maxRedirectLen-len("https://app.example.com/")), true},
+		{"absolute of 8 KB + 1", "https://app.example.com/" + strings.Repeat("a", maxRedirectLen+1-len("https://app.example.com/")), false},
+		{"grows when encoded", "/" + strings.Repeat("é", maxRedirectLen/4), false},
+		{"encoded already", "/" + strings.Repeat("%C3%A9", (maxRedirectLen-1)/6), true},
+		{"1 MB", "/" + strings.Repeat("a", 1<<20), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := v.validate(tt.in)
+			if ok != tt.ok {
+				t.Fatalf("validate(%d bytes) ok = %v, want %v", len(tt.in), ok, tt.ok)
+			}
+			if !ok {
+				return
+			}
+			if len(got) > maxRedirectLen {
+				t.Fatalf("validated value is %d bytes", len(got))
+			}
+			if again, ok := v.validate(got); !ok || again != got {
+				t.Fatalf("the validated value does not validate to itself")
+			}
+		})
+	}
 }

@@ -413,11 +413,12 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		sess = nil
 	}
 
-	// 9. The first matching route decides; unmatched requests are denied.
+	// 9. The first matching route decides; unmatched requests are denied,
+	// with a "no page here" 404: no rule names the address at all.
 	route := srv.policy.Route(host, r.Method, path)
 	if route == nil {
 		srv.metrics.route("unmatched").deny.Inc()
-		srv.renderError(w, r, errForbidden(""))
+		srv.renderError(w, r, errNoPage())
 		return "unmatched"
 	}
 	rm := srv.metrics.route(route.Name)

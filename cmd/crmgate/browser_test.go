@@ -70,11 +70,17 @@ var (
 // once it has printed its last line ("Press Ctrl-C to stop.").
 func startDev(t *testing.T) *devGateway {
 	t.Helper()
+	return startDevEnv(t, nil)
+}
+
+// startDevEnv is startDev with environment variables (branding settings).
+func startDevEnv(t *testing.T, environ []string) *devGateway {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	g := &devGateway{cancel: cancel, done: make(chan error, 1), accounts: map[string]devAccount{}}
 	go func() {
-		err := run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"}, nil, nil, pw, io.Discard)
+		err := run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"}, environ, nil, pw, io.Discard)
 		pw.Close()
 		g.done <- err
 	}()
@@ -554,6 +560,8 @@ func TestBrowserDevOutput(t *testing.T) {
 		`^Demo accounts \(generated for this run\):$`,
 		`^  admin  password [A-Z2-7]{16}  roles \[admin\]$`,
 		`^  alice  password [A-Z2-7]{16}  roles \[\]$`,
+		`^  breakglass password [A-Z2-7]{16}  roles \[admin\]$`,
+		`^  \(admin and alice are bound to demo contacts; breakglass is not: the break-glass admin signs in even while Dataverse is down\)$`,
 		`^$`,
 		`^Pages: (\S+) \(public\), (\S+) \(signed in\), (\S+) \(admin only\)$`,
 		`^Ops:   (http://127\.0\.0\.1:[0-9]+/metrics)$`,
@@ -571,7 +579,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		}
 		groups = append(groups, m)
 	}
-	for _, page := range groups[6][1:] {
+	for _, page := range groups[8][1:] {
 		if !strings.HasPrefix(page, g.url+"/") {
 			t.Errorf("page %q is not on the gateway %s", page, g.url)
 		}
@@ -583,14 +591,14 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	resp, err = http.Get(groups[7][1])
+	resp, err = http.Get(groups[9][1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(metrics, []byte("crmgate_")) {
-		t.Errorf("ops URL %s: status %d, want 200 with crmgate_ metrics", groups[7][1], resp.StatusCode)
+		t.Errorf("ops URL %s: status %d, want 200 with crmgate_ metrics", groups[9][1], resp.StatusCode)
 	}
 
 	other := startDev(t)
@@ -601,7 +609,7 @@ func TestBrowserDevOutput(t *testing.T) {
 	}
 
 	// The emulator answers with the printed credentials and has the demo contacts.
-	dv := groups[8]
+	dv := groups[10]
 	tr, err := http.PostForm(dv[1]+"/"+dv[2]+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
 		"client_id": {dv[3]}, "client_secret": {dv[4]}, "scope": {dv[1] + "/.default"}})
 	if err != nil {
@@ -624,7 +632,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Fatalf("emulator contacts: %d %s", cr.StatusCode, contacts)
 	}
 
-	dataDir := groups[9][1]
+	dataDir := groups[11][1]
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("data directory while running: %v", err)
 	}

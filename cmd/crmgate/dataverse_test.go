@@ -115,7 +115,9 @@ func TestCheckConfigDataverse(t *testing.T) {
 
 // TestDevDeliversLifecycleEvents shows that `crmgate dev` is wired to its
 // emulator: the created events of the two demo accounts reach the demo
-// actions (counted as delivered, which needs the emulator's answer).
+// actions (counted as delivered, which needs the emulator's answer): the
+// two bound users and the unbound break-glass admin, whose binding is set
+// to none after it is created (its user.unbound event is delivered too).
 func TestDevDeliversLifecycleEvents(t *testing.T) {
 	g := startDev(t)
 	var metricsURL string
@@ -135,7 +137,8 @@ func TestDevDeliversLifecycleEvents(t *testing.T) {
 		}
 		m, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if bytes.Contains(m, []byte(`crmgate_outbox_delivered_total{type="user.created"} 2`)) {
+		if bytes.Contains(m, []byte(`crmgate_outbox_delivered_total{type="user.created"} 3`)) &&
+			bytes.Contains(m, []byte(`crmgate_outbox_delivered_total{type="user.unbound"} 1`)) {
 			return
 		}
 		if time.Now().After(deadline) {

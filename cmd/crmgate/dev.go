@@ -84,11 +84,20 @@ const demoSeed = `{
 type demoAccount struct {
 	username, email, name string
 	roles                 []string
+	// unbound leaves the account without a contact (binding mode none),
+	// although new users are bound by username.
+	unbound bool
 }
 
+// demoAccounts are the accounts of `crmgate dev`: users bound to their demo
+// contacts, and beside them one unbound admin, the break-glass pattern the
+// README recommends: it has no contact, so it signs in while Dataverse is
+// down or refuses the bound users, and the gateway refuses to bind, demote,
+// disable or delete it while it is the last one.
 var demoAccounts = []demoAccount{
-	{"admin", "admin@demo.crmgate.test", "Ada Admin", []string{"admin"}},
-	{"alice", "alice@demo.crmgate.test", "Alice Example", nil},
+	{"admin", "admin@demo.crmgate.test", "Ada Admin", []string{"admin"}, false},
+	{"alice", "alice@demo.crmgate.test", "Alice Example", nil, false},
+	{"breakglass", "breakglass@demo.crmgate.test", "Break-glass Admin", []string{"admin"}, true},
 }
 
 // runDev runs the gateway with everything generated: a temporary SQLite
@@ -213,8 +222,14 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			Password: pw, Roles: a.roles}, "dev"); err != nil && !errors.Is(err, authz.ErrConflict) {
 			return err
 		}
+		if a.unbound {
+			if err := g.auth.Accounts.SetBinding(ctx, a.username, authz.Binding{Mode: authz.BindingNone}, "dev"); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(&accountLines, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
 	}
+	accountLines.WriteString("  (admin and alice are bound to demo contacts; breakglass is not: the break-glass admin signs in even while Dataverse is down)\n")
 	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n%s", publicURL, accountLines.String())
 	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
 	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\n", ops.Addr())

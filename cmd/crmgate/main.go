@@ -73,11 +73,13 @@ Builds everything serve would build from the CRMGATE_* environment
 variables and the policy file, starts nothing, and prints every problem at
 once; the exit status is non-zero when there is any.`
 
-const genKeysUsage = `usage: crmgate gen-keys
+const genKeysUsage = `usage: crmgate gen-keys [--cookie-keys-file FILE] [--signing-key-file FILE]
 
 Prints a new cookie key (CRMGATE_COOKIE_KEYS) and a new ES256 signing key
 (CRMGATE_SIGNING_KEYS, PEM). Both are secrets: keep them out of logs and
-repositories.`
+repositories. With --cookie-keys-file or --signing-key-file the key is
+written to that new file (mode 0600; an existing file is never
+overwritten) instead, and the CRMGATE_*_FILE setting naming it is printed.`
 
 const versionUsage = `usage: crmgate version
 
@@ -125,10 +127,7 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 	case "audit":
 		return runAudit(ctx, args, environ, stdout)
 	case "gen-keys":
-		if err := noArgs(cmd, args); err != nil {
-			return err
-		}
-		return runGenKeys(stdout)
+		return runGenKeys(stdout, args...)
 	case "dataverse-emulator":
 		return runEmulator(ctx, args, environ, stdout)
 	case "version":

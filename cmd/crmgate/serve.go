@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -187,7 +190,24 @@ func runCheckConfig(ctx context.Context, environ []string, stdout io.Writer) err
 	return nil
 }
 
-func runGenKeys(stdout io.Writer) error {
+// runGenKeys prints a new cookie key and a new ES256 signing key, or, with
+// --cookie-keys-file and --signing-key-file, writes each to a new file of
+// mode 0600 (never overwriting one) and prints the settings that name them.
+// The keys are printed only when they have no file.
+func runGenKeys(stdout io.Writer, args ...string) error {
+	fs := flag.NewFlagSet("gen-keys", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cookieFile := fs.String("cookie-keys-file", "", "write the cookie key to this new file (mode 0600) for CRMGATE_COOKIE_KEYS_FILE")
+	signingFile := fs.String("signing-key-file", "", "write the signing key to this new file (mode 0600) for CRMGATE_SIGNING_KEYS_FILE")
+	if err := fs.Parse(args); err != nil {
+		return usageError{fmt.Sprintf("gen-keys: %v (flags: --cookie-keys-file FILE, --signing-key-file FILE)", err)}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("gen-keys: unexpected argument %q (flags: --cookie-keys-file FILE, --signing-key-file FILE)", fs.Arg(0))}
+	}
+	if *cookieFile != "" && *cookieFile == *signingFile {
+		return usageError{"gen-keys: --cookie-keys-file and --signing-key-file must name different files"}
+	}
 	ck, err := config.GenerateCookieKey()
 	if err != nil {
 		return err
@@ -196,6 +216,71 @@ func runGenKeys(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n\n# CRMGATE_SIGNING_KEYS (or put it in a file and set CRMGATE_SIGNING_KEYS_FILE):\n%s", ck, sk)
+	type secret struct {
+		path, value, setting string
+		f                    *os.File
+	}
+	secrets := []*secret{{path: *cookieFile, value: ck + "\n", setting: "CRMGATE_COOKIE_KEYS"}, {path: *signingFile, value: sk, setting: "CRMGATE_SIGNING_KEYS"}}
+	// Both files are created before either is written, and a failure
+	// removes what this run created, so nothing is left half done.
+	var err2 error
+	for _, s := range secrets {
+		if s.path == "" {
+			continue
+		}
+		f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			err2 = fmt.Errorf("gen-keys: %s already exists; it is never overwritten (remove it, or name another file)", s.path)
+			break
+		}
+		if err != nil {
+			err2 = fmt.Errorf("gen-keys: %w", err)
+			break
+		}
+		s.f = f
+	}
+	for _, s := range secrets {
+		if s.f == nil || err2 != nil {
+			continue
+		}
+		if _, err := s.f.WriteString(s.value); err != nil {
+			err2 = fmt.Errorf("gen-keys: write %s: %w", s.path, err)
+		}
+	}
+	for _, s := range secrets {
+		if s.f == nil {
+			continue
+		}
+		if err := s.f.Close(); err != nil && err2 == nil {
+			err2 = fmt.Errorf("gen-keys: write %s: %w", s.path, err)
+		}
+	}
+	if err2 != nil {
+		for _, s := range secrets {
+			if s.f != nil {
+				_ = os.Remove(s.path)
+			}
+		}
+		return err2
+	}
+	if *cookieFile == "" && *signingFile == "" {
+		fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n\n# CRMGATE_SIGNING_KEYS (or put it in a file and set CRMGATE_SIGNING_KEYS_FILE):\n%s", ck, sk)
+		return nil
+	}
+	for _, s := range secrets {
+		switch {
+		case s.f != nil:
+			// An absolute path, so that the line works from any directory.
+			abs, err := filepath.Abs(s.path)
+			if err != nil {
+				abs = s.path
+			}
+			fmt.Fprintf(stdout, "%s_FILE=%s\n", s.setting, abs)
+		case s.setting == "CRMGATE_COOKIE_KEYS":
+			fmt.Fprintf(stdout, "CRMGATE_COOKIE_KEYS=%s\n", ck)
+		default:
+			fmt.Fprintf(stdout, "# CRMGATE_SIGNING_KEYS:\n%s", sk)
+		}
+	}
 	return nil
 }

@@ -92,7 +92,14 @@ type Branding struct {
 	// AuthPrefix is the gateway's URL prefix, used for form actions and static URLs.
 	// Empty means DefaultAuthPrefix. It must start with "/" and not end with one.
 	AuthPrefix string
+	// HomeURL is where the site name in the header and the "Back to" link of every page
+	// lead: an https URL or a same-site path. Empty means DefaultHomeURL, the site's root.
+	HomeURL string
 }
+
+// DefaultHomeURL is the home link used when Branding.HomeURL is empty: the root of the site
+// the gateway serves.
+const DefaultHomeURL = "/"
 
 // Options configures New.
 type Options struct {
@@ -168,6 +175,12 @@ type SignOutData struct {
 	CSRFToken string
 	// RedirectURL is echoed in a hidden field; the handler validates it on POST.
 	RedirectURL string
+	// SignedInAs is the signed-in user's name as shown ("alice"); empty means nobody is
+	// signed in, and the page says so instead of asking to confirm.
+	SignedInAs string
+	// CancelURL is the "Cancel" link (keep the session and go back); empty means the home URL.
+	// The handler must pass a validated address only.
+	CancelURL string
 }
 
 // SignInData is the data of PageSignIn.
@@ -185,6 +198,15 @@ type SignInData struct {
 	Error string
 	// Notice is an informational message (e.g. "Your password was changed"); empty shows none.
 	Notice string
+	// SignedInAs is set when the browser already has a session: the page then says who is
+	// signed in and offers ContinueURL or switching account instead of the form.
+	SignedInAs string
+	// ContinueURL is the "Continue" link when SignedInAs is set; empty means the home URL.
+	// The handler must pass a validated address only.
+	ContinueURL string
+	// SwitchRedirectURL is where the sign-out form of "Sign in as someone else" returns to
+	// (the sign-in page with the same return address); the sign-out handler validates it.
+	SwitchRedirectURL string
 }
 
 // SignedOutData is the data of PageSignedOut.
@@ -368,27 +390,47 @@ func normalizeBranding(b Branding) (Branding, theme, error) {
 	if b.AuthPrefix == "" {
 		b.AuthPrefix = DefaultAuthPrefix
 	}
+	if b.HomeURL != "" && !sameSiteOrHTTPS(b.HomeURL) {
+		return Branding{}, theme{}, fmt.Errorf("%w: home URL %q must be an https URL or a path starting with /", ErrInvalidBranding, b.HomeURL)
+	}
 	if !strings.HasPrefix(b.AuthPrefix, "/") || strings.HasSuffix(b.AuthPrefix, "/") ||
 		path.Clean(b.AuthPrefix) != b.AuthPrefix || strings.ContainsAny(b.AuthPrefix, "?#\\ \"'<>") {
 		return Branding{}, theme{}, fmt.Errorf("%w: auth prefix %q must start with / and have no trailing slash", ErrInvalidBranding, b.AuthPrefix)
 	}
-	if b.LogoURL != "" {
-		u, err := url.Parse(b.LogoURL)
-		if err != nil || !(u.Scheme == "https" && u.Host != "" || u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(b.LogoURL, "//")) {
-			return Branding{}, theme{}, fmt.Errorf("%w: logo URL %q must be an https URL or a path starting with /", ErrInvalidBranding, b.LogoURL)
-		}
+	if b.LogoURL != "" && !sameSiteOrHTTPS(b.LogoURL) {
+		return Branding{}, theme{}, fmt.Errorf("%w: logo URL %q must be an https URL or a path starting with /", ErrInvalidBranding, b.LogoURL)
 	}
 	return b, newTheme(c), nil
 }
 
+// sameSiteOrHTTPS reports whether raw is an absolute https URL with a host, or a path from the
+// root that is not protocol-relative (a browser reads "//x" and "/\x" as another host).
+func sameSiteOrHTTPS(raw string) bool {
+	if strings.ContainsFunc(raw, func(c rune) bool { return c <= 0x20 || c == 0x7f || c == '\\' }) {
+		return false
+	}
+	u, err := url.Parse(raw)
+	return err == nil && u.User == nil && (u.Scheme == "https" && u.Host != "" ||
+		u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(raw, "//"))
+}
+
 // funcs are the template functions: static (a versioned static file URL), auth (a path under
-// the auth prefix) and statusText.
+// the auth prefix), home (the site's home URL) and statusText.
 func (r *Renderer) funcs() template.FuncMap {
 	return template.FuncMap{
 		"static":     r.StaticURL,
 		"auth":       func(p string) string { return r.brand.AuthPrefix + p },
+		"home":       r.homeURL,
 		"statusText": http.StatusText,
 	}
+}
+
+// homeURL is Branding.HomeURL, or DefaultHomeURL when it is empty.
+func (r *Renderer) homeURL() string {
+	if r.brand.HomeURL == "" {
+		return DefaultHomeURL
+	}
+	return r.brand.HomeURL
 }
 
 // Branding returns the normalised branding (defaults filled in, colour as "#rrggbb").
