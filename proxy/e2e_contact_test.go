@@ -82,10 +82,13 @@ func contactHarness(t *testing.T, client *crmclient.Client, mods ...func(*wiring
 }
 
 // contactHarnessWith is contactHarness whose other settings come from hc
-// (its policy and identity options are the contact harness's).
+// (its identity options are the contact harness's, and its policy unless
+// hc names one).
 func contactHarnessWith(t *testing.T, client *crmclient.Client, hc harnessConfig, mods ...func(*wiring.Options)) *harness {
 	t.Helper()
-	hc.policy = contactPolicy
+	if hc.policy == "" {
+		hc.policy = contactPolicy
+	}
 	hc.authz = func(o *wiring.Options) {
 		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)
 		o.Contacts = dir

@@ -357,30 +357,30 @@ func TestChunkedSessionSignOut(t *testing.T) {
 	}
 }
 
-// TestTooLargeContactSnapshot: a snapshot that does not fit four cookies
-// gives the user a friendly page (no internal detail), sets no session
-// cookie, and logs the cause with what to change.
+// TestTooLargeContactSnapshot: a contact column too large for the session
+// cookies (12 KB) no longer refuses the sign-in (issue 9, item 6: one
+// large column never locks a user out): it is left out of the snapshot,
+// the token and the headers, and the log names it and its size with what
+// to change. (Before the bound, this sign-in got the friendly "too much
+// profile data" page, which TestWriteSessionChunks still renders for a
+// session too large for other reasons.)
 func TestTooLargeContactSnapshot(t *testing.T) {
 	h := newCookieHarness(t, 12000)
 	ann := h.browser()
 	resp, body := h.postSignIn(ann, "ann", "correct horse battery", nil)
-	set, _ := checkSetCookies(t, resp)
-	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, "more profile data than this site can keep") {
-		t.Fatalf("too-large sign-in: %d\n%.500s", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in with a 12 KB column: %d\n%.500s", resp.StatusCode, body)
 	}
-	if strings.Contains(body, "contact_columns") || strings.Contains(body, "bytes") {
-		t.Errorf("the page shows internal detail:\n%s", body)
+	if resp, body := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after sign-in: %d\n%.300s", resp.StatusCode, body)
 	}
-	if slices.Contains(set, "crmgate_session") || len(h.sessionParts(ann)) != 0 {
-		t.Errorf("a session cookie was set: %v", set)
+	if got := h.orgClaim(); got != "" {
+		t.Errorf("the upstream got %d bytes of the oversized column", len(got))
 	}
 	logs := h.log.String()
-	if !strings.Contains(logs, "the contact snapshot is too large for the session cookie: reduce contact_columns in the policy") ||
+	if !strings.Contains(logs, "contact columns left out of the session") || !strings.Contains(logs, "bytes.adx_organizationname=12002") ||
 		!strings.Contains(logs, "user_id=") {
 		t.Errorf("the log lacks the cause:\n%s", logs)
-	}
-	if resp, _ := h.get(ann, "/orders/1"); resp.StatusCode != http.StatusFound {
-		t.Errorf("after the failed sign-in: %d, want a redirect to sign in", resp.StatusCode)
 	}
 }
 

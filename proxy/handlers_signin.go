@@ -170,7 +170,7 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	sess := &Session{ID: rand.Text(), UserID: u.ID, Stamp: u.SecurityStamp, AuthMethod: "password",
 		AuthTime: now.Unix(), LastSeen: now.Unix(), CheckedAt: now.Unix(), Remember: remember}
 	sess.setUser(u)
-	sess.setContact(sessionContact(contact))
+	sess.setContact(srv.boundedContact(r, u.ID, contact))
 	if sess.Rev == 0 {
 		sess.bump()
 	}

@@ -224,7 +224,7 @@ func one(v string) []string { return []string{v}[:1:1] }
 
 func newIdentityHeaders(token string, sess *Session, roles []string, allowed []policies.ContactHeader) *identityHeaders {
 	id := &identityHeaders{token: one(token), id: one(headerValue(sess.UserID)),
-		roles: one(headerValue(strings.Join(roles, ",")))}
+		roles: one(headerValue(joinRoles(roles)))}
 	if ct := sess.Contact; ct != nil {
 		id.contact = map[string][]string{policies.ContactHeaderPrefix + "Id": one(headerValue(ct.ID))}
 		for _, h := range allowed {

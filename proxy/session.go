@@ -344,7 +344,7 @@ func (srv *Server) revalidateSessionContact(w http.ResponseWriter, r *http.Reque
 	if u != nil {
 		sess.setUser(u)
 	}
-	sess.setContact(sessionContact(c))
+	sess.setContact(srv.boundedContact(r, sess.UserID, c))
 	sess.ContactAt = ls.now.Unix()
 	ls.dirty = true
 	return nil

@@ -75,6 +75,13 @@ func builtinTables() map[string]*table {
 			{name: "emailaddress1", kind: odata.KindString},
 			{name: "telephone1", kind: odata.KindString},
 			{name: "mobilephone", kind: odata.KindString},
+			{name: "jobtitle", kind: odata.KindString},
+			{name: "nickname", kind: odata.KindString},
+			{name: "description", kind: odata.KindString}, // a memo: up to 1,048,576 characters
+			{name: "address1_line1", kind: odata.KindString},
+			{name: "address1_line2", kind: odata.KindString},
+			{name: "address1_line3", kind: odata.KindString},
+			{name: "address1_city", kind: odata.KindString},
 			{name: "_parentcustomerid_value", kind: odata.KindLookup},
 			{name: "statecode", kind: odata.KindChoice},
 			{name: "statuscode", kind: odata.KindChoice},
