@@ -101,7 +101,7 @@ func (s *Service) gateSignIn(ctx context.Context, u *authz.User, client string, 
 	}
 	c, err := s.checkSignIn(ctx, u, cols, ev)
 	if err != nil && (s.explain || !errors.Is(err, ErrRefused)) {
-		if rerr := s.store.ClearSignInFailures(ctx, u.ID, client); rerr != nil {
+		if rerr := s.store.ClearSignInFailures(ctx, u.ID, client, s.now()); rerr != nil {
 			s.log.WarnContext(ctx, "reset sign-in failures after a refused check", "user_id", u.ID, "err", rerr)
 		}
 	}

@@ -110,6 +110,17 @@ func (c Counter) count(now time.Time, max int, lockFor time.Duration) (Counter, 
 	return c, true
 }
 
+// AfterSuccess returns what an account's counter becomes when a password
+// was right at now: no failures, unless a soft lock is in effect, which
+// stays until it ends, since the owner signing in from their own address
+// says nothing about the addresses still guessing.
+func (c Counter) AfterSuccess(now time.Time) Counter {
+	if now.Before(c.LockoutUntil) {
+		return c
+	}
+	return Counter{}
+}
+
 // Begin applies one attempt at now to an account's counter and the
 // client address's counter on that account, as Store.BeginSignInAttempt
 // does atomically, and returns the outcome with both new counters. An

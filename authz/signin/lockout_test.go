@@ -162,7 +162,10 @@ func TestSprayFromManyAddresses(t *testing.T) {
 	if n := authztest.CountAudit(t, f, audit.Filter{Type: audit.EventAccountLocked}); n != 1 {
 		t.Errorf("%d account.locked events, want 1", n)
 	}
-	// The owner, from a network that has not failed, signs in during the attack.
+	// The owner, from a network that has not failed, signs in during the
+	// attack; that does not lift the soft lock for the sprayers.
+	mustSignIn(t, f, "192.0.2.10")
+	mustInvalid(t, f, authztest.GoodPassword, addr(10), signin.ReasonAccountLocked)
 	mustSignIn(t, f, "192.0.2.10")
 	// The soft lock ends after the lockout duration.
 	f.Clock.Advance(10 * time.Minute)

@@ -85,14 +85,13 @@ type Store interface {
 	// attempts can never check more passwords than the limits allow, on
 	// any replica. It returns authz.ErrNotFound for a missing user.
 	BeginSignInAttempt(ctx context.Context, id, client string, now time.Time, limits Limits) (Attempt, error)
-	// RecordSignInSuccess clears the account's counter and client's
-	// counter on it (other addresses' counters stay) and sets
-	// LastSignInAt to at.
+	// RecordSignInSuccess clears client's counter on the account (other
+	// addresses' counters stay), sets the account's counter to
+	// Counter.AfterSuccess(at), and sets LastSignInAt to at.
 	RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error
-	// ClearSignInFailures clears the account's counter and client's
-	// counter on it without recording a sign-in (the password was right,
-	// the account may not sign in).
-	ClearSignInFailures(ctx context.Context, id, client string) error
+	// ClearSignInFailures is RecordSignInSuccess without recording a
+	// sign-in (the password was right, the account may not sign in).
+	ClearSignInFailures(ctx context.Context, id, client string, now time.Time) error
 	// ReplacePasswordHash sets the user's password hash to newHash only if
 	// it still is oldHash, without touching UpdatedAt or the security stamp
 	// (used to upgrade hash parameters). When the hash changed meanwhile it
@@ -421,7 +420,7 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 			s.auditLockouts(ctx, u.ID, c.ClientAddr, now, attempt)
 			return nil, ErrInvalidCredentials
 		}
-		if err := s.store.ClearSignInFailures(ctx, u.ID, client); err != nil {
+		if err := s.store.ClearSignInFailures(ctx, u.ID, client, now); err != nil {
 			return nil, fmt.Errorf("signin: %w", err)
 		}
 		return nil, fail

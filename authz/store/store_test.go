@@ -326,7 +326,7 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 	if next, _ := db.BeginSignInAttempt(ctx, u.ID, a, at, limits); !next.Allowed || next.Client.Failures != 1 || next.Account.Failures != 1 {
 		t.Errorf("a after its success: %+v, want a fresh count", next)
 	}
-	if err := db.ClearSignInFailures(ctx, u.ID, a); err != nil {
+	if err := db.ClearSignInFailures(ctx, u.ID, a, at); err != nil {
 		t.Fatalf("ClearSignInFailures: %v", err)
 	}
 	if got, _ := db.UserByID(ctx, u.ID); got.FailedCount != 0 || !got.LastSignInAt.Equal(at) {
@@ -347,7 +347,7 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 	for name, err := range map[string]error{
 		"BeginSignInAttempt":  func() error { _, err := db.BeginSignInAttempt(ctx, "missing", a, at, limits); return err }(),
 		"RecordSignInSuccess": db.RecordSignInSuccess(ctx, "missing", a, at),
-		"ClearSignInFailures": db.ClearSignInFailures(ctx, "missing", a),
+		"ClearSignInFailures": db.ClearSignInFailures(ctx, "missing", a, at),
 		"ResetSignInFailures": db.ResetSignInFailures(ctx, "missing"),
 	} {
 		if !errors.Is(err, authz.ErrNotFound) {

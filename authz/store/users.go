@@ -417,29 +417,33 @@ func (d *DB) lockAccountCounter(ctx context.Context, tx *sql.Tx, id string) (sig
 	return signin.Counter{Failures: count, LastFailure: fromMillis(last), LockoutUntil: fromMillis(lockout)}, nil
 }
 
-// clearSignInFailures clears user id's counter, and the counter of client
-// on it (every address's when all), setting last_sign_in_at to at unless at
-// is zero.
-func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, all bool, at time.Time) error {
+// clearSignInFailures ends failures on user id after a right password at
+// now: client's counter on it goes (every address's when all), the
+// account's counter becomes Counter.AfterSuccess(now) (cleared when all),
+// and last_sign_in_at is set to now when signedIn.
+func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, all, signedIn bool, now time.Time) error {
 	err := d.inTx(ctx, what, func(tx *sql.Tx) error {
-		if _, err := d.lockAccountCounter(ctx, tx, id); err != nil {
+		account, err := d.lockAccountCounter(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		var err error
 		if all {
+			account = signin.Counter{}
 			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ?`), id)
 		} else {
+			account = account.AfterSuccess(now)
 			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ? AND client = ?`), id, client)
 		}
 		if err != nil {
 			return err
 		}
-		if at.IsZero() {
-			_, err = tx.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, last_failed_at = 0, lockout_until = 0 WHERE id = ?`), id)
-		} else {
-			_, err = tx.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, last_failed_at = 0, lockout_until = 0, last_sign_in_at = ? WHERE id = ?`),
-				millis(at), id)
+		set, args := `failed_count = ?, last_failed_at = ?, lockout_until = ?`,
+			[]any{account.Failures, millis(account.LastFailure), millis(account.LockoutUntil)}
+		if signedIn {
+			set += `, last_sign_in_at = ?`
+			args = append(args, millis(now))
 		}
+		_, err = tx.ExecContext(ctx, d.q(`UPDATE users SET `+set+` WHERE id = ?`), append(args, id)...)
 		return err
 	})
 	if err != nil {
@@ -450,19 +454,19 @@ func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, a
 
 // RecordSignInSuccess implements the feature stores.
 func (d *DB) RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error {
-	return d.clearSignInFailures(ctx, "record sign-in", id, client, false, at)
+	return d.clearSignInFailures(ctx, "record sign-in", id, client, false, true, at)
 }
 
 // ClearSignInFailures implements the feature stores.
-func (d *DB) ClearSignInFailures(ctx context.Context, id, client string) error {
-	return d.clearSignInFailures(ctx, "clear sign-in failures", id, client, false, time.Time{})
+func (d *DB) ClearSignInFailures(ctx context.Context, id, client string, now time.Time) error {
+	return d.clearSignInFailures(ctx, "clear sign-in failures", id, client, false, false, now)
 }
 
 // ResetSignInFailures clears the failure counter of user id and of every
 // client address on it, ending both kinds of lockout (an administrator
 // unlocking the account). It returns authz.ErrNotFound for a missing user.
 func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
-	return d.clearSignInFailures(ctx, "reset sign-in failures", id, "", true, time.Time{})
+	return d.clearSignInFailures(ctx, "reset sign-in failures", id, "", true, false, time.Time{})
 }
 
 // ReplacePasswordHash implements the feature stores.
