@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -229,31 +230,39 @@ func TestOwnerDuringAnInterleavedAttack(t *testing.T) {
 }
 
 // TestConcurrentSprayStaysWithinBudget fires wrong guesses at one account
-// from many goroutines and addresses, on both dialects: no address gets
+// from many goroutines and addresses through two replicas (two services
+// over two connections to one database), on both dialects: no address gets
 // more than MaxFailures checks, and beyond the account's budget only one
 // check per address.
 func TestConcurrentSprayStaysWithinBudget(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(d.Name, func(t *testing.T) {
-			db, err := store.Open(t.Context(), d.URL(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
+			url := d.URL(t)
 			clock := authztest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-			svc, err := wiring.New(db, authztest.Options(wiring.Options{MaxFailures: 3, AccountMaxFailures: 6,
-				LockoutDuration: 10 * time.Minute, Now: clock.Now}))
-			if err != nil {
-				t.Fatal(err)
+			var replicas [2]*wiring.Services
+			var db *store.DB
+			for i := range replicas {
+				conn, err := store.Open(t.Context(), url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				db = conn
+				replicas[i], err = wiring.New(conn, authztest.Options(wiring.Options{MaxFailures: 3, AccountMaxFailures: 6,
+					LockoutDuration: 10 * time.Minute, Now: clock.Now}))
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
+			svc := replicas[0]
 			f := &authztest.Fixture{Svc: svc, DB: db, Clock: clock}
 			u := f.CreateUser(t, "ana", authz.StatusActive)
 			const clients, perClient = 5, 6
 			var wg sync.WaitGroup
 			for c := range clients {
-				for range perClient {
+				for i := range perClient {
 					wg.Go(func() {
-						_, err := svc.SignIn.SignIn(context.Background(), signin.Credentials{Login: "ana", Password: "wrong password", ClientAddr: addr(c)})
+						_, err := replicas[i%2].SignIn.SignIn(context.Background(), signin.Credentials{Login: "ana", Password: "wrong password", ClientAddr: addr(c)})
 						if !errors.Is(err, signin.ErrInvalidCredentials) {
 							t.Errorf("SignIn: %v", err)
 						}
@@ -303,4 +312,46 @@ func countReason(t *testing.T, f *authztest.Fixture, userID, reason string) int 
 		}
 	}
 	return n
+}
+
+// TestLockoutAddressForms: every spelling of a locked address is locked
+// too, and hostile client strings neither escape nor break the lockout.
+func TestLockoutAddressForms(t *testing.T) {
+	tests := []struct {
+		name   string
+		lockAs string
+		same   []string // spellings that share the lock
+		other  []string // addresses that do not
+	}{
+		{"IPv4", "192.0.2.7", []string{"192.0.2.7:1234", "::ffff:192.0.2.7", "[::ffff:192.0.2.7]:80"}, []string{"192.0.2.8", "192.0.2.70"}},
+		{"IPv6 /64", "2001:db8:1:2::1", []string{"2001:db8:1:2::ffff", "[2001:db8:1:2:aaaa::1]:443", "2001:db8:1:2::1%eth0", "2001:DB8:1:2::2"},
+			[]string{"2001:db8:1:3::1", "2001:db9:1:2::1"}},
+		{"empty", "", []string{""}, []string{"192.0.2.9"}},
+		{"not an address", "unix:@socket", []string{"unix:@socket"}, []string{"unix:@other", "192.0.2.9"}},
+		{"oversized", strings.Repeat("x", 5000), []string{strings.Repeat("x", 64) + "y"}, []string{strings.Repeat("y", 5000)}},
+		{"control characters", "192.0.2.1\r\nX: y", []string{"192.0.2.1\r\nX: y"}, []string{"192.0.2.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, _ := lockoutFixture(t)
+			for range 3 {
+				if _, err := f.SignIn(t, "ana", "wrong password", tt.lockAs); !errors.Is(err, signin.ErrInvalidCredentials) {
+					t.Fatalf("SignIn from %q: %v", tt.lockAs, err)
+				}
+			}
+			for _, a := range tt.same {
+				if _, err := f.SignIn(t, "ana", authztest.GoodPassword, a); err != signin.ErrInvalidCredentials {
+					t.Errorf("%q escapes the lock of %q: %v", a, tt.lockAs, err)
+				}
+				if e := f.LastAudit(t, audit.EventSignInFailed); e.Detail != signin.ReasonLockedOut {
+					t.Errorf("%q: audited %q, want locked_out", a, e.Detail)
+				}
+			}
+			for _, a := range tt.other {
+				if _, err := f.SignIn(t, "ana", authztest.GoodPassword, a); err != nil {
+					t.Errorf("%q is locked by %q's failures: %v", a, tt.lockAs, err)
+				}
+			}
+		})
+	}
 }

@@ -1,5 +1,7 @@
 // Package signin signs users in: the password check with per-client
-// throttling, per-account lockout and constant-time answers; the Dataverse
+// throttling, a lockout per account and client address that an attacker
+// cannot turn against the owner (see Limits), and answers that reveal
+// nothing about the account (see Options.ExplainRefusals); the Dataverse
 // sign-in check of bound users; the revalidation of a session's contact
 // snapshot; and the revocation of sessions at sign-out.
 package signin
@@ -198,8 +200,8 @@ type Options struct {
 	ExplainRefusals bool
 	// ClientRate is the sustained sign-in rate allowed per client address;
 	// positive. rate.Inf disables the throttle, which leaves only the
-	// per-account lockout between an attacker and a password spray: do not
-	// use it in production.
+	// lockouts between an attacker and a password spray: do not use it in
+	// production.
 	ClientRate rate.Limit
 	// ClientBurst is the number of attempts a client address may make at
 	// once, at least 1.
@@ -325,7 +327,8 @@ type Credentials struct {
 	// Password is the plain password; it is never stored or logged.
 	Password string
 	// ClientAddr is the client's IP address (a host:port is accepted); it
-	// keys the throttle. Empty addresses share one throttle.
+	// keys the throttle and the per-address lockout, IPv6 addresses by
+	// their /64. Empty addresses share one throttle and one lockout.
 	ClientAddr string
 }
 
@@ -516,14 +519,22 @@ func (s *Service) throttle(ctx context.Context, addr string, now time.Time) erro
 	return nil
 }
 
-// throttleKey folds a client address: the port is dropped and IPv6
-// addresses are reduced to their /64, since one client usually holds a
-// whole /64.
+// maxClientKey bounds the key of a client address that is not an IP
+// address, which is stored with the lockout counters.
+const maxClientKey = 64
+
+// throttleKey folds a client address: the port and zone are dropped,
+// IPv4-mapped IPv6 addresses become IPv4, and IPv6 addresses are reduced
+// to their /64, since one client usually holds a whole /64. Anything that
+// is not an IP address is kept, cut to maxClientKey bytes.
 func throttleKey(addr string) string {
 	ip, err := netip.ParseAddr(addr)
 	if err != nil {
 		ap, err := netip.ParseAddrPort(addr)
 		if err != nil {
+			if len(addr) > maxClientKey {
+				addr = addr[:maxClientKey]
+			}
 			return addr
 		}
 		ip = ap.Addr()
