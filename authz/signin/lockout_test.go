@@ -355,3 +355,30 @@ func TestLockoutAddressForms(t *testing.T) {
 		})
 	}
 }
+
+// TestLockoutClockSteps: a clock stepped back keeps a lockout no longer
+// than the lockout duration from the new time; a clock stepped far ahead
+// ends every lockout and forgets old failures.
+func TestLockoutClockSteps(t *testing.T) {
+	f, _ := lockoutFixture(t)
+	const a = "203.0.113.1"
+	for range 3 {
+		mustInvalid(t, f, "wrong password", a, signin.ReasonWrongPassword)
+	}
+	f.Clock.Advance(-24 * time.Hour) // NTP steps the clock back a day
+	mustInvalid(t, f, authztest.GoodPassword, a, signin.ReasonLockedOut)
+	f.Clock.Advance(10*time.Minute - time.Millisecond)
+	mustInvalid(t, f, authztest.GoodPassword, a, signin.ReasonLockedOut)
+	f.Clock.Advance(time.Millisecond)
+	mustSignIn(t, f, a)
+
+	for range 2 {
+		mustInvalid(t, f, "wrong password", a, signin.ReasonWrongPassword)
+	}
+	f.Clock.Advance(30 * 24 * time.Hour) // and ahead a month
+	// Two old failures are forgotten: three more are needed to lock again.
+	for range 2 {
+		mustInvalid(t, f, "wrong password", a, signin.ReasonWrongPassword)
+	}
+	mustSignIn(t, f, a)
+}
