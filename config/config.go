@@ -89,14 +89,18 @@ type SigningConfig struct {
 
 // SignInConfig configures brute-force defences.
 type SignInConfig struct {
-	MaxFailures     int           `env:"MAX_FAILURES" envDefault:"5" desc:"Failed passwords in a row that lock an account."`
-	LockoutDuration time.Duration `env:"LOCKOUT_DURATION" envDefault:"15m" desc:"How long a locked account stays locked."`
-	ClientRate      int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address (per replica)."`
-	ClientBurst     int           `env:"CLIENT_BURST" envDefault:"10" desc:"Burst of sign-in attempts allowed from one client address."`
+	MaxFailures        int           `env:"MAX_FAILURES" envDefault:"5" desc:"Failed passwords from one client address (an IPv6 /64) that lock that address out of the account; other addresses, the owner's among them, may still sign in."`
+	AccountMaxFailures int           `env:"ACCOUNT_MAX_FAILURES" envDefault:"20" desc:"Failed passwords from all addresses within CRMGATE_SIGNIN_LOCKOUT_DURATION that soft-lock an account: until it ends, only addresses without a recent failure on the account have their password checked, so the owner still signs in from their own network. At least CRMGATE_SIGNIN_MAX_FAILURES."`
+	LockoutDuration    time.Duration `env:"LOCKOUT_DURATION" envDefault:"15m" desc:"How long both lockouts last, and how long a failed password is remembered."`
+	ClientRate         int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address (per replica)."`
+	ClientBurst        int           `env:"CLIENT_BURST" envDefault:"10" desc:"Burst of sign-in attempts allowed from one client address."`
 	// DataverseCheck is off by default so that configuring Dataverse (for
 	// lifecycle actions, say) never starts refusing sign-ins by itself.
 	DataverseCheck      bool `env:"DATAVERSE_CHECK" envDefault:"false" desc:"Check bound users against Dataverse at sign-in (one request): the bound contact must exist and be active, and pass the policy file's dataverse.signin_filter. Fails closed while Dataverse is unavailable; unbound users (break-glass admins) are never checked. Off by default, so that a contact deactivated in Dataverse still signs in. Needs CRMGATE_DATAVERSE_URL."`
 	RequireLogonEnabled bool `env:"REQUIRE_LOGON_ENABLED" envDefault:"true" desc:"With CRMGATE_SIGNIN_DATAVERSE_CHECK, also require the contact's adx_identity_logonenabled to be true, as Power Pages does."`
+	// ExplainRefusals is off by default: explanations answer a correct
+	// password differently from a wrong one.
+	ExplainRefusals bool `env:"EXPLAIN_REFUSALS" envDefault:"false" desc:"Tell a user whose password was right why they cannot sign in (account disabled or waiting for approval, refused by Dataverse). DANGEROUS: it leaks account state and confirms a guessed password to anyone. Off (default): those get the same answer as a wrong password; the audit and structured logs still carry the real reason."`
 }
 
 // MinArgon2MemoryKiB is the least argon2id memory cost the configuration
@@ -342,6 +346,9 @@ func (c *Config) Validate() error {
 
 	if c.SignIn.MaxFailures < 1 {
 		add("SIGNIN_MAX_FAILURES", "must be at least 1")
+	}
+	if c.SignIn.AccountMaxFailures < 1 || c.SignIn.AccountMaxFailures < c.SignIn.MaxFailures {
+		add("SIGNIN_ACCOUNT_MAX_FAILURES", "must be at least 1 and at least SIGNIN_MAX_FAILURES (%d), got %d", c.SignIn.MaxFailures, c.SignIn.AccountMaxFailures)
 	}
 	if c.SignIn.LockoutDuration <= 0 {
 		add("SIGNIN_LOCKOUT_DURATION", "must be positive")

@@ -252,3 +252,40 @@ func TestChangedShowsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInLockoutLimits checks the defaults of the two lockouts and
+// that the account's budget can be neither empty nor below one address's.
+func TestSignInLockoutLimits(t *testing.T) {
+	cfg, err := Load(validEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.SignIn; s.MaxFailures != 5 || s.AccountMaxFailures != 20 || s.LockoutDuration != 15*time.Minute || s.ExplainRefusals {
+		t.Errorf("sign-in defaults: %+v", s)
+	}
+	tests := []struct {
+		env []string
+		bad bool
+	}{
+		{[]string{"CRMGATE_SIGNIN_ACCOUNT_MAX_FAILURES=5"}, false},
+		{[]string{"CRMGATE_SIGNIN_ACCOUNT_MAX_FAILURES=4"}, true},
+		{[]string{"CRMGATE_SIGNIN_ACCOUNT_MAX_FAILURES=0"}, true},
+		{[]string{"CRMGATE_SIGNIN_ACCOUNT_MAX_FAILURES=-3"}, true},
+		{[]string{"CRMGATE_SIGNIN_MAX_FAILURES=1", "CRMGATE_SIGNIN_ACCOUNT_MAX_FAILURES=1"}, false},
+		{[]string{"CRMGATE_SIGNIN_MAX_FAILURES=30"}, true},
+		{[]string{"CRMGATE_SIGNIN_EXPLAIN_REFUSALS=true"}, false},
+	}
+	for _, tt := range tests {
+		cfg, err := Load(append(validEnv(t), tt.env...))
+		if err != nil {
+			t.Fatalf("%v: %v", tt.env, err)
+		}
+		err = cfg.Validate()
+		if got := err != nil && strings.Contains(err.Error(), "SIGNIN_ACCOUNT_MAX_FAILURES"); got != tt.bad {
+			t.Errorf("%v: Validate = %v, want a SIGNIN_ACCOUNT_MAX_FAILURES problem: %v", tt.env, err, tt.bad)
+		}
+	}
+	if _, err := Load(append(validEnv(t), "CRMGATE_SIGNIN_EXPLAIN_REFUSALS=perhaps")); err == nil {
+		t.Error("a non-boolean EXPLAIN_REFUSALS was accepted")
+	}
+}

@@ -95,6 +95,9 @@ func contactHarnessWith(t *testing.T, client *crmclient.Client, hc harnessConfig
 		o.Binding = binding.Options{DefaultMode: authz.BindingUsername}
 		o.SignInCheck = signin.Check{Enabled: true, RequireLogonEnabled: true}
 		o.BreakGlassRole = "admin"
+		// These tests tell the refusals apart; e2e_lockout_test.go shows
+		// the default, which answers them like a wrong password.
+		o.ExplainRefusals = true
 		for _, m := range mods {
 			m(o)
 		}

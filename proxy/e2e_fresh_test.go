@@ -194,14 +194,14 @@ func (w *writeCounter) UpdateUserAndEnqueue(ctx context.Context, u *authz.User, 
 	return w.DB.UpdateUserAndEnqueue(ctx, u, evs...)
 }
 
-func (w *writeCounter) RecordSignInSuccess(ctx context.Context, id string, at time.Time) error {
+func (w *writeCounter) RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error {
 	w.note("RecordSignInSuccess")
-	return w.DB.RecordSignInSuccess(ctx, id, at)
+	return w.DB.RecordSignInSuccess(ctx, id, client, at)
 }
 
-func (w *writeCounter) BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (signin.Attempt, error) {
+func (w *writeCounter) BeginSignInAttempt(ctx context.Context, id, client string, now time.Time, limits signin.Limits) (signin.Attempt, error) {
 	w.note("BeginSignInAttempt")
-	return w.DB.BeginSignInAttempt(ctx, id, now, maxFailures, lockFor)
+	return w.DB.BeginSignInAttempt(ctx, id, client, now, limits)
 }
 
 // TestNoWritesOnProxiedPath: proxied requests write no account row, across

@@ -179,7 +179,7 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	if burst == 0 {
 		burst = 1000
 	}
-	ao := wiring.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: 15 * time.Minute,
+	ao := wiring.Options{Password: testPassword, MaxFailures: 5, AccountMaxFailures: 20, LockoutDuration: 15 * time.Minute,
 		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Now: h.clock.Now}
 	if hc.authz != nil {
 		hc.authz(&ao)

@@ -20,7 +20,12 @@ import (
 const maxFormBytes = 64 << 10
 
 // Sign-in messages. One message for every credential failure, so the page
-// never tells whether an account exists or is locked.
+// never tells whether an account exists or is locked. The sign-in service
+// returns the disabled, pending and refused errors only when the operator
+// opted into explanations (CRMGATE_SIGNIN_EXPLAIN_REFUSALS, see
+// signin.Options.ExplainRefusals); otherwise those accounts get
+// ErrInvalidCredentials, and so the same status and page, as a wrong
+// password.
 const (
 	msgInvalidCredentials = "The username or password is incorrect, or the account is temporarily locked."
 	msgThrottled          = "Too many sign-in attempts from your network. Please wait a moment and try again."

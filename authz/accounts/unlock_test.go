@@ -12,8 +12,9 @@ import (
 	"github.com/crmgate/crmgate/authz/wiring"
 )
 
-// TestUnlock: Unlock clears a running lockout and the failure count,
-// audits it, and lets the owner sign in at once, without ending sessions
+// TestUnlock: Unlock clears a running lockout (the account's soft lock and
+// every address's) and the failure counts, audits it, and lets the owner
+// sign in at once, even from the address that failed, without ending sessions
 // (the security stamp stays); with nothing to clear it changes and audits
 // nothing; an expired lockout's leftovers are cleared and reported as not
 // locked; an unknown login is ErrNotFound.
@@ -34,7 +35,14 @@ func TestUnlock(t *testing.T) {
 		return authztest.CountAudit(t, f, audit.Filter{Type: audit.EventAccountUnlocked})
 	}
 
-	locked := lock(t, 5, f.Clock.Now().Add(15*time.Minute))
+	// Both lockouts: the owner's address failed five times (locked out of
+	// this account), and the account's budget ran out (the soft lock).
+	for range 5 {
+		if _, err := f.SignIn(t, "ana", "wrong password", "192.0.2.1"); err == nil {
+			t.Fatal("a wrong password signed in")
+		}
+	}
+	locked := lock(t, 20, f.Clock.Now().Add(15*time.Minute))
 	if !accounts.Locked(locked, f.Clock.Now()) {
 		t.Fatal("Locked = false for a running lockout")
 	}

@@ -38,10 +38,11 @@ type Event struct {
 // The event types crmgate writes.
 const (
 	EventSignIn          = "signin.succeeded"
-	EventSignInFailed    = "signin.failed"    // Detail is one of the signin.Reason* or binding.Reason* constants
-	EventSessionRevoked  = "session.revoked"  // a session ended by contact revalidation; Detail is a reason
-	EventSignInThrottled = "signin.throttled" // the first rejection of a throttled client address
-	EventAccountLocked   = "account.locked"   // Detail is the lockout end in RFC 3339
+	EventSignInFailed    = "signin.failed"         // Detail is one of the signin.Reason* or binding.Reason* constants
+	EventSessionRevoked  = "session.revoked"       // a session ended by contact revalidation; Detail is a reason
+	EventSignInThrottled = "signin.throttled"      // the first rejection of a throttled client address
+	EventAccountLocked   = "account.locked"        // the account is soft-locked: only addresses without recent failures on it may try; Detail is the lockout end in RFC 3339
+	EventAddressLocked   = "signin.address_locked" // a client address is locked out of one account (ClientAddr, UserID); Detail is the lockout end in RFC 3339
 	EventSignOut         = "signout"
 	EventUserCreated     = "user.created"
 	EventPasswordSet     = "user.password_set"

@@ -76,6 +76,9 @@ func Options(o wiring.Options) wiring.Options {
 	if o.MaxFailures == 0 {
 		o.MaxFailures = 5
 	}
+	if o.AccountMaxFailures == 0 {
+		o.AccountMaxFailures = 20
+	}
 	if o.LockoutDuration == 0 {
 		o.LockoutDuration = 15 * time.Minute
 	}

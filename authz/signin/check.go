@@ -90,18 +90,22 @@ type signInRun struct {
 }
 
 // gateSignIn is signIn's hook, called once the password was verified and
-// the account is active: it runs the check and, when it refuses, clears
-// the failure count as a refusal for the account's status does.
-func (s *Service) gateSignIn(ctx context.Context, u *authz.User, ev audit.Event, run *signInRun) error {
+// the account is active: it runs the check and, when it fails, clears
+// the failure counts as a refusal for the account's status does. A
+// refusal that will be answered like a wrong password (no
+// Options.ExplainRefusals) stays counted like one.
+func (s *Service) gateSignIn(ctx context.Context, u *authz.User, client string, ev audit.Event, run *signInRun) error {
 	var cols []string
 	if run != nil {
 		cols = run.columns
 	}
 	c, err := s.checkSignIn(ctx, u, cols, ev)
-	if err != nil {
-		if rerr := s.store.ResetSignInFailures(ctx, u.ID); rerr != nil {
+	if err != nil && (s.explain || !errors.Is(err, ErrRefused)) {
+		if rerr := s.store.ClearSignInFailures(ctx, u.ID, client, s.now()); rerr != nil {
 			s.log.WarnContext(ctx, "reset sign-in failures after a refused check", "user_id", u.ID, "err", rerr)
 		}
+	}
+	if err != nil {
 		return err
 	}
 	if run != nil {

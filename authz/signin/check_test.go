@@ -21,7 +21,10 @@ import (
 // unbound admin).
 func checkFixture(t *testing.T, dir *authztest.Directory, check signin.Check) *authztest.Fixture {
 	t.Helper()
-	f := authztest.NewFixture(t, wiring.Options{Contacts: dir, SignInCheck: check, BreakGlassRole: "admin", MaxFailures: 3})
+	// With explanations, so that each refusal can be told apart here;
+	// TestNoPasswordOracle shows the default, which hides them.
+	f := authztest.NewFixture(t, wiring.Options{Contacts: dir, SignInCheck: check, BreakGlassRole: "admin", MaxFailures: 3,
+		ExplainRefusals: true})
 	f.CreateUser(t, "ana", authz.StatusActive)
 	// Bound earlier, when the contact existed and Dataverse answered.
 	f.Bind(t, "ana", authztest.Lookup(authztest.C1))

@@ -1,5 +1,7 @@
 // Package signin signs users in: the password check with per-client
-// throttling, per-account lockout and constant-time answers; the Dataverse
+// throttling, a lockout per account and client address that an attacker
+// cannot turn against the owner (see Limits), and answers that reveal
+// nothing about the account (see Options.ExplainRefusals); the Dataverse
 // sign-in check of bound users; the revalidation of a session's contact
 // snapshot; and the revocation of sessions at sign-out.
 package signin
@@ -59,7 +61,8 @@ func (e *ThrottledError) Is(target error) bool { return target == ErrThrottled }
 const (
 	ReasonUnknownUser   = "unknown_user"
 	ReasonWrongPassword = "wrong_password"
-	ReasonLockedOut     = "locked_out"
+	ReasonLockedOut     = "locked_out"     // the client address is locked out of the account
+	ReasonAccountLocked = "account_locked" // the account is soft-locked and the address failed on it recently
 	ReasonNoPassword    = "no_password"
 	ReasonDisabled      = "disabled"
 	ReasonPending       = "pending"
@@ -76,17 +79,21 @@ type Store interface {
 	// after authz.NormalizeLogin, or authz.ErrNotFound. When one user's
 	// username equals another user's email, the username match wins.
 	UserByLogin(ctx context.Context, login string) (*authz.User, error)
-	// BeginSignInAttempt counts a password attempt against the user before
-	// the password is checked, in one atomic statement, so that concurrent
-	// attempts can never verify more than maxFailures passwords per lockout
-	// window. See Attempt for the rules.
-	BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (Attempt, error)
-	// RecordSignInSuccess clears the failure count and lockout and sets
-	// LastSignInAt to at.
-	RecordSignInSuccess(ctx context.Context, id string, at time.Time) error
-	// ResetSignInFailures clears the failure count and lockout without
-	// recording a sign-in (the password was right, the account may not sign in).
-	ResetSignInFailures(ctx context.Context, id string) error
+	// BeginSignInAttempt counts a password attempt from client (the client
+	// address folded as the throttle folds it) against the user before the password is checked: in one
+	// transaction that serialises the attempts on the account, it reads
+	// the account's counter and client's counter on it, applies
+	// limits.Begin and stores both new counters, so that concurrent
+	// attempts can never check more passwords than the limits allow, on
+	// any replica. It returns authz.ErrNotFound for a missing user.
+	BeginSignInAttempt(ctx context.Context, id, client string, now time.Time, limits Limits) (Attempt, error)
+	// RecordSignInSuccess clears client's counter on the account (other
+	// addresses' counters stay), sets the account's counter to
+	// Counter.AfterSuccess(at), and sets LastSignInAt to at.
+	RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error
+	// ClearSignInFailures is RecordSignInSuccess without recording a
+	// sign-in (the password was right, the account may not sign in).
+	ClearSignInFailures(ctx context.Context, id, client string, now time.Time) error
 	// ReplacePasswordHash sets the user's password hash to newHash only if
 	// it still is oldHash, without touching UpdatedAt or the security stamp
 	// (used to upgrade hash parameters). When the hash changed meanwhile it
@@ -99,20 +106,29 @@ type Store interface {
 	SessionRevoked(ctx context.Context, sessionID string) (bool, error)
 }
 
-// Attempt is the outcome of Store.BeginSignInAttempt.
-//
-// The rules: while LockoutUntil is in the future the attempt is counted but
-// not Allowed and the lockout is not extended. Once a lockout has passed, the
-// count starts again at 1. When the new count reaches maxFailures the lockout
-// is set to now+lockFor; that attempt is still Allowed (a correct password
-// clears it), every further one is not.
+// Attempt is the outcome of one attempt under Limits.Begin.
 type Attempt struct {
 	// Allowed reports whether the password may be checked.
 	Allowed bool
-	// FailedCount is the count including this attempt.
-	FailedCount int
-	// LockoutUntil is the end of the lockout; zero when not locked.
-	LockoutUntil time.Time
+	// Reason is why it may not: ReasonLockedOut (the client address is
+	// locked out of the account) or ReasonAccountLocked (the account is
+	// soft-locked and the address failed on it recently); empty when
+	// Allowed.
+	Reason string
+	// Client is the client address's counter on the account, this
+	// attempt included.
+	Client Counter
+	// Account is the account's counter across addresses, this attempt
+	// included unless it was refused for the address's lockout.
+	Account Counter
+	// ClientLocked reports that this attempt reached
+	// Limits.ClientMaxFailures and locked the address out of the account
+	// until Client.LockoutUntil (unless its password is right).
+	ClientLocked bool
+	// AccountLocked reports that this attempt reached
+	// Limits.AccountMaxFailures and soft-locked the account until
+	// Account.LockoutUntil (unless its password is right).
+	AccountLocked bool
 }
 
 // Resolver resolves bindings for the sign-in check; *binding.Resolver
@@ -159,15 +175,33 @@ type Options struct {
 	// password.Params.Validate. Existing hashes made with other parameters
 	// are upgraded at the next successful sign-in.
 	Password password.Params
-	// MaxFailures is the number of consecutive failed attempts that locks
-	// an account, at least 1.
+	// MaxFailures is the number of failed attempts from one client
+	// address (an IPv6 /64) that locks that address out of the account,
+	// at least 1 (Limits.ClientMaxFailures). Other addresses may still
+	// sign in to it.
 	MaxFailures int
-	// LockoutDuration is how long a locked account stays locked; positive.
+	// AccountMaxFailures is the number of failed attempts from all
+	// addresses within LockoutDuration that soft-locks the account, at
+	// least 1 (Limits.AccountMaxFailures): while it lasts only addresses
+	// without a recent failure on the account have their password
+	// checked.
+	AccountMaxFailures int
+	// LockoutDuration is how long both lockouts last and how long a
+	// failure is remembered; positive.
 	LockoutDuration time.Duration
+	// ExplainRefusals, when true, tells a user whose password was right
+	// why they may not sign in: the account is disabled or waiting for
+	// approval (ErrAccountDisabled, ErrAccountPending) or Dataverse
+	// refused it (*RefusedError). DANGEROUS: the answer then differs from
+	// a wrong password's, so it confirms a guessed password and leaks the
+	// account's state. False (the default) answers those cases with
+	// ErrInvalidCredentials, like a wrong password; the audit log and the
+	// structured log still record the real reason.
+	ExplainRefusals bool
 	// ClientRate is the sustained sign-in rate allowed per client address;
 	// positive. rate.Inf disables the throttle, which leaves only the
-	// per-account lockout between an attacker and a password spray: do not
-	// use it in production.
+	// lockouts between an attacker and a password spray: do not use it in
+	// production.
 	ClientRate rate.Limit
 	// ClientBurst is the number of attempts a client address may make at
 	// once, at least 1.
@@ -197,14 +231,14 @@ type Options struct {
 // Service signs users in on top of a Store. It is safe for concurrent use.
 // Build it with New.
 type Service struct {
-	store       Store
-	params      password.Params
-	maxFailures int
-	lockFor     time.Duration
-	now         func() time.Time
-	log         *slog.Logger
-	audit       *audit.Log
-	dummyHash   string
+	store     Store
+	params    password.Params
+	limits    Limits
+	explain   bool
+	now       func() time.Time
+	log       *slog.Logger
+	audit     *audit.Log
+	dummyHash string
 
 	resolver  Resolver
 	puller    Puller
@@ -232,11 +266,9 @@ func New(store Store, opts Options) (*Service, error) {
 	if err := opts.Password.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if opts.MaxFailures < 1 {
-		errs = append(errs, errors.New("signin: MaxFailures must be at least 1"))
-	}
-	if opts.LockoutDuration <= 0 {
-		errs = append(errs, errors.New("signin: LockoutDuration must be positive"))
+	limits := Limits{ClientMaxFailures: opts.MaxFailures, AccountMaxFailures: opts.AccountMaxFailures, LockFor: opts.LockoutDuration}
+	if err := limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if opts.ClientRate <= 0 {
 		errs = append(errs, errors.New("signin: ClientRate must be positive"))
@@ -253,8 +285,8 @@ func New(store Store, opts Options) (*Service, error) {
 	s := &Service{
 		store:       store,
 		params:      opts.Password,
-		maxFailures: opts.MaxFailures,
-		lockFor:     opts.LockoutDuration,
+		limits:      limits,
+		explain:     opts.ExplainRefusals,
 		now:         opts.Now,
 		log:         opts.Logger,
 		audit:       opts.Audit,
@@ -295,19 +327,26 @@ type Credentials struct {
 	// Password is the plain password; it is never stored or logged.
 	Password string
 	// ClientAddr is the client's IP address (a host:port is accepted); it
-	// keys the throttle. Empty addresses share one throttle.
+	// keys the throttle and the per-address lockout, IPv6 addresses by
+	// their /64. Empty addresses share one throttle and one lockout.
 	ClientAddr string
 }
 
 // SignIn checks credentials and returns the signed-in user. The checks, in
 // order: the client address's rate (*ThrottledError, before any password
-// work); the account's lockout; the password; the account's status
-// (ErrAccountDisabled, ErrAccountPending). Unknown logins, wrong passwords
-// and locked accounts all give ErrInvalidCredentials after the same
-// argon2id work. Then, for a bound user, the Dataverse sign-in check when
-// enabled (see CheckSignIn; SignInWithContact also returns the contact). A
+// work); the lockout of the address on the account and of the account
+// (see Limits); the password; the account's status; then, for a bound
+// user, the Dataverse sign-in check when enabled (see CheckSignIn;
+// SignInWithContact also returns the contact). Unknown logins, wrong
+// passwords and lockouts give ErrInvalidCredentials after the same
+// argon2id work (the stored hash or the dummy one). So do a disabled or
+// pending account and a Dataverse refusal, whose password was right,
+// unless Options.ExplainRefusals (then ErrAccountDisabled,
+// ErrAccountPending, *RefusedError). Dataverse being unavailable gives an
+// error wrapping dataverse.ErrUnavailable, after the password was right. A
 // successful sign-in upgrades a hash made with old parameters. Every
-// outcome is audited. Any other error is a store failure.
+// outcome is audited with its real reason. Any other error is a store
+// failure.
 func (s *Service) SignIn(ctx context.Context, c Credentials) (*authz.User, error) {
 	return s.signIn(ctx, c, nil)
 }
@@ -332,13 +371,14 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 	}
 	ev.UserID, ev.Actor = u.ID, u.ID
 
-	attempt, err := s.store.BeginSignInAttempt(ctx, u.ID, now, s.maxFailures, s.lockFor)
+	client := throttleKey(c.ClientAddr)
+	attempt, err := s.store.BeginSignInAttempt(ctx, u.ID, client, now, s.limits)
 	if err != nil {
 		return nil, fmt.Errorf("signin: %w", err)
 	}
 	if !attempt.Allowed {
 		s.burn(c.Password)
-		ev.Detail = ReasonLockedOut
+		ev.Detail = attempt.Reason
 		s.audit.Record(ctx, ev)
 		return nil, ErrInvalidCredentials
 	}
@@ -360,18 +400,13 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 	if !ok {
 		ev.Detail = reason
 		s.audit.Record(ctx, ev)
-		if !attempt.LockoutUntil.IsZero() {
-			s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAccountLocked, Actor: u.ID, UserID: u.ID,
-				ClientAddr: c.ClientAddr, Detail: attempt.LockoutUntil.UTC().Format(time.RFC3339)})
-		}
+		s.auditLockouts(ctx, u.ID, c.ClientAddr, now, attempt)
 		return nil, ErrInvalidCredentials
 	}
 
-	// The password is right: from here on the answer may be specific.
+	// The password is right. The answer stays that of a wrong one unless
+	// the operator asked for explanations; the audit log has the reason.
 	if u.Status != authz.StatusActive {
-		if err := s.store.ResetSignInFailures(ctx, u.ID); err != nil {
-			return nil, fmt.Errorf("signin: %w", err)
-		}
 		var fail error
 		switch u.Status {
 		case authz.StatusDisabled:
@@ -382,12 +417,25 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 			ev.Detail, fail = ReasonBadStatus, ErrAccountDisabled
 		}
 		s.audit.Record(ctx, ev)
+		if !s.explain {
+			// Counted like a wrong password, so that nothing, not even
+			// the lockout state, tells the two apart.
+			s.auditLockouts(ctx, u.ID, c.ClientAddr, now, attempt)
+			return nil, ErrInvalidCredentials
+		}
+		if err := s.store.ClearSignInFailures(ctx, u.ID, client, now); err != nil {
+			return nil, fmt.Errorf("signin: %w", err)
+		}
 		return nil, fail
 	}
-	if err := s.gateSignIn(ctx, u, ev, run); err != nil {
+	if err := s.gateSignIn(ctx, u, client, ev, run); err != nil {
+		if errors.Is(err, ErrRefused) && !s.explain {
+			s.auditLockouts(ctx, u.ID, c.ClientAddr, now, attempt)
+			return nil, ErrInvalidCredentials
+		}
 		return nil, err
 	}
-	if err := s.store.RecordSignInSuccess(ctx, u.ID, now); err != nil {
+	if err := s.store.RecordSignInSuccess(ctx, u.ID, client, now); err != nil {
 		return nil, fmt.Errorf("signin: %w", err)
 	}
 	u.FailedCount, u.LockoutUntil, u.LastSignInAt = 0, time.Time{}, now.UTC().Truncate(time.Millisecond)
@@ -397,6 +445,19 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 	ev.Type = audit.EventSignIn
 	s.audit.Record(ctx, ev)
 	return u, nil
+}
+
+// auditLockouts audits the lockouts a failed attempt started: of its
+// client address on the account, and of the account across addresses.
+func (s *Service) auditLockouts(ctx context.Context, userID, clientAddr string, now time.Time, a Attempt) {
+	if a.ClientLocked {
+		s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAddressLocked, Actor: userID, UserID: userID,
+			ClientAddr: clientAddr, Detail: a.Client.LockoutUntil.UTC().Format(time.RFC3339)})
+	}
+	if a.AccountLocked {
+		s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAccountLocked, Actor: userID, UserID: userID,
+			ClientAddr: clientAddr, Detail: a.Account.LockoutUntil.UTC().Format(time.RFC3339)})
+	}
 }
 
 // burn spends the time of one password verification against the dummy hash.
@@ -458,14 +519,22 @@ func (s *Service) throttle(ctx context.Context, addr string, now time.Time) erro
 	return nil
 }
 
-// throttleKey folds a client address: the port is dropped and IPv6
-// addresses are reduced to their /64, since one client usually holds a
-// whole /64.
+// maxClientKey bounds the key of a client address that is not an IP
+// address, which is stored with the lockout counters.
+const maxClientKey = 64
+
+// throttleKey folds a client address: the port and zone are dropped,
+// IPv4-mapped IPv6 addresses become IPv4, and IPv6 addresses are reduced
+// to their /64, since one client usually holds a whole /64. Anything that
+// is not an IP address is kept, cut to maxClientKey bytes.
 func throttleKey(addr string) string {
 	ip, err := netip.ParseAddr(addr)
 	if err != nil {
 		ap, err := netip.ParseAddrPort(addr)
 		if err != nil {
+			if len(addr) > maxClientKey {
+				addr = addr[:maxClientKey]
+			}
 			return addr
 		}
 		ip = ap.Addr()

@@ -46,11 +46,12 @@ func TestSignInErrorsAreIdentical(t *testing.T) {
 	f := authztest.NewFixture(t, wiring.Options{MaxFailures: 2})
 	f.CreateUser(t, "ana", authz.StatusActive)
 	locked := f.CreateUser(t, "bob", authz.StatusActive)
+	// The address the attempts below come from is locked out of bob.
 	for range 2 {
-		f.SignIn(t, "bob", "wrong password", "")
+		f.SignIn(t, "bob", "wrong password", "198.51.100.1")
 	}
-	if f.User(t, locked.ID).LockoutUntil.IsZero() {
-		t.Fatal("bob is not locked")
+	if e := f.LastAudit(t, audit.EventAddressLocked); e.UserID != locked.ID || e.ClientAddr != "198.51.100.1" {
+		t.Fatalf("bob is not locked for 198.51.100.1: %+v", e)
 	}
 	tests := []struct{ name, login, pw, reason string }{
 		{"unknown user", "nobody", authztest.GoodPassword, signin.ReasonUnknownUser},
@@ -76,30 +77,32 @@ func TestSignInErrorsAreIdentical(t *testing.T) {
 func TestLockoutAndUnlock(t *testing.T) {
 	f := authztest.NewFixture(t, wiring.Options{MaxFailures: 3, LockoutDuration: 10 * time.Minute})
 	u := f.CreateUser(t, "ana", authz.StatusActive)
+	const attacker = "203.0.113.66"
 	for i := range 3 {
 		f.Clock.Advance(time.Second)
-		if _, err := f.SignIn(t, "ana", "wrong password", ""); !errors.Is(err, signin.ErrInvalidCredentials) {
+		if _, err := f.SignIn(t, "ana", "wrong password", attacker); !errors.Is(err, signin.ErrInvalidCredentials) {
 			t.Fatalf("failure %d: %v", i+1, err)
 		}
 	}
 	lockedAt := f.Clock.Now()
-	if got := f.User(t, u.ID); got.FailedCount != 3 || !got.LockoutUntil.Equal(lockedAt.Add(10*time.Minute)) {
-		t.Fatalf("after 3 failures: failed=%d lockout=%v", got.FailedCount, got.LockoutUntil)
+	e := f.LastAudit(t, audit.EventAddressLocked)
+	if e.UserID != u.ID || e.ClientAddr != attacker || e.Detail != lockedAt.Add(10*time.Minute).UTC().Format(time.RFC3339) {
+		t.Errorf("signin.address_locked audit = %+v", e)
 	}
-	if e := f.LastAudit(t, audit.EventAccountLocked); e.UserID != u.ID {
-		t.Errorf("account.locked audit = %+v", e)
+	if n := authztest.CountAudit(t, f, audit.Filter{Type: audit.EventAccountLocked}); n != 0 {
+		t.Errorf("%d account.locked events after one address's failures", n)
 	}
 
 	f.Clock.Advance(10*time.Minute - time.Millisecond)
-	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, ""); err != signin.ErrInvalidCredentials {
-		t.Fatalf("right password while locked: %v, want ErrInvalidCredentials", err)
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, attacker); err != signin.ErrInvalidCredentials {
+		t.Fatalf("right password from the locked address: %v, want ErrInvalidCredentials", err)
 	}
 	if e := f.LastAudit(t, audit.EventSignInFailed); e.Detail != signin.ReasonLockedOut {
 		t.Errorf("locked attempt audited as %q", e.Detail)
 	}
 
 	f.Clock.Advance(time.Millisecond)
-	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, ""); err != nil {
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, attacker); err != nil {
 		t.Fatalf("right password after the lockout: %v", err)
 	}
 	if got := f.User(t, u.ID); got.FailedCount != 0 || !got.LockoutUntil.IsZero() {
@@ -153,7 +156,7 @@ func countLocked(t *testing.T, f *authztest.Fixture, id string) int {
 }
 
 func TestStatusOnlyAfterPassword(t *testing.T) {
-	f := authztest.NewFixture(t, wiring.Options{})
+	f := authztest.NewFixture(t, wiring.Options{ExplainRefusals: true})
 	f.CreateUser(t, "dis", authz.StatusDisabled)
 	f.CreateUser(t, "pen", authz.StatusPending)
 	tests := []struct {
@@ -422,7 +425,7 @@ func TestNewServiceDefaults(t *testing.T) {
 	// The configuration sets the defaults, once: the service refuses to
 	// guess them and names every missing value.
 	err = func() error { _, err := wiring.New(db, wiring.Options{Password: authztest.FastParams}); return err }()
-	for _, want := range []string{"MaxFailures", "LockoutDuration", "ClientRate", "ClientBurst"} {
+	for _, want := range []string{"MaxFailures", "AccountMaxFailures", "LockoutDuration", "ClientRate", "ClientBurst"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("NewService without %s: %v", want, err)
 		}
@@ -430,7 +433,7 @@ func TestNewServiceDefaults(t *testing.T) {
 	// A rate of 10 a minute with a burst of 10 (the configuration's
 	// defaults) allows a burst of 10, then throttles.
 	const burst = 10
-	svc, err := wiring.New(db, wiring.Options{Password: authztest.FastParams, MaxFailures: 5, LockoutDuration: time.Minute,
+	svc, err := wiring.New(db, wiring.Options{Password: authztest.FastParams, MaxFailures: 5, AccountMaxFailures: 20, LockoutDuration: time.Minute,
 		ClientRate: rate.Every(6 * time.Second), ClientBurst: burst})
 	if err != nil {
 		t.Fatalf("NewService: %v", err)

@@ -255,31 +255,62 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 	ctx := t.Context()
 	u := mustCreate(t, db, newUser("ana"))
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	const maxF, lockFor = 3, 10 * time.Minute
+	const lockFor = 10 * time.Minute
+	limits := signin.Limits{ClientMaxFailures: 3, AccountMaxFailures: 5, LockFor: lockFor}
+	const a, b, c = "192.0.2.1", "192.0.2.2", "2001:db8::/64"
 	steps := []struct {
+		client      string
 		at          time.Time
 		wantAllowed bool
-		wantCount   int
-		wantLock    time.Time
+		wantReason  string
+		wantClient  int
+		wantLock    time.Time // the client's lockout
+		wantAccount int
 	}{
-		{t0, true, 1, time.Time{}},
-		{t0.Add(time.Second), true, 2, time.Time{}},
-		{t0.Add(2 * time.Second), true, 3, t0.Add(2*time.Second + lockFor)},  // reaches the threshold: locks, still checked
-		{t0.Add(3 * time.Second), false, 4, t0.Add(2*time.Second + lockFor)}, // locked: counted, not extended
-		{t0.Add(2*time.Second + lockFor), true, 1, time.Time{}},              // lockout over: a fresh count
+		{a, t0, true, "", 1, time.Time{}, 1},
+		{a, t0.Add(time.Second), true, "", 2, time.Time{}, 2},
+		{a, t0.Add(2 * time.Second), true, "", 3, t0.Add(2*time.Second + lockFor), 3},                          // reaches the threshold: locks a, still checked
+		{a, t0.Add(3 * time.Second), false, signin.ReasonLockedOut, 4, t0.Add(2*time.Second + lockFor), 3},     // a locked: counted on a, not on the account
+		{b, t0.Add(4 * time.Second), true, "", 1, time.Time{}, 4},                                              // another address is not locked
+		{b, t0.Add(5 * time.Second), true, "", 2, time.Time{}, 5},                                              // the account's threshold: soft lock
+		{b, t0.Add(6 * time.Second), false, signin.ReasonAccountLocked, 3, t0.Add(6*time.Second + lockFor), 6}, // b failed recently: refused
+		{c, t0.Add(7 * time.Second), true, "", 1, time.Time{}, 7},                                              // a fresh address passes the soft lock
+		{a, t0.Add(7*time.Second + lockFor), true, "", 1, time.Time{}, 1},                                      // lockouts and window over: fresh counts
 	}
 	for i, s := range steps {
-		got, err := db.BeginSignInAttempt(ctx, u.ID, s.at, maxF, lockFor)
+		got, err := db.BeginSignInAttempt(ctx, u.ID, s.client, s.at, limits)
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		want := signin.Attempt{Allowed: s.wantAllowed, FailedCount: s.wantCount, LockoutUntil: s.wantLock}
-		if got != want {
-			t.Errorf("step %d: got %+v, want %+v", i, got, want)
+		if got.Allowed != s.wantAllowed || got.Reason != s.wantReason || got.Client.Failures != s.wantClient ||
+			!got.Client.LockoutUntil.Equal(s.wantLock) || got.Account.Failures != s.wantAccount {
+			t.Errorf("step %d: got %+v, want allowed=%v reason=%q client=%d lock=%v account=%d",
+				i, got, s.wantAllowed, s.wantReason, s.wantClient, s.wantLock, s.wantAccount)
+		}
+		stored, err := db.UserByID(ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored.FailedCount != got.Account.Failures || !stored.LockoutUntil.Equal(got.Account.LockoutUntil) {
+			t.Errorf("step %d: stored account counter %d %v, attempt says %+v", i, stored.FailedCount, stored.LockoutUntil, got.Account)
 		}
 	}
+	if n := countFailureRows(t, db, u.ID); n != 1 {
+		t.Errorf("%d per-address rows after every other one expired, want 1 (the current one)", n)
+	}
+
+	// A success clears the account's counter and its own address's, not
+	// another address's.
 	at := t0.Add(time.Hour)
-	if err := db.RecordSignInSuccess(ctx, u.ID, at); err != nil {
+	for range 3 {
+		if _, err := db.BeginSignInAttempt(ctx, u.ID, b, at, limits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.BeginSignInAttempt(ctx, u.ID, a, at, limits); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordSignInSuccess(ctx, u.ID, a, at); err != nil {
 		t.Fatalf("RecordSignInSuccess: %v", err)
 	}
 	got, err := db.UserByID(ctx, u.ID)
@@ -289,42 +320,92 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 	if got.FailedCount != 0 || !got.LockoutUntil.IsZero() || !got.LastSignInAt.Equal(at) || !got.UpdatedAt.Equal(u.UpdatedAt) {
 		t.Errorf("after success: failed=%d lockout=%v last=%v updated=%v", got.FailedCount, got.LockoutUntil, got.LastSignInAt, got.UpdatedAt)
 	}
-	if _, err := db.BeginSignInAttempt(ctx, u.ID, at, maxF, lockFor); err != nil {
-		t.Fatal(err)
+	if next, _ := db.BeginSignInAttempt(ctx, u.ID, b, at, limits); next.Allowed || next.Reason != signin.ReasonLockedOut {
+		t.Errorf("b's lockout did not survive a's success: %+v", next)
+	}
+	if next, _ := db.BeginSignInAttempt(ctx, u.ID, a, at, limits); !next.Allowed || next.Client.Failures != 1 || next.Account.Failures != 1 {
+		t.Errorf("a after its success: %+v, want a fresh count", next)
+	}
+	if err := db.ClearSignInFailures(ctx, u.ID, a, at); err != nil {
+		t.Fatalf("ClearSignInFailures: %v", err)
+	}
+	if got, _ := db.UserByID(ctx, u.ID); got.FailedCount != 0 || !got.LastSignInAt.Equal(at) {
+		t.Errorf("after clear: failed=%d last=%v", got.FailedCount, got.LastSignInAt)
+	}
+	if n := countFailureRows(t, db, u.ID); n != 1 {
+		t.Errorf("%d per-address rows after clearing a, want b's", n)
 	}
 	if err := db.ResetSignInFailures(ctx, u.ID); err != nil {
 		t.Fatalf("ResetSignInFailures: %v", err)
 	}
-	if got, _ := db.UserByID(ctx, u.ID); got.FailedCount != 0 || !got.LastSignInAt.Equal(at) {
-		t.Errorf("after reset: failed=%d last=%v", got.FailedCount, got.LastSignInAt)
+	if n := countFailureRows(t, db, u.ID); n != 0 {
+		t.Errorf("%d per-address rows after a reset, want 0", n)
+	}
+	if next, _ := db.BeginSignInAttempt(ctx, u.ID, b, at, limits); !next.Allowed || next.Client.Failures != 1 {
+		t.Errorf("b after a reset: %+v", next)
 	}
 	for name, err := range map[string]error{
-		"BeginSignInAttempt":  func() error { _, err := db.BeginSignInAttempt(ctx, "missing", at, maxF, lockFor); return err }(),
-		"RecordSignInSuccess": db.RecordSignInSuccess(ctx, "missing", at),
+		"BeginSignInAttempt":  func() error { _, err := db.BeginSignInAttempt(ctx, "missing", a, at, limits); return err }(),
+		"RecordSignInSuccess": db.RecordSignInSuccess(ctx, "missing", a, at),
+		"ClearSignInFailures": db.ClearSignInFailures(ctx, "missing", a, at),
 		"ResetSignInFailures": db.ResetSignInFailures(ctx, "missing"),
 	} {
 		if !errors.Is(err, authz.ErrNotFound) {
 			t.Errorf("%s of a missing user: error = %v, want ErrNotFound", name, err)
 		}
 	}
+	for _, bad := range []signin.Limits{{}, {ClientMaxFailures: 1, AccountMaxFailures: 1}, {ClientMaxFailures: 0, AccountMaxFailures: 1, LockFor: time.Minute},
+		{ClientMaxFailures: 1, AccountMaxFailures: -1, LockFor: time.Minute}} {
+		if _, err := db.BeginSignInAttempt(ctx, u.ID, a, at, bad); err == nil {
+			t.Errorf("BeginSignInAttempt accepted limits %+v", bad)
+		}
+	}
+	// Deleting the user deletes its per-address counters.
+	if err := db.DeleteUser(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := countFailureRows(t, db, u.ID); n != 0 {
+		t.Errorf("%d per-address rows of a deleted user", n)
+	}
 }
 
+func countFailureRows(t *testing.T, db *DB, userID string) int {
+	t.Helper()
+	var n int
+	if err := db.db.QueryRowContext(t.Context(), db.q(`SELECT COUNT(*) FROM signin_failures WHERE user_id = ?`), userID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// testConcurrentAttempts runs attempts on one account from many goroutines
+// and addresses at once: no address gets more than ClientMaxFailures
+// checks, and once the account's budget is spent only each address's first
+// attempt is checked.
 func testConcurrentAttempts(t *testing.T, db *DB) {
 	u := mustCreate(t, db, newUser("ana"))
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	const n, maxF = 20, 5
+	const clients, perClient = 6, 8
+	limits := signin.Limits{ClientMaxFailures: 3, AccountMaxFailures: 7, LockFor: time.Minute}
+	type result struct {
+		client string
+		a      signin.Attempt
+	}
 	var wg sync.WaitGroup
-	results := make(chan signin.Attempt, n)
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			a, err := db.BeginSignInAttempt(context.Background(), u.ID, now, maxF, time.Minute)
-			if err != nil {
-				errs <- err
-				return
-			}
-			results <- a
-		})
+	results := make(chan result, clients*perClient)
+	errs := make(chan error, clients*perClient)
+	for c := range clients {
+		client := fmt.Sprintf("198.51.100.%d", c)
+		for range perClient {
+			wg.Go(func() {
+				a, err := db.BeginSignInAttempt(context.Background(), u.ID, client, now, limits)
+				if err != nil {
+					errs <- err
+					return
+				}
+				results <- result{client, a}
+			})
+		}
 	}
 	wg.Wait()
 	close(results)
@@ -332,25 +413,41 @@ func testConcurrentAttempts(t *testing.T, db *DB) {
 	for err := range errs {
 		t.Fatalf("BeginSignInAttempt: %v", err)
 	}
-	allowed, seen := 0, map[int]bool{}
-	for a := range results {
-		if a.Allowed {
-			allowed++
+	allowed, beyondBudget := map[string]int{}, 0
+	seen := map[string]bool{}
+	for r := range results {
+		key := fmt.Sprintf("%s/%d", r.client, r.a.Client.Failures)
+		if seen[key] {
+			t.Errorf("client count %s returned twice", key)
 		}
-		if seen[a.FailedCount] {
-			t.Errorf("count %d returned twice", a.FailedCount)
+		seen[key] = true
+		if !r.a.Allowed {
+			continue
 		}
-		seen[a.FailedCount] = true
+		allowed[r.client]++
+		if r.a.Account.Failures > limits.AccountMaxFailures {
+			beyondBudget++
+			if r.a.Client.Failures != 1 {
+				t.Errorf("attempt %+v checked beyond the account's budget from an address that had failed", r.a)
+			}
+		}
 	}
-	if allowed != maxF {
-		t.Errorf("%d attempts allowed, want exactly %d", allowed, maxF)
+	total := 0
+	for client, n := range allowed {
+		total += n
+		if n > limits.ClientMaxFailures {
+			t.Errorf("%s got %d checks, more than %d", client, n, limits.ClientMaxFailures)
+		}
+	}
+	if total > limits.AccountMaxFailures+clients || total < limits.AccountMaxFailures {
+		t.Errorf("%d checks in all, want between %d and %d", total, limits.AccountMaxFailures, limits.AccountMaxFailures+clients)
 	}
 	got, err := db.UserByID(t.Context(), u.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.FailedCount != n || !got.LockoutUntil.Equal(now.Add(time.Minute)) {
-		t.Errorf("after %d attempts: failed=%d lockout=%v", n, got.FailedCount, got.LockoutUntil)
+	if !got.LockoutUntil.Equal(now.Add(time.Minute)) {
+		t.Errorf("after the spray: account lockout=%v, want %v", got.LockoutUntil, now.Add(time.Minute))
 	}
 }
 

@@ -348,54 +348,125 @@ func (d *DB) affectedOne(ctx context.Context, db querier, res sql.Result, id str
 
 var errNoMatch = errors.New("store: row did not match")
 
-// BeginSignInAttempt implements the feature stores with a single UPDATE, which
-// both databases apply atomically per row: concurrent attempts queue on the
-// row and each sees the previous one's count.
-func (d *DB) BeginSignInAttempt(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (signin.Attempt, error) {
-	if maxFailures < 1 {
-		return signin.Attempt{}, errors.New("store: begin sign-in attempt: maxFailures must be positive")
+// BeginSignInAttempt implements the feature stores. One transaction locks
+// the user's row (FOR UPDATE on PostgreSQL; SQLite's immediate
+// transactions hold the single write lock), reads the account's counter
+// and the client's, applies limits.Begin and writes both back, so that
+// concurrent attempts on one account, from any replica, queue and each
+// sees the previous one's counts. Counters of other addresses on the
+// account that are past their window and lockout are deleted on the way.
+func (d *DB) BeginSignInAttempt(ctx context.Context, id, client string, now time.Time, limits signin.Limits) (signin.Attempt, error) {
+	if err := limits.Validate(); err != nil {
+		return signin.Attempt{}, fmt.Errorf("store: begin sign-in attempt: %w", err)
 	}
-	nowMs := now.UnixMilli()
-	until := now.Add(lockFor).UnixMilli()
-	var count int
-	var lockout int64
-	err := d.db.QueryRowContext(ctx, d.q(`UPDATE users SET
-		failed_count = CASE WHEN lockout_until <> 0 AND lockout_until <= CAST(? AS BIGINT) THEN 1 ELSE failed_count + 1 END,
-		lockout_until = CASE
-			WHEN lockout_until > CAST(? AS BIGINT) THEN lockout_until
-			WHEN (CASE WHEN lockout_until <> 0 THEN 1 ELSE failed_count + 1 END) >= CAST(? AS INTEGER) THEN CAST(? AS BIGINT)
-			ELSE 0 END
-		WHERE id = ?
-		RETURNING failed_count, lockout_until`), nowMs, nowMs, maxFailures, until, id).Scan(&count, &lockout)
+	var a signin.Attempt
+	err := d.inTx(ctx, "begin sign-in attempt", func(tx *sql.Tx) error {
+		account, err := d.lockAccountCounter(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		var pair signin.Counter
+		var count int
+		var last, lockout int64
+		switch err := tx.QueryRowContext(ctx, d.q(`SELECT failed_count, last_failed_at, lockout_until
+			FROM signin_failures WHERE user_id = ? AND client = ?`), id, client).Scan(&count, &last, &lockout); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			pair = signin.Counter{Failures: count, LastFailure: fromMillis(last), LockoutUntil: fromMillis(lockout)}
+		}
+		a = limits.Begin(account, pair, now)
+		if _, err := tx.ExecContext(ctx, d.q(`INSERT INTO signin_failures (user_id, client, failed_count, last_failed_at, lockout_until)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (user_id, client) DO UPDATE SET failed_count = excluded.failed_count,
+				last_failed_at = excluded.last_failed_at, lockout_until = excluded.lockout_until`),
+			id, client, a.Client.Failures, millis(a.Client.LastFailure), millis(a.Client.LockoutUntil)); err != nil {
+			return err
+		}
+		if a.Account != account {
+			if _, err := tx.ExecContext(ctx, d.q(`UPDATE users SET failed_count = ?, last_failed_at = ?, lockout_until = ? WHERE id = ?`),
+				a.Account.Failures, millis(a.Account.LastFailure), millis(a.Account.LockoutUntil), id); err != nil {
+				return err
+			}
+		}
+		nowMs := now.UnixMilli()
+		_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ? AND client <> ?
+			AND last_failed_at <= ? AND lockout_until <= ?`), id, client, nowMs-limits.LockFor.Milliseconds(), nowMs)
+		return err
+	})
 	if err != nil {
 		return signin.Attempt{}, fmt.Errorf("store: begin sign-in attempt: %w", mapErr(err))
 	}
-	return signin.Attempt{Allowed: count <= maxFailures, FailedCount: count, LockoutUntil: fromMillis(lockout)}, nil
+	return a, nil
+}
+
+// lockAccountCounter locks user id's row until tx ends and returns its
+// failure counter; authz.ErrNotFound when there is no such user.
+func (d *DB) lockAccountCounter(ctx context.Context, tx *sql.Tx, id string) (signin.Counter, error) {
+	lock := ""
+	if d.dialect == Postgres {
+		lock = " FOR UPDATE"
+	}
+	var count int
+	var last, lockout int64
+	if err := tx.QueryRowContext(ctx, d.q(`SELECT failed_count, last_failed_at, lockout_until FROM users WHERE id = ?`+lock), id).
+		Scan(&count, &last, &lockout); err != nil {
+		return signin.Counter{}, mapErr(err)
+	}
+	return signin.Counter{Failures: count, LastFailure: fromMillis(last), LockoutUntil: fromMillis(lockout)}, nil
+}
+
+// clearSignInFailures ends failures on user id after a right password at
+// now: client's counter on it goes (every address's when all), the
+// account's counter becomes Counter.AfterSuccess(now) (cleared when all),
+// and last_sign_in_at is set to now when signedIn.
+func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, all, signedIn bool, now time.Time) error {
+	err := d.inTx(ctx, what, func(tx *sql.Tx) error {
+		account, err := d.lockAccountCounter(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if all {
+			account = signin.Counter{}
+			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ?`), id)
+		} else {
+			account = account.AfterSuccess(now)
+			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ? AND client = ?`), id, client)
+		}
+		if err != nil {
+			return err
+		}
+		set, args := `failed_count = ?, last_failed_at = ?, lockout_until = ?`,
+			[]any{account.Failures, millis(account.LastFailure), millis(account.LockoutUntil)}
+		if signedIn {
+			set += `, last_sign_in_at = ?`
+			args = append(args, millis(now))
+		}
+		_, err = tx.ExecContext(ctx, d.q(`UPDATE users SET `+set+` WHERE id = ?`), append(args, id)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, mapErr(err))
+	}
+	return nil
 }
 
 // RecordSignInSuccess implements the feature stores.
-func (d *DB) RecordSignInSuccess(ctx context.Context, id string, at time.Time) error {
-	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0, last_sign_in_at = ? WHERE id = ?`),
-		millis(at), id)
-	if err == nil {
-		err = d.affectedOne(ctx, d.db, res, id)
-	}
-	if err != nil {
-		return fmt.Errorf("store: record sign-in: %w", err)
-	}
-	return nil
+func (d *DB) RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error {
+	return d.clearSignInFailures(ctx, "record sign-in", id, client, false, true, at)
 }
 
-// ResetSignInFailures implements the feature stores.
+// ClearSignInFailures implements the feature stores.
+func (d *DB) ClearSignInFailures(ctx context.Context, id, client string, now time.Time) error {
+	return d.clearSignInFailures(ctx, "clear sign-in failures", id, client, false, false, now)
+}
+
+// ResetSignInFailures clears the failure counter of user id and of every
+// client address on it, ending both kinds of lockout (an administrator
+// unlocking the account). It returns authz.ErrNotFound for a missing user.
 func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
-	res, err := d.db.ExecContext(ctx, d.q(`UPDATE users SET failed_count = 0, lockout_until = 0 WHERE id = ?`), id)
-	if err == nil {
-		err = d.affectedOne(ctx, d.db, res, id)
-	}
-	if err != nil {
-		return fmt.Errorf("store: reset sign-in failures: %w", err)
-	}
-	return nil
+	return d.clearSignInFailures(ctx, "reset sign-in failures", id, "", true, false, time.Time{})
 }
 
 // ReplacePasswordHash implements the feature stores.

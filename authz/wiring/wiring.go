@@ -57,12 +57,15 @@ type Contacts interface {
 type Options struct {
 	// Password are the argon2id parameters of new hashes.
 	Password password.Params
-	// MaxFailures, LockoutDuration, ClientRate and ClientBurst configure
-	// the sign-in defences; see signin.Options.
-	MaxFailures     int
-	LockoutDuration time.Duration
-	ClientRate      rate.Limit
-	ClientBurst     int
+	// MaxFailures, AccountMaxFailures, LockoutDuration, ClientRate and
+	// ClientBurst configure the sign-in defences, and ExplainRefusals its
+	// answers; see signin.Options.
+	MaxFailures        int
+	AccountMaxFailures int
+	LockoutDuration    time.Duration
+	ClientRate         rate.Limit
+	ClientBurst        int
+	ExplainRefusals    bool
 	// Contacts reads and writes Dataverse contacts; nil means no Dataverse:
 	// then no binding resolves, and Binding, SignInCheck and FieldSync must
 	// not need one.
@@ -139,7 +142,8 @@ func New(db Store, o Options) (*Services, error) {
 		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
-	so := signin.Options{Password: o.Password, MaxFailures: o.MaxFailures, LockoutDuration: o.LockoutDuration,
+	so := signin.Options{Password: o.Password, MaxFailures: o.MaxFailures, AccountMaxFailures: o.AccountMaxFailures,
+		LockoutDuration: o.LockoutDuration, ExplainRefusals: o.ExplainRefusals,
 		ClientRate: o.ClientRate, ClientBurst: o.ClientBurst, Check: o.SignInCheck, Snapshots: o.Snapshots,
 		Audit: s.Audit, Now: o.Now, Logger: log}
 	if o.Contacts != nil {

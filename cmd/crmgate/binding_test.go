@@ -70,7 +70,10 @@ func TestSignInCheckThroughTheGateway(t *testing.T) {
 	defer upstream.Close()
 	dir := t.TempDir()
 	env := baseEnv(t, dir, append(dvEnv, "CRMGATE_UPSTREAM_URL="+upstream.URL,
-		"CRMGATE_BINDING_DEFAULT_MODE=username", "CRMGATE_SIGNIN_DATAVERSE_CHECK=true")...)
+		"CRMGATE_BINDING_DEFAULT_MODE=username", "CRMGATE_SIGNIN_DATAVERSE_CHECK=true",
+		// The refusal below is told apart only with explanations on (the
+		// default answers it like a wrong password).
+		"CRMGATE_SIGNIN_EXPLAIN_REFUSALS=true")...)
 	cfg, err := loadConfig(env)
 	if err != nil {
 		t.Fatal(err)

@@ -181,11 +181,13 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 // Dataverse aside (contactOptions adds it).
 func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) wiring.Options {
 	return wiring.Options{
-		Password:        passwordParams(cfg),
-		MaxFailures:     cfg.SignIn.MaxFailures,
-		LockoutDuration: cfg.SignIn.LockoutDuration,
-		ClientRate:      rate.Limit(float64(cfg.SignIn.ClientRate) / 60),
-		ClientBurst:     cfg.SignIn.ClientBurst,
+		Password:           passwordParams(cfg),
+		MaxFailures:        cfg.SignIn.MaxFailures,
+		AccountMaxFailures: cfg.SignIn.AccountMaxFailures,
+		LockoutDuration:    cfg.SignIn.LockoutDuration,
+		ClientRate:         rate.Limit(float64(cfg.SignIn.ClientRate) / 60),
+		ClientBurst:        cfg.SignIn.ClientBurst,
+		ExplainRefusals:    cfg.SignIn.ExplainRefusals,
 		// The last active, unbound admin (the break-glass account, who
 		// signs in while Dataverse is down) cannot be demoted, disabled,
 		// bound or deleted.
