@@ -227,7 +227,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 				return err
 			}
 		}
-		fmt.Fprintf(&accountLines, "  %-6s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
+		fmt.Fprintf(&accountLines, "  %-10s password %s  roles [%s]\n", a.username, pw, strings.Join(a.roles, ","))
 	}
 	accountLines.WriteString("  (admin and alice are bound to demo contacts; breakglass is not: the break-glass admin signs in even while Dataverse is down)\n")
 	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n%s", publicURL, accountLines.String())
