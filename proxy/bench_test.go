@@ -128,7 +128,7 @@ func benchGateway(b *testing.B, publicURL, upstreamURL string, mutate func(*prox
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	svc, err := wiring.New(db, wiring.Options{Password: testPassword, MaxFailures: 5, LockoutDuration: time.Minute,
+	svc, err := wiring.New(db, wiring.Options{Password: testPassword, MaxFailures: 5, AccountMaxFailures: 20, LockoutDuration: time.Minute,
 		ClientRate: rate.Every(time.Second), ClientBurst: 10, Now: clock.Now})
 	if err != nil {
 		b.Fatal(err)
