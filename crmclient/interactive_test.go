@@ -134,6 +134,26 @@ func TestInteractiveBudgetWhileThrottled(t *testing.T) {
 	if s := r2.recordedSleeps(); len(s) != 1 || s[0] != 2*time.Second {
 		t.Fatalf("interactive sleeps %v, want the 2s Retry-After", s)
 	}
+
+	// An injected 429 with a 20 s Retry-After (1.5 s rounds up to 2 s on
+	// the wire): interactive fails at once, background waits.
+	r3 := newRig(t, nil, nil)
+	if _, err := r3.client.WhoAmI(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r3.srv.SetFaults(dataversetest.Faults{Status: 429, RetryAfter: 19500 * time.Millisecond, Count: 1})
+	if _, err := r3.client.Interactive().WhoAmI(ctx); !crmclient.IsThrottled(err) {
+		t.Fatalf("interactive with an injected 429: %v", err)
+	}
+	if s := r3.recordedSleeps(); len(s) != 0 {
+		t.Fatalf("interactive slept %v", s)
+	}
+	if _, err := r3.client.WhoAmI(ctx); err != nil {
+		t.Fatalf("background after an injected 429: %v", err)
+	}
+	if s := r3.recordedSleeps(); len(s) != 1 || s[0] != 20*time.Second {
+		t.Fatalf("background sleeps %v, want the 20s Retry-After", s)
+	}
 }
 
 // TestInteractiveBudgetBoundsRetries: Dataverse answers 503. The
