@@ -159,9 +159,13 @@ type DataverseConfig struct {
 	FederatedTokenFile string        `env:"FEDERATED_TOKEN_FILE" desc:"File holding a federated identity token (e.g. a projected Kubernetes service account token for workload identity), read at every token request so it may rotate."`
 	AuthorityHost      string        `env:"AUTHORITY_HOST" envDefault:"https://login.microsoftonline.com" desc:"Microsoft Entra host the token is requested from (https; http only on a loopback host). Change it for sovereign clouds or the emulator."`
 	Timeout            time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"Timeout of one HTTP attempt to Dataverse or Entra, reading the answer included."`
-	MaxConcurrency     int           `env:"MAX_CONCURRENCY" envDefault:"52" desc:"Requests in flight to Dataverse per replica; 52 is Dataverse's concurrent-request limit per user."`
-	ContactCacheTTL    time.Duration `env:"CONTACT_CACHE_TTL" envDefault:"1m" desc:"How long a contact read to revalidate sessions is shared by every session of that contact before Dataverse is asked again (concurrent revalidations of one contact also share one request). Sign-ins always ask Dataverse. A change made in Dataverse reaches a session at most CRMGATE_SESSION_CONTACT_REVALIDATE_INTERVAL plus this late."`
-	WebRoleModel       string        `env:"WEB_ROLE_MODEL" envDefault:"standard" desc:"Power Pages data model of web roles: standard (adx_webrole) or enhanced (powerpagecomponent)."`
+	MaxConcurrency     int           `env:"MAX_CONCURRENCY" envDefault:"52" desc:"Requests in flight to Dataverse per replica; 52 is Dataverse's concurrent-request limit per user. Dataverse's x-ms-dop-hint answer header (its recommended degree of parallelism) lowers it while it recommends less, never above this."`
+	// InteractiveBudget bounds the Dataverse calls a person waits for.
+	// Background work (the outbox, CLI commands) keeps Timeout and the
+	// client's retry budget.
+	InteractiveBudget time.Duration `env:"INTERACTIVE_BUDGET" envDefault:"5s" desc:"How long a Dataverse call a person waits for (the sign-in check and binding lookups at sign-in, a session's contact revalidation on a proxied request, admin and profile contact edits) may take in all, retries and waits included, before the gateway answers with its try-again page; a Retry-After longer than what is left fails at once. Between 100ms and 1m. The outbox worker and CLI commands keep CRMGATE_DATAVERSE_TIMEOUT per attempt and their longer retry budget."`
+	ContactCacheTTL   time.Duration `env:"CONTACT_CACHE_TTL" envDefault:"1m" desc:"How long a contact read to revalidate sessions is shared by every session of that contact before Dataverse is asked again (concurrent revalidations of one contact also share one request). Sign-ins always ask Dataverse. A change made in Dataverse reaches a session at most CRMGATE_SESSION_CONTACT_REVALIDATE_INTERVAL plus this late."`
+	WebRoleModel      string        `env:"WEB_ROLE_MODEL" envDefault:"standard" desc:"Power Pages data model of web roles: standard (adx_webrole) or enhanced (powerpagecomponent)."`
 }
 
 // Configured reports whether a Dataverse environment is configured.
@@ -170,7 +174,7 @@ func (d DataverseConfig) Configured() bool { return d.URL != "" }
 // dataverseDefaults is DataverseConfig as Load builds it when no
 // CRMGATE_DATAVERSE_* variable is set.
 var dataverseDefaults = DataverseConfig{AuthorityHost: "https://login.microsoftonline.com", Timeout: 30 * time.Second,
-	MaxConcurrency: 52, ContactCacheTTL: time.Minute, WebRoleModel: "standard"}
+	MaxConcurrency: 52, InteractiveBudget: 5 * time.Second, ContactCacheTTL: time.Minute, WebRoleModel: "standard"}
 
 // BindingConfig configures how users are bound to Dataverse contacts. The
 // zero value is not what Load builds; with no Dataverse configured every
@@ -453,6 +457,7 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 			{"AUTHORITY_HOST", d.AuthorityHost != dataverseDefaults.AuthorityHost},
 			{"TIMEOUT", d.Timeout != dataverseDefaults.Timeout},
 			{"MAX_CONCURRENCY", d.MaxConcurrency != dataverseDefaults.MaxConcurrency},
+			{"INTERACTIVE_BUDGET", d.InteractiveBudget != dataverseDefaults.InteractiveBudget},
 			{"CONTACT_CACHE_TTL", d.ContactCacheTTL != dataverseDefaults.ContactCacheTTL},
 			{"WEB_ROLE_MODEL", d.WebRoleModel != dataverseDefaults.WebRoleModel},
 		} {
@@ -496,6 +501,9 @@ func (c *Config) validateDataverse(add func(name, format string, args ...any)) {
 	}
 	if d.MaxConcurrency < 1 || d.MaxConcurrency > 1000 {
 		add("DATAVERSE_MAX_CONCURRENCY", "must be between 1 and 1000, got %d", d.MaxConcurrency)
+	}
+	if d.InteractiveBudget < 100*time.Millisecond || d.InteractiveBudget > time.Minute {
+		add("DATAVERSE_INTERACTIVE_BUDGET", "must be between 100ms and 1m (a person is waiting), got %s", d.InteractiveBudget)
 	}
 	if d.ContactCacheTTL <= 0 {
 		add("DATAVERSE_CONTACT_CACHE_TTL", "must be positive, got %s", d.ContactCacheTTL)

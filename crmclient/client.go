@@ -44,6 +44,7 @@ const (
 	DefaultBreakerOpenTimeout      = 30 * time.Second
 	DefaultBreakerHalfOpenRequests = 1
 	DefaultTokenRefreshBefore      = 5 * time.Minute
+	DefaultInteractiveBudget       = 5 * time.Second
 )
 
 // Config configures a Client. Zero values of optional fields take the
@@ -85,7 +86,10 @@ type Config struct {
 	Timeout time.Duration
 	// MaxConcurrency bounds the requests in flight to Dataverse; zero
 	// means 52, Dataverse's own limit per user. Waiting for a slot
-	// honours the caller's context.
+	// honours the caller's context. Dataverse's x-ms-dop-hint answer
+	// header lowers the bound to the degree of parallelism it
+	// recommends, never above MaxConcurrency, and a later hint moves it
+	// again (https://learn.microsoft.com/power-apps/developer/data-platform/send-parallel-requests).
 	MaxConcurrency int
 	// MaxRetries is how many times one call may be retried; zero means
 	// 3, a negative value disables retries (a 429 then fails at once).
@@ -94,6 +98,13 @@ type Config struct {
 	// attempts (backoff and Retry-After); zero means 30 s. A Retry-After
 	// that does not fit fails the call at once with a throttled error.
 	RetryBudget time.Duration
+	// InteractiveBudget bounds a whole call of the Client's interactive
+	// view (see Client.Interactive), the one a person waits for: the
+	// token, the wait for a concurrency slot, every attempt and every wait
+	// between them. Zero means 5 s. A Retry-After (or a shared wait) that
+	// does not fit in what is left of it fails the call at once, without
+	// waiting. The Client itself is not bounded by it.
+	InteractiveBudget time.Duration
 
 	// BreakerFailures is how many consecutive failed calls open the
 	// circuit breaker; zero means 5.
@@ -124,26 +135,57 @@ type Config struct {
 }
 
 // Client calls the Dataverse Web API of one environment. It is safe for
-// concurrent use; build it with New.
+// concurrent use; build it with New. The Client New returns is for
+// background work (the outbox worker, CLI commands): each call may take
+// Timeout per attempt and RetryBudget of waits. Interactive returns a
+// view of it for calls a person waits for.
 type Client struct {
-	base        string // environment URL + apiPath
-	tokens      *tokenSource
-	httpClient  *http.Client
-	sem         chan struct{}
-	breaker     *gobreaker.CircuitBreaker[*response]
-	metrics     *metrics
-	now         func() time.Time
-	sleep       func(context.Context, time.Duration) error
-	logger      *slog.Logger
-	timeout     time.Duration
-	maxRetries  int
-	retryBudget time.Duration
+	*core
+	// budget bounds a whole call of this view; zero means unbounded
+	// (the background view).
+	budget time.Duration
+}
+
+// core is the state every view of one Client shares: the token, the
+// breaker, the concurrency limit and Dataverse's Retry-After.
+type core struct {
+	base              string // environment URL + apiPath
+	tokens            *tokenSource
+	httpClient        *http.Client
+	slots             *slots
+	breaker           *gobreaker.CircuitBreaker[*response]
+	metrics           *metrics
+	now               func() time.Time
+	sleep             func(context.Context, time.Duration) error
+	logger            *slog.Logger
+	timeout           time.Duration
+	maxRetries        int
+	retryBudget       time.Duration
+	interactiveBudget time.Duration
 
 	mu        sync.Mutex
 	notBefore time.Time // no request starts before it: Dataverse's Retry-After
 
 	lastFailure atomic.Pointer[error] // the last outcome the breaker counted as a failure
 }
+
+// Interactive returns the interactive view of c: the same Client (one
+// token, one circuit breaker, one concurrency limit, one Retry-After
+// wait), whose every call is bounded by Config.InteractiveBudget, for the
+// calls a person waits for (a sign-in, the revalidation of a session on a
+// proxied request). When the budget is spent the call fails with an error
+// wrapping ErrUnavailable and does not count against the breaker (a slow
+// answer may still be a healthy one for background work); a Retry-After
+// beyond what is left of the budget fails at once, throttled, without
+// waiting.
+func (c *Client) Interactive() *Client {
+	return &Client{core: c.core, budget: c.interactiveBudget}
+}
+
+// ConcurrencyLimit returns how many requests may be in flight to
+// Dataverse now: Config.MaxConcurrency, or less when Dataverse's last
+// x-ms-dop-hint recommended less.
+func (c *Client) ConcurrencyLimit() int { return c.slots.current() }
 
 // New validates cfg, applies the defaults, loads the certificate if one is
 // configured, and returns a Client. It does not contact Dataverse or Entra
@@ -187,6 +229,7 @@ func New(cfg Config) (*Client, error) {
 	}{
 		{"Timeout", &cfg.Timeout, DefaultTimeout},
 		{"RetryBudget", &cfg.RetryBudget, DefaultRetryBudget},
+		{"InteractiveBudget", &cfg.InteractiveBudget, DefaultInteractiveBudget},
 		{"BreakerOpenTimeout", &cfg.BreakerOpenTimeout, DefaultBreakerOpenTimeout},
 		{"TokenRefreshBefore", &cfg.TokenRefreshBefore, DefaultTokenRefreshBefore},
 	}
@@ -267,7 +310,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.HTTPClient = &http.Client{Transport: tr}
 	}
 
-	c := &Client{
+	c := &Client{core: &core{
 		base: env.String() + apiPath,
 		tokens: &tokenSource{
 			endpoint:      endpoint,
@@ -280,16 +323,18 @@ func New(cfg Config) (*Client, error) {
 			timeout:       cfg.Timeout,
 			logger:        cfg.Logger,
 		},
-		httpClient:  cfg.HTTPClient,
-		sem:         make(chan struct{}, cfg.MaxConcurrency),
-		metrics:     m,
-		now:         cfg.Now,
-		sleep:       cfg.Sleep,
-		logger:      cfg.Logger,
-		timeout:     cfg.Timeout,
-		maxRetries:  cfg.MaxRetries,
-		retryBudget: cfg.RetryBudget,
-	}
+		httpClient:        cfg.HTTPClient,
+		slots:             newSlots(cfg.MaxConcurrency),
+		metrics:           m,
+		now:               cfg.Now,
+		sleep:             cfg.Sleep,
+		logger:            cfg.Logger,
+		timeout:           cfg.Timeout,
+		maxRetries:        cfg.MaxRetries,
+		retryBudget:       cfg.RetryBudget,
+		interactiveBudget: cfg.InteractiveBudget,
+	}}
+	m.concurrencyLimit.Set(float64(cfg.MaxConcurrency))
 	failures := uint32(cfg.BreakerFailures)
 	c.breaker = gobreaker.NewCircuitBreaker[*response](gobreaker.Settings{
 		Name:        "dataverse",
@@ -301,7 +346,8 @@ func New(cfg Config) (*Client, error) {
 		IsSuccessful: isBreakerSuccess,
 		IsExcluded: func(err error) bool {
 			var gone callerGone
-			return errors.As(err, &gone)
+			var spent *budgetSpent
+			return errors.As(err, &gone) || errors.As(err, &spent)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			c.metrics.breakerState.Set(float64(to))

@@ -492,8 +492,8 @@ func TestNewValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.base != "https://org.crm.dynamics.com/api/data/v9.2/" || c.tokens.scope != "https://org.crm.dynamics.com/.default" ||
-		c.tokens.endpoint != "https://login.microsoftonline.com/"+testTenant+"/oauth2/v2.0/token" || cap(c.sem) != 52 || c.maxRetries != 3 {
-		t.Fatalf("defaults: base %q scope %q endpoint %q sem %d retries %d", c.base, c.tokens.scope, c.tokens.endpoint, cap(c.sem), c.maxRetries)
+		c.tokens.endpoint != "https://login.microsoftonline.com/"+testTenant+"/oauth2/v2.0/token" || c.slots.max != 52 || c.slots.current() != 52 || c.maxRetries != 3 {
+		t.Fatalf("defaults: base %q scope %q endpoint %q sem %d retries %d", c.base, c.tokens.scope, c.tokens.endpoint, c.slots.max, c.maxRetries)
 	}
 }
 

@@ -16,6 +16,10 @@ type metrics struct {
 	throttled    *prometheus.CounterVec
 	breakerState prometheus.Gauge
 	inFlight     prometheus.Gauge
+	// concurrencyLimit is the current bound on requests in flight.
+	concurrencyLimit prometheus.Gauge
+	// budgetSpent counts interactive calls that gave up within their budget.
+	budgetSpent *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -45,12 +49,20 @@ func newMetrics() *metrics {
 			Name: "crmgate_dataverse_in_flight_requests",
 			Help: "HTTP requests to the Dataverse Web API in flight.",
 		}),
+		concurrencyLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "crmgate_dataverse_concurrency_limit",
+			Help: "How many HTTP requests to the Dataverse Web API may be in flight: CRMGATE_DATAVERSE_MAX_CONCURRENCY, or Dataverse's lower x-ms-dop-hint.",
+		}),
+		budgetSpent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_dataverse_interactive_budget_exceeded_total",
+			Help: "Interactive Dataverse calls (sign-ins, session revalidations) that gave up because Dataverse could not answer within the interactive budget, by operation.",
+		}, []string{"operation"}),
 	}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.throttled, m.breakerState, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.throttled, m.breakerState, m.inFlight, m.concurrencyLimit, m.budgetSpent} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -116,18 +116,52 @@ func transientStatus(status int) bool {
 	return false
 }
 
+// budgetSpent is the error of an interactive call whose budget ran out
+// while its caller was still waiting. It wraps ErrUnavailable, so the
+// caller shows its "try again" answer, and the breaker does not count it:
+// an answer too slow for a person may still be healthy for background
+// work, which keeps its own timeout.
+type budgetSpent struct {
+	op     string
+	budget time.Duration
+}
+
+func (e *budgetSpent) Error() string {
+	return fmt.Sprintf("crmclient: %s: dataverse did not answer within the interactive budget of %s", e.op, e.budget)
+}
+
+func (e *budgetSpent) Unwrap() error { return ErrUnavailable }
+
 // do runs r through the circuit breaker, the retry loop and the
 // concurrency limit. It returns the answer for a status below 400; an
 // *APIError for a business error; an error wrapping ErrUnavailable (and
 // the last *APIError, if any) when Dataverse is down or throttling beyond
-// the retry budget, or the breaker is open; the caller's context error when
-// ctx ends.
+// the retry budget (or, for the interactive view, beyond what is left of
+// its budget), the interactive budget ran out, or the breaker is open; the
+// caller's context error when ctx ends.
 func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 	if r.header == nil {
 		r.header = http.Header{}
 	}
+	// deadline bounds the waits by the injected clock, so that a
+	// Retry-After that does not fit fails at once; callCtx bounds the
+	// whole call, attempts included, in real time.
+	callCtx, deadline := ctx, c.now().Add(c.retryBudget)
+	if c.budget > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, c.budget)
+		defer cancel()
+		if d := c.now().Add(c.budget); d.Before(deadline) {
+			deadline = d
+		}
+	}
 	resp, err := c.breaker.Execute(func() (*response, error) {
-		resp, err := c.withRetries(ctx, r)
+		resp, err := c.withRetries(callCtx, r, deadline)
+		if err != nil && c.budget > 0 && callCtx.Err() != nil && ctx.Err() == nil {
+			c.metrics.budgetSpent.WithLabelValues(r.op).Inc()
+			c.logger.Warn("crmclient: dataverse did not answer within the interactive budget", "operation", r.op, "budget", c.budget)
+			return nil, &budgetSpent{op: r.op, budget: c.budget}
+		}
 		if !isBreakerSuccess(err) {
 			c.lastFailure.Store(&err)
 		}
@@ -145,10 +179,9 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 	return resp, err
 }
 
-// withRetries sends r until it gets a final answer, the retries or the
-// budget are used up, or ctx ends.
-func (c *Client) withRetries(ctx context.Context, r *request) (*response, error) {
-	deadline := c.now().Add(c.retryBudget)
+// withRetries sends r until it gets a final answer, the retries are used
+// up, the next wait would end after deadline, or ctx ends.
+func (c *Client) withRetries(ctx context.Context, r *request, deadline time.Time) (*response, error) {
 	reauthenticated := false
 	for retries := 0; ; {
 		if err := c.waitNotBefore(ctx, deadline); err != nil {
@@ -232,7 +265,7 @@ func (c *Client) waitNotBefore(ctx context.Context, deadline time.Time) error {
 	if nb.After(deadline) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, &APIError{
 			Status:  http.StatusTooManyRequests,
-			Message: fmt.Sprintf("dataverse asked to wait until %s, beyond this call's retry budget", nb.UTC().Format(time.RFC3339)),
+			Message: fmt.Sprintf("dataverse asked to wait until %s, beyond what is left of this call's budget", nb.UTC().Format(time.RFC3339)),
 		})
 	}
 	if err := c.sleep(ctx, nb.Sub(now)); err != nil {
@@ -282,12 +315,10 @@ func (c *Client) attempt(ctx context.Context, r *request) (*response, string, er
 	if err != nil {
 		return nil, "", err
 	}
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, tok, ctx.Err()
+	if err := c.slots.acquire(ctx); err != nil {
+		return nil, tok, err
 	}
-	defer func() { <-c.sem }()
+	defer c.slots.release()
 	c.metrics.inFlight.Inc()
 	defer c.metrics.inFlight.Dec()
 
@@ -337,7 +368,26 @@ func (c *Client) attempt(ctx context.Context, r *request) (*response, string, er
 		return nil, tok, fmt.Errorf("crmclient: %s %s: read answer: %w", r.method, r.op, err)
 	}
 	c.observe(r.op, strconv.Itoa(resp.StatusCode), start)
+	c.followDOPHint(resp.Header)
 	return &response{status: resp.StatusCode, header: resp.Header, body: data}, tok, nil
+}
+
+// followDOPHint moves the concurrency limit to the x-ms-dop-hint of an
+// answer, if it carries a well-formed one (see parseDOPHint), capped at
+// Config.MaxConcurrency.
+func (c *Client) followDOPHint(h http.Header) {
+	n, ok := parseDOPHint(h)
+	if !ok {
+		if len(h.Values(dopHintHeader)) > 0 {
+			c.logger.Debug("crmclient: ignored a malformed x-ms-dop-hint", "value", truncate(strings.Join(h.Values(dopHintHeader), ","), 32))
+		}
+		return
+	}
+	if limit, changed := c.slots.setLimit(n); changed {
+		c.metrics.concurrencyLimit.Set(float64(limit))
+		c.logger.Info("crmclient: dataverse recommended a degree of parallelism (x-ms-dop-hint); concurrency limit changed",
+			"hint", n, "limit", limit, "max", c.slots.max)
+	}
 }
 
 func (c *Client) observe(op, code string, start time.Time) {

@@ -22,12 +22,17 @@ import (
 )
 
 // dataverseConn is the gateway's connection to Dataverse; nil when
-// CRMGATE_DATAVERSE_URL is unset.
+// CRMGATE_DATAVERSE_URL is unset. It has two views of one client (one
+// token, breaker, concurrency limit and Retry-After wait): the background
+// one, whose calls may take CRMGATE_DATAVERSE_TIMEOUT per attempt and the
+// client's retry budget, and the interactive one, whose calls a person
+// waits for and which CRMGATE_DATAVERSE_INTERACTIVE_BUDGET bounds.
 type dataverseConn struct {
-	client    *crmclient.Client
-	directory *crmclient.Directory // what the identity layer resolves bindings and checks sign-ins with
-	model     crmclient.WebRoleModel
-	cacheOpts crmclient.CacheOptions // of the revalidation cache
+	client      *crmclient.Client    // background: the outbox deliverer
+	directory   *crmclient.Directory // background: CLI commands (users set-binding)
+	interactive *crmclient.Directory // the gateway's sign-ins, revalidations and contact edits
+	model       crmclient.WebRoleModel
+	cacheOpts   crmclient.CacheOptions // of the revalidation cache
 }
 
 // newDataverse builds the Dataverse client from a validated
@@ -50,7 +55,8 @@ func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logge
 	}
 	// MaxStale 0: a session's own grace period (CRMGATE_SESSION_CONTACT_GRACE)
 	// is what rides out an outage, counted from the last confirmed snapshot.
-	return &dataverseConn{client: client, directory: crmclient.NewDirectory(client, model), model: model,
+	return &dataverseConn{client: client, directory: crmclient.NewDirectory(client, model),
+		interactive: crmclient.NewDirectory(client.Interactive(), model), model: model,
 		cacheOpts: crmclient.CacheOptions{TTL: d.ContactCacheTTL, Now: now, Registerer: reg}}, nil
 }
 
@@ -107,7 +113,10 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 // contactOptions sets the identity layer's options that read Dataverse
 // contacts: the directory, the binding of users, the sign-in check, field
 // sync and the revalidation cache, whose columns are the session's
-// (columns) and every other one a revalidation reads. Without Dataverse
+// (columns) and every other one a revalidation reads. The directory and
+// the cache read through the interactive view: every one of their calls
+// in the gateway has a person waiting (a sign-in, a proxied request that
+// revalidates its session, an admin or profile edit). Without Dataverse
 // they stay zero apart from the custom filter (Validate keeps the other
 // settings at their defaults then), so no binding resolves.
 func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, columns []string, o *wiring.Options) error {
@@ -131,11 +140,11 @@ func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, col
 		Extra:               f.signIn,
 	}
 	o.FieldSync = profile.FieldSync{Columns: sync}
-	cache, err := crmclient.NewContactCache(dv.client, wiring.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)
+	cache, err := crmclient.NewContactCache(dv.client.Interactive(), wiring.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)
 	if err != nil {
 		return fmt.Errorf("dataverse: %w", err)
 	}
-	cached := crmclient.NewCachedDirectory(dv.directory, cache)
+	cached := crmclient.NewCachedDirectory(dv.interactive, cache)
 	o.Contacts, o.Snapshots = cached, cached
 	return nil
 }
@@ -146,6 +155,7 @@ func clientConfig(d config.DataverseConfig) crmclient.Config {
 		URL: d.URL, TenantID: d.TenantID, ClientID: d.ClientID,
 		ClientSecret: d.ClientSecret, CertificateFile: d.CertificateFile, FederatedTokenFile: d.FederatedTokenFile,
 		AuthorityHost: d.AuthorityHost, Timeout: d.Timeout, MaxConcurrency: d.MaxConcurrency,
+		InteractiveBudget: d.InteractiveBudget,
 	}
 }
 
@@ -174,7 +184,8 @@ func lifecycleActions(pol *policies.Policy) (lifecycle.Actions, error) {
 }
 
 // newDeliverer returns what the outbox worker hands lifecycle events to:
-// the configured Dataverse actions, or outbox.NoDeliverer (events are
+// the configured Dataverse actions, called through the background view
+// (no person waits for them; the worker retries with its own backoff), or outbox.NoDeliverer (events are
 // marked done unsent) when there is no Dataverse or no action.
 func newDeliverer(dv *dataverseConn, actions lifecycle.Actions, configured bool, log *slog.Logger) (outbox.Deliverer, error) {
 	switch {

@@ -66,6 +66,14 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(APIPrefix, "/")), "/")
 	segs := splitPath(rest)
 	h.count(opName(r.Method, segs))
+	hint := h.enter()
+	defer h.leave()
+	if hint != "" {
+		// Sent on every answer, refusals included: the recommendation
+		// describes the environment, not the request
+		// (https://learn.microsoft.com/power-apps/developer/data-platform/send-parallel-requests).
+		w.Header().Set("x-ms-dop-hint", hint)
+	}
 	info, err := h.authenticate(r)
 	if err != nil {
 		writeError(w, err)

@@ -2,6 +2,7 @@ package dataversetest
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -15,6 +16,11 @@ type Faults struct {
 	// Status, when non-zero, answers affected requests with this status and
 	// a Dataverse error body (e.g. 503) instead of handling them.
 	Status int
+	// RetryAfter, when positive and Status is set, is sent as the
+	// Retry-After header of the injected answers, in whole seconds
+	// rounded up: what Dataverse sends with a 429 of its service
+	// protection limits (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits).
+	RetryAfter time.Duration
 	// Count limits Status, DropConnection and MalformedJSON to the next
 	// Count API requests; 0 means every request until SetFaults is called
 	// again. Latency is not counted.
@@ -66,7 +72,11 @@ func (h *Handler) applyFaults(w http.ResponseWriter, r *http.Request) bool {
 		}
 		panic(http.ErrAbortHandler)
 	case f.Status != 0:
-		writeError(w, errf(f.Status, "", "%s", http.StatusText(f.Status)))
+		e := errf(f.Status, "", "%s", http.StatusText(f.Status))
+		if f.RetryAfter > 0 {
+			e.header = http.Header{"Retry-After": {strconv.FormatInt(int64((f.RetryAfter+time.Second-1)/time.Second), 10)}}
+		}
+		writeError(w, e)
 		return true
 	case f.MalformedJSON:
 		w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")

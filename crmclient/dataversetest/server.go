@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,11 @@ type Options struct {
 	// Limits are the service protection limits; zero fields take the
 	// defaults of https://learn.microsoft.com/power-apps/developer/data-platform/api-limits.
 	Limits Limits
+	// DOPHint, when positive, is sent as the x-ms-dop-hint header of every
+	// Web API answer: the degree of parallelism Dataverse recommends for
+	// the environment (https://learn.microsoft.com/power-apps/developer/data-platform/send-parallel-requests).
+	// Zero sends no hint. SetDOPHint changes it while serving.
+	DOPHint int
 }
 
 // Client is an app registration with its Dataverse application user.
@@ -138,6 +144,9 @@ type Handler struct {
 	requests map[string]int
 	faults   Faults
 	limiter  *limiter
+	dopHint  string // x-ms-dop-hint value; empty sends none
+
+	inFlight, peak int // Web API requests being handled, and the most at once
 }
 
 type record struct {
@@ -194,6 +203,9 @@ func NewHandler(opts Options) *Handler {
 		h.links[r.name] = map[[2]string]bool{}
 	}
 	h.limiter = newLimiter(opts.Limits)
+	if opts.DOPHint > 0 {
+		h.dopHint = strconv.Itoa(opts.DOPHint)
+	}
 	return h
 }
 
@@ -245,6 +257,48 @@ func (h *Handler) Requests(op string) int {
 func (h *Handler) count(op string) {
 	h.mu.Lock()
 	h.requests[op]++
+	h.mu.Unlock()
+}
+
+// SetDOPHint sets the x-ms-dop-hint header value sent with every Web API
+// answer from now on, as given: a number such as "8", or a malformed
+// value ("0", "-3", "many") to test how a client copes; empty sends none.
+func (h *Handler) SetDOPHint(value string) {
+	h.mu.Lock()
+	h.dopHint = value
+	h.mu.Unlock()
+}
+
+// PeakConcurrency returns the most Web API requests that were being
+// handled at once since the handler was built or ResetPeakConcurrency
+// last ran. Token requests are not counted.
+func (h *Handler) PeakConcurrency() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peak
+}
+
+// ResetPeakConcurrency restarts PeakConcurrency from the requests being
+// handled now.
+func (h *Handler) ResetPeakConcurrency() {
+	h.mu.Lock()
+	h.peak = h.inFlight
+	h.mu.Unlock()
+}
+
+// enter counts a Web API request in, returning the hint to send; leave
+// counts it out.
+func (h *Handler) enter() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.inFlight++
+	h.peak = max(h.peak, h.inFlight)
+	return h.dopHint
+}
+
+func (h *Handler) leave() {
+	h.mu.Lock()
+	h.inFlight--
 	h.mu.Unlock()
 }
 
