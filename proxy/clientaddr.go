@@ -249,6 +249,9 @@ func (rules clientHeaderRules) strip(h http.Header) {
 			delete(h, k)
 			continue
 		}
+		if !underscored && !mayStrip(k) {
+			continue // most browser headers: Accept, Cookie, User-Agent, Sec-Fetch-*
+		}
 		switch classifyHeader(k) {
 		case headerIdentity, headerOverride:
 			delete(h, k)
@@ -262,4 +265,43 @@ func (rules clientHeaderRules) strip(h http.Header) {
 			}
 		}
 	}
+}
+
+// stripPairs holds the first two bytes (folded) of every header name that
+// strip may remove when it has no '_': bit b&63 of stripPairs[a] is set for
+// a name starting with a, b. A name whose pair is not set is an ordinary
+// header and skips classifyHeader (the hot path's common case). Collisions
+// of b&63 only send more names to classifyHeader, which decides.
+var stripPairs = func() (p [128]uint64) {
+	add := func(name string) {
+		if len(name) >= 2 { // shorter names are always classified (mayStrip)
+			p[name[0]&127] |= 1 << (name[1] & 63)
+		}
+	}
+	for name, class := range headerClasses {
+		if class != headerDecided {
+			add(name)
+		}
+	}
+	for _, prefix := range []string{"x-current-user", "x-auth-request-", "x-ms-client-principal", "x-ms-token-", "x-forwarded"} {
+		add(prefix)
+	}
+	return p
+}()
+
+// mayStrip reports whether strip must classify name, which has no '_':
+// false only for names that fold to no class strip acts on without an
+// underscore. Names shorter than two bytes or outside ASCII are classified.
+func mayStrip(name string) bool {
+	if len(name) < 2 || name[0] >= 128 || name[1] >= 128 {
+		return true
+	}
+	a, b := name[0], name[1]
+	if 'A' <= a && a <= 'Z' {
+		a += 'a' - 'A'
+	}
+	if 'A' <= b && b <= 'Z' {
+		b += 'a' - 'A'
+	}
+	return stripPairs[a]&(1<<(b&63)) != 0
 }

@@ -56,3 +56,46 @@ func BenchmarkStripClientHeaders(b *testing.B) {
 		rules.strip(src)
 	}
 }
+
+// TestMayStripCoversEveryClass: the fast path never skips a name strip must
+// act on, in any case; and it does skip the ordinary browser headers.
+func TestMayStripCoversEveryClass(t *testing.T) {
+	var names []string
+	for name, class := range headerClasses {
+		if class != headerDecided {
+			names = append(names, name)
+		}
+	}
+	names = append(names, "x-current-user", "x-current-user-contact-fullname", "x-auth-request-email",
+		"x-ms-client-principal-name", "x-ms-token-aad-id-token", "x-forwarded-prefix", "x-forwardedfor", "x", "X")
+	for _, n := range names {
+		for _, spelling := range []string{n, strings.ToUpper(n), http.CanonicalHeaderKey(n)} {
+			if !mayStrip(spelling) {
+				t.Errorf("mayStrip(%q) = false; strip would let it through unclassified", spelling)
+			}
+			if c := classifyHeader(spelling); c == headerPass && len(n) > 1 {
+				t.Errorf("classifyHeader(%q) = pass", spelling)
+			}
+		}
+	}
+	for _, n := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Cookie", "User-Agent", "Sec-Fetch-Site",
+		"Cache-Control", "Connection", "Upgrade-Insecure-Requests", "Dnt"} {
+		if mayStrip(n) {
+			t.Errorf("mayStrip(%q) = true: the fast path does not skip an ordinary header", n)
+		}
+	}
+	// Every name strip would remove or keep is decided the same with and
+	// without the fast path.
+	for _, n := range append(names, "Accept", "Cookie", "Referer", "Remote-User", "Xyz", "é-x", "A") {
+		for _, trusted := range []bool{false, true} {
+			h := http.Header{n: {"v"}}
+			clientHeaderRules{trustedPeer: trusted}.strip(h)
+			_, kept := h[n]
+			c := classifyHeader(n)
+			want := c == headerPass || c == headerDecided || c == headerForwarding && trusted
+			if kept != want {
+				t.Errorf("strip(%q, trusted %v): kept %v, want %v", n, trusted, kept, want)
+			}
+		}
+	}
+}
