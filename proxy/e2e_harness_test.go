@@ -229,7 +229,7 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 // production (its defaults) where o leaves them zero (proxy.TestTimings).
 func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
-	o.Profiles, o.APIKeys, o.Bindings, o.Contacts = s.Profile, s.APIKeys, s.Accounts, s.Binding
+	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
 	return proxy.TestTimings(o)
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
@@ -49,7 +48,6 @@ func (f *fakeAuth) ListUsers(context.Context, authz.UserFilter) ([]*authz.User, 
 func (f *fakeAuth) LookupUser(ctx context.Context, who string) (*authz.User, error) {
 	return f.userByID(ctx, who)
 }
-func (f *fakeAuth) ListAudit(context.Context, audit.Filter) ([]audit.Event, error)      { return nil, nil }
 func (f *fakeAuth) EndSession(context.Context, string, string, string, time.Time) error { return nil }
 func (f *fakeAuth) SessionRevoked(context.Context, string) (bool, error)                { return false, nil }
 

@@ -40,7 +40,7 @@ func TestOptionsNameEveryCapability(t *testing.T) {
 
 	// Every optional capability off: its endpoints are gone, the rest works.
 	off := newHarness(t, harnessConfig{mutate: func(o *proxy.Options) {
-		o.Profiles, o.APIKeys, o.Bindings, o.Contacts = nil, nil, nil, nil
+		o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = nil, nil, nil, nil, nil
 	}})
 	off.createUser("root", "root@example.test", "correct horse battery", "admin")
 	key, _, err := off.svc.APIKeys.CreateAPIKey(t.Context(), "k", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
@@ -66,6 +66,9 @@ func TestOptionsNameEveryCapability(t *testing.T) {
 	if resp, body := off.get(admin, "/.auth/api/contacts?email=a@example.test"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no API endpoint") {
 		t.Errorf("contact search without Options.Contacts: %d %s", resp.StatusCode, body)
 	}
+	if resp, body := off.get(admin, "/.auth/api/audit"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no API endpoint") {
+		t.Errorf("audit endpoint without Options.Audit: %d %s", resp.StatusCode, body)
+	}
 	// With them (the harness wires all, as cmd/crmgate does) the same
 	// requests reach their features.
 	on := newHarness(t, harnessConfig{})
@@ -77,5 +80,8 @@ func TestOptionsNameEveryCapability(t *testing.T) {
 	}
 	if resp, body := on.get(a, "/.auth/api/contacts?email=a@example.test"); resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("contact search with Options.Contacts but no Dataverse: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := on.get(a, "/.auth/api/audit"); resp.StatusCode != http.StatusOK {
+		t.Errorf("audit endpoint with Options.Audit: %d %s", resp.StatusCode, body)
 	}
 }

@@ -70,6 +70,9 @@ type Options struct {
 	// Contacts searches Dataverse contacts for the REST API; nil means the
 	// contact search answers 404.
 	Contacts ContactSearch
+	// Audit reads the audit trail for the REST API; nil means the audit
+	// endpoint answers 404.
+	Audit AuditReader
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -148,6 +151,7 @@ type Server struct {
 	profiles       ProfileEditor      // nil: no profile page
 	bindings       BindingEditor      // nil: no binding endpoints
 	contactSearch  ContactSearch      // nil: no contact search
+	audit          AuditReader        // nil: no audit endpoint
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -264,6 +268,7 @@ func New(opts Options) (*Server, error) {
 		profiles:      opts.Profiles,
 		bindings:      opts.Bindings,
 		contactSearch: opts.Contacts,
+		audit:         opts.Audit,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,
 		codec:         codec,

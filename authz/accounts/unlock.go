@@ -42,10 +42,3 @@ func (s *Service) Unlock(ctx context.Context, login, actor string) (wasLocked bo
 	s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventAccountUnlocked, Actor: actor, UserID: u.ID, Detail: detail})
 	return Locked(u, now), nil
 }
-
-// ListAudit returns the audit trail the service writes to, newest first,
-// filtered by f (see audit.Log.ListAudit): the REST API reads it through
-// the user directory. A bad filter gives a *authz.ValidationError.
-func (s *Service) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Event, error) {
-	return s.audit.ListAudit(ctx, f)
-}

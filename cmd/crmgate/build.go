@@ -16,6 +16,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/authz/outbox"
@@ -42,6 +43,7 @@ var (
 	_ proxy.ProfileEditor      = (*profile.Service)(nil)
 	_ proxy.APIKeys            = (*apikeys.Service)(nil)
 	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
+	_ proxy.AuditReader        = (*audit.Log)(nil)
 
 	_ wiring.Store           = (*store.DB)(nil)
 	_ wiring.Contacts        = (*crmclient.Directory)(nil)
@@ -159,7 +161,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if g.handler, err = proxy.New(proxy.Options{
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
-		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding,
+		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
 		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
