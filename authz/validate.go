@@ -84,6 +84,12 @@ func isASCIIAlnum(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
+// Printable reports whether s is valid UTF-8 without control characters:
+// the rule for text an operator or client passes as a filter or a login.
+func Printable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
+}
+
 // ValidateName checks a first, last or display name that a user entered
 // or Dataverse sent: valid UTF-8 of at most MaxNameLen characters without
 // control characters. The error is a sentence, lower case, for wrapping.
@@ -91,7 +97,7 @@ func ValidateName(v string) error {
 	if !utf8.ValidString(v) || utf8.RuneCountInString(v) > MaxNameLen {
 		return fmt.Errorf("names must be valid text of at most %d characters", MaxNameLen)
 	}
-	if strings.ContainsFunc(v, unicode.IsControl) {
+	if !Printable(v) {
 		return errors.New("names must not contain control characters")
 	}
 	return nil

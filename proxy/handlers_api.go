@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
@@ -395,7 +393,7 @@ func (srv *Server) apiBindingError(r *http.Request, id string, err error) *Error
 // error itself.
 func (srv *Server) apiUser(w http.ResponseWriter, r *http.Request) (*authz.User, bool) {
 	id := r.PathValue("id")
-	if id == "" || len(id) > authz.MaxEmailLen || strings.ContainsAny(id, " /\\") || !printableParam(id) {
+	if id == "" || len(id) > authz.MaxEmailLen || strings.ContainsAny(id, " /\\") || !authz.Printable(id) {
 		srv.renderAPIError(w, r, apiBadRequest("the user id, username or email is not valid"))
 		return nil, false
 	}
@@ -474,7 +472,7 @@ func (srv *Server) apiListAudit(w http.ResponseWriter, r *http.Request, _ apiCal
 	}
 	if who := q.Get("user"); who != "" {
 		f.UserID = who // an id no account has any more (a deleted user) filters as given
-		if len(who) <= audit.MaxFilterLen && printableParam(who) {
+		if len(who) <= audit.MaxFilterLen && authz.Printable(who) {
 			u, err := srv.users.LookupUser(r.Context(), who)
 			switch {
 			case err == nil:
@@ -508,19 +506,6 @@ func apiValidation(err error) error {
 		return apiBadRequest(verr.Message)
 	}
 	return err
-}
-
-// printableParam reports whether s is valid UTF-8 without control characters.
-func printableParam(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate cuts s to at most n bytes, for echoing client input in errors.

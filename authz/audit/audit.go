@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/crmgate/crmgate/authz"
 )
@@ -93,7 +91,7 @@ type Filter struct {
 // caller need not.
 func (f Filter) Validate() error {
 	for _, v := range []struct{ field, value string }{{"user", f.UserID}, {"actor", f.Actor}, {"type", f.Type}} {
-		if len(v.value) > MaxFilterLen || !printable(v.value) {
+		if len(v.value) > MaxFilterLen || !authz.Printable(v.value) {
 			return &authz.ValidationError{Field: v.field,
 				Message: fmt.Sprintf("The %s filter must be at most %d printable characters.", v.field, MaxFilterLen)}
 		}
@@ -107,19 +105,6 @@ func (f Filter) Validate() error {
 		return &authz.ValidationError{Field: "until", Message: "The end of the time range must be after its start."}
 	}
 	return nil
-}
-
-// printable reports whether s is valid UTF-8 without control characters.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // Store is the part of the account store the audit trail uses.
