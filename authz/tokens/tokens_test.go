@@ -21,6 +21,7 @@ import (
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/store/storetest"
 	"github.com/crmgate/crmgate/authz/tokens"
+	"github.com/crmgate/crmgate/authz/wiring"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger used from several goroutines.
@@ -522,4 +523,29 @@ func TestConcurrentConsume(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestWiring shows that the identity layer builds the token service with
+// the cap it is given and its clock, and audits into the one trail.
+func TestWiring(t *testing.T) {
+	f := authztest.NewFixture(t, wiring.Options{MaxOutstandingTokens: 1})
+	u := f.CreateUser(t, "ana", authz.StatusActive)
+	ctx := t.Context()
+	first, _, err := f.Svc.Tokens.Issue(ctx, tokens.PurposeResetPassword, u.ID, time.Hour, nil)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	second, tok, err := f.Svc.Tokens.Issue(ctx, tokens.PurposeResetPassword, u.ID, time.Hour, nil)
+	if err != nil || !tok.CreatedAt.Equal(f.Clock.Now()) {
+		t.Fatalf("Issue = %+v, %v; want the fixture's clock", tok, err)
+	}
+	if _, err := f.Svc.Tokens.Consume(ctx, tokens.PurposeResetPassword, first); !errors.Is(err, tokens.ErrInvalidToken) {
+		t.Errorf("the cap of 1 did not reach the service: %v", err)
+	}
+	if _, err := f.Svc.Tokens.Consume(ctx, tokens.PurposeResetPassword, second); err != nil {
+		t.Errorf("Consume: %v", err)
+	}
+	if e := f.LastAudit(t, audit.EventTokenConsumed); e.UserID != u.ID {
+		t.Errorf("consumption not in the audit trail: %+v", e)
+	}
 }
