@@ -260,8 +260,10 @@ func (s *Service) IssueWith(ctx context.Context, purpose Purpose, userID string,
 // Of any number of concurrent calls with one secret, on any number of
 // replicas, exactly one succeeds. Every refusal is ErrInvalidToken, whatever
 // the reason, which is logged and audited as audit.EventTokenRefused (never
-// the secret); any other error is a store failure. The callers on the
-// request path throttle refusals per client, since each is audited.
+// the secret); any other error is a store failure. A refused secret spends
+// nothing: a token presented for the wrong purpose stays usable for its
+// own. Callers on the request path must throttle refusals per client
+// address (issue 10, item 12), since each is audited and logged.
 func (s *Service) Consume(ctx context.Context, purpose Purpose, secret string) (*Token, error) {
 	now := s.now()
 	raw, ok := parseSecret(secret)
