@@ -56,6 +56,10 @@ const (
 	EventAPIKeyUsed      = "apikey.used"          // a key authenticated a request; at most once per key per apikeys.APIKeyTouchInterval; Actor is "apikey:<id>", Detail the key id
 	EventAPIKeyRefused   = "apikey.refused"       // a known key was presented with a wrong secret, or revoked or expired; Detail is the key id and the reason
 	EventAccountUnlocked = "account.unlocked"     // an operator cleared a lockout; Detail is the failure count and lockout end cleared
+	EventTokenIssued     = "token.issued"         // a one-time token (tokens package) was issued; Detail is the purpose, the token id and its expiry, never the secret
+	EventTokenConsumed   = "token.consumed"       // a one-time token was used; Detail is the purpose and the token id
+	EventTokenRefused    = "token.refused"        // a presented one-time token was refused; Detail is the purpose asked for, the token id when known, and a tokens.Refused* reason
+	EventTokenRevoked    = "token.revoked"        // a user's outstanding tokens were revoked; Detail is the purpose (or "all") and how many
 )
 
 // MaxFilterLen is the longest UserID, Actor or Type a Filter may hold, in

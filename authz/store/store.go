@@ -1,7 +1,7 @@
 // Package store is crmgate's durable store: accounts and the audit trail in
 // embedded SQLite (the default, pure Go) or PostgreSQL (several replicas).
 // Both run the same migrations and satisfy the Store interface of every
-// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox).
+// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens).
 package store
 
 import (
@@ -29,6 +29,7 @@ import (
 	"github.com/crmgate/crmgate/authz/profile"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store/dburl"
+	"github.com/crmgate/crmgate/authz/tokens"
 )
 
 var (
@@ -39,6 +40,7 @@ var (
 	_ apikeys.Store  = (*DB)(nil)
 	_ audit.Store    = (*DB)(nil)
 	_ outbox.Store   = (*DB)(nil)
+	_ tokens.Store   = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

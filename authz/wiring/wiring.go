@@ -20,6 +20,7 @@ import (
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
 	"github.com/crmgate/crmgate/authz/signin"
+	"github.com/crmgate/crmgate/authz/tokens"
 )
 
 // Each feature satisfies what the others declare they need; a renamed
@@ -41,6 +42,7 @@ type Store interface {
 	apikeys.Store
 	audit.Store
 	outbox.Store
+	tokens.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -85,6 +87,11 @@ type Options struct {
 	// BreakGlassRole is the local role of break-glass administrators; see
 	// accounts.Options.BreakGlassRole. Empty turns the guard off.
 	BreakGlassRole string
+	// MaxOutstandingTokens caps the unused one-time tokens of one purpose a
+	// user may hold (see tokens.Options.MaxOutstanding): a new confirmation
+	// or reset link revokes the oldest beyond it. Zero means no cap, which
+	// leaves every link ever sent valid until it expires.
+	MaxOutstandingTokens int
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -104,6 +111,7 @@ type Services struct {
 	Accounts *accounts.Service
 	SignIn   *signin.Service
 	APIKeys  *apikeys.Service
+	Tokens   *tokens.Service
 }
 
 // New builds every feature over db. It reports every problem of o at once.
@@ -156,6 +164,9 @@ func New(db Store, o Options) (*Services, error) {
 		return nil, err
 	}
 	if s.APIKeys, err = apikeys.New(db, s.Audit, o.Now, log); err != nil {
+		return nil, err
+	}
+	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
 	return s, nil
