@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	netmail "net/mail"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,12 +123,39 @@ func (s *SMTP) Send(ctx context.Context, m Message, id string) error {
 	defer cancel()
 	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
 		var se *gomail.SendError
-		if errors.As(err, &se) && se.ErrorCode() >= 500 && se.ErrorCode() <= 599 {
-			return outbox.Permanent(fmt.Errorf("mail: SMTP: %w", err))
+		if !errors.As(err, &se) {
+			return fmt.Errorf("mail: SMTP: %w", err) // dial, TLS or AUTH: no address in it
 		}
-		return fmt.Errorf("mail: SMTP: %w", err)
+		// go-mail's text names the recipients, and the server's text often
+		// does too: keep only the command and codes, for logs and the outbox.
+		e := &ReplyError{Command: se.Reason.String(), Code: se.ErrorCode(), Enhanced: se.EnhancedStatusCode()}
+		if e.Code >= 500 && e.Code <= 599 {
+			return outbox.Permanent(e)
+		}
+		return e
 	}
 	return nil
+}
+
+// ReplyError is a mail server's refusal of a message, without the
+// server's text (which often repeats the recipient's address).
+type ReplyError struct {
+	// Command is what was refused, e.g. "sending SMTP RCPT TO command".
+	Command string
+	// Code is the SMTP reply code (RFC 5321 section 4.2), 0 when the
+	// failure was not a server answer.
+	Code int
+	// Enhanced is the enhanced status code (RFC 3463), if the server sent one.
+	Enhanced string
+}
+
+// Error implements error.
+func (e *ReplyError) Error() string {
+	s := "mail: SMTP: " + e.Command + ": " + strconv.Itoa(e.Code)
+	if e.Enhanced != "" {
+		s += " " + e.Enhanced
+	}
+	return s
 }
 
 // client builds a go-mail client for one send, with the security of the URL.

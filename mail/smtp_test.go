@@ -158,6 +158,10 @@ func TestSMTPAnswers(t *testing.T) {
 		if err == nil || outbox.IsPermanent(err) != tc.permanent {
 			t.Errorf("%s %d: Send = %v, permanent %v; want permanent %v", tc.stage, tc.code, err, outbox.IsPermanent(err), tc.permanent)
 		}
+		var re *mail.ReplyError
+		if !errors.As(err, &re) || re.Code != tc.code || strings.Contains(err.Error(), "ana@example.org") {
+			t.Errorf("%s %d: error %v: want a ReplyError with the code and without the address", tc.stage, tc.code, err)
+		}
 	}
 	srv := mailtest.Start(t, mailtest.Options{})
 	s := sender(t, srv, "smtp://127.0.0.1?tls=none", false)
