@@ -3,6 +3,7 @@ package mail_test
 import (
 	"encoding/json"
 	"errors"
+	netmail "net/mail"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +91,24 @@ func TestNewEvent(t *testing.T) {
 			t.Errorf("event = %+v", e)
 		}
 	}
+}
+
+// FuzzValidAddress: whatever ValidAddress accepts is one address without
+// line breaks or control characters, so it cannot add a header or recipient.
+func FuzzValidAddress(f *testing.F) {
+	for _, s := range append([]string{"ana@example.org", "Ana <ana@example.org>", "\"A, B\" <a@b.c>"}, hostileAddresses...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if mail.ValidAddress(s) != nil {
+			return
+		}
+		if strings.ContainsAny(s, "\r\n\x00") {
+			t.Fatalf("accepted %q with a line break", s)
+		}
+		list, err := netmail.ParseAddressList(s)
+		if err != nil || len(list) != 1 {
+			t.Fatalf("accepted %q: %d addresses, %v", s, len(list), err)
+		}
+	})
 }
