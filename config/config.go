@@ -20,6 +20,8 @@ import (
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store/dburl"
 	"github.com/crmgate/crmgate/dataverse"
+	"github.com/crmgate/crmgate/mail"
+	"github.com/crmgate/crmgate/mail/smtpurl"
 )
 
 // Prefix is the prefix of every environment variable crmgate reads.
@@ -57,6 +59,7 @@ type Config struct {
 	Dataverse DataverseConfig `envPrefix:"DATAVERSE_"`
 	Binding   BindingConfig   `envPrefix:"BINDING_"`
 	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
+	SMTP      SMTPConfig      `envPrefix:"SMTP_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -250,6 +253,45 @@ type OutboxConfig struct {
 	Lease        time.Duration `env:"LEASE" envDefault:"2m" desc:"How long a replica owns the events it is delivering; after a crash they are retried by any replica once it ends. Must exceed CRMGATE_DATAVERSE_TIMEOUT; an attempt still running at its end is cancelled."`
 }
 
+// SMTPConfig configures outgoing mail (package mail). Mail waits in the
+// outbox: a mail server outage delays it, a permanent refusal (5xx) is
+// recorded failed. The zero URL means no mail server: mail events are
+// recorded failed unsent.
+type SMTPConfig struct {
+	URL     string        `env:"URL" secret:"true" desc:"Mail server: smtps://user:pass@host:465 (implicit TLS), smtp://user:pass@host:587 (STARTTLS, required) or smtp://host:25?tls=none (a local relay without TLS and without credentials). Percent-encode special characters of user and password. Empty: no mail is sent."`
+	From    string        `env:"FROM" desc:"Sender address of every mail, e.g. 'Example <noreply@example.com>'. Required with CRMGATE_SMTP_URL."`
+	Timeout time.Duration `env:"TIMEOUT" envDefault:"30s" desc:"Longest exchange with the mail server for one mail (connect, TLS, AUTH, send); 1s to 5m, below CRMGATE_OUTBOX_LEASE."`
+}
+
+// Configured reports whether a mail server is set.
+func (s SMTPConfig) Configured() bool { return s.URL != "" }
+
+// validateSMTP checks the SMTP settings with the rules the sender uses
+// (smtpurl.Parse, mail.ValidAddress); no message echoes the password.
+func (c *Config) validateSMTP(add func(name, format string, args ...any)) {
+	s := c.SMTP
+	if s.URL != "" {
+		if _, err := smtpurl.Parse(s.URL); err != nil {
+			add("SMTP_URL", "%s", strings.TrimPrefix(err.Error(), "SMTP URL: "))
+		}
+		if s.From == "" {
+			add("SMTP_FROM", "required with CRMGATE_SMTP_URL")
+		}
+	} else if s.From != "" {
+		add("SMTP_FROM", "set without CRMGATE_SMTP_URL: no mail would be sent")
+	}
+	if s.From != "" {
+		if err := mail.ValidAddress(s.From); err != nil {
+			add("SMTP_FROM", "%v", err)
+		}
+	}
+	if s.Timeout < time.Second || s.Timeout > 5*time.Minute {
+		add("SMTP_TIMEOUT", "must be between 1s and 5m, got %s", s.Timeout)
+	} else if s.URL != "" && s.Timeout >= c.Outbox.Lease {
+		add("SMTP_TIMEOUT", "must be below CRMGATE_OUTBOX_LEASE (%s) so that one attempt fits in it, got %s", c.Outbox.Lease, s.Timeout)
+	}
+}
+
 var companionSuffixRE = regexp.MustCompile(`_[0-9]+$`)
 
 var colorRE = regexp.MustCompile(`^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
@@ -425,6 +467,7 @@ func (c *Config) Validate() error {
 	} else if c.Dataverse.Configured() && o.Lease <= c.Dataverse.Timeout {
 		add("OUTBOX_LEASE", "must exceed CRMGATE_DATAVERSE_TIMEOUT (%s) so that one delivery attempt fits in it, got %s", c.Dataverse.Timeout, o.Lease)
 	}
+	c.validateSMTP(add)
 	return errors.Join(errs...)
 }
 

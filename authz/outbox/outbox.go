@@ -43,8 +43,13 @@ type Event struct {
 	// claimed. It also identifies the claim: RetryOutbox only applies while
 	// the row still carries it.
 	LockedUntil time.Time `json:"locked_until,omitzero"`
-	// DeliveredAt is when the event was delivered; zero while pending.
+	// DeliveredAt is when the event was done with: delivered, or given up
+	// after a permanent failure (then FailedAt is set too); zero while
+	// pending.
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
+	// FailedAt is when a permanent failure ended the event's deliveries
+	// (FailOutbox); zero when it was delivered or is pending.
+	FailedAt time.Time `json:"failed_at,omitzero"`
 	// LastError is the error of the last failed attempt, if any.
 	LastError string `json:"last_error,omitempty"`
 }
@@ -73,6 +78,13 @@ type Store interface {
 	// again meanwhile (its lease ran out) or delivered, it returns
 	// ErrLeaseLost and changes nothing.
 	RetryOutbox(ctx context.Context, e Event, next time.Time, lastErr string) error
+	// FailOutbox records that the claimed event e failed for good at at
+	// (its destination refused it permanently): it ends the lease, sets
+	// DeliveredAt and FailedAt to at and records lastErr, so the event is
+	// never claimed again and its user's later events proceed. Like
+	// RetryOutbox it returns ErrLeaseLost and changes nothing when the claim
+	// is no longer e's.
+	FailOutbox(ctx context.Context, e Event, at time.Time, lastErr string) error
 	// OutboxStats counts the pending events and returns the creation time
 	// of the oldest one (zero when none).
 	OutboxStats(ctx context.Context) (Stats, error)
@@ -87,6 +99,37 @@ type Stats struct {
 	// OldestCreatedAt is the CreatedAt of the oldest pending event; zero
 	// when nothing is pending.
 	OldestCreatedAt time.Time
+}
+
+// PermanentError marks a delivery error that a retry cannot fix, such as
+// a mail server's 5xx answer: the worker records the event failed
+// (FailOutbox) instead of retrying it. Build it with Permanent.
+type PermanentError struct {
+	// Err is the underlying error; nil reads as "permanent failure".
+	Err error
+}
+
+// Error implements error.
+func (e *PermanentError) Error() string {
+	if e.Err == nil {
+		return "outbox: permanent failure"
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err, which must not be nil, as a PermanentError. A
+// Deliverer returns it for an event that will never succeed; any other error
+// is retried.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+// IsPermanent reports whether err (or an error it wraps) is a
+// PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
 }
 
 // maxLastError bounds the error text kept with an outbox event.

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -339,5 +340,77 @@ func TestNewOutboxWorkerErrors(t *testing.T) {
 	}
 	if _, err := outbox.NewWorker(f.DB, &deliverer{}, outbox.Options{Registerer: reg}); err == nil {
 		t.Error("registering the metrics twice did not fail")
+	}
+}
+
+// TestWorkerPermanentFailure shows that an event whose deliverer answers a
+// Permanent error is tried once, recorded failed with its error, counted,
+// and no longer holds back its user's later events.
+func TestWorkerPermanentFailure(t *testing.T) {
+	f := authztest.NewFixture(t, wiring.Options{})
+	ctx := t.Context()
+	ana := f.CreateUser(t, "ana", authz.StatusActive)
+	if err := f.Svc.Accounts.SetRoles(ctx, "ana", []string{"vip"}, "cli:test"); err != nil {
+		t.Fatal(err)
+	}
+	d := &deliverer{fn: func(_ context.Context, e outbox.Event) error {
+		if e.Type == lifecycle.Created {
+			return fmt.Errorf("send: %w", outbox.Permanent(errors.New("550 mailbox unavailable")))
+		}
+		return nil
+	}}
+	reg := prometheus.NewRegistry()
+	w := authztest.Worker(t, f, d, reg)
+	for range 3 {
+		authztest.Drain(t, w)
+		f.Clock.Advance(time.Hour)
+	}
+	es := f.Events(t, ana.ID)
+	if first := es[0]; first.Attempts != 1 || first.FailedAt.IsZero() || first.DeliveredAt.IsZero() ||
+		first.LastError != "send: 550 mailbox unavailable" {
+		t.Fatalf("permanently failed event = %+v", first)
+	}
+	if second := es[1]; second.DeliveredAt.IsZero() || !second.FailedAt.IsZero() {
+		t.Fatalf("the user's next event = %+v, want delivered", second)
+	}
+	if n := len(d.calls); n != 2 {
+		t.Errorf("deliveries = %d, want 2 (one each)", n)
+	}
+	if got := authztest.Metric(t, reg, "crmgate_outbox_permanent_failures_total", lifecycle.Created); got != 1 {
+		t.Errorf("permanent failures = %v, want 1", got)
+	}
+	if got := authztest.Metric(t, reg, "crmgate_outbox_failed_attempts_total", lifecycle.Created); got > 0 {
+		t.Errorf("failed attempts = %v, want none", got)
+	}
+	if got := authztest.Metric(t, reg, "crmgate_outbox_pending_events", ""); got != 0 {
+		t.Errorf("pending = %v, want 0", got)
+	}
+}
+
+// TestByKind shows that ByKind hands each event to the deliverer of its
+// kind and refuses (so retries) a kind it has no deliverer for.
+func TestByKind(t *testing.T) {
+	a, b := &deliverer{}, &deliverer{fn: func(context.Context, outbox.Event) error { return outbox.ErrNothingToDeliver }}
+	bk := outbox.ByKind{"a": a, "b": b}
+	ctx := t.Context()
+	if err := bk.Deliver(ctx, outbox.Event{ID: 1, Kind: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bk.Deliver(ctx, outbox.Event{ID: 2, Kind: "b"}); !errors.Is(err, outbox.ErrNothingToDeliver) {
+		t.Fatalf("b: %v", err)
+	}
+	for _, k := range []string{"", "c", "A"} {
+		if err := bk.Deliver(ctx, outbox.Event{ID: 3, Kind: k}); err == nil || outbox.IsPermanent(err) {
+			t.Errorf("kind %q: %v, want a retryable error", k, err)
+		}
+	}
+	if err := (outbox.ByKind(nil)).Deliver(ctx, outbox.Event{Kind: "a"}); err == nil {
+		t.Error("nil ByKind delivered")
+	}
+	if !slices.Equal(a.ids(), []int64{1}) || !slices.Equal(b.ids(), []int64{2}) {
+		t.Errorf("calls a=%v b=%v", a.ids(), b.ids())
+	}
+	if outbox.IsPermanent(errors.New("x")) || !outbox.IsPermanent(fmt.Errorf("w: %w", outbox.Permanent(errors.New("x")))) {
+		t.Error("IsPermanent")
 	}
 }

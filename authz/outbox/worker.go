@@ -15,7 +15,9 @@ import (
 // the destination has it, ErrNothingToDeliver (wrapped or not) when there
 // is nothing to do for the event, and any other error to have the event
 // retried later. It may be called more than once for one event (at least
-// once delivery), also after the destination already took it.
+// once delivery), also after the destination already took it. An error
+// wrapped with Permanent ends the event's deliveries: it is recorded failed
+// and never retried.
 type Deliverer interface {
 	Deliver(ctx context.Context, e Event) error
 }
@@ -59,7 +61,8 @@ type Options struct {
 	MinBackoff time.Duration
 	// MaxBackoff caps the delay between attempts; zero or less means
 	// DefaultMaxBackoff. Failing events are retried forever: they are
-	// never dropped, and later events of the same user wait for them.
+	// never dropped, and later events of the same user wait for them;
+	// only a Permanent error ends an event's deliveries (recorded failed).
 	MaxBackoff time.Duration
 	// Retention is how long delivered events are kept before they are
 	// purged; zero means DefaultRetention, a negative value keeps
@@ -103,6 +106,7 @@ type outboxMetrics struct {
 	delivered *prometheus.CounterVec
 	skipped   *prometheus.CounterVec
 	failed    *prometheus.CounterVec
+	abandoned *prometheus.CounterVec
 }
 
 // NewWorker returns a worker that takes events from store and hands
@@ -165,10 +169,14 @@ func NewWorker(store Store, deliver Deliverer, opts Options) (*Worker, error) {
 			Name: "crmgate_outbox_failed_attempts_total",
 			Help: "Failed outbox delivery attempts, each rescheduled with backoff, by event type.",
 		}, []string{"type"}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crmgate_outbox_permanent_failures_total",
+			Help: "Outbox events recorded failed after a permanent error (never retried), by event type.",
+		}, []string{"type"}),
 	}
 	if opts.Registerer != nil {
 		var errs []error
-		for _, c := range []prometheus.Collector{w.m.pending, w.m.oldestAge, w.m.delivered, w.m.skipped, w.m.failed} {
+		for _, c := range []prometheus.Collector{w.m.pending, w.m.oldestAge, w.m.delivered, w.m.skipped, w.m.failed, w.m.abandoned} {
 			if err := opts.Registerer.Register(c); err != nil {
 				errs = append(errs, err)
 			}
@@ -263,6 +271,14 @@ func (w *Worker) handle(ctx context.Context, e Event) {
 		} else {
 			w.m.skipped.WithLabelValues(e.Type).Inc()
 		}
+	case IsPermanent(err):
+		w.m.abandoned.WithLabelValues(e.Type).Inc()
+		w.log.ErrorContext(ctx, "outbox delivery failed permanently; not retried", "id", e.ID, "kind", e.Kind,
+			"type", e.Type, "attempts", e.Attempts, "err", err)
+		if ferr := w.store.FailOutbox(rctx, e, w.now(), truncateError(err.Error())); ferr != nil &&
+			!errors.Is(ferr, ErrLeaseLost) {
+			w.log.ErrorContext(ctx, "outbox event not marked failed; retried after its lease", "id", e.ID, "err", ferr)
+		}
 	default:
 		w.m.failed.WithLabelValues(e.Type).Inc()
 		delay := backoff(e.Attempts, w.minBack, w.maxBack, rand.Float64())
@@ -319,3 +335,21 @@ type NoDeliverer struct{}
 
 // Deliver implements Deliverer.
 func (NoDeliverer) Deliver(context.Context, Event) error { return ErrNothingToDeliver }
+
+// ByKind is a Deliverer that hands each event to the Deliverer of its Kind,
+// so one worker serves every kind of durable work (lifecycle events,
+// mail). An event of a kind without a Deliverer is an error and is retried,
+// so that a replica built without that kind leaves it to one that has it.
+// A nil or empty ByKind delivers nothing.
+type ByKind map[string]Deliverer
+
+var _ Deliverer = ByKind(nil)
+
+// Deliver implements Deliverer.
+func (b ByKind) Deliver(ctx context.Context, e Event) error {
+	d := b[e.Kind]
+	if d == nil {
+		return fmt.Errorf("outbox: no deliverer for event %d of kind %q", e.ID, e.Kind)
+	}
+	return d.Deliver(ctx, e)
+}

@@ -48,7 +48,7 @@ func (d *DB) enqueue(ctx context.Context, tx *sql.Tx, userID string, events []ou
 }
 
 // outboxColumns are the columns scanOutbox reads, in its order.
-const outboxColumns = `id, kind, type, user_id, payload, created_at, attempts, next_attempt_at, locked_until, delivered_at, last_error`
+const outboxColumns = `id, kind, type, user_id, payload, created_at, attempts, next_attempt_at, locked_until, delivered_at, last_error, failed_at`
 
 func scanOutbox(r rowScanner) (outbox.Event, error) {
 	var (
@@ -56,9 +56,10 @@ func scanOutbox(r rowScanner) (outbox.Event, error) {
 		payload             string
 		created, next       int64
 		locked, deliveredAt sql.NullInt64
+		failedAt            sql.NullInt64
 	)
 	if err := r.Scan(&e.ID, &e.Kind, &e.Type, &e.UserID, &payload, &created, &e.Attempts, &next,
-		&locked, &deliveredAt, &e.LastError); err != nil {
+		&locked, &deliveredAt, &e.LastError, &failedAt); err != nil {
 		return e, err
 	}
 	e.Payload = []byte(payload)
@@ -68,6 +69,9 @@ func scanOutbox(r rowScanner) (outbox.Event, error) {
 	}
 	if deliveredAt.Valid {
 		e.DeliveredAt = fromMillis(deliveredAt.Int64)
+	}
+	if failedAt.Valid {
+		e.FailedAt = fromMillis(failedAt.Int64)
 	}
 	return e, nil
 }
@@ -143,6 +147,24 @@ func (d *DB) RetryOutbox(ctx context.Context, e outbox.Event, next time.Time, la
 	}
 	if n == 0 {
 		return fmt.Errorf("store: retry outbox event %d: %w", e.ID, outbox.ErrLeaseLost)
+	}
+	return nil
+}
+
+// FailOutbox implements outbox.Store. Like RetryOutbox it recognises the
+// claim by its lease end.
+func (d *DB) FailOutbox(ctx context.Context, e outbox.Event, at time.Time, lastErr string) error {
+	res, err := d.db.ExecContext(ctx, d.q(`UPDATE outbox SET locked_until = NULL, delivered_at = ?, failed_at = ?, last_error = ?
+		WHERE id = ? AND locked_until = ? AND delivered_at IS NULL`), millis(at), millis(at), lastErr, e.ID, millis(e.LockedUntil))
+	if err != nil {
+		return fmt.Errorf("store: fail outbox event %d: %w", e.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: fail outbox event %d: %w", e.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store: fail outbox event %d: %w", e.ID, outbox.ErrLeaseLost)
 	}
 	return nil
 }

@@ -288,3 +288,58 @@ func testOutboxConcurrentClaims(t *testing.T, db *DB) {
 		t.Errorf("%d events claimed, want %d", len(seen), users)
 	}
 }
+
+// testOutboxFail shows that a permanently failed event is done with (never
+// claimed again, no longer pending, no longer holding back its user's later
+// events), keeps its error and failure time, that only the current claim
+// may fail it, and that it is purged like a delivered one.
+func testOutboxFail(t *testing.T, db *DB) {
+	ctx := t.Context()
+	u := newUser("fay")
+	if err := db.CreateUserAndEnqueue(ctx, u, event(lifecycle.Created), event(lifecycle.Updated)); err != nil {
+		t.Fatalf("CreateUserAndEnqueue: %v", err)
+	}
+	now := outboxT0.Add(time.Second)
+	got, err := db.ClaimOutbox(ctx, now, time.Minute, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim = %v, %v; want the first event", outboxIDs(got), err)
+	}
+	first := got[0]
+	// A stale claim (an earlier lease end) may not fail it.
+	stale := first
+	stale.LockedUntil = first.LockedUntil.Add(-time.Second)
+	if err := db.FailOutbox(ctx, stale, now, "x"); !errors.Is(err, outbox.ErrLeaseLost) {
+		t.Fatalf("FailOutbox with a stale claim = %v, want ErrLeaseLost", err)
+	}
+	at := now.Add(time.Second)
+	if err := db.FailOutbox(ctx, first, at, "550 5.1.1 no such user"); err != nil {
+		t.Fatalf("FailOutbox: %v", err)
+	}
+	if err := db.FailOutbox(ctx, first, at, "again"); !errors.Is(err, outbox.ErrLeaseLost) {
+		t.Fatalf("second FailOutbox = %v, want ErrLeaseLost", err)
+	}
+	if err := db.RetryOutbox(ctx, first, at, "again"); !errors.Is(err, outbox.ErrLeaseLost) {
+		t.Fatalf("RetryOutbox after FailOutbox = %v, want ErrLeaseLost", err)
+	}
+	es := allEvents(t, db, u.ID)
+	if f := es[0]; !f.FailedAt.Equal(at) || !f.DeliveredAt.Equal(at) || f.LastError != "550 5.1.1 no such user" || !f.LockedUntil.IsZero() {
+		t.Fatalf("failed event = %+v", f)
+	}
+	if !es[1].FailedAt.IsZero() {
+		t.Fatalf("pending event has FailedAt %v", es[1].FailedAt)
+	}
+	if st, err := db.OutboxStats(ctx); err != nil || st.Pending != 1 {
+		t.Fatalf("stats = %+v, %v; want 1 pending", st, err)
+	}
+	// The failed event is never claimed again; the next one of the user is.
+	got, err = db.ClaimOutbox(ctx, at.Add(time.Hour), time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].ID != es[1].ID {
+		t.Fatalf("claim after failure = %v, %v; want [%d]", outboxIDs(got), err, es[1].ID)
+	}
+	if err := db.CompleteOutbox(ctx, got[0], at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.PurgeOutbox(ctx, at.Add(2*time.Hour)); err != nil || n != 2 {
+		t.Fatalf("purge = %d, %v; want 2 (failed and delivered)", n, err)
+	}
+}

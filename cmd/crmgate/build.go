@@ -27,6 +27,8 @@ import (
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient"
+	"github.com/crmgate/crmgate/mail"
+	"github.com/crmgate/crmgate/mail/smtpurl"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 )
@@ -51,6 +53,9 @@ var (
 	_ signin.Snapshots       = (*crmclient.CachedDirectory)(nil)
 	_ lifecycle.ActionCaller = (*crmclient.Client)(nil)
 	_ outbox.Deliverer       = (*lifecycle.ActionDeliverer)(nil)
+	_ outbox.Deliverer       = (*mail.Deliverer)(nil)
+	_ outbox.Deliverer       = mail.Unconfigured{}
+	_ mail.Sender            = (*mail.SMTP)(nil)
 )
 
 // gateway is everything serve runs, built from a validated configuration
@@ -138,7 +143,13 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	if g.outbox, err = outbox.NewWorker(db, deliverer, outbox.Options{
+	// Mail waits in the outbox too; the worker hands each event to the
+	// deliverer of its kind.
+	mailer, err := newMailDeliverer(cfg.SMTP, g.registry, log)
+	if err != nil {
+		return nil, err
+	}
+	if g.outbox, err = outbox.NewWorker(db, outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}, outbox.Options{
 		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
 		Now: now, Logger: log, Registerer: g.registry}); err != nil {
 		return nil, err
@@ -224,4 +235,22 @@ func checkUpstreamLoops(cfg *config.Config, pol *policies.Policy) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// newMailDeliverer is the outbox deliverer of mail: SMTP to the configured
+// server, or, with none, mail.Unconfigured (every mail recorded failed).
+func newMailDeliverer(c config.SMTPConfig, reg prometheus.Registerer, log *slog.Logger) (outbox.Deliverer, error) {
+	if !c.Configured() {
+		return mail.Unconfigured{}, nil
+	}
+	u, err := smtpurl.Parse(c.URL) // validated already; parsed again by the one rule
+	if err != nil {
+		return nil, fmt.Errorf("CRMGATE_SMTP_URL: %w", err)
+	}
+	s, err := mail.NewSMTP(mail.SMTPOptions{Server: u, From: c.From, Timeout: c.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("outgoing mail configured", "smtp", u.String())
+	return mail.NewDeliverer(s, mail.DelivererOptions{Logger: log, Registerer: reg})
 }
