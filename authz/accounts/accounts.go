@@ -211,6 +211,10 @@ func New(store Store, o Options) (*Service, error) {
 	return s, nil
 }
 
+// PasswordPolicy returns the rule passwords must pass to be set
+// (Options.Policy), for example to generate one that passes.
+func (s *Service) PasswordPolicy() password.Policy { return s.policy }
+
 // UserByID returns the user with that id (authz.ErrNotFound if none), for
 // example to compare a session's security stamp.
 func (s *Service) UserByID(ctx context.Context, id string) (*authz.User, error) {

@@ -1,6 +1,7 @@
 package password
 
 import (
+	"crypto/rand"
 	_ "embed"
 	"fmt"
 	"strings"
@@ -241,4 +242,24 @@ func repeatUnit(s string) string {
 		}
 	}
 	return ""
+}
+
+// Generate returns a random password that p accepts for any subject: at
+// least 128 bits from crypto/rand as base32 text (rand.Text), lengthened
+// to p's minimum when that is longer.
+func (p Policy) Generate() string {
+	for {
+		s := rand.Text()
+		for len(s) < p.Min() {
+			s += rand.Text()
+		}
+		// rand.Text is ASCII: bytes are characters. Trimming to the
+		// minimum keeps at least the 26 characters of one rand.Text.
+		s = s[:max(p.Min(), len(rand.Text()))]
+		// A random string repeating itself or holding a listed word is
+		// astronomically unlikely; checking makes it impossible.
+		if p.Check(s, Subject{}) == nil {
+			return s
+		}
+	}
 }

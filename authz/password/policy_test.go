@@ -202,3 +202,13 @@ func FuzzPolicyCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestPolicyGenerate(t *testing.T) {
+	for _, n := range []int{0, 8, 26, 27, 100, 256} {
+		p := Policy{MinLength: n}
+		a, b := p.Generate(), p.Generate()
+		if err := p.Check(a, Subject{}); err != nil || a == b || utf8.RuneCountInString(a) < max(p.Min(), 26) {
+			t.Fatalf("MinLength %d: Generate = %q (%v), then %q", n, a, err, b)
+		}
+	}
+}
