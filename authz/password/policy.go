@@ -15,9 +15,10 @@ import (
 
 // The password policy follows NIST SP 800-63B-4, section 3.1.1.2
 // "Password Verifiers" (https://pages.nist.gov/800-63-4/sp800-63b.html):
-// a minimum length of at least 8 (15 for a single-factor password; 12 is
-// this gateway's default, as the default minimum of many identity
-// products), a maximum of at least 64, every printing character, space
+// a minimum length of at least 8 (at least 15 when the password is the
+// only factor, as it is in crmgate today: operators who follow that set
+// CRMGATE_PASSWORD_MIN_LENGTH=15; the default is 12), a maximum of at
+// least 64, every printing character, space
 // and Unicode accepted, each Unicode code point counted as one character,
 // no composition rules, no truncation, and a check against common, expected
 // or compromised values and context-specific words such as the username.
