@@ -110,12 +110,15 @@ type SignInConfig struct {
 // accepts.
 const MinArgon2MemoryKiB = 8 * 1024
 
-// PasswordConfig sets the argon2id cost. Defaults follow the OWASP password
+// PasswordConfig sets the argon2id cost and the password policy. The argon2id defaults follow the OWASP password
 // storage cheat sheet (m=19 MiB, t=2, p=1).
 type PasswordConfig struct {
 	MemoryKiB   uint32 `env:"ARGON2_MEMORY_KIB" envDefault:"19456" desc:"argon2id memory cost in KiB."`
 	Iterations  uint32 `env:"ARGON2_ITERATIONS" envDefault:"2" desc:"argon2id time cost."`
 	Parallelism uint8  `env:"ARGON2_PARALLELISM" envDefault:"1" desc:"argon2id parallelism."`
+	// MinLength is password.Policy.MinLength; its default must equal
+	// password.DefaultMinLength (TestPasswordMinLengthDefault).
+	MinLength int `env:"MIN_LENGTH" envDefault:"12" desc:"Fewest characters (Unicode code points) of a password being set (users create and set-password, and every later flow that sets one); 8 to 256. Sign-in never applies it, so existing passwords keep working."`
 }
 
 // BrandingConfig customises the gateway's pages.
@@ -404,6 +407,9 @@ func (c *Config) Validate() error {
 	}
 
 	p := c.Password
+	if err := (password.Policy{MinLength: p.MinLength}).Validate(); err != nil || p.MinLength == 0 {
+		add("PASSWORD_MIN_LENGTH", "must be between %d and %d, got %d", password.MinMinLength, password.MaxLength, p.MinLength)
+	}
 	if p.MemoryKiB < MinArgon2MemoryKiB {
 		// A floor for production strength; the password package's bounds
 		// (below) only keep a hash computable, and tests go lower.

@@ -143,6 +143,10 @@ type Options struct {
 	// Password are the argon2id parameters of new password hashes; they
 	// must pass password.Params.Validate.
 	Password password.Params
+	// Policy is the rule a password must pass to be set (CreateUser,
+	// SetPassword); it must pass password.Policy.Validate. The zero value
+	// is the default policy (password.DefaultMinLength).
+	Policy password.Policy
 	// Binder gives new accounts their binding.
 	Binder Binder
 	// Audit receives every change.
@@ -169,6 +173,7 @@ type Options struct {
 type Service struct {
 	store          Store
 	params         password.Params
+	policy         password.Policy
 	binder         Binder
 	audit          *audit.Log
 	breakGlassRole string
@@ -186,10 +191,13 @@ func New(store Store, o Options) (*Service, error) {
 	if err := o.Password.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := o.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{store: store, params: o.Password, binder: o.Binder, audit: o.Audit,
+	s := &Service{store: store, params: o.Password, policy: o.Policy, binder: o.Binder, audit: o.Audit,
 		breakGlassRole: o.BreakGlassRole, notify: o.Notify, now: o.Now, log: o.Logger}
 	if s.notify == nil {
 		s.notify = func() {}
@@ -202,6 +210,10 @@ func New(store Store, o Options) (*Service, error) {
 	}
 	return s, nil
 }
+
+// PasswordPolicy returns the rule passwords must pass to be set
+// (Options.Policy), for example to generate one that passes.
+func (s *Service) PasswordPolicy() password.Policy { return s.policy }
 
 // UserByID returns the user with that id (authz.ErrNotFound if none), for
 // example to compare a session's security stamp.
@@ -220,7 +232,8 @@ type NewUser struct {
 	Username string
 	// Email is a bare address (no display name), at most MaxEmailLen bytes.
 	Email string
-	// Password must pass ValidatePassword; empty means the account cannot
+	// Password must pass the Options.Policy for this username and email
+	// (password.Policy.Check); empty means the account cannot
 	// sign in with a password (for example until an invitation is redeemed).
 	Password string
 	// FirstName, LastName and DisplayName are optional, at most MaxNameLen characters each.
@@ -275,7 +288,7 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*au
 	}
 	u.Roles = roles
 	if nu.Password != "" {
-		if err := password.Validate(nu.Password); err != nil {
+		if err := s.policy.Check(nu.Password, password.Subject{Username: u.Username, Email: u.Email}); err != nil {
 			return nil, err
 		}
 		if u.PasswordHash, err = password.Hash(nu.Password, s.params); err != nil {
@@ -308,18 +321,26 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*au
 	return u, nil
 }
 
-// SetPassword validates pw and makes it the password of the account named
-// by login (username or email). It clears any lockout and rotates the
-// security stamp, which ends the user's other sessions.
+// SetPassword checks pw against the password policy (Options.Policy, with
+// the account's username and email) and makes it the password of the
+// account named by login (username or email). It clears any lockout and
+// rotates the security stamp, which ends the user's other sessions. A
+// refused password gives a *password.RuleError, which wraps a
+// *authz.ValidationError; a missing account ErrNotFound.
 func (s *Service) SetPassword(ctx context.Context, login, pw, actor string) error {
-	if err := password.Validate(pw); err != nil {
+	u0, err := s.store.UserByLogin(ctx, login)
+	if err != nil {
+		return fmt.Errorf("accounts: set password: %w", err)
+	}
+	if err := s.policy.Check(pw, password.Subject{Username: u0.Username, Email: u0.Email}); err != nil {
 		return err
 	}
 	h, err := password.Hash(pw, s.params)
 	if err != nil {
 		return err
 	}
-	u, err := s.modify(ctx, login, lifecycle.Updated, func(u *authz.User) {
+	// The account checked is the one changed: retries reread it by id.
+	u, err := s.modifyWith(ctx, func() (*authz.User, error) { return s.store.UserByID(ctx, u0.ID) }, lifecycle.Updated, func(u *authz.User) {
 		u.PasswordHash = h
 		u.FailedCount, u.LockoutUntil = 0, time.Time{}
 	})

@@ -9,10 +9,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/crmgate/crmgate/authz"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -47,12 +45,10 @@ const (
 	maxKeyLen     = 1024
 )
 
-// MaxBytes is the longest password Validate accepts and a sign-in will
-// verify; it guards against denial of service by huge inputs.
+// MaxBytes is the longest password, in bytes, that Policy.Check accepts
+// and a sign-in will verify; it guards against denial of service by huge
+// inputs.
 const MaxBytes = 1024
-
-// MinRunes is the shortest password Validate accepts.
-const MinRunes = 8
 
 // ErrMalformedHash means an encoded password hash could not be parsed or
 // has parameters outside the accepted bounds.
@@ -81,7 +77,7 @@ func (p Params) Validate() error {
 // Hash hashes pw with argon2id and a fresh random salt and returns
 // the PHC string form, for example
 // "$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>" (unpadded standard base64).
-// It does not apply the password policy; call Validate first.
+// It does not apply the password policy; call Policy.Check first.
 func Hash(pw string, p Params) (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err
@@ -186,23 +182,4 @@ func decodeHash(encoded string) (Params, []byte, []byte, error) {
 		return fail(strings.TrimPrefix(err.Error(), "password: params: "))
 	}
 	return p, salt, key, nil
-}
-
-// Validate applies the password policy: at least MinRunes
-// characters, at most MaxBytes bytes, valid UTF-8 and not only
-// white space. A violation is an *authz.ValidationError for field "password"
-// whose message can be shown to the user.
-func Validate(pw string) error {
-	bad := func(msg string) error { return &authz.ValidationError{Field: "password", Message: msg} }
-	switch {
-	case !utf8.ValidString(pw):
-		return bad("The password contains invalid characters.")
-	case len(pw) > MaxBytes:
-		return bad(fmt.Sprintf("The password must be at most %d bytes long.", MaxBytes))
-	case utf8.RuneCountInString(pw) < MinRunes:
-		return bad(fmt.Sprintf("The password must be at least %d characters long.", MinRunes))
-	case strings.TrimSpace(pw) == "":
-		return bad("The password must not be only spaces.")
-	}
-	return nil
 }

@@ -59,6 +59,9 @@ type Contacts interface {
 type Options struct {
 	// Password are the argon2id parameters of new hashes.
 	Password password.Params
+	// PasswordPolicy is the rule for setting a password; see
+	// accounts.Options.Policy. The zero value is the default policy.
+	PasswordPolicy password.Policy
 	// MaxFailures, AccountMaxFailures, LockoutDuration, ClientRate and
 	// ClientBurst configure the sign-in defences, and ExplainRefusals its
 	// answers; see signin.Options.
@@ -146,7 +149,7 @@ func New(db Store, o Options) (*Services, error) {
 		Audit: s.Audit, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
-	if s.Accounts, err = accounts.New(db, accounts.Options{Password: o.Password, Binder: s.Binding, Audit: s.Audit,
+	if s.Accounts, err = accounts.New(db, accounts.Options{Password: o.Password, Policy: o.PasswordPolicy, Binder: s.Binding, Audit: s.Audit,
 		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}

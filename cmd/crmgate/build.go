@@ -195,6 +195,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) wiring.Options {
 	return wiring.Options{
 		Password:           passwordParams(cfg),
+		PasswordPolicy:     password.Policy{MinLength: cfg.Password.MinLength},
 		MaxFailures:        cfg.SignIn.MaxFailures,
 		AccountMaxFailures: cfg.SignIn.AccountMaxFailures,
 		LockoutDuration:    cfg.SignIn.LockoutDuration,

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -109,7 +108,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 			}
 			return strings.TrimRight(line, "\r\n"), false, nil
 		}
-		return rand.Text(), true, nil
+		return svc.Accounts.PasswordPolicy().Generate(), true, nil
 	}
 	needLogin := func() error {
 		if *login == "" {
