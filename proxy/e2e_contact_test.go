@@ -120,9 +120,15 @@ func contactHarnessWith(t *testing.T, client *crmclient.Client, hc harnessConfig
 // it that neither retries nor trips its breaker, so tests see each fault.
 func newContactEmulator(t *testing.T) (*dataversetest.Server, *crmclient.Client) {
 	t.Helper()
+	return seededContactEmulator(t, contactSeed)
+}
+
+// seededContactEmulator is newContactEmulator seeded with seed.
+func seededContactEmulator(t *testing.T, seed string) (*dataversetest.Server, *crmclient.Client) {
+	t.Helper()
 	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
 	t.Cleanup(emu.Close)
-	if err := emu.LoadSeed(strings.NewReader(contactSeed)); err != nil {
+	if err := emu.LoadSeed(strings.NewReader(seed)); err != nil {
 		t.Fatal(err)
 	}
 	client, err := crmclient.New(crmclient.Config{URL: emu.URL, AuthorityHost: emu.URL, TenantID: dvTenant, ClientID: dvClient,

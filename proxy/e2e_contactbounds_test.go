@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/crmgate/crmgate/crmclient"
-	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/proxy"
 )
 
@@ -36,16 +34,7 @@ func TestContactHeadersBounded(t *testing.T) {
  "associations": [{"relationship": "adx_webrole_contact", "contactid": "` + annID + `", "adx_webroleid": "` + roleID + `"},
   {"relationship": "adx_webrole_contact", "contactid": "` + annID + `", "adx_webroleid": "d0000000-0000-4000-8000-00000000000b"}]
 }`
-	emu := dataversetest.NewServer(dataversetest.Options{TenantID: dvTenant, Clients: []dataversetest.Client{{ID: dvClient, Secret: dvSecret}}})
-	t.Cleanup(emu.Close)
-	if err := emu.LoadSeed(strings.NewReader(seed)); err != nil {
-		t.Fatal(err)
-	}
-	client, err := crmclient.New(crmclient.Config{URL: emu.URL, AuthorityHost: emu.URL, TenantID: dvTenant, ClientID: dvClient,
-		ClientSecret: dvSecret, MaxRetries: -1, BreakerFailures: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client := seededContactEmulator(t, seed)
 	logs := &lockedBuffer{}
 	h := contactHarnessWith(t, client, harnessConfig{
 		policy: `upstreams:

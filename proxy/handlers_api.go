@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,12 +185,10 @@ func (srv *Server) apiListUsers(w http.ResponseWriter, r *http.Request, _ apiCal
 		srv.renderAPIError(w, r, apiBadRequest("query and after are limited to 256 bytes"))
 		return
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > authz.MaxListLimit {
-			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(authz.MaxListLimit)))
-			return
-		}
+	if n, err := apiLimit(q); err != nil {
+		srv.renderAPIError(w, r, err)
+		return
+	} else if n > 0 {
 		f.Limit = n
 	}
 	users, err := srv.users.ListUsers(r.Context(), f)
@@ -462,12 +461,10 @@ func (srv *Server) apiListAudit(w http.ResponseWriter, r *http.Request, _ apiCal
 		}
 		f.Before = n
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > authz.MaxListLimit {
-			srv.renderAPIError(w, r, apiBadRequest("limit must be a whole number from 1 to "+strconv.Itoa(authz.MaxListLimit)))
-			return
-		}
+	if n, err := apiLimit(q); err != nil {
+		srv.renderAPIError(w, r, err)
+		return
+	} else if n > 0 {
 		f.Limit = n
 	}
 	if who := q.Get("user"); who != "" {
@@ -576,4 +573,18 @@ func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ a
 			Email: c.Email, Username: c.Username, Active: c.Active})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// apiLimit reads the limit query parameter of a listing: 0 when absent,
+// else a whole number from 1 to authz.MaxListLimit, or a 400.
+func apiLimit(q url.Values) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > authz.MaxListLimit {
+		return 0, apiBadRequest("limit must be a whole number from 1 to " + strconv.Itoa(authz.MaxListLimit))
+	}
+	return n, nil
 }
