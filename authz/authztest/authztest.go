@@ -27,6 +27,7 @@ import (
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/dataverse"
+	"github.com/crmgate/crmgate/mail"
 )
 
 // FastParams keep argon2id cheap under -race; production uses password.Default.
@@ -88,8 +89,22 @@ func Options(o wiring.Options) wiring.Options {
 	if o.ClientBurst == 0 {
 		o.ClientBurst = 10
 	}
+	if o.Mail == nil {
+		o.Mail = Composer
+	}
 	return o
 }
+
+// Composer composes the embedded mails for https://portal.example.com
+// under /.auth; Options sets it when Options.Mail is nil.
+var Composer = func() *mail.Composer {
+	c, err := mail.NewComposer(mail.ComposerOptions{PublicURL: "https://portal.example.com", AuthPrefix: "/.auth",
+		Site: mail.Site{Name: "Example Portal"}})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 // Fixture is the identity layer over a real store, with its clock.
 type Fixture struct {

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/password"
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
@@ -519,32 +519,8 @@ func (s *Service) throttle(ctx context.Context, addr string, now time.Time) erro
 	return nil
 }
 
-// maxClientKey bounds the key of a client address that is not an IP
-// address, which is stored with the lockout counters.
-const maxClientKey = 64
-
-// throttleKey folds a client address: the port and zone are dropped,
-// IPv4-mapped IPv6 addresses become IPv4, and IPv6 addresses are reduced
-// to their /64, since one client usually holds a whole /64. Anything that
-// is not an IP address is kept, cut to maxClientKey bytes.
-func throttleKey(addr string) string {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		ap, err := netip.ParseAddrPort(addr)
-		if err != nil {
-			if len(addr) > maxClientKey {
-				addr = addr[:maxClientKey]
-			}
-			return addr
-		}
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap().WithZone("")
-	if ip.Is6() {
-		return netip.PrefixFrom(ip, 64).Masked().String()
-	}
-	return ip.String()
-}
+// throttleKey folds a client address as every limit does (throttle.ClientKey).
+func throttleKey(addr string) string { return throttle.ClientKey(addr) }
 
 // UserByID returns the user with that id (ErrNotFound if none), for
 // example to compare a session's security stamp.

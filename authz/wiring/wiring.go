@@ -21,6 +21,7 @@ import (
 	"github.com/crmgate/crmgate/authz/profile"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/tokens"
+	"github.com/crmgate/crmgate/mail"
 )
 
 // Each feature satisfies what the others declare they need; a renamed
@@ -95,6 +96,10 @@ type Options struct {
 	// or reset link revokes the oldest beyond it. Zero means no cap, which
 	// leaves every link ever sent valid until it expires.
 	MaxOutstandingTokens int
+	// Mail composes the account flows' mails (links built from the public
+	// URL); nil means no mail can be composed, and the flows that send mail
+	// (registration, reset, invitations) are not built.
+	Mail *mail.Composer
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -115,6 +120,8 @@ type Services struct {
 	SignIn   *signin.Service
 	APIKeys  *apikeys.Service
 	Tokens   *tokens.Service
+	// Mail is Options.Mail: nil when no mail can be composed.
+	Mail *mail.Composer
 }
 
 // New builds every feature over db. It reports every problem of o at once.
@@ -131,7 +138,7 @@ func New(db Store, o Options) (*Services, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Services{Audit: audit.New(db, o.Now, log)}
+	s := &Services{Audit: audit.New(db, o.Now, log), Mail: o.Mail}
 	var bc binding.Contacts
 	var pc profile.Contacts
 	if o.Contacts != nil {

@@ -156,6 +156,9 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	}
 	wo := identityOptions(cfg, now, log)
 	wo.OutboxNotify = g.outbox.Notify
+	if wo.Mail, err = newComposer(cfg); err != nil {
+		return nil, err
+	}
 	if err := contactOptions(cfg, filters, g.dataverse, pol.ContactColumns(), &wo); err != nil {
 		return nil, err
 	}

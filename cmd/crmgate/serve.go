@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/crmgate/crmgate/config"
+	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -76,6 +77,14 @@ func newRenderer(cfg *config.Config) (*pages.Renderer, error) {
 	}
 	return pages.New(pages.Options{Dir: cfg.Branding.TemplatesDir, FormActionOrigins: origins, Branding: pages.Branding{
 		SiteName: cfg.Branding.SiteName, LogoURL: cfg.Branding.LogoURL, PrimaryColor: cfg.Branding.BrandColor, AuthPrefix: cfg.AuthPrefix}})
+}
+
+// newComposer builds the mail composer: the embedded mail templates and
+// their overrides in CRMGATE_TEMPLATES_DIR/mail, with the pages' branding
+// and every link from CRMGATE_PUBLIC_URL.
+func newComposer(cfg *config.Config) (*mail.Composer, error) {
+	return mail.NewComposer(mail.ComposerOptions{PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Dir: cfg.Branding.TemplatesDir,
+		Site: mail.Site{Name: cfg.Branding.SiteName, LogoURL: cfg.Branding.LogoURL, Color: cfg.Branding.BrandColor}})
 }
 
 // listen opens the public and ops listeners.
