@@ -139,7 +139,7 @@ func NewComposer(o ComposerOptions) (*Composer, error) {
 	}
 
 	files := map[string]string{} // file name -> text
-	where := map[string]string{}  // file name -> where it came from, for errors
+	where := map[string]string{} // file name -> where it came from, for errors
 	entries, err := fs.ReadDir(embedded, "templates")
 	if err != nil {
 		return nil, fmt.Errorf("mail: embedded templates: %w", err)

@@ -70,13 +70,13 @@ func TestAllowConcurrent(t *testing.T) {
 
 func TestClientKey(t *testing.T) {
 	for in, want := range map[string]string{
-		"192.0.2.1":                    "192.0.2.1",
-		"192.0.2.1:5555":               "192.0.2.1",
-		"::ffff:192.0.2.1":             "192.0.2.1",
-		"2001:db8:1:2:3:4:5:6":         "2001:db8:1:2::/64",
-		"[2001:db8:1:2:ffff::1]:443":   "2001:db8:1:2::/64",
-		"fe80::1%eth0":                 "fe80::/64",
-		"":                             "",
+		"192.0.2.1":                  "192.0.2.1",
+		"192.0.2.1:5555":             "192.0.2.1",
+		"::ffff:192.0.2.1":           "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6":       "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
+		"fe80::1%eth0":               "fe80::/64",
+		"":                           "",
 		"not-an-address-but-very-long-" + string(make([]byte, 80)): ("not-an-address-but-very-long-" + string(make([]byte, 80)))[:64],
 	} {
 		if got := throttle.ClientKey(in); got != want {
