@@ -126,7 +126,9 @@ var reasonMessages = map[string]string{
 //
 // Each contact succeeds or fails on its own (InviteResult, in the order of
 // req.ContactIDs, or of contact id for a filter). A contact bound already
-// is Skipped with ReasonAlreadyHasAccount and gets no mail, also when its
+// (a lookup binding naming it, or a username binding whose username is
+// the contact's Options.BindingUsernameColumn) is Skipped with
+// ReasonAlreadyHasAccount and gets no mail, also when its
 // earlier link was never used: a rerun sends nothing twice, and two runs at
 // once create each account once. To send someone a new link, use the
 // password reset. Every outcome but a dry run's is audited with actor.
@@ -150,9 +152,9 @@ func (s *Service) InviteContacts(ctx context.Context, req InviteRequest, actor s
 	case len(req.ContactIDs) > MaxInvite:
 		return nil, &authz.ValidationError{Field: "contact_ids", Message: fmt.Sprintf("At most %d contacts at once; split the list.", MaxInvite)}
 	}
-	var columns []string
-	if s.column != "" {
-		columns = []string{s.column}
+	columns := []string{s.bindCol}
+	if s.column != "" && s.column != s.bindCol {
+		columns = append(columns, s.column)
 	}
 	if hasFilter {
 		found, err := s.findContacts(ctx, req.Filter, columns)
@@ -180,6 +182,18 @@ func (s *Service) InviteContacts(ctx context.Context, req InviteRequest, actor s
 		seen[id] = true
 		if ctx.Err() != nil {
 			out[i] = InviteResult{ContactID: id, Outcome: Failed, Reason: ReasonCanceled, Message: reasonMessages[ReasonCanceled]}
+			continue
+		}
+		// A contact bound already is skipped without asking Dataverse, so a
+		// rerun over the same ids costs no Dataverse request for them.
+		switch bound, err := s.store.UsersBoundToContact(ctx, id); {
+		case err != nil:
+			s.log.ErrorContext(ctx, "invite contacts: bound users not read", "contact_id", id, "err", err)
+			out[i] = s.fail(ctx, InviteResult{ContactID: id}, Failed, ReasonStoreError, req.DryRun, actor)
+			continue
+		case len(bound) > 0:
+			out[i] = s.fail(ctx, InviteResult{ContactID: id, UserID: bound[0].ID, Username: bound[0].Username, Email: bound[0].Email},
+				Skipped, ReasonAlreadyHasAccount, req.DryRun, actor)
 			continue
 		}
 		c, err := s.contacts.ContactByID(ctx, id, columns)
@@ -245,6 +259,18 @@ func (s *Service) invite(ctx context.Context, id string, c *dataverse.Contact, d
 	if err != nil {
 		s.log.ErrorContext(ctx, "invite contacts: bound users not read", "contact_id", id, "err", err)
 		return s.fail(ctx, r, Failed, ReasonStoreError, dryRun, actor)
+	}
+	// A username binding ties a user to the contact whose username column
+	// holds the username, without naming the contact: such a user has an
+	// account for this contact too.
+	if v, ok := c.Text(s.bindCol); ok && strings.TrimSpace(v) != "" {
+		switch u, err := s.store.UserByLogin(ctx, strings.TrimSpace(v)); {
+		case err == nil && u.Binding.Mode == authz.BindingUsername && authz.NormalizeLogin(u.Username) == authz.NormalizeLogin(v):
+			bound = append(bound, u)
+		case err != nil && !errors.Is(err, authz.ErrNotFound):
+			s.log.ErrorContext(ctx, "invite contacts: username binding not checked", "contact_id", id, "err", err)
+			return s.fail(ctx, r, Failed, ReasonStoreError, dryRun, actor)
+		}
 	}
 	if len(bound) > 0 {
 		r.UserID, r.Username, r.Email = bound[0].ID, bound[0].Username, bound[0].Email

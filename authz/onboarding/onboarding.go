@@ -17,6 +17,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/tokens"
 	"github.com/crmgate/crmgate/dataverse"
@@ -109,6 +110,11 @@ type Options struct {
 	// a contact whose column is empty gets its email address. Empty means
 	// the username is always the email address.
 	UsernameColumn string
+	// BindingUsernameColumn is the contact column username bindings compare
+	// with usernames (binding.Options.UsernameColumn); empty means
+	// binding.DefaultUsernameColumn. A contact whose column names a user
+	// bound in username mode has an account already.
+	BindingUsernameColumn string
 	// Notify, when set, is called after a change that enqueued outbox
 	// events was committed, typically outbox.Worker.Notify; it must not
 	// block.
@@ -132,6 +138,7 @@ type Service struct {
 	audit    *audit.Log
 	ttl      time.Duration
 	column   string
+	bindCol  string
 	notify   func()
 	now      func() time.Time
 	log      *slog.Logger
@@ -146,6 +153,11 @@ func New(store Store, o Options) (*Service, error) {
 	if o.SetPasswordTTL < 0 || o.SetPasswordTTL > tokens.MaxTTL {
 		errs = append(errs, fmt.Errorf("onboarding: set-password link lifetime %v: want at most %v", o.SetPasswordTTL, tokens.MaxTTL))
 	}
+	if o.BindingUsernameColumn != "" {
+		if err := dataverse.ValidContactColumn(o.BindingUsernameColumn); err != nil {
+			errs = append(errs, fmt.Errorf("onboarding: binding username column: %w", err))
+		}
+	}
 	if o.UsernameColumn != "" {
 		if err := dataverse.ValidContactColumn(o.UsernameColumn); err != nil {
 			errs = append(errs, fmt.Errorf("onboarding: username column: %w", err))
@@ -155,7 +167,10 @@ func New(store Store, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{store: store, contacts: o.Contacts, tokens: o.Tokens, mail: o.Mail, audit: o.Audit,
-		ttl: o.SetPasswordTTL, column: o.UsernameColumn, notify: o.Notify, now: o.Now, log: o.Logger}
+		ttl: o.SetPasswordTTL, column: o.UsernameColumn, bindCol: o.BindingUsernameColumn, notify: o.Notify, now: o.Now, log: o.Logger}
+	if s.bindCol == "" {
+		s.bindCol = binding.DefaultUsernameColumn
+	}
 	if s.ttl == 0 {
 		s.ttl = DefaultSetPasswordTTL
 	}

@@ -395,7 +395,7 @@ func TestInviteContacts(t *testing.T) {
 		}
 
 		// A rerun creates nothing and sends nothing.
-		before := countMails(t, e)
+		before, requests := countMails(t, e), dir.Requests()
 		again, err := e.svc.Onboarding.InviteContacts(ctx, onboarding.InviteRequest{ContactIDs: []string{cOK, cOK2}}, "admin-1")
 		if err != nil {
 			t.Fatal(err)
@@ -407,6 +407,9 @@ func TestInviteContacts(t *testing.T) {
 		}
 		if after := countMails(t, e); after != before {
 			t.Errorf("a rerun queued %d mails", after-before)
+		}
+		if n := dir.Requests() - requests; n != 0 {
+			t.Errorf("a rerun over bound contacts asked Dataverse %d times", n)
 		}
 	})
 }

@@ -196,7 +196,7 @@ func New(db Store, o Options) (*Services, error) {
 	}
 	if o.Mail != nil {
 		oo := onboarding.Options{Audit: s.Audit, Mail: o.Mail, Tokens: s.Tokens, SetPasswordTTL: o.SetPasswordTTL,
-			UsernameColumn: o.CredentialsUsernameColumn, Notify: o.OutboxNotify, Now: o.Now, Logger: log}
+			UsernameColumn: o.CredentialsUsernameColumn, BindingUsernameColumn: o.Binding.UsernameColumn, Notify: o.OutboxNotify, Now: o.Now, Logger: log}
 		if o.Contacts != nil {
 			oo.Contacts = o.Contacts
 		}
