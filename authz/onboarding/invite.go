@@ -300,7 +300,7 @@ func (s *Service) invite(ctx context.Context, id string, c *dataverse.Contact, d
 	for _, login := range []string{r.Username, r.Email} {
 		switch _, err := s.store.UserByLogin(ctx, login); {
 		case err == nil:
-			return s.fail(ctx, r, Failed, ReasonEmailTaken, dryRun, actor)
+			return s.taken(ctx, r, dryRun, actor)
 		case !errors.Is(err, authz.ErrNotFound):
 			s.log.ErrorContext(ctx, "invite contacts: login not checked", "contact_id", id, "err", err)
 			return s.fail(ctx, r, Failed, ReasonStoreError, dryRun, actor)
@@ -318,7 +318,7 @@ func (s *Service) invite(ctx context.Context, id string, c *dataverse.Contact, d
 		}
 		return s.fail(ctx, r, Skipped, ReasonAlreadyHasAccount, dryRun, actor)
 	case errors.Is(err, authz.ErrConflict):
-		return s.fail(ctx, r, Failed, ReasonEmailTaken, dryRun, actor)
+		return s.taken(ctx, r, dryRun, actor)
 	case err != nil:
 		s.log.ErrorContext(ctx, "invite contacts: account not created", "contact_id", id, "err", err)
 		return s.fail(ctx, r, Failed, ReasonStoreError, dryRun, actor)
@@ -372,6 +372,18 @@ func (s *Service) create(ctx context.Context, c *dataverse.Contact, r InviteResu
 		return nil, tokens.Token{}, err
 	}
 	return u, t, nil
+}
+
+// taken is the outcome of a contact whose username or email another
+// account has: that account may be one a concurrent run created for this
+// very contact a moment ago (then the contact is Skipped as bound), or a
+// stranger's (Failed, ReasonEmailTaken).
+func (s *Service) taken(ctx context.Context, r InviteResult, dryRun bool, actor string) InviteResult {
+	if bound, err := s.store.UsersBoundToContact(ctx, r.ContactID); err == nil && len(bound) > 0 {
+		r.UserID, r.Username, r.Email = bound[0].ID, bound[0].Username, bound[0].Email
+		return s.fail(ctx, r, Skipped, ReasonAlreadyHasAccount, dryRun, actor)
+	}
+	return s.fail(ctx, r, Failed, ReasonEmailTaken, dryRun, actor)
 }
 
 // fail completes r with outcome and reason and audits it (not in a dry run).
