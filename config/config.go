@@ -61,6 +61,8 @@ type Config struct {
 	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
 	SMTP      SMTPConfig      `envPrefix:"SMTP_"`
 
+	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
+
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
 	// Kubernetes injects CRMGATE_SERVICE_* variables for a Service named crmgate.
@@ -474,6 +476,7 @@ func (c *Config) Validate() error {
 		add("OUTBOX_LEASE", "must exceed CRMGATE_DATAVERSE_TIMEOUT (%s) so that one delivery attempt fits in it, got %s", c.Dataverse.Timeout, o.Lease)
 	}
 	c.validateSMTP(add)
+	c.validateRegistration(add)
 	return errors.Join(errs...)
 }
 

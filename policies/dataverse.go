@@ -60,12 +60,14 @@ const (
 	LifecycleDeleted = "deleted"
 	LifecycleBound   = "bound"
 	LifecycleUnbound = "unbound"
+	// LifecycleRegistered is a self-registration (after created).
+	LifecycleRegistered = "registered"
 )
 
 // LifecycleEvents returns the lifecycle events in the order of their
 // documentation.
 func LifecycleEvents() []string {
-	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound}
+	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound, LifecycleRegistered}
 }
 
 // lifecycleFields is a copy of the event fields package authz can send

@@ -31,6 +31,9 @@ const (
 	Deleted = "user.deleted"
 	Bound   = "user.bound"
 	Unbound = "user.unbound"
+	// Registered follows Created for an account its owner registered
+	// (package authz/registration).
+	Registered = "user.registered"
 )
 
 // Snapshot is the payload of a lifecycle event: a snapshot of the
@@ -94,6 +97,8 @@ type Actions struct {
 	Bound ActionSpec
 	// Unbound is called for Unbound (the binding was set to none).
 	Unbound ActionSpec
+	// Registered is called for Registered (a self-registration, after Created).
+	Registered ActionSpec
 }
 
 // ActionSpec is one action and its parameters.
@@ -141,7 +146,7 @@ func (a Actions) Validate() error {
 	for _, s := range []struct {
 		event string
 		spec  ActionSpec
-	}{{"created", a.Created}, {"updated", a.Updated}, {"deleted", a.Deleted}, {"bound", a.Bound}, {"unbound", a.Unbound}} {
+	}{{"created", a.Created}, {"updated", a.Updated}, {"deleted", a.Deleted}, {"bound", a.Bound}, {"unbound", a.Unbound}, {"registered", a.Registered}} {
 		if s.spec.Name == "" {
 			if len(s.spec.Params) > 0 {
 				errs = append(errs, fmt.Errorf("lifecycle: action %s: parameters without an action name", s.event))
@@ -206,6 +211,8 @@ func (d *ActionDeliverer) Deliver(ctx context.Context, e outbox.Event) error {
 		spec = d.actions.Bound
 	case Unbound:
 		spec = d.actions.Unbound
+	case Registered:
+		spec = d.actions.Registered
 	default:
 		return fmt.Errorf("lifecycle: action deliverer: event %d has unknown type %q", e.ID, e.Type)
 	}

@@ -27,20 +27,22 @@ import (
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store/dburl"
 	"github.com/crmgate/crmgate/authz/tokens"
 )
 
 var (
-	_ accounts.Store = (*DB)(nil)
-	_ signin.Store   = (*DB)(nil)
-	_ profile.Store  = (*DB)(nil)
-	_ binding.Users  = (*DB)(nil)
-	_ apikeys.Store  = (*DB)(nil)
-	_ audit.Store    = (*DB)(nil)
-	_ outbox.Store   = (*DB)(nil)
-	_ tokens.Store   = (*DB)(nil)
+	_ accounts.Store     = (*DB)(nil)
+	_ signin.Store       = (*DB)(nil)
+	_ profile.Store      = (*DB)(nil)
+	_ binding.Users      = (*DB)(nil)
+	_ apikeys.Store      = (*DB)(nil)
+	_ audit.Store        = (*DB)(nil)
+	_ outbox.Store       = (*DB)(nil)
+	_ tokens.Store       = (*DB)(nil)
+	_ registration.Store = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

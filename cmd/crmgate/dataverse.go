@@ -176,6 +176,8 @@ func lifecycleActions(pol *policies.Policy) (lifecycle.Actions, error) {
 			a.Bound = s
 		case policies.LifecycleUnbound:
 			a.Unbound = s
+		case policies.LifecycleRegistered:
+			a.Registered = s
 		default:
 			return a, fmt.Errorf("policy: dataverse.lifecycle_actions: unknown event %q", ev)
 		}

@@ -49,7 +49,7 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound} {
+	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound, "registered": a.Registered} {
 		if s.Name != "x_"+ev || s.Params["UserId"] != "id" {
 			t.Errorf("%s = %+v", ev, s)
 		}
