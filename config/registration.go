@@ -79,13 +79,13 @@ func (c *Config) validateRegistration(add func(name, format string, args ...any)
 	if _, err := r.RegistrationFields(); err != nil {
 		add("REGISTRATION_FIELDS", "%v", err)
 	}
+	if r.CreateContact && !c.Dataverse.Configured() {
+		add("REGISTRATION_CREATE_CONTACT", "needs Dataverse (CRMGATE_DATAVERSE_URL)")
+	}
 	if mode != registration.ModeOpen && mode != registration.ModeApproval {
 		return
 	}
 	if r.ConfirmEmail && !c.SMTP.Configured() {
 		add("REGISTRATION_CONFIRM_EMAIL", "needs a mail server (CRMGATE_SMTP_URL) to send the confirmation links; set it, or set CRMGATE_REGISTRATION_CONFIRM_EMAIL=false (then anyone may register any address)")
-	}
-	if r.CreateContact && !c.Dataverse.Configured() {
-		add("REGISTRATION_CREATE_CONTACT", "needs Dataverse (CRMGATE_DATAVERSE_URL)")
 	}
 }

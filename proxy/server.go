@@ -73,6 +73,11 @@ type Options struct {
 	// Audit reads the audit trail for the REST API; nil means the audit
 	// endpoint answers 404.
 	Audit AuditReader
+	// Registration serves /register, /confirm and /confirm/resend; nil
+	// means none of them exists (404). With its mode off, /register
+	// answers 404 and the sign-in page shows no link, while confirmation
+	// links already sent keep working.
+	Registration Registrar
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -152,6 +157,7 @@ type Server struct {
 	bindings       BindingEditor      // nil: no binding endpoints
 	contactSearch  ContactSearch      // nil: no contact search
 	audit          AuditReader        // nil: no audit endpoint
+	registrar      Registrar          // nil: no registration pages
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -269,6 +275,7 @@ func New(opts Options) (*Server, error) {
 		bindings:      opts.Bindings,
 		contactSearch: opts.Contacts,
 		audit:         opts.Audit,
+		registrar:     opts.Registration,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,
 		codec:         codec,
