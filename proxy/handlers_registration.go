@@ -239,10 +239,9 @@ func (srv *Server) renderOutcome(w http.ResponseWriter, r *http.Request, out reg
 // consumes the link: mail scanners and link previews fetch every GET link
 // in a message, which would otherwise spend it before its owner clicks.
 func (srv *Server) handleConfirmForm(w http.ResponseWriter, r *http.Request) {
+	// The secret is in this page's URL; the pages' Referrer-Policy
+	// (same-origin) keeps it from reaching another site through a link.
 	secret := r.URL.Query().Get("token")
-	// The secret must not reach another site through the Referer of a
-	// link on this page (the layout also sends referrer same-origin).
-	w.Header().Set("Referrer-Policy", "no-referrer")
 	if secret == "" || len(secret) > 2*tokens.SecretLen {
 		srv.renderPage(w, r, http.StatusBadRequest, pages.PageConfirm, pages.ConfirmData{Error: msgConfirmInvalid, ResendURL: srv.prefix + "/confirm/resend"})
 		return
@@ -253,7 +252,6 @@ func (srv *Server) handleConfirmForm(w http.ResponseWriter, r *http.Request) {
 // handleConfirm spends the link and shows what happens next.
 func (srv *Server) handleConfirm(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	w.Header().Set("Referrer-Policy", "no-referrer")
 	if err := r.ParseForm(); err != nil {
 		srv.renderError(w, r, &Error{Status: http.StatusBadRequest, Code: "bad_form", Title: "Bad request",
 			Message: "The form could not be read.", Err: err})
