@@ -85,6 +85,9 @@ func (c *Config) validateRegistration(add func(name, format string, args ...any)
 	if mode != registration.ModeOpen && mode != registration.ModeApproval {
 		return
 	}
+	if !r.ConfirmEmail && c.Binding.AutoMapEmail {
+		add("REGISTRATION_CONFIRM_EMAIL", "must be true with CRMGATE_BINDING_AUTO_MAP_EMAIL: an unconfirmed address would bind its registrant to the contact of whoever owns it")
+	}
 	if r.ConfirmEmail && !c.SMTP.Configured() {
 		add("REGISTRATION_CONFIRM_EMAIL", "needs a mail server (CRMGATE_SMTP_URL) to send the confirmation links; set it, or set CRMGATE_REGISTRATION_CONFIRM_EMAIL=false (then anyone may register any address)")
 	}
