@@ -204,7 +204,8 @@ func TestContactFilters(t *testing.T) {
 		}
 		return p
 	}
-	// dvPolicy's dataverse section ends at line 11; extra lines start at 12.
+	// dvPolicy's dataverse section ends after its lifecycle events; extra lines start at line first.
+	first := dvPolicyExtraLine()
 	good := write("good.yaml", "  binding_filter: emailaddress1 eq {email}\n  signin_filter: adx_identity_logonenabled eq true\n")
 	badSyntax := write("syntax.yaml", "  binding_filter: emailaddress1 gt {email}\n  signin_filter: \"x eq {nickname}\"\n")
 	noField := write("nofield.yaml", "  binding_filter: emailaddress1 eq 'a@example.test'\n")
@@ -224,11 +225,11 @@ func TestContactFilters(t *testing.T) {
 		{"signin filter without the check", append([]string{"CRMGATE_POLICY_FILE=" + good}, dvEnv...), true,
 			[]string{"warning: the policy has a dataverse.signin_filter but CRMGATE_SIGNIN_DATAVERSE_CHECK is off"}},
 		{"bad templates", append([]string{"CRMGATE_POLICY_FILE=" + badSyntax}, dvEnv...), false, []string{
-			"syntax.yaml:12: dataverse.binding_filter: authz: filter template: position",
-			"syntax.yaml:13: dataverse.signin_filter: authz: filter template: position",
+			fmt.Sprintf("syntax.yaml:%d: dataverse.binding_filter: authz: filter template: position", first),
+			fmt.Sprintf("syntax.yaml:%d: dataverse.signin_filter: authz: filter template: position", first+1),
 		}},
 		{"binding filter without a user field", append([]string{"CRMGATE_POLICY_FILE=" + noField}, dvEnv...), false,
-			[]string{"nofield.yaml:12: dataverse.binding_filter: names no user field"}},
+			[]string{fmt.Sprintf("nofield.yaml:%d: dataverse.binding_filter: names no user field", first)}},
 		{"contact route without the sign-in check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute}, dvEnv...), false,
 			[]string{`contact.yaml: route "orders" uses the signed-in user's contact`, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}},
 		{"contact route with the check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}, dvEnv...), true,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -68,6 +69,9 @@ func dvPolicy(extra string) string {
 	return b.String()
 }
 
+// dvPolicyExtraLine is the line of dvPolicy's first extra line.
+func dvPolicyExtraLine() int { return 7 + len(policies.LifecycleEvents()) }
+
 func TestCheckConfigDataverse(t *testing.T) {
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policy.yaml")
@@ -95,7 +99,7 @@ func TestCheckConfigDataverse(t *testing.T) {
 		{"settings without a url", []string{"CRMGATE_DATAVERSE_CLIENT_SECRET=x"}, false,
 			[]string{"CRMGATE_DATAVERSE_URL: required because CRMGATE_DATAVERSE_CLIENT_SECRET set"}},
 		{"unknown event in the policy", []string{"CRMGATE_POLICY_FILE=" + badPol}, false,
-			[]string{"bad.yaml:12: dataverse.lifecycle_actions.oops: unknown field"}},
+			[]string{fmt.Sprintf("bad.yaml:%d: dataverse.lifecycle_actions.oops: unknown field", dvPolicyExtraLine())}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -589,3 +589,30 @@ func TestFormActionOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistrationPagesEscapeHostileData: what a visitor typed comes back
+// escaped on every registration page.
+func TestRegistrationPagesEscapeHostileData(t *testing.T) {
+	r := newRenderer(t, Options{})
+	const evil = `"><script>alert(1)</script>`
+	for _, tc := range []struct {
+		page Page
+		data any
+	}{
+		{PageRegister, RegisterData{CSRFToken: evil, RedirectURL: evil, Email: evil, FirstName: evil, LastName: evil, Error: evil,
+			EmailError: evil, PasswordError: evil, Errors: []FieldError{{ID: evil, Message: evil}},
+			Fields: []RegisterField{{Name: "field_x", Label: evil, Value: evil, Error: evil}}}},
+		{PageRegistered, RegisteredData{Next: NextCheckMail, Email: evil, ResendURL: "/x"}},
+		{PageConfirm, ConfirmData{CSRFToken: evil, Token: evil}},
+		{PageConfirm, ConfirmData{Error: evil, ResendURL: "/x"}},
+		{PageResend, ResendData{CSRFToken: evil, Email: evil, Notice: evil, Error: evil}},
+	} {
+		rec := httptest.NewRecorder()
+		if err := r.Render(rec, 200, tc.page, tc.data); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(rec.Body.String(), "<script>") {
+			t.Errorf("%s: unescaped input:\n%s", tc.page, rec.Body.String())
+		}
+	}
+}
