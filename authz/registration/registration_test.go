@@ -31,12 +31,14 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	base := registration.Options{Mode: registration.ModeOpen, Tokens: f.Svc.Tokens, Audit: f.Svc.Audit, Mail: f.Svc.Mail,
 		Password: authztest.FastParams}
 	for name, mod := range map[string]func(*registration.Options){
-		"unknown mode":     func(o *registration.Options) { o.Mode = "public" },
-		"no mail":          func(o *registration.Options) { o.Mail = nil },
-		"no ttl":           func(o *registration.Options) { o.ConfirmEmail = true },
-		"secret field":     func(o *registration.Options) { o.Fields = []registration.Field{{Column: "adx_identity_passwordhash"}} },
-		"gateway field":    func(o *registration.Options) { o.Fields = []registration.Field{{Column: "emailaddress1"}} },
-		"duplicate field":  func(o *registration.Options) { o.Fields = []registration.Field{{Column: "jobtitle"}, {Column: "jobtitle"}} },
+		"unknown mode":  func(o *registration.Options) { o.Mode = "public" },
+		"no mail":       func(o *registration.Options) { o.Mail = nil },
+		"no ttl":        func(o *registration.Options) { o.ConfirmEmail = true },
+		"secret field":  func(o *registration.Options) { o.Fields = []registration.Field{{Column: "adx_identity_passwordhash"}} },
+		"gateway field": func(o *registration.Options) { o.Fields = []registration.Field{{Column: "emailaddress1"}} },
+		"duplicate field": func(o *registration.Options) {
+			o.Fields = []registration.Field{{Column: "jobtitle"}, {Column: "jobtitle"}}
+		},
 		"negative rate":    func(o *registration.Options) { o.ClientRate = -1 },
 		"no token service": func(o *registration.Options) { o.Tokens = nil },
 	} {
