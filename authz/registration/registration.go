@@ -546,6 +546,7 @@ func (s *Service) nextAfterConfirm(u *authz.User, reg *Registration) Next {
 func (s *Service) duplicate(ctx context.Context, existing *authz.User, in Input, now time.Time) error {
 	_, _ = password.Hash(in.Password, s.o.Password) // the same work as a new account
 	s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventRegisterDuplicate, UserID: existing.ID, ClientAddr: in.ClientAddr})
+	s.log.InfoContext(ctx, "registration with the address of an existing account; its owner is told", "user_id", existing.ID, "client", in.ClientAddr)
 	m, err := s.o.Mail.Compose(MailExisting, existing.Email, mail.Data{Name: existing.Name(),
 		Link: s.o.Mail.Link("/signin", nil)})
 	if err == nil {
@@ -754,6 +755,7 @@ func (s *Service) resend(ctx context.Context, email, clientAddr string) {
 	}
 	s.notify()
 	s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventConfirmResent, UserID: u.ID, ClientAddr: clientAddr})
+	s.log.InfoContext(ctx, "confirmation link resent", "user_id", u.ID, "client", clientAddr)
 }
 
 // SignInHold tells the sign-in whether u may not sign in yet because its
