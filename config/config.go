@@ -62,6 +62,8 @@ type Config struct {
 	SMTP        SMTPConfig        `envPrefix:"SMTP_"`
 	Credentials CredentialsConfig `envPrefix:"CREDENTIALS_"`
 
+	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
+
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
 	// Kubernetes injects CRMGATE_SERVICE_* variables for a Service named crmgate.
@@ -476,6 +478,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateSMTP(add)
 	c.validateCredentials(add)
+	c.validateRegistration(add)
 	return errors.Join(errs...)
 }
 

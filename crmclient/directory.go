@@ -202,6 +202,45 @@ func (d *Directory) UpdateContact(ctx context.Context, id string, columns map[st
 	return directoryError("update contact", err, true)
 }
 
+// CreateContact creates contact id (a GUID the caller chose) with columns,
+// as a create-only upsert: PATCH /contacts(<id>) with If-None-Match: *,
+// which creates the record or, when a record with that id exists, changes
+// nothing and answers 412
+// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
+// A contact that exists already is success: the caller chose the id, so it
+// is the contact an earlier attempt created before its answer was lost,
+// and a retry never makes a second one. Values must be strings, bools,
+// int64s or nil and column names valid, not secret and not contactid;
+// otherwise nothing is sent and the error wraps ErrInvalidArgument.
+// Dataverse being unavailable wraps dataverse.ErrUnavailable.
+func (d *Directory) CreateContact(ctx context.Context, id string, columns map[string]any) error {
+	g, err := contactGUID("create contact", id)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(columns))
+	for col, v := range columns {
+		switch v.(type) {
+		case string, bool, int64, nil:
+		default:
+			return invalidArg("directory: create contact: column %s: value of type %T; want string, bool, int64 or nil", truncate(col, 64), v)
+		}
+		if col == "contactid" {
+			return invalidArg("directory: create contact: the key is in the URL, not the body")
+		}
+		names = append(names, col)
+	}
+	if err := checkColumns(names); err != nil {
+		return err
+	}
+	_, err = d.client.Upsert(ctx, SetContacts, ByID(g), columns, UpsertCreateOnly)
+	switch {
+	case err == nil, IsConflict(err):
+		return nil
+	}
+	return directoryError("create contact", err, false)
+}
+
 // contactFilter builds the $filter of conds with F; it refuses what
 // dataverse.Condition does not allow.
 func contactFilter(conds []dataverse.Condition) (Filter, error) {

@@ -385,3 +385,40 @@ func TestDirectoryPagedRoles(t *testing.T) {
 		t.Fatalf("FindContacts = %v, %v; want a roles-incomplete error", rows, err)
 	}
 }
+
+// TestDirectoryCreateContact creates a contact under a chosen id, and a
+// second attempt with that id (a retry after a lost answer) succeeds
+// without a second contact or a change to the first.
+func TestDirectoryCreateContact(t *testing.T) {
+	ctx := context.Background()
+	c, h, _ := newOps(t, nil, nil)
+	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
+	const newID = "5a1f7d2e-8c3b-4e6a-9f10-2b3c4d5e6f70"
+	cols := map[string]any{"firstname": "Eve", "lastname": "Ng", "emailaddress1": "eve@example.com", "telephone1": "+1 555"}
+	if err := d.CreateContact(ctx, newID, cols); err != nil {
+		t.Fatal(err)
+	}
+	row, ok := h.Row("contacts", newID)
+	if !ok || row["lastname"] != "Ng" || row["telephone1"] != "+1 555" || row["emailaddress1"] != "eve@example.com" {
+		t.Fatalf("row = %v, %v", row, ok)
+	}
+	if err := d.CreateContact(ctx, newID, map[string]any{"lastname": "Other"}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if row, _ := h.Row("contacts", newID); row["lastname"] != "Ng" {
+		t.Errorf("retry changed the contact: %v", row["lastname"])
+	}
+	for name, bad := range map[string]map[string]any{
+		"key in body": {"contactid": newID},
+		"secret":      {"adx_identity_passwordhash": "x"},
+		"bad value":   {"lastname": 1.5},
+	} {
+		if err := d.CreateContact(ctx, "6a1f7d2e-8c3b-4e6a-9f10-2b3c4d5e6f70", bad); !errors.Is(err, crmclient.ErrInvalidArgument) {
+			t.Errorf("%s: err = %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	h.SetFaults(dataversetest.Faults{Status: http.StatusServiceUnavailable})
+	if err := d.CreateContact(ctx, "7a1f7d2e-8c3b-4e6a-9f10-2b3c4d5e6f70", cols); !errors.Is(err, dataverse.ErrUnavailable) {
+		t.Errorf("down: err = %v, want ErrUnavailable", err)
+	}
+}

@@ -64,13 +64,15 @@ const (
 	// decision on a pending registration (package authz/onboarding).
 	LifecycleApproved = "approved"
 	LifecycleRejected = "rejected"
+	// LifecycleRegistered is a self-registration (after created).
+	LifecycleRegistered = "registered"
 )
 
 // LifecycleEvents returns the lifecycle events in the order of their
 // documentation.
 func LifecycleEvents() []string {
 	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound,
-		LifecycleApproved, LifecycleRejected}
+		LifecycleApproved, LifecycleRejected, LifecycleRegistered}
 }
 
 // lifecycleFields is a copy of the event fields package authz can send

@@ -198,7 +198,8 @@
 //
 // The optional dataverse section names the Dataverse unbound action (custom
 // API) the gateway calls when a user is created, updated (password, roles or
-// status), deleted, bound to a contact or unbound. Events go through the
+// status), deleted, bound to a contact or unbound, and when a visitor
+// registered (registered, after created). Events go through the
 // gateway's durable outbox: they are delivered at least once, in order per
 // user, retried until Dataverse takes them, and never lost across restarts,
 // so an action must tolerate a repeated call (event_id is the same on
@@ -207,7 +208,7 @@
 //
 //	dataverse:
 //	  lifecycle_actions:             # optional; an event not listed sends nothing
-//	    created:                     # created | updated | deleted | bound | unbound | approved | rejected
+//	    created:                     # created | updated | deleted | bound | unbound | approved | rejected | registered
 //	      name: alex_WPUserCreated   # required; the action's unique name
 //	      params: {UserId: id, Email: email, Roles: roles}   # parameter name: event field
 //	    deleted:

@@ -240,6 +240,7 @@ func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	if s.Onboarding != nil {
 		o.Onboarding = s.Onboarding
 	}
+	o.Registration = s.Registration
 	return proxy.TestTimings(o)
 }
 

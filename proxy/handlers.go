@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/crmgate/crmgate/authz/registration"
 )
 
 // gatewayMux routes the gateway's own namespace. Every state-changing
@@ -18,6 +20,18 @@ func (srv *Server) gatewayMux() http.Handler {
 	if srv.profiles != nil {
 		mux.HandleFunc("GET "+p+"/profile", srv.handleProfileForm)
 		mux.Handle("POST "+p+"/profile", srv.sameOrigin(srv.handleProfile))
+	}
+	if srv.registrationOpen() {
+		mux.HandleFunc("GET "+p+"/register", srv.handleRegisterForm)
+		if srv.registrar.Mode() != registration.ModeInvitation {
+			mux.Handle("POST "+p+"/register", srv.sameOrigin(srv.handleRegister))
+		}
+	}
+	if srv.registrar != nil {
+		mux.HandleFunc("GET "+p+"/confirm", srv.handleConfirmForm)
+		mux.Handle("POST "+p+"/confirm", srv.sameOrigin(srv.handleConfirm))
+		mux.HandleFunc("GET "+p+"/confirm/resend", srv.handleResendForm)
+		mux.Handle("POST "+p+"/confirm/resend", srv.sameOrigin(srv.handleResend))
 	}
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -102,7 +103,7 @@ func (srv *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 			ContinueURL: srv.redirects.orDefault(redirect), SwitchRedirectURL: back})
 		return
 	}
-	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect, Notice: notice})
+	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect, Notice: notice, RegisterURL: srv.registerURL(redirect)})
 }
 
 func (srv *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, data pages.SignInData) {
@@ -129,7 +130,7 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		redirect = ""
 	}
 	remember := r.PostForm.Get("remember") != ""
-	data := pages.SignInData{Login: login, RedirectURL: redirect, Remember: remember}
+	data := pages.SignInData{Login: login, RedirectURL: redirect, Remember: remember, RegisterURL: srv.registerURL(redirect)}
 
 	if !srv.csrf.valid(r, r.PostForm.Get("csrf_token")) {
 		srv.metrics.signIns.WithLabelValues("password", "csrf").Inc()
@@ -143,7 +144,19 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		outcome, status := "invalid", http.StatusUnauthorized
 		data.Error = msgInvalidCredentials
 		var throttled *signin.ThrottledError
+		var held *signin.HeldError
 		switch {
+		case errors.As(err, &held):
+			// The password was right; the registration is not finished.
+			srv.metrics.signIns.WithLabelValues("password", "held").Inc()
+			if held.Reason == registration.HoldSettingUp {
+				srv.renderPage(w, r, http.StatusForbidden, pages.PageRegistered, pages.RegisteredData{Next: pages.NextSettingUp,
+					SignInURL: srv.signInURL(redirect)})
+				return
+			}
+			srv.renderPage(w, r, http.StatusForbidden, pages.PageResend, pages.ResendData{CSRFToken: srv.csrf.issue(w, r),
+				Email: login, Error: msgUnconfirmed, SignInURL: srv.prefix + "/signin"})
+			return
 		case errors.As(err, &throttled):
 			outcome, status, data.Error = "throttled", http.StatusTooManyRequests, msgThrottled
 			w.Header().Set("Retry-After", retryAfterSeconds(throttled.RetryAfter))

@@ -77,6 +77,11 @@ type Options struct {
 	// credentials for Dataverse contacts through the REST API; nil means
 	// those endpoints answer 404.
 	Onboarding Onboarding
+	// Registration serves /register, /confirm and /confirm/resend; nil
+	// means none of them exists (404). With its mode off, /register
+	// answers 404 and the sign-in page shows no link, while confirmation
+	// links already sent keep working.
+	Registration Registrar
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -157,6 +162,7 @@ type Server struct {
 	contactSearch  ContactSearch      // nil: no contact search
 	onboarding     Onboarding         // nil: no approval or credentials endpoints
 	audit          AuditReader        // nil: no audit endpoint
+	registrar      Registrar          // nil: no registration pages
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -275,6 +281,7 @@ func New(opts Options) (*Server, error) {
 		contactSearch: opts.Contacts,
 		onboarding:    opts.Onboarding,
 		audit:         opts.Audit,
+		registrar:     opts.Registration,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,
 		codec:         codec,

@@ -37,6 +37,9 @@ const (
 	// Rejected: an administrator rejected a pending registration; the
 	// account is deleted and the snapshot is as it was just before.
 	Rejected = "user.rejected"
+	// Registered follows Created for an account its owner registered
+	// (package authz/registration).
+	Registered = "user.registered"
 )
 
 // Snapshot is the payload of a lifecycle event: a snapshot of the
@@ -105,6 +108,8 @@ type Actions struct {
 	// Rejected is called for Rejected (a pending registration rejected
 	// and its account deleted), with the fields as they were just before.
 	Rejected ActionSpec
+	// Registered is called for Registered (a self-registration, after Created).
+	Registered ActionSpec
 }
 
 // ActionSpec is one action and its parameters.
@@ -153,7 +158,7 @@ func (a Actions) Validate() error {
 		event string
 		spec  ActionSpec
 	}{{"created", a.Created}, {"updated", a.Updated}, {"deleted", a.Deleted}, {"bound", a.Bound}, {"unbound", a.Unbound},
-		{"approved", a.Approved}, {"rejected", a.Rejected}} {
+		{"approved", a.Approved}, {"rejected", a.Rejected}, {"registered", a.Registered}} {
 		if s.spec.Name == "" {
 			if len(s.spec.Params) > 0 {
 				errs = append(errs, fmt.Errorf("lifecycle: action %s: parameters without an action name", s.event))
@@ -222,6 +227,8 @@ func (d *ActionDeliverer) Deliver(ctx context.Context, e outbox.Event) error {
 		spec = d.actions.Approved
 	case Rejected:
 		spec = d.actions.Rejected
+	case Registered:
+		spec = d.actions.Registered
 	default:
 		return fmt.Errorf("lifecycle: action deliverer: event %d has unknown type %q", e.ID, e.Type)
 	}

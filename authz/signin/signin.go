@@ -39,7 +39,33 @@ var (
 	ErrAccountPending = errors.New("signin: account waiting for approval")
 	// ErrThrottled matches (errors.Is) every *ThrottledError.
 	ErrThrottled = errors.New("signin: too many sign-in attempts")
+	// ErrAccountHeld matches (errors.Is) every *HeldError.
+	ErrAccountHeld = errors.New("signin: account not ready")
 )
+
+// HeldError is returned, only after the password was verified, for an
+// account that Options.Holds holds back (a registration that still owes
+// its email confirmation, or waits for its contact). It is returned
+// whatever Options.ExplainRefusals says: the owner must learn what to do
+// next, and the account cannot be used by anyone until the mailbox owner
+// acted. errors.Is(err, ErrAccountHeld) reports true for it.
+type HeldError struct {
+	// Reason is the Holds reason, e.g. registration.HoldUnconfirmed.
+	Reason string
+}
+
+// Error implements error.
+func (e *HeldError) Error() string { return "signin: account not ready: " + e.Reason }
+
+// Is reports whether target is ErrAccountHeld.
+func (e *HeldError) Is(target error) bool { return target == ErrAccountHeld }
+
+// Holds tells whether an account whose password was right must still wait
+// before it signs in; *registration.Service satisfies it.
+type Holds interface {
+	// SignInHold returns a reason to hold u back, or "" to let it sign in.
+	SignInHold(ctx context.Context, u *authz.User) (string, error)
+}
 
 // ThrottledError is returned when a client address made too many sign-in
 // attempts. errors.Is(err, ErrThrottled) reports true for it.
@@ -219,6 +245,9 @@ type Options struct {
 	// revalidation a fresh resolve. Sign-ins never use it: they always ask
 	// Dataverse.
 	Snapshots Snapshots
+	// Holds holds back accounts that are not ready (registrations); nil
+	// holds none.
+	Holds Holds
 	// Audit receives every outcome.
 	Audit *audit.Log
 	// Now is the clock; nil means time.Now.
@@ -244,6 +273,7 @@ type Service struct {
 	puller    Puller
 	check     Check
 	snapshots Snapshots
+	holds     Holds
 
 	clientRate  rate.Limit
 	clientBurst int
@@ -296,6 +326,7 @@ func New(store Store, opts Options) (*Service, error) {
 		puller:      opts.Puller,
 		check:       opts.Check,
 		snapshots:   opts.Snapshots,
+		holds:       opts.Holds,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -404,8 +435,24 @@ func (s *Service) signIn(ctx context.Context, c Credentials, run *signInRun) (*a
 		return nil, ErrInvalidCredentials
 	}
 
-	// The password is right. The answer stays that of a wrong one unless
-	// the operator asked for explanations; the audit log has the reason.
+	// The password is right. A registration that is not finished says so
+	// (see HeldError).
+	if s.holds != nil {
+		reason, err := s.holds.SignInHold(ctx, u)
+		if err != nil {
+			return nil, fmt.Errorf("signin: %w", err)
+		}
+		if reason != "" {
+			ev.Detail = reason
+			s.audit.Record(ctx, ev)
+			if err := s.store.ClearSignInFailures(ctx, u.ID, client, now); err != nil {
+				return nil, fmt.Errorf("signin: %w", err)
+			}
+			return nil, &HeldError{Reason: reason}
+		}
+	}
+	// The answer stays that of a wrong one unless the operator asked for
+	// explanations; the audit log has the reason.
 	if u.Status != authz.StatusActive {
 		var fail error
 		switch u.Status {

@@ -28,21 +28,23 @@ import (
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store/dburl"
 	"github.com/crmgate/crmgate/authz/tokens"
 )
 
 var (
-	_ accounts.Store   = (*DB)(nil)
-	_ signin.Store     = (*DB)(nil)
-	_ profile.Store    = (*DB)(nil)
-	_ binding.Users    = (*DB)(nil)
-	_ apikeys.Store    = (*DB)(nil)
-	_ audit.Store      = (*DB)(nil)
-	_ outbox.Store     = (*DB)(nil)
-	_ tokens.Store     = (*DB)(nil)
-	_ onboarding.Store = (*DB)(nil)
+	_ accounts.Store     = (*DB)(nil)
+	_ signin.Store       = (*DB)(nil)
+	_ profile.Store      = (*DB)(nil)
+	_ binding.Users      = (*DB)(nil)
+	_ apikeys.Store      = (*DB)(nil)
+	_ audit.Store        = (*DB)(nil)
+	_ outbox.Store       = (*DB)(nil)
+	_ tokens.Store       = (*DB)(nil)
+	_ registration.Store = (*DB)(nil)
+	_ onboarding.Store   = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

@@ -52,40 +52,43 @@ func (d *DB) IssueToken(ctx context.Context, t *tokens.Token, keep int, events .
 		t.CreatedAt = d.now()
 	}
 	t.CreatedAt, t.ExpiresAt = fromMillis(millis(t.CreatedAt)), fromMillis(millis(t.ExpiresAt))
+	return d.inTx(ctx, "issue token", func(tx *sql.Tx) error { return d.insertToken(ctx, tx, t, keep, events...) })
+}
+
+// insertToken is IssueToken inside tx.
+func (d *DB) insertToken(ctx context.Context, tx *sql.Tx, t *tokens.Token, keep int, events ...outbox.Event) error {
 	userID := sql.NullString{String: t.UserID, Valid: t.UserID != ""}
-	return d.inTx(ctx, "issue token", func(tx *sql.Tx) error {
-		if userID.Valid {
-			lock := ""
-			if d.dialect == Postgres {
-				lock = " FOR UPDATE"
-			}
-			var one int
-			if err := tx.QueryRowContext(ctx, d.q(`SELECT 1 FROM users WHERE id = ?`+lock), t.UserID).Scan(&one); err != nil {
-				return fmt.Errorf("store: issue token: user: %w", mapErr(err))
-			}
+	if userID.Valid {
+		lock := ""
+		if d.dialect == Postgres {
+			lock = " FOR UPDATE"
 		}
-		err := tx.QueryRowContext(ctx, d.q(`INSERT INTO tokens (purpose, user_id, secret_hash, payload, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`), string(t.Purpose), userID, t.SecretHash, string(t.Payload),
-			millis(t.CreatedAt), millis(t.ExpiresAt)).Scan(&t.ID)
-		if err != nil {
-			if isForeignKeyViolation(err) {
-				return fmt.Errorf("store: issue token: user: %w", authz.ErrNotFound)
-			}
-			return fmt.Errorf("store: issue token: %w", mapErr(err))
+		var one int
+		if err := tx.QueryRowContext(ctx, d.q(`SELECT 1 FROM users WHERE id = ?`+lock), t.UserID).Scan(&one); err != nil {
+			return fmt.Errorf("store: issue token: user: %w", mapErr(err))
 		}
-		if keep > 0 && userID.Valid {
-			at := millis(t.CreatedAt)
-			if _, err := tx.ExecContext(ctx, d.q(`UPDATE tokens SET revoked_at = ?
+	}
+	err := tx.QueryRowContext(ctx, d.q(`INSERT INTO tokens (purpose, user_id, secret_hash, payload, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`), string(t.Purpose), userID, t.SecretHash, string(t.Payload),
+		millis(t.CreatedAt), millis(t.ExpiresAt)).Scan(&t.ID)
+	if err != nil {
+		if isForeignKeyViolation(err) {
+			return fmt.Errorf("store: issue token: user: %w", authz.ErrNotFound)
+		}
+		return fmt.Errorf("store: issue token: %w", mapErr(err))
+	}
+	if keep > 0 && userID.Valid {
+		at := millis(t.CreatedAt)
+		if _, err := tx.ExecContext(ctx, d.q(`UPDATE tokens SET revoked_at = ?
+			WHERE user_id = ? AND purpose = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+			AND id NOT IN (SELECT id FROM tokens
 				WHERE user_id = ? AND purpose = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
-				AND id NOT IN (SELECT id FROM tokens
-					WHERE user_id = ? AND purpose = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
-					ORDER BY id DESC LIMIT ?)`),
-				at, t.UserID, string(t.Purpose), at, t.UserID, string(t.Purpose), at, keep); err != nil {
-				return fmt.Errorf("store: issue token: revoke older: %w", err)
-			}
+				ORDER BY id DESC LIMIT ?)`),
+			at, t.UserID, string(t.Purpose), at, t.UserID, string(t.Purpose), at, keep); err != nil {
+			return fmt.Errorf("store: issue token: revoke older: %w", err)
 		}
-		return d.enqueue(ctx, tx, t.UserID, events)
-	})
+	}
+	return d.enqueue(ctx, tx, t.UserID, events)
 }
 
 // ConsumeToken implements tokens.Store with one conditional UPDATE. On

@@ -207,6 +207,39 @@ func (s *Service) Issue(ctx context.Context, purpose Purpose, userID string, ttl
 // a mail event is a live secret until the event is delivered and purged.
 func (s *Service) IssueWith(ctx context.Context, purpose Purpose, userID string, ttl time.Duration, payload json.RawMessage,
 	events func(secret string) ([]outbox.Event, error)) (string, Token, error) {
+	// A hash collision of 256 random bits does not happen; the retry only
+	// makes a broken random source fail loudly rather than reuse a secret.
+	for range 3 {
+		secret, t, err := s.Prepare(purpose, userID, ttl, payload)
+		if err != nil {
+			return "", Token{}, err
+		}
+		var evs []outbox.Event
+		if events != nil {
+			if evs, err = events(secret); err != nil {
+				return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, err)
+			}
+		}
+		err = s.store.IssueToken(ctx, &t, s.Keep(userID), evs...)
+		if errors.Is(err, authz.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, err)
+		}
+		s.Issued(ctx, t)
+		return secret, t, nil
+	}
+	return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, authz.ErrConflict)
+}
+
+// Prepare makes a token as Issue would, without storing it: for a caller
+// whose own store method inserts it in the same transaction as other
+// changes (registration creates the account, its token and its mail at
+// once). It returns the secret and the token to insert, validated like
+// Issue's; the caller passes Keep(userID) to the store, calls Issued once
+// it is stored, and must treat the secret as Issue's.
+func (s *Service) Prepare(purpose Purpose, userID string, ttl time.Duration, payload json.RawMessage) (string, Token, error) {
 	if err := ValidatePurpose(purpose); err != nil {
 		return "", Token{}, err
 	}
@@ -223,37 +256,26 @@ func (s *Service) IssueWith(ctx context.Context, purpose Purpose, userID string,
 		return "", Token{}, &authz.ValidationError{Field: "user_id", Message: "The user id must be printable text."}
 	}
 	now := truncate(s.now())
-	// A hash collision of 256 random bits does not happen; the retry only
-	// makes a broken random source fail loudly rather than reuse a secret.
-	for range 3 {
-		raw := make([]byte, SecretBytes)
-		_, _ = rand.Read(raw) // never fails (crypto/rand.Read documents it)
-		secret := secretEncoding.EncodeToString(raw)
-		t := Token{Purpose: purpose, UserID: userID, SecretHash: hashSecret(raw), Payload: payload,
-			CreatedAt: now, ExpiresAt: truncate(now.Add(ttl))}
-		var evs []outbox.Event
-		if events != nil {
-			var err error
-			if evs, err = events(secret); err != nil {
-				return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, err)
-			}
-		}
-		keep := s.keep
-		if userID == "" {
-			keep = 0
-		}
-		err := s.store.IssueToken(ctx, &t, keep, evs...)
-		if errors.Is(err, authz.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, err)
-		}
-		s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventTokenIssued, UserID: userID,
-			Detail: detail(purpose, t.ID, "expires "+t.ExpiresAt.Format(time.RFC3339))})
-		return secret, t, nil
+	raw := make([]byte, SecretBytes)
+	_, _ = rand.Read(raw) // never fails (crypto/rand.Read documents it)
+	return secretEncoding.EncodeToString(raw), Token{Purpose: purpose, UserID: userID, SecretHash: hashSecret(raw), Payload: payload,
+		CreatedAt: now, ExpiresAt: truncate(now.Add(ttl))}, nil
+}
+
+// Keep is the keep argument of Store.IssueToken for a token of userID:
+// Options.MaxOutstanding, or 0 (no revocation) for a token without a user.
+func (s *Service) Keep(userID string) int {
+	if userID == "" {
+		return 0
 	}
-	return "", Token{}, fmt.Errorf("tokens: issue %s: %w", purpose, authz.ErrConflict)
+	return s.keep
+}
+
+// Issued audits audit.EventTokenIssued for t, a token stored by the
+// caller after Prepare (Issue and IssueWith audit their own).
+func (s *Service) Issued(ctx context.Context, t Token) {
+	s.audit.Record(ctx, audit.Event{Time: t.CreatedAt, Type: audit.EventTokenIssued, UserID: t.UserID,
+		Detail: detail(t.Purpose, t.ID, "expires "+t.ExpiresAt.Format(time.RFC3339))})
 }
 
 // Consume spends the token behind secret for purpose and returns it: once.

@@ -20,6 +20,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/tokens"
 	"github.com/crmgate/crmgate/mail"
@@ -28,11 +29,13 @@ import (
 // Each feature satisfies what the others declare they need; a renamed
 // method is a build error here rather than a silently missing capability.
 var (
-	_ accounts.Binder   = (*binding.Resolver)(nil)
-	_ signin.Resolver   = (*binding.Resolver)(nil)
-	_ profile.Resolver  = (*binding.Resolver)(nil)
-	_ signin.Puller     = (*profile.Service)(nil)
-	_ onboarding.Tokens = (*tokens.Service)(nil)
+	_ accounts.Binder     = (*binding.Resolver)(nil)
+	_ signin.Resolver     = (*binding.Resolver)(nil)
+	_ profile.Resolver    = (*binding.Resolver)(nil)
+	_ signin.Puller       = (*profile.Service)(nil)
+	_ signin.Holds        = (*registration.Service)(nil)
+	_ registration.Binder = (*binding.Resolver)(nil)
+	_ onboarding.Tokens   = (*tokens.Service)(nil)
 )
 
 // Store is the account store every feature reads and writes;
@@ -47,6 +50,7 @@ type Store interface {
 	outbox.Store
 	tokens.Store
 	onboarding.Store
+	registration.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -111,6 +115,11 @@ type Options struct {
 	// a generated account's username (see onboarding.Options.UsernameColumn);
 	// empty means the contact's email address.
 	CredentialsUsernameColumn string
+	// Registration configures self-registration: its Mode (empty means
+	// off), ConfirmEmail, ConfirmTTL, CreateContact, Fields and rates. The
+	// other fields are filled here. Whatever the mode, registrations that
+	// are not finished stay held back at sign-in.
+	Registration registration.Options
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -135,6 +144,10 @@ type Services struct {
 	// credentials for contacts; nil when Options.Mail is nil (its every
 	// change sends a mail).
 	Onboarding *onboarding.Service
+	// Registration registers and confirms accounts; never nil (with the
+	// mode off it only holds back unfinished registrations and confirms
+	// their links).
+	Registration *registration.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
 }
@@ -175,10 +188,25 @@ func New(db Store, o Options) (*Services, error) {
 		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
+	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
+	}
+	ro := o.Registration
+	if ro.Mode == "" {
+		ro.Mode = registration.ModeOff
+	}
+	ro.Tokens, ro.Mail, ro.Audit, ro.Notify, ro.Now, ro.Logger = s.Tokens, o.Mail, s.Audit, o.OutboxNotify, o.Now, log
+	ro.Policy, ro.Password = o.PasswordPolicy, o.Password
+	if o.Contacts != nil {
+		ro.Binder = s.Binding
+	}
+	if s.Registration, err = registration.New(db, ro); err != nil {
+		return nil, err
+	}
 	so := signin.Options{Password: o.Password, MaxFailures: o.MaxFailures, AccountMaxFailures: o.AccountMaxFailures,
 		LockoutDuration: o.LockoutDuration, ExplainRefusals: o.ExplainRefusals,
 		ClientRate: o.ClientRate, ClientBurst: o.ClientBurst, Check: o.SignInCheck, Snapshots: o.Snapshots,
-		Audit: s.Audit, Now: o.Now, Logger: log}
+		Holds: s.Registration, Audit: s.Audit, Now: o.Now, Logger: log}
 	if o.Contacts != nil {
 		so.Resolver = s.Binding
 	}
@@ -189,9 +217,6 @@ func New(db Store, o Options) (*Services, error) {
 		return nil, err
 	}
 	if s.APIKeys, err = apikeys.New(db, s.Audit, o.Now, log); err != nil {
-		return nil, err
-	}
-	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
 	if o.Mail != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
@@ -38,16 +39,19 @@ import (
 // declares. These assertions make a renamed method a build error rather
 // than a silently disabled feature.
 var (
-	_ proxy.PasswordSignIn     = (*signin.Service)(nil)
-	_ proxy.SessionStore       = (*signin.Service)(nil)
-	_ proxy.ContactRevalidator = (*signin.Service)(nil)
-	_ proxy.UserDirectory      = (*accounts.Service)(nil)
-	_ proxy.BindingEditor      = (*accounts.Service)(nil)
-	_ proxy.ProfileEditor      = (*profile.Service)(nil)
-	_ proxy.APIKeys            = (*apikeys.Service)(nil)
-	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
-	_ proxy.AuditReader        = (*audit.Log)(nil)
-	_ proxy.Onboarding         = (*onboarding.Service)(nil)
+	_ proxy.PasswordSignIn        = (*signin.Service)(nil)
+	_ proxy.SessionStore          = (*signin.Service)(nil)
+	_ proxy.ContactRevalidator    = (*signin.Service)(nil)
+	_ proxy.UserDirectory         = (*accounts.Service)(nil)
+	_ proxy.BindingEditor         = (*accounts.Service)(nil)
+	_ proxy.ProfileEditor         = (*profile.Service)(nil)
+	_ proxy.APIKeys               = (*apikeys.Service)(nil)
+	_ proxy.ContactSearch         = (*binding.Resolver)(nil)
+	_ proxy.AuditReader           = (*audit.Log)(nil)
+	_ proxy.Registrar             = (*registration.Service)(nil)
+	_ registration.ContactCreator = (*crmclient.Directory)(nil)
+	_ outbox.Deliverer            = (*registration.ContactDeliverer)(nil)
+	_ proxy.Onboarding            = (*onboarding.Service)(nil)
 
 	_ wiring.Store           = (*store.DB)(nil)
 	_ wiring.Contacts        = (*crmclient.Directory)(nil)
@@ -151,7 +155,8 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	if g.outbox, err = outbox.NewWorker(db, outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}, outbox.Options{
+	kinds := outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}
+	if g.outbox, err = outbox.NewWorker(db, kinds, outbox.Options{
 		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
 		Now: now, Logger: log, Registerer: g.registry}); err != nil {
 		return nil, err
@@ -167,6 +172,14 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if g.auth, err = wiring.New(db, wo); err != nil {
 		return nil, err
 	}
+	// Registrations that create their contact wait in the outbox too, so
+	// that a Dataverse outage delays them and loses none. The worker
+	// starts later (serve), after this entry is in place.
+	if cfg.Registration.CreateContact && g.dataverse != nil {
+		if kinds[registration.ContactKind], err = registration.NewContactDeliverer(db, g.dataverse.directory, g.auth.Audit, now, log); err != nil {
+			return nil, err
+		}
+	}
 	var accessLog *slog.Logger
 	if cfg.Log.Access {
 		// Batched: one write per 100 ms instead of one per request.
@@ -178,7 +191,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
-		Onboarding: onboardingCapability(s.Onboarding),
+		Registration: s.Registration, Onboarding: onboardingCapability(s.Onboarding),
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
 		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
@@ -214,8 +227,11 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		BreakGlassRole:            proxy.AdminRole,
 		SetPasswordTTL:            cfg.Credentials.SetPasswordTTL,
 		CredentialsUsernameColumn: cfg.Credentials.UsernameColumn,
-		Now:                       now,
-		Logger:                    log,
+		// A new confirmation or reset link revokes the older ones.
+		MaxOutstandingTokens: 1,
+		Registration:         registrationOptions(cfg),
+		Now:                  now,
+		Logger:               log,
 	}
 }
 
@@ -227,6 +243,16 @@ func onboardingCapability(s *onboarding.Service) proxy.Onboarding {
 		return nil
 	}
 	return s
+}
+
+// registrationOptions are the self-registration settings of the
+// configuration (validated already: the fields parse).
+func registrationOptions(cfg *config.Config) registration.Options {
+	r := cfg.Registration
+	fields, _ := r.RegistrationFields()
+	return registration.Options{Mode: r.RegistrationMode(), ConfirmEmail: r.ConfirmEmail, ConfirmTTL: r.ConfirmTTL,
+		CreateContact: r.CreateContact, Fields: fields, ClientRate: r.ClientRate, ClientBurst: max(1, r.ClientRate/4),
+		EmailRate: r.EmailRate, EmailBurst: min(3, r.EmailRate)}
 }
 
 // passwordParams are the argon2id parameters of the configuration, with

@@ -180,6 +180,8 @@ func lifecycleActions(pol *policies.Policy) (lifecycle.Actions, error) {
 			a.Approved = s
 		case policies.LifecycleRejected:
 			a.Rejected = s
+		case policies.LifecycleRegistered:
+			a.Registered = s
 		default:
 			return a, fmt.Errorf("policy: dataverse.lifecycle_actions: unknown event %q", ev)
 		}

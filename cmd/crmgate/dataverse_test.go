@@ -51,7 +51,7 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 		t.Fatal(err)
 	}
 	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound,
-		"approved": a.Approved, "rejected": a.Rejected} {
+		"approved": a.Approved, "rejected": a.Rejected, "registered": a.Registered} {
 		if s.Name != "x_"+ev || s.Params["UserId"] != "id" {
 			t.Errorf("%s = %+v", ev, s)
 		}
@@ -69,6 +69,9 @@ func dvPolicy(extra string) string {
 	b.WriteString(extra)
 	return b.String()
 }
+
+// dvPolicyExtraLine is the line of dvPolicy's first extra line.
+func dvPolicyExtraLine() int { return 7 + len(policies.LifecycleEvents()) }
 
 func TestCheckConfigDataverse(t *testing.T) {
 	dir := t.TempDir()
@@ -97,7 +100,7 @@ func TestCheckConfigDataverse(t *testing.T) {
 		{"settings without a url", []string{"CRMGATE_DATAVERSE_CLIENT_SECRET=x"}, false,
 			[]string{"CRMGATE_DATAVERSE_URL: required because CRMGATE_DATAVERSE_CLIENT_SECRET set"}},
 		{"unknown event in the policy", []string{"CRMGATE_POLICY_FILE=" + badPol}, false,
-			[]string{fmt.Sprintf("bad.yaml:%d: dataverse.lifecycle_actions.oops: unknown field", 7+len(policies.LifecycleEvents()))}},
+			[]string{fmt.Sprintf("bad.yaml:%d: dataverse.lifecycle_actions.oops: unknown field", dvPolicyExtraLine())}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -202,11 +202,12 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		// the profile page pushes changes back to the emulator.
 		"CRMGATE_BINDING_SYNC_FIELDS=first_name=firstname,last_name=lastname,display_name=fullname,email=emailaddress1",
 	}
-	// Branding, logging and mail settings from the environment still apply
-	// (an explicit CRMGATE_SMTP_URL sends the demo's mail there).
+	// Branding and logging settings from the environment still apply, and
+	// so do a mail server and the registration settings (to try
+	// self-registration against the emulator).
 	for _, kv := range environ {
 		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
-			"CRMGATE_SMTP_URL=", "CRMGATE_SMTP_FROM="} {
+			"CRMGATE_SMTP_", "CRMGATE_REGISTRATION_", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED="} {
 			if strings.HasPrefix(kv, keep) {
 				env = append(env, kv)
 			}

@@ -204,6 +204,9 @@ type SignInData struct {
 	// ContinueURL is the "Continue" link when SignedInAs is set; empty means the home URL.
 	// The handler must pass a validated address only.
 	ContinueURL string
+	// RegisterURL is the "Create an account" link; empty (registration
+	// off) shows none.
+	RegisterURL string
 	// SwitchRedirectURL is where the sign-out form of "Sign in as someone else" returns to
 	// (the sign-in page with the same return address); the sign-out handler validates it.
 	SwitchRedirectURL string
@@ -356,6 +359,11 @@ var samples = map[Page]any{
 	PageError:     ErrorData{},
 	PageSignOut:   SignOutData{},
 	PageProfile:   ProfileData{Fields: []ProfileField{{Name: "first_name", Label: "First name"}}},
+	PageRegister: RegisterData{Fields: []RegisterField{{Name: "field_telephone1", Label: "Phone"}},
+		Errors: []FieldError{{ID: "email", Message: "x"}}},
+	PageRegistered: RegisteredData{},
+	PageConfirm:    ConfirmData{},
+	PageResend:     ResendData{},
 }
 
 // loadEmbedded calls add for each file in the embedded directory dir.

@@ -207,6 +207,25 @@ func TestRenderGolden(t *testing.T) {
 				{Name: "display_name", Label: "Display name", Value: "Ana Lima", ReadOnly: true, Hint: "Managed in your customer record."},
 				{Name: "email", Label: "Email address", Value: "ana@contoso.example", Autocomplete: "email", ReadOnly: true, Hint: "Your email address cannot be changed here."},
 			}}},
+		{"signin_register", r, http.StatusOK, PageSignIn, SignInData{CSRFToken: "t", RegisterURL: "/.auth/register?redirect_url=%2Forders"}},
+		{"register", r, http.StatusOK, PageRegister, RegisterData{CSRFToken: "tok", RedirectURL: "/orders", MinLength: 12,
+			Approval: true, SignInURL: "/.auth/signin?redirect_url=%2Forders",
+			Fields: []RegisterField{{Name: "field_telephone1", Label: "Phone", Autocomplete: "tel"}, {Name: "field_jobtitle", Label: "Job title"}}}},
+		{"register_errors", r, http.StatusBadRequest, PageRegister, RegisterData{CSRFToken: "tok", MinLength: 12, LastNameRequired: true,
+			Email: "ana@", LastName: "", SignInURL: "/.auth/signin",
+			Errors: []FieldError{{ID: "email", Message: "Enter a valid email address."}, {ID: "password", Message: "The password is too short."},
+				{ID: "field_telephone1", Message: "Too long."}},
+			EmailError: "Enter a valid email address.", PasswordError: "The password is too short.",
+			Fields: []RegisterField{{Name: "field_telephone1", Label: "Phone", Value: "123", Error: "Too long."}}}},
+		{"register_invitation", r, http.StatusOK, PageRegister, RegisterData{InvitationOnly: true, SignInURL: "/.auth/signin"}},
+		{"registered_check_mail", r, http.StatusOK, PageRegistered, RegisteredData{Next: NextCheckMail, Email: "ana@contoso.example", ResendURL: "/.auth/confirm/resend"}},
+		{"registered_pending", r, http.StatusOK, PageRegistered, RegisteredData{Next: NextPending}},
+		{"registered_setting_up", r, http.StatusOK, PageRegistered, RegisteredData{Next: NextSettingUp, SignInURL: "/.auth/signin"}},
+		{"registered_confirmed", r, http.StatusOK, PageRegistered, RegisteredData{Next: NextConfirmed, SignInURL: "/.auth/signin?redirect_url=%2Forders"}},
+		{"confirm", r, http.StatusOK, PageConfirm, ConfirmData{CSRFToken: "tok", Token: "secret-value"}},
+		{"confirm_error", r, http.StatusBadRequest, PageConfirm, ConfirmData{Error: "This link is invalid or has expired.", ResendURL: "/.auth/confirm/resend"}},
+		{"resend", r, http.StatusOK, PageResend, ResendData{CSRFToken: "tok", Email: "ana@contoso.example",
+			Notice: "If that address has an account waiting for confirmation, we sent it a new link.", SignInURL: "/.auth/signin"}},
 		{"profile_error", r, http.StatusBadRequest, PageProfile, ProfileData{CSRFToken: "tok", Username: "ana",
 			Error: "Please correct the marked field.", Fields: []ProfileField{
 				{Name: "first_name", Label: "First name", Value: "A<b>", Error: "Names must be plain text.", Hint: "Also saved to your customer record."},
@@ -567,6 +586,33 @@ func TestFormActionOrigins(t *testing.T) {
 	for _, bad := range []string{"https://x.example.com; script-src *", "javascript:alert(1)", "https://x/path", "x.example.com"} {
 		if _, err := New(Options{FormActionOrigins: []string{bad}}); !errors.Is(err, ErrInvalidBranding) {
 			t.Errorf("%q accepted: %v", bad, err)
+		}
+	}
+}
+
+// TestRegistrationPagesEscapeHostileData: what a visitor typed comes back
+// escaped on every registration page.
+func TestRegistrationPagesEscapeHostileData(t *testing.T) {
+	r := newRenderer(t, Options{})
+	const evil = `"><script>alert(1)</script>`
+	for _, tc := range []struct {
+		page Page
+		data any
+	}{
+		{PageRegister, RegisterData{CSRFToken: evil, RedirectURL: evil, Email: evil, FirstName: evil, LastName: evil, Error: evil,
+			EmailError: evil, PasswordError: evil, Errors: []FieldError{{ID: evil, Message: evil}},
+			Fields: []RegisterField{{Name: "field_x", Label: evil, Value: evil, Error: evil}}}},
+		{PageRegistered, RegisteredData{Next: NextCheckMail, Email: evil, ResendURL: "/x"}},
+		{PageConfirm, ConfirmData{CSRFToken: evil, Token: evil}},
+		{PageConfirm, ConfirmData{Error: evil, ResendURL: "/x"}},
+		{PageResend, ResendData{CSRFToken: evil, Email: evil, Notice: evil, Error: evil}},
+	} {
+		rec := httptest.NewRecorder()
+		if err := r.Render(rec, 200, tc.page, tc.data); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(rec.Body.String(), "<script>") {
+			t.Errorf("%s: unescaped input:\n%s", tc.page, rec.Body.String())
 		}
 	}
 }
