@@ -19,6 +19,16 @@ func (srv *Server) gatewayMux() http.Handler {
 		mux.HandleFunc("GET "+p+"/profile", srv.handleProfileForm)
 		mux.Handle("POST "+p+"/profile", srv.sameOrigin(srv.handleProfile))
 	}
+	if srv.recovery != nil {
+		mux.HandleFunc("GET "+p+"/password", srv.handlePasswordForm)
+		mux.Handle("POST "+p+"/password", srv.sameOrigin(srv.handlePassword))
+		if srv.opts.ResetPages {
+			mux.HandleFunc("GET "+p+"/reset", srv.handleResetForm)
+			mux.Handle("POST "+p+"/reset", srv.sameOrigin(srv.handleReset))
+			mux.HandleFunc("GET "+p+"/reset/confirm", srv.handleResetConfirmForm)
+			mux.Handle("POST "+p+"/reset/confirm", srv.sameOrigin(srv.handleResetConfirm))
+		}
+	}
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))

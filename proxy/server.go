@@ -6,8 +6,8 @@
 // headers (identity, overrides, forwarding from untrusted peers, underscored
 // names) and refuse TRACE/CONNECT → canonicalise → served host → gateway
 // pages → cross-origin check → read session
-// → check its security stamp → revalidate its contact → save it → match
-// route → decide → sign identity → proxy.
+// → check its security stamp → revalidate its contact → save it → forced
+// password change → match route → decide → sign identity → proxy.
 package proxy
 
 import (
@@ -73,6 +73,16 @@ type Options struct {
 	// Audit reads the audit trail for the REST API; nil means the audit
 	// endpoint answers 404.
 	Audit AuditReader
+	// Recovery changes passwords: the change page (/password, also the
+	// forced change after sign-in) and, with ResetPages, the reset pages.
+	// Nil means none of them (404), and a session that must change its
+	// password can then only sign out: give it whenever accounts may carry
+	// the must-change flag.
+	Recovery PasswordRecovery
+	// ResetPages serves the password reset (/reset, /reset/confirm) and
+	// links to it from the sign-in page; it needs Recovery and a mail
+	// server (the link is mailed). False: no reset pages and no link.
+	ResetPages bool
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -152,6 +162,7 @@ type Server struct {
 	bindings       BindingEditor      // nil: no binding endpoints
 	contactSearch  ContactSearch      // nil: no contact search
 	audit          AuditReader        // nil: no audit endpoint
+	recovery       PasswordRecovery   // nil: no password pages
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -216,6 +227,9 @@ func New(opts Options) (*Server, error) {
 	if opts.GatewayBodyTimeout < 0 || opts.UploadIdleTimeout < 0 {
 		errs = append(errs, errors.New("proxy: body timeouts must not be negative"))
 	}
+	if opts.ResetPages && opts.Recovery == nil {
+		errs = append(errs, errors.New("proxy: the reset pages need Options.Recovery"))
+	}
 	if opts.ContactGrace < 0 {
 		errs = append(errs, errors.New("proxy: contact grace must not be negative"))
 	}
@@ -269,6 +283,7 @@ func New(opts Options) (*Server, error) {
 		bindings:      opts.Bindings,
 		contactSearch: opts.Contacts,
 		audit:         opts.Audit,
+		recovery:      opts.Recovery,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,
 		codec:         codec,
@@ -365,6 +380,12 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 			srv.renderError(w, r, errMisdirected(host))
 			return "invalid"
 		}
+		// A session that must change its password reaches only the
+		// change page and a few others (see forcedChangeExempt).
+		if !srv.forcedChangeExempt(path) && srv.mustChangeSession(r) {
+			srv.forcePasswordChange(w, r)
+			return "auth"
+		}
 		srv.gateway.ServeHTTP(w, r)
 		return "auth"
 	}
@@ -416,6 +437,15 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		// Another site's request never carries the user's identity: the
 		// upstream must not act on it for the user (CSRF).
 		sess = nil
+	}
+
+	// 8a. A user who must change the password (the account's flag, or the
+	// contact's password-change column at sign-in) reaches no route until
+	// it is done: browsers reading a page go to the change page, anything
+	// else gets 403. One bool of the session: free for every other session.
+	if sess != nil && sess.MustChange {
+		srv.forcePasswordChange(w, r)
+		return "password_change"
 	}
 
 	// 9. The first matching route decides; unmatched requests are denied,

@@ -19,6 +19,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/tokens"
 	"github.com/crmgate/crmgate/mail"
@@ -31,6 +32,12 @@ var (
 	_ signin.Resolver  = (*binding.Resolver)(nil)
 	_ profile.Resolver = (*binding.Resolver)(nil)
 	_ signin.Puller    = (*profile.Service)(nil)
+
+	_ accounts.TokenRevoker = (*tokens.Service)(nil)
+	_ recovery.Tokens       = (*tokens.Service)(nil)
+	_ recovery.Passwords    = (*accounts.Service)(nil)
+	_ recovery.Verifier     = (*signin.Service)(nil)
+	_ recovery.Store        = Store(nil)
 )
 
 // Store is the account store every feature reads and writes;
@@ -100,6 +107,9 @@ type Options struct {
 	// URL); nil means no mail can be composed, and the flows that send mail
 	// (registration, reset, invitations) are not built.
 	Mail *mail.Composer
+	// ResetTTL is how long a password reset link works (see
+	// recovery.Options.ResetTTL); zero means one hour.
+	ResetTTL time.Duration
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -122,6 +132,9 @@ type Services struct {
 	Tokens   *tokens.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
+	// Recovery runs the password reset, set-password and change flows;
+	// nil when no mail can be composed (Options.Mail nil).
+	Recovery *recovery.Service
 }
 
 // New builds every feature over db. It reports every problem of o at once.
@@ -156,8 +169,11 @@ func New(db Store, o Options) (*Services, error) {
 		Audit: s.Audit, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
+	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
+	}
 	if s.Accounts, err = accounts.New(db, accounts.Options{Password: o.Password, Policy: o.PasswordPolicy, Binder: s.Binding, Audit: s.Audit,
-		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Tokens: s.Tokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
 	so := signin.Options{Password: o.Password, MaxFailures: o.MaxFailures, AccountMaxFailures: o.AccountMaxFailures,
@@ -176,8 +192,16 @@ func New(db Store, o Options) (*Services, error) {
 	if s.APIKeys, err = apikeys.New(db, s.Audit, o.Now, log); err != nil {
 		return nil, err
 	}
-	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
-		return nil, err
+	if o.Mail != nil {
+		ttl := o.ResetTTL
+		if ttl == 0 {
+			ttl = time.Hour
+		}
+		if s.Recovery, err = recovery.New(db, recovery.Options{Tokens: s.Tokens, Passwords: s.Accounts, Verifier: s.SignIn,
+			Mail: o.Mail, Audit: s.Audit, ResetTTL: ttl, ContactColumn: o.SignInCheck.PasswordChangeColumn,
+			Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -196,6 +220,9 @@ func SnapshotColumns(columns []string, o Options) []string {
 		}
 	}
 	add(o.SignInCheck.Extra.Columns())
+	if c := o.SignInCheck.PasswordChangeColumn; c != "" {
+		add([]string{c})
+	}
 	add(o.FieldSync.ColumnNames())
 	username := o.Binding.UsernameColumn
 	if username == "" {

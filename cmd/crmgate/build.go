@@ -22,6 +22,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
@@ -46,6 +47,9 @@ var (
 	_ proxy.APIKeys            = (*apikeys.Service)(nil)
 	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
 	_ proxy.AuditReader        = (*audit.Log)(nil)
+	_ proxy.PasswordRecovery   = (*recovery.Service)(nil)
+	_ recovery.ContactWriter   = (*crmclient.Directory)(nil)
+	_ outbox.Deliverer         = recovery.ContactFlagDeliverer{}
 
 	_ wiring.Store           = (*store.DB)(nil)
 	_ wiring.Contacts        = (*crmclient.Directory)(nil)
@@ -149,13 +153,20 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	if g.outbox, err = outbox.NewWorker(db, outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}, outbox.Options{
+	kinds := outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}
+	if g.dataverse != nil {
+		// A forced password change sets the contact's column back to
+		// false through the outbox: retried until Dataverse takes it.
+		kinds[recovery.ContactFlagKind] = recovery.ContactFlagDeliverer{Contacts: g.dataverse.directory}
+	}
+	if g.outbox, err = outbox.NewWorker(db, kinds, outbox.Options{
 		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
 		Now: now, Logger: log, Registerer: g.registry}); err != nil {
 		return nil, err
 	}
 	wo := identityOptions(cfg, now, log)
 	wo.OutboxNotify = g.outbox.Notify
+	wo.ResetTTL = cfg.Recovery.ResetTTL
 	if wo.Mail, err = newComposer(cfg); err != nil {
 		return nil, err
 	}
@@ -172,7 +183,12 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		accessLog = newLogger(cfg, g.accessBuf)
 	}
 	s := g.auth
+	var passwords proxy.PasswordRecovery
+	if s.Recovery != nil { // never a typed nil in the interface
+		passwords = s.Recovery
+	}
 	if g.handler, err = proxy.New(proxy.Options{
+		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(),
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,

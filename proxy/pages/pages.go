@@ -207,6 +207,8 @@ type SignInData struct {
 	// SwitchRedirectURL is where the sign-out form of "Sign in as someone else" returns to
 	// (the sign-in page with the same return address); the sign-out handler validates it.
 	SwitchRedirectURL string
+	// ResetURL is the "Forgot your password?" link (the reset page); empty shows none.
+	ResetURL string
 }
 
 // SignedOutData is the data of PageSignedOut.
