@@ -54,7 +54,13 @@ func (s *Service) Check(ctx context.Context, purpose tokens.Purpose, secret, cli
 	if err := s.allowLink(ctx, clientAddr); err != nil {
 		return nil, err
 	}
-	return s.peek(ctx, purpose, secret)
+	u, err := s.peek(ctx, purpose, secret)
+	if errors.Is(err, tokens.ErrInvalidToken) {
+		// Not audited: nothing was attempted (a scanner, an old mail);
+		// a post of the form is.
+		s.log.InfoContext(ctx, "password link shown as not working", "purpose", string(purpose), "client", clientAddr)
+	}
+	return u, err
 }
 
 func (s *Service) peek(ctx context.Context, purpose tokens.Purpose, secret string) (*authz.User, error) {
@@ -95,6 +101,14 @@ func (s *Service) Complete(ctx context.Context, purpose tokens.Purpose, secret, 
 		return nil, err
 	}
 	u, err := s.peek(ctx, purpose, secret)
+	if errors.Is(err, tokens.ErrInvalidToken) && (purpose == tokens.PurposeResetPassword || purpose == tokens.PurposeSetPassword) {
+		// Consume refuses it too, and audits why (used, expired, another
+		// purpose, ...); a link peek refused for its account is spent.
+		if _, cerr := s.o.Tokens.Consume(ctx, purpose, secret); cerr != nil && !errors.Is(cerr, tokens.ErrInvalidToken) {
+			return nil, cerr
+		}
+		return nil, tokens.ErrInvalidToken
+	}
 	if err != nil {
 		return nil, err
 	}

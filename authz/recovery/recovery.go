@@ -296,8 +296,10 @@ func (s *Service) issue(ctx context.Context, u *authz.User, now time.Time) error
 func (s *Service) dummy(start time.Time) {
 	link := s.o.Mail.Link(ConfirmPath, url.Values{TokenParam: {"x"}})
 	_, _ = s.o.Mail.Compose(string(tokens.PurposeResetPassword), "nobody@example.com", mail.Data{Link: link, Expires: s.o.ResetTTL})
-	if d := s.cost.sample() - time.Since(start); d > 0 {
+	if d := s.cost.sample() - time.Since(start) - s.cost.overshoot(); d > 0 {
+		t0 := time.Now()
 		time.Sleep(d)
+		s.cost.slept(d, time.Since(t0))
 	}
 }
 
@@ -309,6 +311,23 @@ type costSampler struct {
 	mu   sync.Mutex
 	ring [64]time.Duration
 	n    int
+	// over is a moving average of how much longer time.Sleep slept than
+	// asked (timer granularity, scheduling), taken off the next waits.
+	over time.Duration
+}
+
+// slept records a sleep of asked that took took.
+func (c *costSampler) slept(asked, took time.Duration) {
+	c.mu.Lock()
+	c.over += (took - asked - c.over) / 8
+	c.over = max(c.over, 0)
+	c.mu.Unlock()
+}
+
+func (c *costSampler) overshoot() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.over
 }
 
 // defaultCost is the wait of requests before the first real issue was
