@@ -409,4 +409,3 @@ func (srv *Server) forcePasswordChange(w http.ResponseWriter, r *http.Request) {
 	srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "password_change_required", Title: "Password change required",
 		Message: msgPasswordMustChange + " Go to " + srv.prefix + "/password."})
 }
-

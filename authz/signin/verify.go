@@ -67,4 +67,3 @@ func (s *Service) VerifyPassword(ctx context.Context, userID, pw, clientAddr str
 	}
 	return nil
 }
-
