@@ -230,6 +230,7 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
+	o.Passwords = s.Accounts
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
@@ -251,5 +252,51 @@ func TestForcedChangeFromContactColumn(t *testing.T) {
 	// The next sign-in is not forced.
 	if resp, _ := h.postSignIn(h.browser(), "kim", "my own password 2", nil); resp.Header.Get("Location") != "/" {
 		t.Fatalf("sign-in after the change: %s", resp.Header.Get("Location"))
+	}
+}
+
+// TestRESTAPIForcePasswordChange: an API key with users:password (and no
+// other) forces a change; the user's session then reaches only the change
+// page.
+func TestRESTAPIForcePasswordChange(t *testing.T) {
+	h := passwordHarness(t, nil, nil)
+	h.createUser("lea", "lea@example.com", "given password 1")
+	c := h.browser()
+	h.signIn(c, "lea", "given password 1")
+	ctx := context.Background()
+	key, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "helpdesk", []string{apikeys.ScopeUsersPassword}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(key, who string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", h.url("/.auth/api/users/"+who+"/force-password-change"), nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		return h.do(&http.Client{}, req)
+	}
+	if resp, _ := call(readKey, "lea"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("without the scope: %d", resp.StatusCode)
+	}
+	if resp, _ := call(key, "nobody"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown user: %d", resp.StatusCode)
+	}
+	resp, body := call(key, "lea@example.com")
+	var u struct {
+		MustChange bool `json:"must_change_password"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &u) != nil || !u.MustChange {
+		t.Fatalf("force: %d %s", resp.StatusCode, body)
+	}
+	// The stamp changed: the session ends at its check; the next sign-in
+	// is forced.
+	h.clock.Advance(3 * time.Minute)
+	if resp, _ := h.get(c, "/account/x"); resp.StatusCode != http.StatusFound {
+		t.Fatalf("old session: %d", resp.StatusCode)
+	}
+	if resp, _ := h.postSignIn(c, "lea", "given password 1", nil); resp.Header.Get("Location") != "/.auth/password" {
+		t.Fatalf("sign-in: %s", resp.Header.Get("Location"))
 	}
 }

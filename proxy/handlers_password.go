@@ -409,3 +409,28 @@ func (srv *Server) forcePasswordChange(w http.ResponseWriter, r *http.Request) {
 	srv.renderError(w, r, &Error{Status: http.StatusForbidden, Code: "password_change_required", Title: "Password change required",
 		Message: msgPasswordMustChange + " Go to " + srv.prefix + "/password."})
 }
+
+// PasswordAdmin forces password changes for the REST API;
+// *accounts.Service satisfies it.
+type PasswordAdmin interface {
+	// ForcePasswordChange sets the must-change flag of the account named
+	// by login and ends its sessions; a missing one gives an error
+	// wrapping authz.ErrNotFound.
+	ForcePasswordChange(ctx context.Context, login, actor string) (*authz.User, error)
+}
+
+// apiForcePasswordChange makes a user choose a new password at the next
+// sign-in; it answers the user as changed.
+func (srv *Server) apiForcePasswordChange(w http.ResponseWriter, r *http.Request, c apiCaller) {
+	u, ok := srv.apiUser(w, r)
+	if !ok {
+		return
+	}
+	u, err := srv.opts.Passwords.ForcePasswordChange(r.Context(), u.ID, c.actor())
+	if err != nil {
+		srv.renderAPIError(w, r, err)
+		return
+	}
+	srv.log.Info("password change forced", "request_id", requestID(r.Context()), "user_id", u.ID, "actor", c.actor())
+	writeJSON(w, http.StatusOK, u)
+}

@@ -79,6 +79,9 @@ type Options struct {
 	// password can then only sign out: give it whenever accounts may carry
 	// the must-change flag.
 	Recovery PasswordRecovery
+	// Passwords forces password changes through the REST API
+	// (POST /api/users/{id}/force-password-change); nil means 404.
+	Passwords PasswordAdmin
 	// ResetPages serves the password reset (/reset, /reset/confirm) and
 	// links to it from the sign-in page; it needs Recovery and a mail
 	// server (the link is mailed). False: no reset pages and no link.

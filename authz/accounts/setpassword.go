@@ -135,11 +135,16 @@ func (s *Service) revokeLinks(ctx context.Context, userID string) {
 }
 
 // ForcePasswordChange sets the must-change flag of the account named by
-// login (username or email) and rotates its security stamp, so that its
-// sessions end and the next sign-in leads straight to the password change.
-// A missing account gives ErrNotFound.
-func (s *Service) ForcePasswordChange(ctx context.Context, login, actor string) (*authz.User, error) {
-	u, err := s.modify(ctx, login, lifecycle.Updated, func(u *authz.User) { u.MustChangePassword = true })
+// who (an id, else a username or email, as LookupUser) and rotates its
+// security stamp, so that its sessions end and the next sign-in leads
+// straight to the password change. A missing account gives ErrNotFound.
+func (s *Service) ForcePasswordChange(ctx context.Context, who, actor string) (*authz.User, error) {
+	u0, err := s.LookupUser(ctx, who)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: force password change: %w", err)
+	}
+	u, err := s.modifyWith(ctx, func() (*authz.User, error) { return s.store.UserByID(ctx, u0.ID) }, lifecycle.Updated,
+		func(u *authz.User) { u.MustChangePassword = true })
 	if err != nil {
 		return nil, fmt.Errorf("accounts: force password change: %w", err)
 	}

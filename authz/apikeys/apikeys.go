@@ -39,11 +39,14 @@ const (
 	// users, client addresses and sign-in failures: grant it to log
 	// collectors, not to flows that only bind users.
 	ScopeAuditRead = "audit:read"
+	// ScopeUsersPassword allows forcing a user to change the password at
+	// the next sign-in.
+	ScopeUsersPassword = "users:password"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeUsersPassword, ScopeContactsRead, ScopeAuditRead}
 }
 
 // The reasons of an audit.EventAPIKeyRefused event.

@@ -48,6 +48,7 @@ var (
 	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
 	_ proxy.AuditReader        = (*audit.Log)(nil)
 	_ proxy.PasswordRecovery   = (*recovery.Service)(nil)
+	_ proxy.PasswordAdmin      = (*accounts.Service)(nil)
 	_ recovery.ContactWriter   = (*crmclient.Directory)(nil)
 	_ outbox.Deliverer         = recovery.ContactFlagDeliverer{}
 
@@ -188,7 +189,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		passwords = s.Recovery
 	}
 	if g.handler, err = proxy.New(proxy.Options{
-		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(),
+		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
