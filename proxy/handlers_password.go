@@ -35,6 +35,7 @@ const (
 	msgCurrentWrong        = "The current password is incorrect, or the account is temporarily locked."
 	msgAccountUnavailable  = "This account cannot sign in at the moment, so its password cannot be set. Please contact the site's administrator."
 	msgPasswordMustChange  = "You must choose a new password before you continue."
+	msgFieldsInvalid       = "Please correct the marked field."
 	passwordChangedQuery   = "password_changed"
 	maxTokenField          = 64
 	maxPasswordFieldLength = password.MaxBytes + 1
@@ -326,11 +327,11 @@ func (srv *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 		srv.renderPage(w, r, http.StatusTooManyRequests, pages.PagePassword, data)
 		return
 	case errors.Is(err, signin.ErrInvalidCredentials):
-		data.CurrentError = msgCurrentWrong
+		data.Error, data.CurrentError = msgFieldsInvalid, msgCurrentWrong
 		srv.renderPage(w, r, http.StatusUnauthorized, pages.PagePassword, data)
 		return
 	case errors.As(err, &verr):
-		data.NewError = verr.Message
+		data.Error, data.NewError = msgFieldsInvalid, verr.Message
 		srv.renderPage(w, r, http.StatusBadRequest, pages.PagePassword, data)
 		return
 	default:

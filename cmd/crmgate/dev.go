@@ -193,7 +193,10 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	}
 	// Branding and logging settings from the environment still apply.
 	for _, kv := range environ {
-		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL="} {
+		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
+			// A mail server (mail/mailtest in the browser tests) turns the
+			// reset on; a contact column forces password changes.
+			"CRMGATE_SMTP_URL=", "CRMGATE_SMTP_FROM=", "CRMGATE_RESET_", "CRMGATE_PASSWORD_CHANGE_COLUMN="} {
 			if strings.HasPrefix(kv, keep) {
 				env = append(env, kv)
 			}

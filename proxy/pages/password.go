@@ -48,8 +48,8 @@ type ResetConfirmData struct {
 	// SetPassword titles the page "Choose your password" instead of
 	// "Choose a new password".
 	SetPassword bool
-	// Username is the account's username, for password managers (a hidden
-	// username field); empty leaves it out.
+	// Username is the account's username, shown above the form; empty
+	// leaves it out.
 	Username string
 	// Invalid shows that the link does not work (used, expired, revoked or
 	// mistyped) and offers to ask for a new one, instead of the form.
@@ -67,8 +67,7 @@ type PasswordData struct {
 	CSRFToken string
 	// RedirectURL is echoed in a hidden field; the handler validates it on POST.
 	RedirectURL string
-	// Username is the signed-in user's username (shown, and a hidden
-	// username field for password managers).
+	// Username is the signed-in user's username, shown above the form.
 	Username string
 	// Forced says the user must change the password before going on: the
 	// page says why and offers only signing out besides.
