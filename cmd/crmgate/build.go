@@ -226,8 +226,11 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		// signs in while Dataverse is down) cannot be demoted, disabled,
 		// bound or deleted.
 		BreakGlassRole: proxy.AdminRole,
-		Now:            now,
-		Logger:         log,
+		// A user holds at most three unused links of one purpose (reset,
+		// confirmation): asking again revokes the oldest.
+		MaxOutstandingTokens: 3,
+		Now:                  now,
+		Logger:               log,
 	}
 }
 
