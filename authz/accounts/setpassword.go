@@ -44,7 +44,8 @@ type PasswordChange struct {
 
 // SetUserPassword checks pw against the password policy (Options.Policy,
 // with the account's username and email) and makes it the password of the
-// account with that id, as c says: it clears any lockout, sets or clears
+// account with that id, as c says: it clears any lockout (of the account
+// and of every address on it), sets or clears
 // the must-change flag, rotates the security stamp (which ends every
 // session of the user at its next stamp check), and saves it together with
 // a lifecycle event and c.Events in one transaction. Then it revokes the
@@ -112,6 +113,12 @@ func (s *Service) SetUserPassword(ctx context.Context, id, pw string, c Password
 		return nil, fmt.Errorf("accounts: set password: %w", authz.ErrStale)
 	}
 	s.notify()
+	// The failures were against the old password: every address's lockout
+	// on the account goes too, so that a user locked out by someone else's
+	// guessing signs in after a reset.
+	if err := s.store.ResetSignInFailures(ctx, saved.ID); err != nil {
+		s.log.ErrorContext(ctx, "password changed but the sign-in lockouts could not be cleared", "user_id", saved.ID, "err", err)
+	}
 	how := c.How
 	if how == "" {
 		how = "set"
