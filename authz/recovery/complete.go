@@ -38,6 +38,7 @@ func (s *Service) allowLink(ctx context.Context, clientAddr string) error {
 	if ok, retry, first := s.links.Allow(throttle.ClientKey(clientAddr), now); !ok {
 		if first {
 			s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, ClientAddr: clientAddr, Detail: "link"})
+			s.log.WarnContext(ctx, "password link checks throttled", "client", clientAddr)
 		}
 		return &ThrottledError{RetryAfter: retry}
 	}

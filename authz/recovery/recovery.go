@@ -219,6 +219,7 @@ func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 	if ok, retry, first := s.clients.Allow(key, now); !ok {
 		if first {
 			s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, ClientAddr: clientAddr, Detail: "client"})
+			s.log.WarnContext(ctx, "password reset requests throttled", "client", clientAddr)
 		}
 		return &ThrottledError{RetryAfter: retry}
 	}
@@ -251,6 +252,7 @@ func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 			outcome = ReqThrottled
 			if first {
 				s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, UserID: u.ID, ClientAddr: clientAddr, Detail: "account"})
+				s.log.WarnContext(ctx, "password reset mails throttled for an account", "user_id", u.ID, "client", clientAddr)
 			}
 		}
 	}
