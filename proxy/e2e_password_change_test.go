@@ -148,7 +148,10 @@ func TestForcedPasswordChange(t *testing.T) {
 	if resp, _ := h.get(c, "/.auth/api/users", "Accept", "application/json"); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("REST API: %d", resp.StatusCode)
 	}
-	// Still reachable.
+	// Still reachable; /me says why the rest is not.
+	if _, body := h.get(c, "/.auth/me"); !strings.Contains(body, `"must_change_password":true`) {
+		t.Errorf("/me: %s", body)
+	}
 	for _, path := range []string{"/.auth/me", "/.auth/password", "/.auth/signout"} {
 		if resp, _ := h.get(c, path); resp.StatusCode != 200 {
 			t.Errorf("GET %s: %d", path, resp.StatusCode)

@@ -87,6 +87,9 @@ type meSession struct {
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Remember  bool      `json:"remember"`
+	// MustChangePassword says every other page answers with the change
+	// page (or 403 password_change_required) until the password changes.
+	MustChangePassword bool `json:"must_change_password,omitempty"`
 }
 
 // handleMe returns the signed-in user as JSON, or 401.
@@ -112,7 +115,7 @@ func (srv *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, meResponse{Contact: contact,
 		User: meUser{ID: sess.UserID, Username: sess.Username, Email: sess.Email, Name: sess.Name, Roles: roles, AuthMethod: sess.AuthMethod},
 		Session: meSession{AuthTime: time.Unix(sess.AuthTime, 0).UTC(), ExpiresAt: srv.sessions.expiresAt(sess).UTC(),
-			Remember: sess.Remember},
+			Remember: sess.Remember, MustChangePassword: sess.MustChange},
 	})
 }
 
