@@ -63,6 +63,7 @@ type Config struct {
 	Credentials CredentialsConfig `envPrefix:"CREDENTIALS_"`
 
 	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
+	Recovery     RecoveryConfig
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -479,6 +480,7 @@ func (c *Config) Validate() error {
 	c.validateSMTP(add)
 	c.validateCredentials(add)
 	c.validateRegistration(add)
+	c.validateRecovery(add)
 	return errors.Join(errs...)
 }
 

@@ -133,7 +133,7 @@ func benchGateway(b *testing.B, publicURL, upstreamURL string, mutate func(*prox
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.Accounts.CreateUser(ctx, accounts.NewUser{Username: "bench", Email: "bench@example.test", Password: "bench password 1",
+	if _, err := svc.Accounts.CreateUser(ctx, accounts.NewUser{Username: "bench", Email: "bench@example.test", Password: "correct horse battery 1",
 		DisplayName: "Bench User", Roles: []string{"staff"}}, "bench"); err != nil {
 		b.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func benchSignIn(b *testing.B, srv http.Handler, publicURL string) string {
 	if rec.Code != http.StatusOK || m == nil {
 		b.Fatalf("sign-in form: %d, csrf token found: %t", rec.Code, m != nil)
 	}
-	form := url.Values{"login": {"bench"}, "password": {"bench password 1"}, "csrf_token": {html.UnescapeString(m[1])}}
+	form := url.Values{"login": {"bench"}, "password": {"correct horse battery 1"}, "csrf_token": {html.UnescapeString(m[1])}}
 	req := httptest.NewRequest("POST", publicURL+"/.auth/signin", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Sec-Fetch-Site", "same-origin")

@@ -241,6 +241,10 @@ func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 		o.Onboarding = s.Onboarding
 	}
 	o.Registration = s.Registration
+	o.Passwords = s.Accounts
+	if s.Recovery != nil { // built only with a mail composer
+		o.Recovery, o.ResetPages = s.Recovery, true
+	}
 	return proxy.TestTimings(o)
 }
 

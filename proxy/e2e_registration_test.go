@@ -70,7 +70,7 @@ func newRegHarness(t *testing.T, mode registration.Mode, hc harnessConfig, mods 
 }
 
 // postForm submits a form as a same-origin browser would.
-func (h *harness) postForm(c *http.Client, path string, form url.Values, hdr ...string) (*http.Response, string) {
+func (h *harness) postRegForm(c *http.Client, path string, form url.Values, hdr ...string) (*http.Response, string) {
 	h.t.Helper()
 	req, _ := http.NewRequest("POST", h.url(path), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -87,7 +87,7 @@ func (h *harness) postForm(c *http.Client, path string, form url.Values, hdr ...
 }
 
 // formToken loads path and returns its form's CSRF token.
-func (h *harness) formToken(c *http.Client, path string) string {
+func (h *harness) regFormToken(c *http.Client, path string) string {
 	h.t.Helper()
 	resp, body := h.get(c, path)
 	m := csrfRE.FindStringSubmatch(body)
@@ -101,11 +101,11 @@ func (h *harness) formToken(c *http.Client, path string) string {
 func (h *harness) register(c *http.Client, email string, extra url.Values, hdr ...string) (*http.Response, string) {
 	h.t.Helper()
 	form := url.Values{"email": {email}, "password": {regPassword}, "first_name": {"Eve"}, "last_name": {"Ng"},
-		"csrf_token": {h.formToken(c, "/.auth/register")}}
+		"csrf_token": {h.regFormToken(c, "/.auth/register")}}
 	for k, v := range extra {
 		form[k] = v
 	}
-	return h.postForm(c, "/.auth/register", form, hdr...)
+	return h.postRegForm(c, "/.auth/register", form, hdr...)
 }
 
 // mails returns the mails queued for the account with login, oldest first.
@@ -156,8 +156,8 @@ func (h *harness) confirmLink(login string) (link, secret string) {
 // confirm opens the confirmation page of secret and presses its button.
 func (h *harness) confirm(c *http.Client, secret string) (*http.Response, string) {
 	h.t.Helper()
-	tok := h.formToken(c, "/.auth/confirm?token="+url.QueryEscape(secret))
-	return h.postForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {tok}})
+	tok := h.regFormToken(c, "/.auth/confirm?token="+url.QueryEscape(secret))
+	return h.postRegForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {tok}})
 }
 
 func auditTypes(t *testing.T, h *harness) []string {
@@ -181,7 +181,7 @@ func TestRegistrationOff(t *testing.T) {
 	if resp, _ := h.get(c, "/.auth/register"); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET register = %d, want 404", resp.StatusCode)
 	}
-	if resp, _ := h.postForm(c, "/.auth/register", url.Values{"email": {"a@b.example"}}); resp.StatusCode != http.StatusNotFound {
+	if resp, _ := h.postRegForm(c, "/.auth/register", url.Values{"email": {"a@b.example"}}); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("POST register = %d, want 404", resp.StatusCode)
 	}
 	if _, body := h.get(c, "/.auth/signin"); strings.Contains(body, "/.auth/register") {
@@ -300,7 +300,7 @@ func TestConfirmHostileTokens(t *testing.T) {
 	var refusal string
 	for name, s := range map[string]string{"tampered": string(tampered), "foreign purpose": foreign, "malformed": "abc",
 		"empty": "", "too long": strings.Repeat("A", 200)} {
-		resp, body := h.postForm(c, "/.auth/confirm", url.Values{"token": {s}, "csrf_token": {h.formToken(c, "/.auth/confirm?token="+secret)}})
+		resp, body := h.postRegForm(c, "/.auth/confirm", url.Values{"token": {s}, "csrf_token": {h.regFormToken(c, "/.auth/confirm?token="+secret)}})
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: %d\n%s", name, resp.StatusCode, body)
 		}
@@ -312,13 +312,13 @@ func TestConfirmHostileTokens(t *testing.T) {
 		}
 	}
 	// CSRF: no token, wrong token, another site.
-	if resp, _ := h.postForm(c, "/.auth/confirm", url.Values{"token": {secret}}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := h.postRegForm(c, "/.auth/confirm", url.Values{"token": {secret}}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("no CSRF token: %d", resp.StatusCode)
 	}
-	if resp, _ := h.postForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {"forged"}}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := h.postRegForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {"forged"}}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("forged CSRF token: %d", resp.StatusCode)
 	}
-	if resp, _ := h.postForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {h.formToken(c, "/.auth/confirm?token=x")}},
+	if resp, _ := h.postRegForm(c, "/.auth/confirm", url.Values{"token": {secret}, "csrf_token": {h.regFormToken(c, "/.auth/confirm?token=x")}},
 		"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site: %d", resp.StatusCode)
 	}
@@ -327,7 +327,7 @@ func TestConfirmHostileTokens(t *testing.T) {
 	}
 
 	// Resend revokes the older link (MaxOutstanding 1).
-	resp, _ := h.postForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}, "csrf_token": {h.formToken(c, "/.auth/confirm/resend")}})
+	resp, _ := h.postRegForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}, "csrf_token": {h.regFormToken(c, "/.auth/confirm/resend")}})
 	if resp.StatusCode != 200 {
 		t.Fatalf("resend: %d", resp.StatusCode)
 	}
@@ -359,22 +359,22 @@ func TestRegisterCSRF(t *testing.T) {
 	h := newRegHarness(t, registration.ModeOpen, harnessConfig{})
 	c := h.browser()
 	form := url.Values{"email": {"eve@example.com"}, "password": {regPassword}}
-	if resp, _ := h.postForm(c, "/.auth/register", form); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := h.postRegForm(c, "/.auth/register", form); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("no token: %d", resp.StatusCode)
 	}
 	form.Set("csrf_token", "forged")
-	if resp, _ := h.postForm(c, "/.auth/register", form); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := h.postRegForm(c, "/.auth/register", form); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("forged token: %d", resp.StatusCode)
 	}
-	form.Set("csrf_token", h.formToken(c, "/.auth/register"))
-	if resp, _ := h.postForm(c, "/.auth/register", form, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); resp.StatusCode != http.StatusForbidden {
+	form.Set("csrf_token", h.regFormToken(c, "/.auth/register"))
+	if resp, _ := h.postRegForm(c, "/.auth/register", form, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site: %d", resp.StatusCode)
 	}
 	if _, err := h.db.UserByLogin(context.Background(), "eve@example.com"); !errors.Is(err, authz.ErrNotFound) {
 		t.Errorf("a refused form created the account: %v", err)
 	}
 	// The resend form too.
-	if resp, _ := h.postForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := h.postRegForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("resend without token: %d", resp.StatusCode)
 	}
 }
@@ -414,7 +414,7 @@ func TestRegisterLinkPoisoning(t *testing.T) {
 		t.Fatalf("register: %d\n%s", resp.StatusCode, body)
 	}
 	req, _ := http.NewRequest("POST", h.url("/.auth/confirm/resend"), strings.NewReader(url.Values{"email": {"eve@example.com"},
-		"csrf_token": {h.formToken(c, "/.auth/confirm/resend")}}.Encode()))
+		"csrf_token": {h.regFormToken(c, "/.auth/confirm/resend")}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	req.Header.Set("X-Forwarded-Host", "evil.example")
@@ -423,7 +423,7 @@ func TestRegisterLinkPoisoning(t *testing.T) {
 	if resp, _ = h.do(c, req); resp.StatusCode != http.StatusMisdirectedRequest {
 		t.Errorf("resend with Host evil.example: %d, want 421", resp.StatusCode)
 	}
-	h.postForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}, "csrf_token": {h.formToken(c, "/.auth/confirm/resend")}},
+	h.postRegForm(c, "/.auth/confirm/resend", url.Values{"email": {"eve@example.com"}, "csrf_token": {h.regFormToken(c, "/.auth/confirm/resend")}},
 		"X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "https")
 	waitFor(t, func() bool { return len(h.mails("eve@example.com")) == 2 })
 	for _, m := range h.mails("eve@example.com") {
@@ -506,7 +506,7 @@ func TestResendNonEnumeratingAndThrottled(t *testing.T) {
 	h.register(c, "eve@example.com", nil)
 	h.createUser("ana", "ana@example.com", regPassword)
 	resend := func(email string) (*http.Response, string) {
-		return h.postForm(c, "/.auth/confirm/resend", url.Values{"email": {email}, "csrf_token": {h.formToken(c, "/.auth/confirm/resend")}})
+		return h.postRegForm(c, "/.auth/confirm/resend", url.Values{"email": {email}, "csrf_token": {h.regFormToken(c, "/.auth/confirm/resend")}})
 	}
 	var pages []string
 	for _, email := range []string{"eve@example.com", "nobody@example.com", "ana@example.com"} {
@@ -571,12 +571,12 @@ func TestConcurrentConfirm(t *testing.T) {
 			_, secret := h.confirmLink("eve@example.com")
 			const n = 12
 			// One form, pressed n times at once (the CSRF cookie is per browser).
-			form := url.Values{"token": {secret}, "csrf_token": {h.formToken(c, "/.auth/confirm?token="+secret)}}
+			form := url.Values{"token": {secret}, "csrf_token": {h.regFormToken(c, "/.auth/confirm?token="+secret)}}
 			var wg sync.WaitGroup
 			codes := make([]int, n)
 			for i := range n {
 				wg.Go(func() {
-					resp, _ := h.postForm(c, "/.auth/confirm", form)
+					resp, _ := h.postRegForm(c, "/.auth/confirm", form)
 					codes[i] = resp.StatusCode
 				})
 			}
@@ -637,7 +637,7 @@ func TestRegisterInvitationMode(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, `action="/.auth/invitation"`) || !strings.Contains(body, `name="code"`) {
 		t.Fatalf("invitation page: %d\n%s", resp.StatusCode, body)
 	}
-	if resp, _ := h.postForm(c, "/.auth/register", url.Values{"email": {"eve@example.com"}}); resp.StatusCode == 200 {
+	if resp, _ := h.postRegForm(c, "/.auth/register", url.Values{"email": {"eve@example.com"}}); resp.StatusCode == 200 {
 		t.Error("a registration was accepted in invitation mode")
 	}
 }

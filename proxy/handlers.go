@@ -33,6 +33,16 @@ func (srv *Server) gatewayMux() http.Handler {
 		mux.HandleFunc("GET "+p+"/confirm/resend", srv.handleResendForm)
 		mux.Handle("POST "+p+"/confirm/resend", srv.sameOrigin(srv.handleResend))
 	}
+	if srv.recovery != nil {
+		mux.HandleFunc("GET "+p+"/password", srv.handlePasswordForm)
+		mux.Handle("POST "+p+"/password", srv.sameOrigin(srv.handlePassword))
+		if srv.opts.ResetPages {
+			mux.HandleFunc("GET "+p+"/reset", srv.handleResetForm)
+			mux.Handle("POST "+p+"/reset", srv.sameOrigin(srv.handleReset))
+			mux.HandleFunc("GET "+p+"/reset/confirm", srv.handleResetConfirmForm)
+			mux.Handle("POST "+p+"/reset/confirm", srv.sameOrigin(srv.handleResetConfirm))
+		}
+	}
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))
@@ -91,6 +101,9 @@ type meSession struct {
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Remember  bool      `json:"remember"`
+	// MustChangePassword says every other page answers with the change
+	// page (or 403 password_change_required) until the password changes.
+	MustChangePassword bool `json:"must_change_password,omitempty"`
 }
 
 // handleMe returns the signed-in user as JSON, or 401.
@@ -116,7 +129,7 @@ func (srv *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, meResponse{Contact: contact,
 		User: meUser{ID: sess.UserID, Username: sess.Username, Email: sess.Email, Name: sess.Name, Roles: roles, AuthMethod: sess.AuthMethod},
 		Session: meSession{AuthTime: time.Unix(sess.AuthTime, 0).UTC(), ExpiresAt: srv.sessions.expiresAt(sess).UTC(),
-			Remember: sess.Remember},
+			Remember: sess.Remember, MustChangePassword: sess.MustChange},
 	})
 }
 

@@ -83,6 +83,9 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBinding))
 		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBindings))
 	}
+	if srv.opts.Passwords != nil {
+		mux.HandleFunc("POST "+p+"/users/{id}/force-password-change", srv.admin(apikeys.ScopeUsersPassword, srv.apiForcePasswordChange))
+	}
 	if srv.contactSearch != nil {
 		mux.HandleFunc("GET "+p+"/contacts", srv.admin(apikeys.ScopeContactsRead, srv.apiSearchContacts))
 	}

@@ -98,6 +98,8 @@ func autocompleteFor(column string) string {
 	return ""
 }
 
+// renderPage renders a gateway page, logging a failed render (the
+// renderer writes nothing then).
 func (srv *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, page pages.Page, data any) {
 	w.Header().Set("Cache-Control", "no-store")
 	if err := srv.pages.Render(w, status, page, data); err != nil {

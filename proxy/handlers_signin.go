@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -103,11 +104,15 @@ func (srv *Server) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 			ContinueURL: srv.redirects.orDefault(redirect), SwitchRedirectURL: back})
 		return
 	}
+	if r.URL.Query().Get(passwordChangedQuery) != "" {
+		notice = msgPasswordChanged
+	}
 	srv.renderSignIn(w, r, http.StatusOK, pages.SignInData{RedirectURL: redirect, Notice: notice, RegisterURL: srv.registerURL(redirect)})
 }
 
 func (srv *Server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, data pages.SignInData) {
 	data.CSRFToken = srv.csrf.issue(w, r)
+	data.ResetURL = srv.resetURL()
 	if err := srv.pages.Render(w, status, pages.PageSignIn, data); err != nil {
 		srv.log.Error("render sign-in page", "request_id", requestID(r.Context()), "err", err)
 	}
@@ -208,6 +213,15 @@ func (srv *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	srv.metrics.signIns.WithLabelValues("password", "success").Inc()
 	srv.log.Info("signed in", "request_id", requestID(r.Context()), "user_id", u.ID, "client", client.String())
 	w.Header().Set("Cache-Control", "no-store")
+	if sess.MustChange {
+		// Straight to the change page, which returns to redirect after.
+		target := srv.prefix + "/password"
+		if redirect != "" {
+			target += "?redirect_url=" + url.QueryEscape(redirect)
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
+		return
+	}
 	http.Redirect(w, r, srv.redirects.orDefault(redirect), http.StatusSeeOther)
 }
 

@@ -6,8 +6,8 @@
 // headers (identity, overrides, forwarding from untrusted peers, underscored
 // names) and refuse TRACE/CONNECT → canonicalise → served host → gateway
 // pages → cross-origin check → read session
-// → check its security stamp → revalidate its contact → save it → match
-// route → decide → sign identity → proxy.
+// → check its security stamp → revalidate its contact → save it → forced
+// password change → match route → decide → sign identity → proxy.
 package proxy
 
 import (
@@ -82,6 +82,19 @@ type Options struct {
 	// answers 404 and the sign-in page shows no link, while confirmation
 	// links already sent keep working.
 	Registration Registrar
+	// Recovery changes passwords: the change page (/password, also the
+	// forced change after sign-in) and, with ResetPages, the reset pages.
+	// Nil means none of them (404), and a session that must change its
+	// password can then only sign out: give it whenever accounts may carry
+	// the must-change flag.
+	Recovery PasswordRecovery
+	// Passwords forces password changes through the REST API
+	// (POST /api/users/{id}/force-password-change); nil means 404.
+	Passwords PasswordAdmin
+	// ResetPages serves the password reset (/reset, /reset/confirm) and
+	// links to it from the sign-in page; it needs Recovery and a mail
+	// server (the link is mailed). False: no reset pages and no link.
+	ResetPages bool
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -163,6 +176,7 @@ type Server struct {
 	onboarding     Onboarding         // nil: no approval or credentials endpoints
 	audit          AuditReader        // nil: no audit endpoint
 	registrar      Registrar          // nil: no registration pages
+	recovery       PasswordRecovery   // nil: no password pages
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
 	pages          *pages.Renderer
@@ -227,6 +241,9 @@ func New(opts Options) (*Server, error) {
 	if opts.GatewayBodyTimeout < 0 || opts.UploadIdleTimeout < 0 {
 		errs = append(errs, errors.New("proxy: body timeouts must not be negative"))
 	}
+	if opts.ResetPages && opts.Recovery == nil {
+		errs = append(errs, errors.New("proxy: the reset pages need Options.Recovery"))
+	}
 	if opts.ContactGrace < 0 {
 		errs = append(errs, errors.New("proxy: contact grace must not be negative"))
 	}
@@ -282,6 +299,7 @@ func New(opts Options) (*Server, error) {
 		onboarding:    opts.Onboarding,
 		audit:         opts.Audit,
 		registrar:     opts.Registration,
+		recovery:      opts.Recovery,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,
 		codec:         codec,
@@ -378,6 +396,12 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 			srv.renderError(w, r, errMisdirected(host))
 			return "invalid"
 		}
+		// A session that must change its password reaches only the
+		// change page and a few others (see forcedChangeExempt).
+		if !srv.forcedChangeExempt(path) && srv.mustChangeSession(r) {
+			srv.forcePasswordChange(w, r)
+			return "auth"
+		}
 		srv.gateway.ServeHTTP(w, r)
 		return "auth"
 	}
@@ -429,6 +453,15 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 		// Another site's request never carries the user's identity: the
 		// upstream must not act on it for the user (CSRF).
 		sess = nil
+	}
+
+	// 8a. A user who must change the password (the account's flag, or the
+	// contact's password-change column at sign-in) reaches no route until
+	// it is done: browsers reading a page go to the change page, anything
+	// else gets 403. One bool of the session: free for every other session.
+	if sess != nil && sess.MustChange {
+		srv.forcePasswordChange(w, r)
+		return "password_change"
 	}
 
 	// 9. The first matching route decides; unmatched requests are denied,

@@ -51,6 +51,11 @@ type Session struct {
 	// snapshot and the contact): every change gives a new one (bump), and
 	// the signed token is reused only within one revision.
 	Rev uint64 `json:"rev,omitempty"`
+	// MustChange says the user must change the password before reaching
+	// anything else (the account's must-change flag, or the contact's
+	// password-change column at sign-in); see forcePasswordChange. Once
+	// set it stays until the change page re-issues the session.
+	MustChange bool `json:"mcp,omitempty"`
 }
 
 // errSessionInvalid is any cookie that does not decode to a session. It is
@@ -474,6 +479,8 @@ func (srv *Server) endSession(w http.ResponseWriter, reason string) {
 // changed, the session gets a new revision, so that the next proxied
 // request carries a token and headers with the new values.
 func (s *Session) setUser(u *authz.User) {
+	// Not part of the identity headers: no new revision for it.
+	s.MustChange = s.MustChange || u.MustChangePassword
 	name := u.Name()
 	if s.Username == u.Username && s.Email == u.Email && s.Name == name && s.EmailOK == u.EmailConfirmed && slices.Equal(s.Roles, u.Roles) {
 		return

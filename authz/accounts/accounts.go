@@ -162,6 +162,11 @@ type Options struct {
 	// events has been committed, typically outbox.Worker.Notify. It must
 	// not block. Nil leaves the events to the worker's next poll.
 	Notify func()
+	// Tokens revokes a user's outstanding reset and set-password links
+	// whenever the password is set, by any path (see SetUserPassword). Nil
+	// revokes nothing: dangerous outside tests, a reset link mailed before
+	// a password change would then still work after it.
+	Tokens TokenRevoker
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives failures the caller does not see; nil discards them.
@@ -178,6 +183,7 @@ type Service struct {
 	audit          *audit.Log
 	breakGlassRole string
 	notify         func()
+	tokens         TokenRevoker
 	now            func() time.Time
 	log            *slog.Logger
 }
@@ -198,7 +204,7 @@ func New(store Store, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{store: store, params: o.Password, policy: o.Policy, binder: o.Binder, audit: o.Audit,
-		breakGlassRole: o.BreakGlassRole, notify: o.Notify, now: o.Now, log: o.Logger}
+		breakGlassRole: o.BreakGlassRole, notify: o.Notify, tokens: o.Tokens, now: o.Now, log: o.Logger}
 	if s.notify == nil {
 		s.notify = func() {}
 	}
@@ -324,31 +330,18 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser, actor string) (*au
 // SetPassword checks pw against the password policy (Options.Policy, with
 // the account's username and email) and makes it the password of the
 // account named by login (username or email). It clears any lockout and
-// rotates the security stamp, which ends the user's other sessions. A
-// refused password gives a *password.RuleError, which wraps a
-// *authz.ValidationError; a missing account ErrNotFound.
+// keeps the must-change flag as it is, rotates the security stamp,
+// which ends the user's other sessions, and revokes the user's outstanding
+// reset and set-password links. A refused password gives a
+// *password.RuleError, which wraps a *authz.ValidationError; a missing
+// account ErrNotFound.
 func (s *Service) SetPassword(ctx context.Context, login, pw, actor string) error {
 	u0, err := s.store.UserByLogin(ctx, login)
 	if err != nil {
 		return fmt.Errorf("accounts: set password: %w", err)
 	}
-	if err := s.policy.Check(pw, password.Subject{Username: u0.Username, Email: u0.Email}); err != nil {
-		return err
-	}
-	h, err := password.Hash(pw, s.params)
-	if err != nil {
-		return err
-	}
-	// The account checked is the one changed: retries reread it by id.
-	u, err := s.modifyWith(ctx, func() (*authz.User, error) { return s.store.UserByID(ctx, u0.ID) }, lifecycle.Updated, func(u *authz.User) {
-		u.PasswordHash = h
-		u.FailedCount, u.LockoutUntil = 0, time.Time{}
-	})
-	if err != nil {
-		return fmt.Errorf("accounts: set password: %w", err)
-	}
-	s.audit.Record(ctx, audit.Event{Type: audit.EventPasswordSet, Actor: actor, UserID: u.ID})
-	return nil
+	_, err = s.SetUserPassword(ctx, u0.ID, pw, PasswordChange{Actor: actor, MustChange: u0.MustChangePassword})
+	return err
 }
 
 // SetRoles replaces the local roles of the account named by login and

@@ -46,11 +46,14 @@ const (
 	// contacts: creating accounts bound to them and mailing each a
 	// set-password link.
 	ScopeUsersInvite = "users:invite"
+	// ScopeUsersPassword allows forcing a user to change the password at
+	// the next sign-in.
+	ScopeUsersPassword = "users:password"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeUsersPassword, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite}
 }
 
 // The reasons of an audit.EventAPIKeyRefused event.

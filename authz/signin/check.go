@@ -34,6 +34,13 @@ type Check struct {
 	// from a missing contact. Comparisons are never looser than
 	// Dataverse's (see dataverse.Condition.Matches).
 	Extra *binding.FilterTemplate
+	// PasswordChangeColumn, when set, names a boolean contact column
+	// (validated with dataverse.ValidContactColumn) read in the same
+	// request: a sign-in whose contact has it true returns the user with
+	// MustChangePassword set (not stored), so the user must change the
+	// password before reaching anything else. Clearing the column after
+	// the change is the caller's (authz/recovery). Empty reads nothing.
+	PasswordChangeColumn string
 }
 
 // ErrRefused matches (errors.Is) every *RefusedError. Its text is the one
@@ -152,6 +159,9 @@ func (s *Service) checked(u *authz.User) bool {
 // filter's and the synced fields'.
 func (s *Service) checkColumns(columns []string) []string {
 	cols := withColumns(columns, s.check.Extra.Columns())
+	if s.check.PasswordChangeColumn != "" {
+		cols = withColumns(cols, []string{s.check.PasswordChangeColumn})
+	}
 	if s.puller != nil {
 		cols = withColumns(cols, s.puller.Columns())
 	}
@@ -199,6 +209,12 @@ func (s *Service) admit(ctx context.Context, u *authz.User, c *dataverse.Contact
 	}
 	if s.puller != nil {
 		s.puller.Pull(ctx, u, c)
+	}
+	// Only a sign-in (not a session's revalidation, which may read a
+	// cached snapshot from before the column was cleared) forces the
+	// change; the session keeps the flag until the change is done.
+	if col := s.check.PasswordChangeColumn; col != "" && ev.Type == audit.EventSignInFailed && c.Columns[col] == true {
+		u.MustChangePassword = true
 	}
 	c.KeepColumns(columns)
 	return c, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/tokens"
@@ -29,13 +30,18 @@ import (
 // Each feature satisfies what the others declare they need; a renamed
 // method is a build error here rather than a silently missing capability.
 var (
-	_ accounts.Binder     = (*binding.Resolver)(nil)
-	_ signin.Resolver     = (*binding.Resolver)(nil)
-	_ profile.Resolver    = (*binding.Resolver)(nil)
-	_ signin.Puller       = (*profile.Service)(nil)
-	_ signin.Holds        = (*registration.Service)(nil)
-	_ registration.Binder = (*binding.Resolver)(nil)
-	_ onboarding.Tokens   = (*tokens.Service)(nil)
+	_ accounts.Binder       = (*binding.Resolver)(nil)
+	_ signin.Resolver       = (*binding.Resolver)(nil)
+	_ profile.Resolver      = (*binding.Resolver)(nil)
+	_ signin.Puller         = (*profile.Service)(nil)
+	_ signin.Holds          = (*registration.Service)(nil)
+	_ registration.Binder   = (*binding.Resolver)(nil)
+	_ onboarding.Tokens     = (*tokens.Service)(nil)
+	_ accounts.TokenRevoker = (*tokens.Service)(nil)
+	_ recovery.Tokens       = (*tokens.Service)(nil)
+	_ recovery.Passwords    = (*accounts.Service)(nil)
+	_ recovery.Verifier     = (*signin.Service)(nil)
+	_ recovery.Store        = Store(nil)
 )
 
 // Store is the account store every feature reads and writes;
@@ -120,6 +126,9 @@ type Options struct {
 	// other fields are filled here. Whatever the mode, registrations that
 	// are not finished stay held back at sign-in.
 	Registration registration.Options
+	// ResetTTL is how long a password reset link works (see
+	// recovery.Options.ResetTTL); zero means one hour.
+	ResetTTL time.Duration
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -150,6 +159,9 @@ type Services struct {
 	Registration *registration.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
+	// Recovery runs the password reset, set-password and change flows;
+	// nil when no mail can be composed (Options.Mail nil).
+	Recovery *recovery.Service
 }
 
 // New builds every feature over db. It reports every problem of o at once.
@@ -184,8 +196,11 @@ func New(db Store, o Options) (*Services, error) {
 		Audit: s.Audit, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
+	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
+	}
 	if s.Accounts, err = accounts.New(db, accounts.Options{Password: o.Password, Policy: o.PasswordPolicy, Binder: s.Binding, Audit: s.Audit,
-		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Tokens: s.Tokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
 	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
@@ -228,6 +243,15 @@ func New(db Store, o Options) (*Services, error) {
 		if s.Onboarding, err = onboarding.New(db, oo); err != nil {
 			return nil, err
 		}
+		ttl := o.ResetTTL
+		if ttl == 0 {
+			ttl = time.Hour
+		}
+		if s.Recovery, err = recovery.New(db, recovery.Options{Tokens: s.Tokens, Passwords: s.Accounts, Verifier: s.SignIn,
+			Mail: o.Mail, Audit: s.Audit, ResetTTL: ttl, ContactColumn: o.SignInCheck.PasswordChangeColumn,
+			Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -246,6 +270,9 @@ func SnapshotColumns(columns []string, o Options) []string {
 		}
 	}
 	add(o.SignInCheck.Extra.Columns())
+	if c := o.SignInCheck.PasswordChangeColumn; c != "" {
+		add([]string{c})
+	}
 	add(o.FieldSync.ColumnNames())
 	username := o.Binding.UsernameColumn
 	if username == "" {

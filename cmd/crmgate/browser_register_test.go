@@ -24,7 +24,7 @@ import (
 
 // mailText returns the subject and the decoded text/plain part of a raw
 // message as the SMTP server received it.
-func mailText(t *testing.T, raw []byte) (subject, text string) {
+func regMailText(t *testing.T, raw []byte) (subject, text string) {
 	t.Helper()
 	m, err := mail.ReadMessage(bytes.NewReader(raw))
 	if err != nil {
@@ -68,7 +68,7 @@ func mailText(t *testing.T, raw []byte) (subject, text string) {
 }
 
 // waitMail waits for a message to to whose subject contains want.
-func waitMail(t *testing.T, srv *mailtest.Server, to, want string) string {
+func regWaitMail(t *testing.T, srv *mailtest.Server, to, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -76,7 +76,7 @@ func waitMail(t *testing.T, srv *mailtest.Server, to, want string) string {
 			if !slices.Contains(m.To, to) {
 				continue
 			}
-			if subject, text := mailText(t, m.Data); strings.Contains(subject, want) {
+			if subject, text := regMailText(t, m.Data); strings.Contains(subject, want) {
 				return text
 			}
 		}
@@ -144,7 +144,7 @@ func TestBrowserRegisterOpen(t *testing.T) {
 	disableScripts(t, tab.ctx)
 	registerInBrowser(t, tab, "eve@demo.crmgate.test", "Eve")
 
-	text := waitMail(t, srv, "eve@demo.crmgate.test", "Confirm your email address")
+	text := regWaitMail(t, srv, "eve@demo.crmgate.test", "Confirm your email address")
 	confirmInBrowser(t, tab, text)
 	h1 := get(t, tab.ctx, "h1", chromedp.Text(chromedp.CSS("main h1")))
 	if h1 != "Your account is being set up" && h1 != "Your address is confirmed" {
@@ -187,10 +187,10 @@ func TestBrowserRegisterApproval(t *testing.T) {
 	tab := &browserTab{ctx: newBrowser(t, browser), base: g.url, prefix: "register_approval"}
 	disableScripts(t, tab.ctx)
 	registerInBrowser(t, tab, "pat@demo.crmgate.test", "Pat")
-	confirmInBrowser(t, tab, waitMail(t, srv, "pat@demo.crmgate.test", "Confirm your email address"))
+	confirmInBrowser(t, tab, regWaitMail(t, srv, "pat@demo.crmgate.test", "Confirm your email address"))
 	if h1 := get(t, tab.ctx, "h1", chromedp.Text(chromedp.CSS("main h1"))); h1 != "Waiting for approval" {
 		t.Fatalf("after confirming: h1 = %q", h1)
 	}
 	screenshot(t, tab.ctx, "register_approval_pending")
-	waitMail(t, srv, "pat@demo.crmgate.test", "waiting for approval")
+	regWaitMail(t, srv, "pat@demo.crmgate.test", "waiting for approval")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
+	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store"
@@ -52,6 +53,10 @@ var (
 	_ registration.ContactCreator = (*crmclient.Directory)(nil)
 	_ outbox.Deliverer            = (*registration.ContactDeliverer)(nil)
 	_ proxy.Onboarding            = (*onboarding.Service)(nil)
+	_ proxy.PasswordRecovery      = (*recovery.Service)(nil)
+	_ proxy.PasswordAdmin         = (*accounts.Service)(nil)
+	_ recovery.ContactWriter      = (*crmclient.Directory)(nil)
+	_ outbox.Deliverer            = recovery.ContactFlagDeliverer{}
 
 	_ wiring.Store           = (*store.DB)(nil)
 	_ wiring.Contacts        = (*crmclient.Directory)(nil)
@@ -156,6 +161,11 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		return nil, err
 	}
 	kinds := outbox.ByKind{lifecycle.Kind: deliverer, mail.Kind: mailer}
+	if g.dataverse != nil {
+		// A forced password change sets the contact's column back to
+		// false through the outbox: retried until Dataverse takes it.
+		kinds[recovery.ContactFlagKind] = recovery.ContactFlagDeliverer{Contacts: g.dataverse.directory}
+	}
 	if g.outbox, err = outbox.NewWorker(db, kinds, outbox.Options{
 		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
 		Now: now, Logger: log, Registerer: g.registry}); err != nil {
@@ -163,6 +173,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	}
 	wo := identityOptions(cfg, now, log)
 	wo.OutboxNotify = g.outbox.Notify
+	wo.ResetTTL = cfg.Recovery.ResetTTL
 	if wo.Mail, err = newComposer(cfg); err != nil {
 		return nil, err
 	}
@@ -187,7 +198,12 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		accessLog = newLogger(cfg, g.accessBuf)
 	}
 	s := g.auth
+	var passwords proxy.PasswordRecovery
+	if s.Recovery != nil { // never a typed nil in the interface
+		passwords = s.Recovery
+	}
 	if g.handler, err = proxy.New(proxy.Options{
+		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
@@ -227,8 +243,9 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		BreakGlassRole:            proxy.AdminRole,
 		SetPasswordTTL:            cfg.Credentials.SetPasswordTTL,
 		CredentialsUsernameColumn: cfg.Credentials.UsernameColumn,
-		// A new confirmation or reset link revokes the older ones.
-		MaxOutstandingTokens: 1,
+		// A user holds at most three unused links of one purpose (reset,
+		// confirmation): asking again revokes the oldest.
+		MaxOutstandingTokens: 3,
 		Registration:         registrationOptions(cfg),
 		Now:                  now,
 		Logger:               log,

@@ -138,6 +138,8 @@ func contactOptions(cfg *config.Config, f contactFilters, dv *dataverseConn, col
 		Enabled:             cfg.SignIn.DataverseCheck,
 		RequireLogonEnabled: cfg.SignIn.RequireLogonEnabled,
 		Extra:               f.signIn,
+		// Read in the check's one request (authz/recovery clears it).
+		PasswordChangeColumn: cfg.Recovery.ChangeColumn,
 	}
 	o.FieldSync = profile.FieldSync{Columns: sync}
 	cache, err := crmclient.NewContactCache(dv.client.Interactive(), wiring.SnapshotColumns(columns, *o), dv.model, dv.cacheOpts)

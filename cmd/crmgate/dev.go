@@ -207,7 +207,9 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	// self-registration against the emulator).
 	for _, kv := range environ {
 		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
-			"CRMGATE_SMTP_", "CRMGATE_REGISTRATION_", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED="} {
+			"CRMGATE_SMTP_", "CRMGATE_REGISTRATION_", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED=",
+			// A contact column forces password changes; the reset needs a mail server.
+			"CRMGATE_RESET_", "CRMGATE_PASSWORD_CHANGE_COLUMN="} {
 			if strings.HasPrefix(kv, keep) {
 				env = append(env, kv)
 			}

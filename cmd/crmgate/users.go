@@ -27,7 +27,8 @@ const usersUsage = `usage: crmgate users <command> [flags]
 commands:
   create        --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password] [--status S]
   list          [--query Q] [--json]
-  set-password  --login U [--password-stdin]
+  set-password  --login U [--password-stdin] [--must-change-password]
+  force-password-change  --login U | LOGIN   (the next sign-in must choose a new password)
   set-roles     --login U --roles a,b   (empty --roles removes every role)
   disable       --login U
   enable        --login U   (says when the account is still locked out)
@@ -37,7 +38,7 @@ commands:
   approve       LOGIN...   (pending users: active, mailed a sign-in link)
   reject        [--reason TEXT] LOGIN...   (pending users: account deleted, mailed)
   invite-contacts  (--contact ID... | --filter F) [--dry-run] [--json]   (accounts and set-password mails for contacts)
-  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read, users:approve, users:invite)
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, users:password, contacts:read, audit:read, users:approve, users:invite)
   api-key list    [--json]
   api-key revoke  --id ID
 
@@ -98,7 +99,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Sprintf("users %s: %v\n\n%s", sub, err, usersUsage)}
 	}
-	if sub == "unlock" && fs.NArg() == 1 && *login == "" {
+	if (sub == "unlock" || sub == "force-password-change") && fs.NArg() == 1 && *login == "" {
 		*login = fs.Arg(0)
 	} else if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("users %s: unexpected argument %q", sub, fs.Arg(0))}
@@ -174,13 +175,28 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		if err != nil {
 			return err
 		}
-		if err := svc.Accounts.SetPassword(ctx, *login, pw, cliActor); err != nil {
+		u, err := svc.Accounts.LookupUser(ctx, *login)
+		if err != nil {
+			return err
+		}
+		if _, err := svc.Accounts.SetUserPassword(ctx, u.ID, pw, accounts.PasswordChange{Actor: cliActor, MustChange: *mustChange}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "password changed for %s; existing sessions end at their next check\n", *login)
+		if *mustChange {
+			fmt.Fprintf(stdout, "%s must choose a new password right after signing in\n", *login)
+		}
 		if generated {
 			fmt.Fprintf(stdout, "password: %s\n", pw)
 		}
+	case "force-password-change":
+		if err := needLogin(); err != nil {
+			return err
+		}
+		if _, err := svc.Accounts.ForcePasswordChange(ctx, *login, cliActor); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s must choose a new password at the next sign-in; existing sessions end at their next check\n", *login)
 	case "set-roles":
 		if err := needLogin(); err != nil {
 			return err
@@ -234,7 +250,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 }
 
 // usersCommands are the subcommands runUsers handles itself.
-var usersCommands = []string{"create", "list", "set-password", "set-roles", "disable", "enable", "unlock"}
+var usersCommands = []string{"create", "list", "set-password", "force-password-change", "set-roles", "disable", "enable", "unlock"}
 
 // listedUser is a user as users list --json prints it: the account and
 // whether a lockout is running now.
@@ -645,11 +661,20 @@ Lists accounts ordered by username: id, username, email, status, roles, and
 LOCKED ("until <time>" while a sign-in lockout runs, else "-"). --query
 keeps users whose username or email contains Q; --json prints JSON, each
 user with "locked": true or false.`,
-	"set-password": `usage: crmgate users set-password --login U [--password-stdin]
+	"set-password": `usage: crmgate users set-password --login U [--password-stdin] [--must-change-password]
 
-Sets the password of the user (username or email), clears any lockout and
-ends the user's other sessions at their next check. Without
---password-stdin a random password is generated and printed once.`,
+Sets the password of the user (username or email), clears any lockout,
+ends the user's sessions at their next check and revokes the user's
+outstanding reset and set-password links. Without --password-stdin a
+random password is generated and printed once. With
+--must-change-password the user must choose a new one right after the
+next sign-in (a temporary password); without it the flag is cleared.`,
+	"force-password-change": `usage: crmgate users force-password-change (--login U | LOGIN)
+
+Makes the user (username or email) choose a new password right after the
+next sign-in: until then every page answers with a redirect to the change
+page (API clients 403). The user's sessions end at their next check, so
+the change comes at once. It is audited (user.password_set must_change).`,
 	"set-roles": `usage: crmgate users set-roles --login U --roles a,b
 
 Replaces the user's local roles; an empty --roles removes every role. The

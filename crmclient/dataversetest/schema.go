@@ -105,6 +105,11 @@ func builtinTables() map[string]*table {
 			{name: "adx_preferredlcid", kind: odata.KindInt},
 			{name: "adx_organizationname", kind: odata.KindString},
 			{name: "adx_timezone", kind: odata.KindInt},
+			// A custom column as an organisation would add one (publisher
+			// prefix new_; Dataverse has no standard "must change password"
+			// column): a Yes/No that CRMGATE_PASSWORD_CHANGE_COLUMN may name.
+			// https://learn.microsoft.com/power-apps/maker/data-platform/create-edit-column-portal
+			{name: "new_mustchangepassword", kind: odata.KindBool},
 			{name: "createdon", kind: odata.KindDateTime, readOnly: true},
 			{name: "modifiedon", kind: odata.KindDateTime, readOnly: true},
 		},

@@ -210,6 +210,8 @@ type SignInData struct {
 	// SwitchRedirectURL is where the sign-out form of "Sign in as someone else" returns to
 	// (the sign-in page with the same return address); the sign-out handler validates it.
 	SwitchRedirectURL string
+	// ResetURL is the "Forgot your password?" link (the reset page); empty shows none.
+	ResetURL string
 }
 
 // SignedOutData is the data of PageSignedOut.
@@ -464,7 +466,9 @@ func (r *Renderer) Render(w http.ResponseWriter, status int, page Page, data any
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", r.csp)
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "same-origin")
+	if h.Get("Referrer-Policy") == "" { // a handler may ask for a stricter one (no-referrer)
+		h.Set("Referrer-Policy", "same-origin")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
