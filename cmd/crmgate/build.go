@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/crmgate/crmgate/mail/smtpurl"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
+	"github.com/crmgate/crmgate/proxy/pages"
 )
 
 // The wiring below connects each capability to the interface its consumer
@@ -61,9 +63,13 @@ var (
 // gateway is everything serve runs, built from a validated configuration
 // by buildGateway, which starts nothing.
 type gateway struct {
-	store     *store.DB
-	auth      *wiring.Services
-	handler   *proxy.Server
+	store   *store.DB
+	auth    *wiring.Services
+	handler *proxy.Server
+	// public is what the public listener serves; nil means handler. dev
+	// puts its mail page in front of handler here.
+	public    http.Handler
+	pages     *pages.Renderer
 	registry  *prometheus.Registry
 	accessBuf *proxy.LineBuffer // nil when the access log is off
 	outbox    *outbox.Worker
@@ -71,6 +77,14 @@ type gateway struct {
 	// warnings are settings that are valid but probably not what the
 	// operator meant; check-config prints them, serve logs them.
 	warnings []string
+}
+
+// publicHandler is what the public listener serves.
+func (g *gateway) publicHandler() http.Handler {
+	if g.public != nil {
+		return g.public
+	}
+	return g.handler
 }
 
 // start connects to the database and applies pending migrations: the only
@@ -125,7 +139,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{store: db, warnings: dataverseWarnings(cfg, pol)}
+	g := &gateway{store: db, pages: renderer, warnings: dataverseWarnings(cfg, pol)}
 	defer func() {
 		if err != nil {
 			_ = g.Close()

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,4 +76,28 @@ func TestGatewayDeliversMail(t *testing.T) {
 
 func lifecycleEvent() outbox.Event {
 	return outbox.Event{Kind: lifecycle.Kind, Type: lifecycle.Created, UserID: "u1"}
+}
+
+// TestServeHasNoDevMailPage: the gateway that serve builds has no dev mail
+// page; /.auth/dev/mail is an unknown gateway path (404), never proxied.
+func TestServeHasNoDevMailPage(t *testing.T) {
+	cfg, err := loadConfig(baseEnv(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := buildGateway(context.Background(), cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/.auth/dev/mail", "/.auth/dev/mail/1", "/.auth/dev/mail/1/html"} {
+		rec := httptest.NewRecorder()
+		g.publicHandler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1"+p, nil))
+		if rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "Captured mail") {
+			t.Errorf("serve: GET %s = %d, want 404", p, rec.Code)
+		}
+	}
 }

@@ -116,7 +116,7 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 	defer func() { stopWorker(); <-workerDone }()
 	ready := &proxy.Readiness{}
 	return proxy.Listeners{
-		Public: pub, Ops: ops, PublicHandler: g.handler, OpsHandler: proxy.OpsHandler(ready, g.registry),
+		Public: pub, Ops: ops, PublicHandler: g.publicHandler(), OpsHandler: proxy.OpsHandler(ready, g.registry),
 		Ready: ready, ShutdownDelay: cfg.Shutdown.Delay, ShutdownTimeout: cfg.Shutdown.Timeout, Logger: log,
 	}.Serve(ctx)
 }
