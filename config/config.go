@@ -60,6 +60,7 @@ type Config struct {
 	Binding   BindingConfig   `envPrefix:"BINDING_"`
 	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
 	SMTP      SMTPConfig      `envPrefix:"SMTP_"`
+	Tokens    TokensConfig    `envPrefix:"TOKENS_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -474,6 +475,7 @@ func (c *Config) Validate() error {
 		add("OUTBOX_LEASE", "must exceed CRMGATE_DATAVERSE_TIMEOUT (%s) so that one delivery attempt fits in it, got %s", c.Dataverse.Timeout, o.Lease)
 	}
 	c.validateSMTP(add)
+	c.validateTokens(add)
 	return errors.Join(errs...)
 }
 

@@ -68,12 +68,15 @@ type gateway struct {
 	handler *proxy.Server
 	// public is what the public listener serves; nil means handler. dev
 	// puts its mail page in front of handler here.
-	public    http.Handler
-	pages     *pages.Renderer
-	registry  *prometheus.Registry
-	accessBuf *proxy.LineBuffer // nil when the access log is off
-	outbox    *outbox.Worker
-	dataverse *dataverseConn // nil when no Dataverse is configured
+	public http.Handler
+	pages  *pages.Renderer
+	// sweepEvery is how often the one-time tokens are swept; zero means
+	// tokens.DefaultSweepInterval (hourly).
+	sweepEvery time.Duration
+	registry   *prometheus.Registry
+	accessBuf  *proxy.LineBuffer // nil when the access log is off
+	outbox     *outbox.Worker
+	dataverse  *dataverseConn // nil when no Dataverse is configured
 	// warnings are settings that are valid but probably not what the
 	// operator meant; check-config prints them, serve logs them.
 	warnings []string
@@ -223,8 +226,10 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		// signs in while Dataverse is down) cannot be demoted, disabled,
 		// bound or deleted.
 		BreakGlassRole: proxy.AdminRole,
-		Now:            now,
-		Logger:         log,
+		// A new confirmation or reset link revokes the oldest beyond this.
+		MaxOutstandingTokens: cfg.Tokens.MaxOutstanding,
+		Now:                  now,
+		Logger:               log,
 	}
 }
 
