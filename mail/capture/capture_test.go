@@ -293,3 +293,35 @@ func TestHandlerPrefix(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent senders each get their message kept once, with distinct ids,
+// while the page is read.
+func TestCaptureConcurrentSenders(t *testing.T) {
+	s := start(t, capture.Options{Max: 15})
+	snd := sender(t, s)
+	h := handler(t, s, capture.HandlerOptions{})
+	const n = 20
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- snd.Send(context.Background(), mail.Message{To: "a@example.org", Subject: "m" + strconv.Itoa(i), Text: "x"}, "")
+		}()
+	}
+	for range n {
+		get(t, h, "/.auth/dev/mail")
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms := s.Messages()
+	seen := map[int]bool{}
+	for i, m := range ms {
+		if seen[m.ID] || i > 0 && m.ID >= ms[i-1].ID {
+			t.Fatalf("ids not distinct and newest first: %d after %v", m.ID, ms[:i])
+		}
+		seen[m.ID] = true
+	}
+	if len(ms) != 15 || ms[0].ID != n {
+		t.Errorf("kept %d, newest %d; want 15, %d", len(ms), ms[0].ID, n)
+	}
+}
