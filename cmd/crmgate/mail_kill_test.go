@@ -30,8 +30,8 @@ func mailEnv(t *testing.T, dir string, port int, ops string) []string {
 		"CRMGATE_SMTP_TIMEOUT=2s", "CRMGATE_OUTBOX_POLL_INTERVAL=100ms", "CRMGATE_OUTBOX_MAX_BACKOFF=1s", "CRMGATE_OUTBOX_LEASE=3s")
 }
 
-// waitUntil polls cond every 20ms until it holds or deadline passes.
-func waitUntil(t *testing.T, deadline time.Time, what string, cond func() bool, logs fmt.Stringer) {
+// mailWaitUntil polls cond every 20ms until it holds or deadline passes.
+func mailWaitUntil(t *testing.T, deadline time.Time, what string, cond func() bool, logs fmt.Stringer) {
 	t.Helper()
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -66,8 +66,8 @@ func wantMessageID(e outbox.Event) string {
 	return "<crmgate." + strconv.FormatInt(e.ID, 10) + "." + strconv.FormatInt(e.CreatedAt.UnixMilli(), 36) + "@example.test>"
 }
 
-// serveInProcess runs `crmgate serve` with env until the test ends.
-func serveInProcess(t *testing.T, env []string) *syncBuffer {
+// serveMailGateway runs `crmgate serve` with env until the test ends.
+func serveMailGateway(t *testing.T, env []string) *syncBuffer {
 	t.Helper()
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,7 +125,7 @@ func TestMailSurvivesKill(t *testing.T) {
 			_ = cmd.Wait()
 		}
 	}()
-	waitUntil(t, deadline, "the gateway is ready", func() bool {
+	mailWaitUntil(t, deadline, "the gateway is ready", func() bool {
 		r, err := http.Get("http://" + ops + "/readyz")
 		if err != nil {
 			return false
@@ -164,12 +164,12 @@ func TestMailSurvivesKill(t *testing.T) {
 	}
 	// The server now accepts the message it holds; its 250 goes nowhere.
 	close(release)
-	waitUntil(t, deadline, "the held message is stored", func() bool { return len(srv.Messages()) == 1 }, logs)
+	mailWaitUntil(t, deadline, "the held message is stored", func() bool { return len(srv.Messages()) == 1 }, logs)
 	first := srv.Messages()[0]
 
 	// A new gateway on the same database.
-	logs2 := serveInProcess(t, env)
-	waitUntil(t, deadline, "every mail is delivered", func() bool {
+	logs2 := serveMailGateway(t, env)
+	mailWaitUntil(t, deadline, "every mail is delivered", func() bool {
 		es, err := db.OutboxEvents(t.Context(), "")
 		if err != nil {
 			t.Fatal(err)
@@ -220,12 +220,12 @@ func TestMailSurvivesKill(t *testing.T) {
 // reason in the outbox), and when the server comes up on its address
 // every mail arrives, each exactly once.
 func TestMailServerDownThenBack(t *testing.T) {
-	port := freePort(t)
+	port := freeSMTPPort(t)
 	dir, ops := t.TempDir(), freeAddr(t)
 	env := mailEnv(t, dir, port, ops)
-	logs := serveInProcess(t, env)
+	logs := serveMailGateway(t, env)
 	deadline := time.Now().Add(40 * time.Second)
-	waitUntil(t, deadline, "the gateway is ready", func() bool {
+	mailWaitUntil(t, deadline, "the gateway is ready", func() bool {
 		r, err := http.Get("http://" + ops + "/readyz")
 		if err != nil {
 			return false
@@ -240,7 +240,7 @@ func TestMailServerDownThenBack(t *testing.T) {
 	defer db.Close()
 	users := []string{"u1", "u2", "u1"}
 	enqueueMails(t, db, users)
-	waitUntil(t, deadline, "each user's first mail was tried and deferred twice", func() bool {
+	mailWaitUntil(t, deadline, "each user's first mail was tried and deferred twice", func() bool {
 		es, _ := db.OutboxEvents(t.Context(), "")
 		return len(es) == 3 && es[0].Attempts >= 2 && es[1].Attempts >= 2 && es[0].LastError != ""
 	}, logs)
@@ -260,7 +260,7 @@ func TestMailServerDownThenBack(t *testing.T) {
 	}
 
 	srv := mailtest.Start(t, mailtest.Options{Addr: "127.0.0.1:" + strconv.Itoa(port)})
-	waitUntil(t, deadline, "every mail arrived", func() bool { return len(srv.Messages()) >= 3 }, logs)
+	mailWaitUntil(t, deadline, "every mail arrived", func() bool { return len(srv.Messages()) >= 3 }, logs)
 	time.Sleep(300 * time.Millisecond) // a few more polls: nothing more may arrive
 	es, _ = db.OutboxEvents(t.Context(), "")
 	pos := map[string]int{}
@@ -280,8 +280,8 @@ func TestMailServerDownThenBack(t *testing.T) {
 	}
 }
 
-// freePort is a loopback port with nothing listening (for a while).
-func freePort(t *testing.T) int {
+// freeSMTPPort is a loopback port with nothing listening (for a while).
+func freeSMTPPort(t *testing.T) int {
 	t.Helper()
 	srv := mailtest.Start(t, mailtest.Options{})
 	srv.Close()
