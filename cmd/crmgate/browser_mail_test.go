@@ -95,6 +95,17 @@ func TestBrowserDevMail(t *testing.T) {
 	}
 	screenshot(t, ctx, "devmail-list")
 
+	// On a phone nothing overflows sideways, the list nor a message.
+	do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	for _, p := range []string{page, page + "/1"} {
+		open(t, ctx, "open "+p, p)
+		if w := get(t, ctx, "scroll width", chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			t.Errorf("%s is %d CSS pixels wide on a 390-pixel screen", p, w)
+		}
+	}
+	screenshot(t, ctx, "devmail-phone")
+	do(t, ctx, "desktop viewport", chromedp.EmulateViewport(1280, 900))
+
 	// The link in the mail, clicked in the plain text, opens the sign-in
 	// page; signing in lands on the page the link asked for.
 	open(t, ctx, "message 1", page+"/1")
