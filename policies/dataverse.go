@@ -60,12 +60,17 @@ const (
 	LifecycleDeleted = "deleted"
 	LifecycleBound   = "bound"
 	LifecycleUnbound = "unbound"
+	// LifecycleApproved and LifecycleRejected are an administrator's
+	// decision on a pending registration (package authz/onboarding).
+	LifecycleApproved = "approved"
+	LifecycleRejected = "rejected"
 )
 
 // LifecycleEvents returns the lifecycle events in the order of their
 // documentation.
 func LifecycleEvents() []string {
-	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound}
+	return []string{LifecycleCreated, LifecycleUpdated, LifecycleDeleted, LifecycleBound, LifecycleUnbound,
+		LifecycleApproved, LifecycleRejected}
 }
 
 // lifecycleFields is a copy of the event fields package authz can send

@@ -207,7 +207,7 @@
 //
 //	dataverse:
 //	  lifecycle_actions:             # optional; an event not listed sends nothing
-//	    created:                     # created | updated | deleted | bound | unbound
+//	    created:                     # created | updated | deleted | bound | unbound | approved | rejected
 //	      name: alex_WPUserCreated   # required; the action's unique name
 //	      params: {UserId: id, Email: email, Roles: roles}   # parameter name: event field
 //	    deleted:
@@ -219,7 +219,9 @@
 // contact_id (left out when the user is not bound), binding_mode, event_id,
 // event_type (e.g. user.created) and occurred_at (RFC 3339, UTC). Every value
 // is sent as a string. A deleted event carries the user as it was just
-// before the deletion.
+// before the deletion. approved and rejected are an administrator's decision
+// on a pending registration; a rejected event carries the user as it was
+// just before its account was deleted.
 //
 // The section also holds two contact filter templates, kept here as text
 // (Dataverse.BindingFilter, Dataverse.SignInFilter) and parsed by the

@@ -32,6 +32,7 @@ import (
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
+	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -179,8 +180,16 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 	if burst == 0 {
 		burst = 1000
 	}
+	// The listener comes first: the public URL is the gateway's own address,
+	// and mailed links are built from it.
+	h.gw = httptest.NewUnstartedServer(nil)
+	composer, err := mail.NewComposer(mail.ComposerOptions{PublicURL: "http://" + h.gw.Listener.Addr().String(), AuthPrefix: "/.auth",
+		Site: mail.Site{Name: "Test Site"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ao := wiring.Options{Password: testPassword, MaxFailures: 5, AccountMaxFailures: 20, LockoutDuration: 15 * time.Minute,
-		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Now: h.clock.Now}
+		ClientRate: rate.Every(time.Minute), ClientBurst: burst, Mail: composer, Now: h.clock.Now}
 	if hc.authz != nil {
 		hc.authz(&ao)
 	}
@@ -203,8 +212,6 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 		hc.signingKeys = []*ecdsa.PrivateKey{newKey(t)}
 	}
 	h.registry = prometheus.NewRegistry()
-	// The listener comes first: the public URL is the gateway's own address.
-	h.gw = httptest.NewUnstartedServer(nil)
 	h.opts = proxy.Options{
 		PublicURL: "http://" + h.gw.Listener.Addr().String(), Policy: pol, Pages: renderer,
 		CookieName: "crmgate_session", CookieKeys: hc.cookieKeys, SigningKeys: hc.signingKeys,
@@ -230,6 +237,9 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
+	if s.Onboarding != nil {
+		o.Onboarding = s.Onboarding
+	}
 	return proxy.TestTimings(o)
 }
 

@@ -73,6 +73,10 @@ type Options struct {
 	// Audit reads the audit trail for the REST API; nil means the audit
 	// endpoint answers 404.
 	Audit AuditReader
+	// Onboarding approves and rejects pending registrations and generates
+	// credentials for Dataverse contacts through the REST API; nil means
+	// those endpoints answer 404.
+	Onboarding Onboarding
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -151,6 +155,7 @@ type Server struct {
 	profiles       ProfileEditor      // nil: no profile page
 	bindings       BindingEditor      // nil: no binding endpoints
 	contactSearch  ContactSearch      // nil: no contact search
+	onboarding     Onboarding         // nil: no approval or credentials endpoints
 	audit          AuditReader        // nil: no audit endpoint
 	contactColumns []string           // the policy's union: what a sign-in fetches
 	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
@@ -268,6 +273,7 @@ func New(opts Options) (*Server, error) {
 		profiles:      opts.Profiles,
 		bindings:      opts.Bindings,
 		contactSearch: opts.Contacts,
+		onboarding:    opts.Onboarding,
 		audit:         opts.Audit,
 		revalidator:   opts.Revalidator,
 		pages:         opts.Pages,

@@ -39,11 +39,18 @@ const (
 	// users, client addresses and sign-in failures: grant it to log
 	// collectors, not to flows that only bind users.
 	ScopeAuditRead = "audit:read"
+	// ScopeUsersApprove allows approving and rejecting registrations that
+	// wait for approval (a rejection deletes the account).
+	ScopeUsersApprove = "users:approve"
+	// ScopeUsersInvite allows generating credentials for Dataverse
+	// contacts: creating accounts bound to them and mailing each a
+	// set-password link.
+	ScopeUsersInvite = "users:invite"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite}
 }
 
 // The reasons of an audit.EventAPIKeyRefused event.

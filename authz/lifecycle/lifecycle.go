@@ -1,5 +1,5 @@
 // Package lifecycle turns changes of accounts into user lifecycle events
-// (created, updated, deleted, bound, unbound) written to the outbox with the
+// (created, updated, deleted, bound, unbound, approved, rejected) written to the outbox with the
 // change, and delivers them to the Dataverse unbound actions the policy file
 // names.
 package lifecycle
@@ -31,6 +31,12 @@ const (
 	Deleted = "user.deleted"
 	Bound   = "user.bound"
 	Unbound = "user.unbound"
+	// Approved: an administrator approved a pending registration (the
+	// snapshot's status is active).
+	Approved = "user.approved"
+	// Rejected: an administrator rejected a pending registration; the
+	// account is deleted and the snapshot is as it was just before.
+	Rejected = "user.rejected"
 )
 
 // Snapshot is the payload of a lifecycle event: a snapshot of the
@@ -94,6 +100,11 @@ type Actions struct {
 	Bound ActionSpec
 	// Unbound is called for Unbound (the binding was set to none).
 	Unbound ActionSpec
+	// Approved is called for Approved (a pending registration approved).
+	Approved ActionSpec
+	// Rejected is called for Rejected (a pending registration rejected
+	// and its account deleted), with the fields as they were just before.
+	Rejected ActionSpec
 }
 
 // ActionSpec is one action and its parameters.
@@ -141,7 +152,8 @@ func (a Actions) Validate() error {
 	for _, s := range []struct {
 		event string
 		spec  ActionSpec
-	}{{"created", a.Created}, {"updated", a.Updated}, {"deleted", a.Deleted}, {"bound", a.Bound}, {"unbound", a.Unbound}} {
+	}{{"created", a.Created}, {"updated", a.Updated}, {"deleted", a.Deleted}, {"bound", a.Bound}, {"unbound", a.Unbound},
+		{"approved", a.Approved}, {"rejected", a.Rejected}} {
 		if s.spec.Name == "" {
 			if len(s.spec.Params) > 0 {
 				errs = append(errs, fmt.Errorf("lifecycle: action %s: parameters without an action name", s.event))
@@ -206,6 +218,10 @@ func (d *ActionDeliverer) Deliver(ctx context.Context, e outbox.Event) error {
 		spec = d.actions.Bound
 	case Unbound:
 		spec = d.actions.Unbound
+	case Approved:
+		spec = d.actions.Approved
+	case Rejected:
+		spec = d.actions.Rejected
 	default:
 		return fmt.Errorf("lifecycle: action deliverer: event %d has unknown type %q", e.ID, e.Type)
 	}

@@ -52,14 +52,18 @@ func TestActionDeliverer(t *testing.T) {
 		"Mode": "binding_mode", "EventId": "event_id", "EventType": "event_type", "At": "occurred_at",
 	}
 	actions := lifecycle.Actions{
-		Created: lifecycle.ActionSpec{Name: "alex_WPUserCreated", Params: all},
-		Bound:   lifecycle.ActionSpec{Name: "alex_WPUserBound", Params: map[string]string{"UserId": "id", "ContactId": "contact_id"}},
-		Deleted: lifecycle.ActionSpec{Name: "alex_WPUserDeleted", Params: map[string]string{"UserId": "id", "ContactId": "contact_id"}},
+		Created:  lifecycle.ActionSpec{Name: "alex_WPUserCreated", Params: all},
+		Bound:    lifecycle.ActionSpec{Name: "alex_WPUserBound", Params: map[string]string{"UserId": "id", "ContactId": "contact_id"}},
+		Deleted:  lifecycle.ActionSpec{Name: "alex_WPUserDeleted", Params: map[string]string{"UserId": "id", "ContactId": "contact_id"}},
+		Approved: lifecycle.ActionSpec{Name: "alex_WPUserApproved", Params: map[string]string{"UserId": "id", "Status": "status", "EventType": "event_type"}},
+		Rejected: lifecycle.ActionSpec{Name: "alex_WPUserRejected", Params: map[string]string{"Email": "email", "Status": "status"}},
 	}
 	at := time.Date(2026, 3, 1, 12, 0, 0, 5_000_000, time.UTC)
 	ana := lifecycle.Snapshot{ID: "u1", Username: "ana", Email: "ana@example.com", FirstName: "Ana", Roles: []string{"member", "vip"},
 		Status: authz.StatusActive, Binding: authz.Binding{Mode: authz.BindingNone}, OccurredAt: at}
 	boundAna := ana
+	pendingAna := ana
+	pendingAna.Status = authz.StatusPending
 	boundAna.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: authztest.ContactID, LogicalName: "contact"}}
 
 	tests := []struct {
@@ -80,6 +84,10 @@ func TestActionDeliverer(t *testing.T) {
 			map[string]any{"UserId": "u1"}, nil},
 		{"updated is not configured", lifecycleEvent(t, 10, lifecycle.Updated, ana), "", nil, outbox.ErrNothingToDeliver},
 		{"unbound is not configured", lifecycleEvent(t, 11, lifecycle.Unbound, ana), "", nil, outbox.ErrNothingToDeliver},
+		{"approved", lifecycleEvent(t, 12, lifecycle.Approved, ana), "alex_WPUserApproved",
+			map[string]any{"UserId": "u1", "Status": "active", "EventType": "user.approved"}, nil},
+		{"rejected sends the user as it was", lifecycleEvent(t, 13, lifecycle.Rejected, pendingAna), "alex_WPUserRejected",
+			map[string]any{"Email": "ana@example.com", "Status": "pending"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,10 +143,11 @@ func TestLifecycleActionsValidate(t *testing.T) {
 		{"good", lifecycle.Actions{Created: lifecycle.ActionSpec{Name: "alex_WPUserCreated",
 			Params: map[string]string{"UserId": "id", "Roles": "roles"}}}, nil},
 		{"every problem at once", lifecycle.Actions{
-			Created: lifecycle.ActionSpec{Name: "alex/../x", Params: map[string]string{"User Id": "id", "X": "password_hash"}},
-			Updated: lifecycle.ActionSpec{Params: map[string]string{"UserId": "id"}},
+			Created:  lifecycle.ActionSpec{Name: "alex/../x", Params: map[string]string{"User Id": "id", "X": "password_hash"}},
+			Updated:  lifecycle.ActionSpec{Params: map[string]string{"UserId": "id"}},
+			Rejected: lifecycle.ActionSpec{Name: "alex_WPUserRejected", Params: map[string]string{"Reason": "reason"}},
 		}, []string{`created: name "alex/../x"`, `parameter name "User Id"`, `parameter X: unknown field "password_hash"`,
-			"updated: parameters without an action name"}},
+			"updated: parameters without an action name", `rejected: parameter Reason: unknown field "reason"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
@@ -27,10 +28,11 @@ import (
 // Each feature satisfies what the others declare they need; a renamed
 // method is a build error here rather than a silently missing capability.
 var (
-	_ accounts.Binder  = (*binding.Resolver)(nil)
-	_ signin.Resolver  = (*binding.Resolver)(nil)
-	_ profile.Resolver = (*binding.Resolver)(nil)
-	_ signin.Puller    = (*profile.Service)(nil)
+	_ accounts.Binder   = (*binding.Resolver)(nil)
+	_ signin.Resolver   = (*binding.Resolver)(nil)
+	_ profile.Resolver  = (*binding.Resolver)(nil)
+	_ signin.Puller     = (*profile.Service)(nil)
+	_ onboarding.Tokens = (*tokens.Service)(nil)
 )
 
 // Store is the account store every feature reads and writes;
@@ -44,6 +46,7 @@ type Store interface {
 	audit.Store
 	outbox.Store
 	tokens.Store
+	onboarding.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -52,6 +55,7 @@ type Store interface {
 type Contacts interface {
 	binding.Contacts
 	profile.Contacts
+	onboarding.Contacts
 }
 
 // Options configure the identity layer. Fields without a documented zero
@@ -100,6 +104,13 @@ type Options struct {
 	// URL); nil means no mail can be composed, and the flows that send mail
 	// (registration, reset, invitations) are not built.
 	Mail *mail.Composer
+	// SetPasswordTTL is how long the set-password links of generated
+	// credentials work; zero means onboarding.DefaultSetPasswordTTL.
+	SetPasswordTTL time.Duration
+	// CredentialsUsernameColumn is the contact column whose value becomes
+	// a generated account's username (see onboarding.Options.UsernameColumn);
+	// empty means the contact's email address.
+	CredentialsUsernameColumn string
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -120,6 +131,10 @@ type Services struct {
 	SignIn   *signin.Service
 	APIKeys  *apikeys.Service
 	Tokens   *tokens.Service
+	// Onboarding approves and rejects registrations and generates
+	// credentials for contacts; nil when Options.Mail is nil (its every
+	// change sends a mail).
+	Onboarding *onboarding.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
 }
@@ -178,6 +193,16 @@ func New(db Store, o Options) (*Services, error) {
 	}
 	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
+	}
+	if o.Mail != nil {
+		oo := onboarding.Options{Audit: s.Audit, Mail: o.Mail, Tokens: s.Tokens, SetPasswordTTL: o.SetPasswordTTL,
+			UsernameColumn: o.CredentialsUsernameColumn, BindingUsernameColumn: o.Binding.UsernameColumn, Notify: o.OutboxNotify, Now: o.Now, Logger: log}
+		if o.Contacts != nil {
+			oo.Contacts = o.Contacts
+		}
+		if s.Onboarding, err = onboarding.New(db, oo); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
+	"github.com/crmgate/crmgate/policies"
 )
 
 // bindingSeed has a contact for alice (may sign in) and one for bob, whose
@@ -204,7 +205,9 @@ func TestContactFilters(t *testing.T) {
 		}
 		return p
 	}
-	// dvPolicy's dataverse section ends at line 11; extra lines start at 12.
+	// dvPolicy's dataverse section holds 6 lines and one per lifecycle
+	// event; the extra lines start after them.
+	afterActions := 7 + len(policies.LifecycleEvents())
 	good := write("good.yaml", "  binding_filter: emailaddress1 eq {email}\n  signin_filter: adx_identity_logonenabled eq true\n")
 	badSyntax := write("syntax.yaml", "  binding_filter: emailaddress1 gt {email}\n  signin_filter: \"x eq {nickname}\"\n")
 	noField := write("nofield.yaml", "  binding_filter: emailaddress1 eq 'a@example.test'\n")
@@ -224,11 +227,11 @@ func TestContactFilters(t *testing.T) {
 		{"signin filter without the check", append([]string{"CRMGATE_POLICY_FILE=" + good}, dvEnv...), true,
 			[]string{"warning: the policy has a dataverse.signin_filter but CRMGATE_SIGNIN_DATAVERSE_CHECK is off"}},
 		{"bad templates", append([]string{"CRMGATE_POLICY_FILE=" + badSyntax}, dvEnv...), false, []string{
-			"syntax.yaml:12: dataverse.binding_filter: authz: filter template: position",
-			"syntax.yaml:13: dataverse.signin_filter: authz: filter template: position",
+			fmt.Sprintf("syntax.yaml:%d: dataverse.binding_filter: authz: filter template: position", afterActions),
+			fmt.Sprintf("syntax.yaml:%d: dataverse.signin_filter: authz: filter template: position", afterActions+1),
 		}},
 		{"binding filter without a user field", append([]string{"CRMGATE_POLICY_FILE=" + noField}, dvEnv...), false,
-			[]string{"nofield.yaml:12: dataverse.binding_filter: names no user field"}},
+			[]string{fmt.Sprintf("nofield.yaml:%d: dataverse.binding_filter: names no user field", afterActions)}},
 		{"contact route without the sign-in check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute}, dvEnv...), false,
 			[]string{`contact.yaml: route "orders" uses the signed-in user's contact`, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}},
 		{"contact route with the check", append([]string{"CRMGATE_POLICY_FILE=" + contactRoute, "CRMGATE_SIGNIN_DATAVERSE_CHECK=true"}, dvEnv...), true,

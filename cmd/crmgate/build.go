@@ -20,6 +20,7 @@ import (
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/lifecycle"
+	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
@@ -48,6 +49,7 @@ var (
 	_ proxy.APIKeys            = (*apikeys.Service)(nil)
 	_ proxy.ContactSearch      = (*binding.Resolver)(nil)
 	_ proxy.AuditReader        = (*audit.Log)(nil)
+	_ proxy.Onboarding         = (*onboarding.Service)(nil)
 
 	_ wiring.Store           = (*store.DB)(nil)
 	_ wiring.Contacts        = (*crmclient.Directory)(nil)
@@ -193,6 +195,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
+		Onboarding: onboardingCapability(s.Onboarding),
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
 		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,
@@ -225,12 +228,24 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		// The last active, unbound admin (the break-glass account, who
 		// signs in while Dataverse is down) cannot be demoted, disabled,
 		// bound or deleted.
-		BreakGlassRole: proxy.AdminRole,
+		BreakGlassRole:            proxy.AdminRole,
+		SetPasswordTTL:            cfg.Credentials.SetPasswordTTL,
+		CredentialsUsernameColumn: cfg.Credentials.UsernameColumn,
 		// A new confirmation or reset link revokes the oldest beyond this.
 		MaxOutstandingTokens: cfg.Tokens.MaxOutstanding,
 		Now:                  now,
 		Logger:               log,
 	}
+}
+
+// onboardingCapability is the REST API's approval and credentials
+// capability: nil (the endpoints answer 404) when the identity layer built
+// no onboarding service, rather than a typed nil.
+func onboardingCapability(s *onboarding.Service) proxy.Onboarding {
+	if s == nil {
+		return nil
+	}
+	return s
 }
 
 // passwordParams are the argon2id parameters of the configuration, with

@@ -176,6 +176,10 @@ func lifecycleActions(pol *policies.Policy) (lifecycle.Actions, error) {
 			a.Bound = s
 		case policies.LifecycleUnbound:
 			a.Unbound = s
+		case policies.LifecycleApproved:
+			a.Approved = s
+		case policies.LifecycleRejected:
+			a.Rejected = s
 		default:
 			return a, fmt.Errorf("policy: dataverse.lifecycle_actions: unknown event %q", ev)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -37,7 +38,7 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 		params["P"+string(rune('a'+i))] = f
 	}
 	spec := lifecycle.ActionSpec{Name: "x_Action", Params: params}
-	if err := (lifecycle.Actions{Created: spec, Updated: spec, Deleted: spec, Bound: spec, Unbound: spec}).Validate(); err != nil {
+	if err := (lifecycle.Actions{Created: spec, Updated: spec, Deleted: spec, Bound: spec, Unbound: spec, Approved: spec, Rejected: spec}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 	// Every event of the policy maps to one of authz's.
@@ -49,7 +50,8 @@ func TestLifecycleFieldsMatchAuthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound} {
+	for ev, s := range map[string]lifecycle.ActionSpec{"created": a.Created, "updated": a.Updated, "deleted": a.Deleted, "bound": a.Bound, "unbound": a.Unbound,
+		"approved": a.Approved, "rejected": a.Rejected} {
 		if s.Name != "x_"+ev || s.Params["UserId"] != "id" {
 			t.Errorf("%s = %+v", ev, s)
 		}
@@ -95,7 +97,7 @@ func TestCheckConfigDataverse(t *testing.T) {
 		{"settings without a url", []string{"CRMGATE_DATAVERSE_CLIENT_SECRET=x"}, false,
 			[]string{"CRMGATE_DATAVERSE_URL: required because CRMGATE_DATAVERSE_CLIENT_SECRET set"}},
 		{"unknown event in the policy", []string{"CRMGATE_POLICY_FILE=" + badPol}, false,
-			[]string{"bad.yaml:12: dataverse.lifecycle_actions.oops: unknown field"}},
+			[]string{fmt.Sprintf("bad.yaml:%d: dataverse.lifecycle_actions.oops: unknown field", 7+len(policies.LifecycleEvents()))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -63,7 +63,10 @@ const (
 // account (adx_identity_username = username, so the username binding of
 // `crmgate dev` binds them), and web roles. Only alice's contact holds one
 // (Partners): the admin's contact holds none, so that the admin's roles
-// stay exactly its local [admin].
+// stay exactly its local [admin]. Bea and Carl (jobtitle Buyer) have no
+// account: generate credentials for them with crmgate users
+// invite-contacts or the REST API. Dora's contact waits for an account
+// named dora (one created pending, then approved).
 const demoSeed = `{
   "accounts": [{"accountid": "a0000000-0000-4000-8000-000000000001", "name": "Contoso Partners"}],
   "contacts": [
@@ -71,7 +74,15 @@ const demoSeed = `{
      "emailaddress1": "admin@demo.crmgate.test", "adx_identity_username": "admin", "adx_identity_logonenabled": true},
     {"contactid": "c0000000-0000-4000-8000-000000000002", "firstname": "Alice", "lastname": "Example",
      "emailaddress1": "alice@demo.crmgate.test", "adx_identity_username": "alice", "adx_identity_logonenabled": true,
-     "parentcustomerid_account@odata.bind": "/accounts(a0000000-0000-4000-8000-000000000001)"}
+     "parentcustomerid_account@odata.bind": "/accounts(a0000000-0000-4000-8000-000000000001)"},
+    {"contactid": "c0000000-0000-4000-8000-000000000003", "firstname": "Bea", "lastname": "Buyer",
+     "emailaddress1": "bea@demo.crmgate.test", "jobtitle": "Buyer", "adx_identity_logonenabled": true,
+     "parentcustomerid_account@odata.bind": "/accounts(a0000000-0000-4000-8000-000000000001)"},
+    {"contactid": "c0000000-0000-4000-8000-000000000004", "firstname": "Carl", "lastname": "Client",
+     "emailaddress1": "carl@demo.crmgate.test", "jobtitle": "Buyer", "adx_identity_logonenabled": true,
+     "parentcustomerid_account@odata.bind": "/accounts(a0000000-0000-4000-8000-000000000001)"},
+    {"contactid": "c0000000-0000-4000-8000-000000000005", "firstname": "Dora", "lastname": "Newcomer",
+     "emailaddress1": "dora@demo.crmgate.test", "adx_identity_username": "dora", "adx_identity_logonenabled": true}
   ],
   "adx_webroles": [
     {"adx_webroleid": "d0000000-0000-4000-8000-000000000001", "adx_name": "Administrators"},

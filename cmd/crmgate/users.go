@@ -25,7 +25,7 @@ import (
 const usersUsage = `usage: crmgate users <command> [flags]
 
 commands:
-  create        --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password]
+  create        --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password] [--status S]
   list          [--query Q] [--json]
   set-password  --login U [--password-stdin]
   set-roles     --login U --roles a,b   (empty --roles removes every role)
@@ -34,7 +34,10 @@ commands:
   unlock        --login U | LOGIN   (clears a sign-in lockout and the failure count)
   set-binding   --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
   set-binding   --mode lookup --contact GUID [--contact-name N] [--allow-shared] [--dry-run] LOGIN
-  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read)
+  approve       LOGIN...   (pending users: active, mailed a sign-in link)
+  reject        [--reason TEXT] LOGIN...   (pending users: account deleted, mailed)
+  invite-contacts  (--contact ID... | --filter F) [--dry-run] [--json]   (accounts and set-password mails for contacts)
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read, users:approve, users:invite)
   api-key list    [--json]
   api-key revoke  --id ID
 
@@ -69,6 +72,10 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		return runAPIKeys(ctx, args[1:], environ, stdout)
 	case "set-binding":
 		return runSetBinding(ctx, args[1:], environ, stdout)
+	case "approve", "reject":
+		return runDecide(ctx, args[0], args[1:], environ, stdout)
+	case "invite-contacts":
+		return runInviteContacts(ctx, args[1:], environ, stdout)
 	}
 	sub, args := args[0], args[1:]
 	if !slices.Contains(usersCommands, sub) {
@@ -84,6 +91,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		roles      = fs.String("roles", "", "comma-separated roles")
 		pwStdin    = fs.Bool("password-stdin", false, "read the password from the first line of standard input")
 		mustChange = fs.Bool("must-change-password", false, "force a password change at next sign-in")
+		status     = fs.String("status", "", "initial status of a new user: active (default), pending or disabled")
 		query      = fs.String("query", "", "filter by username or email")
 		asJSON     = fs.Bool("json", false, "print JSON")
 	)
@@ -127,7 +135,7 @@ func runUsers(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 			return err
 		}
 		u, err := svc.Accounts.CreateUser(ctx, accounts.NewUser{Username: *username, Email: *email, DisplayName: *name,
-			Password: pw, Roles: splitList(*roles), MustChangePassword: *mustChange}, cliActor)
+			Password: pw, Roles: splitList(*roles), MustChangePassword: *mustChange, Status: authz.Status(*status)}, cliActor)
 		if err != nil {
 			return err
 		}
@@ -616,11 +624,21 @@ func printJSON(w io.Writer, v any) error {
 // usersSubUsage is the usage text of each users subcommand, printed by
 // --help.
 var usersSubUsage = map[string]string{
-	"create": `usage: crmgate users create --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password]
+	"create": `usage: crmgate users create --username U --email E [--roles a,b] [--name N] [--password-stdin] [--must-change-password] [--status S]
 
 Creates an account. Without --password-stdin a random password is
 generated and printed once; with it, the first line of standard input is
-the password.`,
+the password. --status is active (default), pending (waiting for
+approval: crmgate users approve) or disabled.`,
+	"approve": `usage: crmgate users approve LOGIN...
+
+` + approveHelp,
+	"reject": `usage: crmgate users reject [--reason TEXT] LOGIN...
+
+` + approveHelp,
+	"invite-contacts": `usage: crmgate users invite-contacts (--contact ID... | --filter F) [--dry-run] [--json]
+
+` + inviteHelp,
 	"list": `usage: crmgate users list [--query Q] [--json]
 
 Lists accounts ordered by username: id, username, email, status, roles, and
