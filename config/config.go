@@ -61,6 +61,7 @@ type Config struct {
 	Outbox      OutboxConfig      `envPrefix:"OUTBOX_"`
 	SMTP        SMTPConfig        `envPrefix:"SMTP_"`
 	Credentials CredentialsConfig `envPrefix:"CREDENTIALS_"`
+	Tokens      TokensConfig      `envPrefix:"TOKENS_"`
 
 	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
 	Recovery     RecoveryConfig
@@ -481,6 +482,7 @@ func (c *Config) Validate() error {
 	c.validateCredentials(add)
 	c.validateRegistration(add)
 	c.validateRecovery(add)
+	c.validateTokens(add)
 	return errors.Join(errs...)
 }
 

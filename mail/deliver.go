@@ -96,26 +96,34 @@ func (d *Deliverer) Deliver(ctx context.Context, e outbox.Event) error {
 		d.log.ErrorContext(ctx, "mail not sent: invalid message", "event", e.ID, "type", e.Type, "err", err)
 		return outbox.Permanent(fmt.Errorf("mail: event %d: %w", e.ID, err))
 	}
-	err = d.sender.Send(ctx, m, messageID(e))
+	// The Message-ID is the event's, the same on every attempt: a
+	// duplicate delivery (at least once) is recognisable by it, in the
+	// recipient's mailbox and in these logs.
+	id := messageID(e)
+	err = d.sender.Send(ctx, m, id)
 	switch {
 	case err == nil:
 		d.sent.WithLabelValues(e.Type).Inc()
-		d.log.InfoContext(ctx, "mail sent", "event", e.ID, "type", e.Type, "attempts", e.Attempts)
+		d.log.InfoContext(ctx, "mail sent", "event", e.ID, "type", e.Type, "attempts", e.Attempts, "message_id", id)
 		return nil
 	case outbox.IsPermanent(err):
 		d.failed.WithLabelValues(e.Type).Inc()
 		d.log.ErrorContext(ctx, "mail refused by the mail server; not retried", "event", e.ID, "type", e.Type,
-			"attempts", e.Attempts, "err", err)
+			"attempts", e.Attempts, "message_id", id, "err", err)
 		return fmt.Errorf("mail: event %d: %w", e.ID, err)
 	default:
 		d.deferred.WithLabelValues(e.Type).Inc()
-		d.log.WarnContext(ctx, "mail deferred; retried", "event", e.ID, "type", e.Type, "attempts", e.Attempts, "err", err)
+		d.log.WarnContext(ctx, "mail deferred; retried", "event", e.ID, "type", e.Type, "attempts", e.Attempts,
+			"message_id", id, "err", err)
 		return fmt.Errorf("mail: event %d: %w", e.ID, err)
 	}
 }
 
-// messageID is the stable local part of the Message-ID of event e: its
-// outbox id and creation time, the same on every attempt.
+// messageID is the stable local part of the Message-ID of event e:
+// "crmgate.<outbox id>.<creation time in ms, base 36>", the same on every
+// attempt and in every process (both come from the stored event), and
+// distinct across databases that reuse ids (the creation time). The
+// Sender adds "@" and the sender's domain.
 func messageID(e outbox.Event) string {
 	return "crmgate." + strconv.FormatInt(e.ID, 10) + "." + strconv.FormatInt(e.CreatedAt.UnixMilli(), 36)
 }

@@ -2,6 +2,7 @@ package mail_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -225,4 +226,58 @@ func TestDelivererRefusesBadEvents(t *testing.T) {
 	if _, err := mail.NewDeliverer(nil, mail.DelivererOptions{}); err == nil {
 		t.Error("nil sender accepted")
 	}
+}
+
+// recordingSender records the ids it is given and fails as told.
+type recordingSender struct {
+	ids []string
+	err error
+}
+
+func (s *recordingSender) Send(_ context.Context, _ mail.Message, id string) error {
+	s.ids = append(s.ids, id)
+	return s.err
+}
+
+// TestMessageIDStablePerEvent: an event claimed again (its lease ran out,
+// as after a crash) is sent with the same Message-ID on both dialects
+// (the creation time survives the store's precision), and two events have
+// different ones.
+func TestMessageIDStablePerEvent(t *testing.T) {
+	eachDialect(t, func(t *testing.T, dbURL string) {
+		clock := authztest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC))
+		db, err := store.Open(t.Context(), dbURL, store.WithNow(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, u := range []string{"u1", "u2"} {
+			e, err := mail.NewEvent("confirm", u, mail.Message{To: "a@example.org", Subject: "s", Text: "t"}, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Enqueue(t.Context(), e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		snd := &recordingSender{err: errors.New("connection reset")}
+		d, err := mail.NewDeliverer(snd, mail.DelivererOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the first claim's worker dies; the lease ends; claimed again
+			evs, err := db.ClaimOutbox(t.Context(), clock.Now(), time.Minute, 10)
+			if err != nil || len(evs) != 2 {
+				t.Fatalf("claim: %v, %v", evs, err)
+			}
+			for _, e := range evs {
+				_ = d.Deliver(t.Context(), e)
+			}
+			clock.Advance(2 * time.Minute)
+		}
+		if len(snd.ids) != 4 || snd.ids[0] != snd.ids[2] || snd.ids[1] != snd.ids[3] || snd.ids[0] == snd.ids[1] ||
+			!strings.HasPrefix(snd.ids[0], "crmgate.") {
+			t.Errorf("Message-IDs per attempt = %v, want one per event, stable across claims", snd.ids)
+		}
+	})
 }

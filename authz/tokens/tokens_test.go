@@ -2,6 +2,7 @@ package tokens_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -547,5 +548,47 @@ func TestWiring(t *testing.T) {
 	}
 	if e := f.LastAudit(t, audit.EventTokenConsumed); e.UserID != u.ID {
 		t.Errorf("consumption not in the audit trail: %+v", e)
+	}
+}
+
+// TestRunSweeper: the periodic sweep deletes a used token once the
+// injected clock passes its retention, keeps an outstanding one, logs the
+// count, and stops with its context.
+func TestRunSweeper(t *testing.T) {
+	f := newFixture(t, storetest.SQLiteURL(t), 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	used, usedTok := f.issue(t, tokens.PurposeSetPassword, 72*time.Hour)
+	_, liveTok := f.issue(t, tokens.PurposeConfirmEmail, 30*24*time.Hour)
+	if _, err := f.svc.Consume(ctx, tokens.PurposeSetPassword, used); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.svc.RunSweeper(ctx, 5*time.Millisecond, 24*time.Hour) }()
+	gone := func(tok tokens.Token) bool {
+		_, err := f.db.TokenByHash(t.Context(), tok.SecretHash)
+		return errors.Is(err, authz.ErrNotFound)
+	}
+	time.Sleep(50 * time.Millisecond) // several sweeps within the retention
+	if gone(usedTok) {
+		t.Fatal("the used token was swept within its retention")
+	}
+	f.clock.Advance(25 * time.Hour)
+	for deadline := time.Now().Add(5 * time.Second); !gone(usedTok); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the used token was not swept after its retention")
+		}
+	}
+	if gone(liveTok) {
+		t.Error("the sweep deleted an outstanding token")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("RunSweeper returned %v, want context.Canceled", err)
+	}
+	if !strings.Contains(f.logs.String(), "one-time tokens swept") || !strings.Contains(f.logs.String(), "deleted=1") {
+		t.Errorf("logs:\n%s", f.logs)
+	}
+	if err := f.svc.RunSweeper(t.Context(), -time.Second, 0); err == nil {
+		t.Error("a negative interval was accepted")
 	}
 }

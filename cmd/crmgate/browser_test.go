@@ -551,7 +551,8 @@ func TestBrowserSignInPageNarrow(t *testing.T) {
 
 // TestBrowserDevOutput checks what `crmgate dev` prints, line by line, since
 // the README tells people to read it: where to go, the generated accounts,
-// the ops URL and the temporary data directory, which goes away on exit.
+// the ops URL, the mail page and the temporary data directory, which goes
+// away on exit.
 func TestBrowserDevOutput(t *testing.T) {
 	g := startDev(t)
 	patterns := []string{
@@ -565,6 +566,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		`^$`,
 		`^Pages: (\S+) \(public\), (\S+) \(signed in\), (\S+) \(admin only\)$`,
 		`^Ops:   (http://127\.0\.0\.1:[0-9]+/metrics)$`,
+		`^Mail:  (http://127\.0\.0\.1:[0-9]+/\.auth/dev/mail) \(every mail the gateway sends, captured here; none leaves this machine\)$`,
 		`^Dataverse: (http://127\.0\.0\.1:[0-9]+)/api/data/v9\.2/ \(emulator; tenant (\S+), client (\S+), secret (\S+)\)$`,
 		`^Data:  (\S+) \(deleted on exit\)\. Press Ctrl-C to stop\.$`,
 	}
@@ -601,6 +603,15 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Errorf("ops URL %s: status %d, want 200 with crmgate_ metrics", groups[9][1], resp.StatusCode)
 	}
 
+	// The mail page is on the gateway and answers.
+	if mailURL := groups[10][1]; !strings.HasPrefix(mailURL, g.url+"/") {
+		t.Errorf("mail page %q is not on the gateway %s", mailURL, g.url)
+	} else if r, err := http.Get(mailURL); err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("mail page %s: %v %v", mailURL, r, err)
+	} else {
+		r.Body.Close()
+	}
+
 	other := startDev(t)
 	for name, a := range g.accounts {
 		if other.accounts[name].password == a.password {
@@ -609,7 +620,7 @@ func TestBrowserDevOutput(t *testing.T) {
 	}
 
 	// The emulator answers with the printed credentials and has the demo contacts.
-	dv := groups[10]
+	dv := groups[11]
 	tr, err := http.PostForm(dv[1]+"/"+dv[2]+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
 		"client_id": {dv[3]}, "client_secret": {dv[4]}, "scope": {dv[1] + "/.default"}})
 	if err != nil {
@@ -632,7 +643,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Fatalf("emulator contacts: %d %s", cr.StatusCode, contacts)
 	}
 
-	dataDir := groups[11][1]
+	dataDir := groups[12][1]
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("data directory while running: %v", err)
 	}

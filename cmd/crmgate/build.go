@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/crmgate/crmgate/mail/smtpurl"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
+	"github.com/crmgate/crmgate/proxy/pages"
 )
 
 // The wiring below connects each capability to the interface its consumer
@@ -72,16 +74,31 @@ var (
 // gateway is everything serve runs, built from a validated configuration
 // by buildGateway, which starts nothing.
 type gateway struct {
-	store     *store.DB
-	auth      *wiring.Services
-	handler   *proxy.Server
-	registry  *prometheus.Registry
-	accessBuf *proxy.LineBuffer // nil when the access log is off
-	outbox    *outbox.Worker
-	dataverse *dataverseConn // nil when no Dataverse is configured
+	store   *store.DB
+	auth    *wiring.Services
+	handler *proxy.Server
+	// public is what the public listener serves; nil means handler. dev
+	// puts its mail page in front of handler here.
+	public http.Handler
+	pages  *pages.Renderer
+	// sweepEvery is how often the one-time tokens are swept; zero means
+	// tokens.DefaultSweepInterval (hourly).
+	sweepEvery time.Duration
+	registry   *prometheus.Registry
+	accessBuf  *proxy.LineBuffer // nil when the access log is off
+	outbox     *outbox.Worker
+	dataverse  *dataverseConn // nil when no Dataverse is configured
 	// warnings are settings that are valid but probably not what the
 	// operator meant; check-config prints them, serve logs them.
 	warnings []string
+}
+
+// publicHandler is what the public listener serves.
+func (g *gateway) publicHandler() http.Handler {
+	if g.public != nil {
+		return g.public
+	}
+	return g.handler
 }
 
 // start connects to the database and applies pending migrations: the only
@@ -136,7 +153,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{store: db, warnings: dataverseWarnings(cfg, pol)}
+	g := &gateway{store: db, pages: renderer, warnings: dataverseWarnings(cfg, pol)}
 	defer func() {
 		if err != nil {
 			_ = g.Close()
@@ -243,9 +260,8 @@ func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger)
 		BreakGlassRole:            proxy.AdminRole,
 		SetPasswordTTL:            cfg.Credentials.SetPasswordTTL,
 		CredentialsUsernameColumn: cfg.Credentials.UsernameColumn,
-		// A user holds at most three unused links of one purpose (reset,
-		// confirmation): asking again revokes the oldest.
-		MaxOutstandingTokens: 3,
+		// A new confirmation or reset link revokes the oldest beyond this.
+		MaxOutstandingTokens: cfg.Tokens.MaxOutstanding,
 		Registration:         registrationOptions(cfg),
 		Now:                  now,
 		Logger:               log,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
+	"github.com/crmgate/crmgate/mail/capture"
 	"github.com/crmgate/crmgate/proxy/demo"
 )
 
@@ -203,17 +205,34 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		"CRMGATE_BINDING_SYNC_FIELDS=first_name=firstname,last_name=lastname,display_name=fullname,email=emailaddress1",
 	}
 	// Branding and logging settings from the environment still apply, and
-	// so do a mail server and the registration settings (to try
-	// self-registration against the emulator).
+	// so does a mail server: an explicit CRMGATE_SMTP_URL (a test's
+	// server, a team's relay) is used as it is.
+	keeps := []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
+		// To try self-registration, the reset and forced password changes
+		// against the emulator.
+		"CRMGATE_REGISTRATION_", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED=", "CRMGATE_RESET_", "CRMGATE_PASSWORD_CHANGE_COLUMN="}
+	externalMail := slices.ContainsFunc(environ, func(kv string) bool {
+		return strings.HasPrefix(kv, "CRMGATE_SMTP_URL=") && kv != "CRMGATE_SMTP_URL=" || strings.HasPrefix(kv, "CRMGATE_SMTP_URL_FILE=")
+	})
+	if externalMail {
+		keeps = append(keeps, "CRMGATE_SMTP_")
+	}
 	for _, kv := range environ {
-		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
-			"CRMGATE_SMTP_", "CRMGATE_REGISTRATION_", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED=",
-			// A contact column forces password changes; the reset needs a mail server.
-			"CRMGATE_RESET_", "CRMGATE_PASSWORD_CHANGE_COLUMN="} {
+		for _, keep := range keeps {
 			if strings.HasPrefix(kv, keep) {
 				env = append(env, kv)
 			}
 		}
+	}
+	// Otherwise the gateway sends to the built-in capture, through its
+	// ordinary SMTP sender and outbox, and the dev mail page shows it.
+	var capt *capture.Server
+	if !externalMail {
+		if capt, err = capture.Listen(capture.Options{Max: devMailKept}); err != nil {
+			return fmt.Errorf("dev mail capture: %w", err)
+		}
+		defer capt.Close()
+		env = append(env, "CRMGATE_SMTP_URL="+capt.URL(), "CRMGATE_SMTP_FROM="+devMailFrom)
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
@@ -227,6 +246,15 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	defer g.Close()
 	if err := g.start(ctx); err != nil {
 		return err
+	}
+	mailLine := "Mail:  sent to " + redactedSMTP(cfg.SMTP.URL) + " (CRMGATE_SMTP_URL)"
+	if capt != nil {
+		page, err := devMailPage(cfg, g, capt, log)
+		if err != nil {
+			return err
+		}
+		g.public = page
+		mailLine = "Mail:  " + publicURL + cfg.AuthPrefix + devMailPath + " (every mail the gateway sends, captured here; none leaves this machine)"
 	}
 
 	// The accounts are created before anything is printed, so that their
@@ -249,6 +277,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n%s", publicURL, accountLines.String())
 	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
 	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\n", ops.Addr())
+	fmt.Fprintln(stdout, mailLine)
 	fmt.Fprintf(stdout, "Dataverse: %s/api/data/v9.2/ (emulator; tenant %s, client %s, secret %s)\n", dvURL, demoTenant, demoClientID, dvSecret)
 	fmt.Fprintf(stdout, "Data:  %s (deleted on exit). Press Ctrl-C to stop.\n", dir)
 	return serveGateway(ctx, cfg, g, log, pub, ops)

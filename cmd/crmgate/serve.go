@@ -113,10 +113,19 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("outbox worker stopped", "err", err)
 		}
 	}()
-	defer func() { stopWorker(); <-workerDone }()
+	// So does the sweep of dead one-time tokens (every replica sweeps;
+	// concurrent sweeps are harmless).
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		if err := g.auth.Tokens.RunSweeper(wctx, g.sweepEvery, cfg.Tokens.Retention); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("token sweep stopped", "err", err)
+		}
+	}()
+	defer func() { stopWorker(); <-workerDone; <-sweepDone }()
 	ready := &proxy.Readiness{}
 	return proxy.Listeners{
-		Public: pub, Ops: ops, PublicHandler: g.handler, OpsHandler: proxy.OpsHandler(ready, g.registry),
+		Public: pub, Ops: ops, PublicHandler: g.publicHandler(), OpsHandler: proxy.OpsHandler(ready, g.registry),
 		Ready: ready, ShutdownDelay: cfg.Shutdown.Delay, ShutdownTimeout: cfg.Shutdown.Timeout, Logger: log,
 	}.Serve(ctx)
 }
