@@ -1,7 +1,8 @@
 // Package store is crmgate's durable store: accounts and the audit trail in
 // embedded SQLite (the default, pure Go) or PostgreSQL (several replicas).
 // Both run the same migrations and satisfy the Store interface of every
-// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens).
+// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens,
+// invitations).
 package store
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/profile"
 	"github.com/crmgate/crmgate/authz/signin"
@@ -33,14 +35,15 @@ import (
 )
 
 var (
-	_ accounts.Store = (*DB)(nil)
-	_ signin.Store   = (*DB)(nil)
-	_ profile.Store  = (*DB)(nil)
-	_ binding.Users  = (*DB)(nil)
-	_ apikeys.Store  = (*DB)(nil)
-	_ audit.Store    = (*DB)(nil)
-	_ outbox.Store   = (*DB)(nil)
-	_ tokens.Store   = (*DB)(nil)
+	_ accounts.Store    = (*DB)(nil)
+	_ signin.Store      = (*DB)(nil)
+	_ profile.Store     = (*DB)(nil)
+	_ binding.Users     = (*DB)(nil)
+	_ apikeys.Store     = (*DB)(nil)
+	_ audit.Store       = (*DB)(nil)
+	_ outbox.Store      = (*DB)(nil)
+	_ tokens.Store      = (*DB)(nil)
+	_ invitations.Store = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

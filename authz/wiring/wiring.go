@@ -16,6 +16,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/profile"
@@ -44,6 +45,7 @@ type Store interface {
 	audit.Store
 	outbox.Store
 	tokens.Store
+	invitations.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -100,6 +102,15 @@ type Options struct {
 	// URL); nil means no mail can be composed, and the flows that send mail
 	// (registration, reset, invitations) are not built.
 	Mail *mail.Composer
+	// Invitations are Power Pages invitations (adx_invitation) and the
+	// contacts they name; nil means only crmgate's own invitations are
+	// accepted, and they cannot name a contact.
+	Invitations invitations.Dataverse
+	// SkipInvitationProof lets a Dataverse invitation be redeemed without
+	// confirming the invited address; see
+	// invitations.Options.SkipDataverseProof (dangerous). The zero value
+	// requires the confirmation.
+	SkipInvitationProof bool
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -120,6 +131,9 @@ type Services struct {
 	SignIn   *signin.Service
 	APIKeys  *apikeys.Service
 	Tokens   *tokens.Service
+	// Invitations creates and redeems invitations; nil when Options.Mail
+	// is nil (an invitation is always mailed).
+	Invitations *invitations.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
 }
@@ -178,6 +192,13 @@ func New(db Store, o Options) (*Services, error) {
 	}
 	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
+	}
+	if o.Mail != nil {
+		if s.Invitations, err = invitations.New(db, invitations.Options{Users: db, Audit: s.Audit, Mail: o.Mail,
+			Tokens: s.Tokens, Dataverse: o.Invitations, Password: o.Password, Policy: o.PasswordPolicy,
+			SkipDataverseProof: o.SkipInvitationProof, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
