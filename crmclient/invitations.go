@@ -139,7 +139,7 @@ func (d *Directory) InvitationByCode(ctx context.Context, code string) (*dataver
 }
 
 // NewInvitations returns up to limit active invitations created at or
-// after since, ordered by createdon and id (keyset paging: pass the last
+// after since (zero: any time), ordered by createdon and id (keyset paging: pass the last
 // one's CreatedOn again and skip the ids already seen), each with its web
 // roles and its code (Invitation.Code), for mailing.
 func (d *Directory) NewInvitations(ctx context.Context, since time.Time, limit int) ([]*dataverse.Invitation, error) {
@@ -150,10 +150,14 @@ func (d *Directory) NewInvitations(ctx context.Context, since time.Time, limit i
 	if err != nil {
 		return nil, err
 	}
+	filter := F.Eq("statecode", StateActive)
+	if !since.IsZero() {
+		filter = F.And(F.Ge("createdon", since.UTC()), filter)
+	}
 	var out []*dataverse.Invitation
 	_, err = d.client.List(ctx, SetInvitations, ListOptions{
 		Query: Query{Select: invitationListColumns,
-			Filter:  F.And(F.Ge("createdon", since.UTC()), F.Eq("statecode", StateActive)),
+			Filter:  filter,
 			OrderBy: []string{"createdon asc", "adx_invitationid asc"}, Top: limit},
 		Expand: []Expand{{Nav: nav, Select: []string{idCol}}},
 	}, func(raw json.RawMessage) error {
