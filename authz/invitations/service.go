@@ -483,3 +483,9 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// RecordThrottled audits the first refusal of a client address that
+// tried too many codes.
+func (s *Service) RecordThrottled(ctx context.Context, client string) {
+	s.o.Audit.Record(ctx, audit.Event{Time: s.now(), Type: EventThrottled, ClientAddr: client, Detail: "code guessing"})
+}
