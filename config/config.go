@@ -47,19 +47,20 @@ type Config struct {
 	GatewayBodyTimeout   time.Duration `env:"GATEWAY_BODY_TIMEOUT" envDefault:"10s" desc:"How long the gateway's own pages and APIs wait for a request body (sign-in form, REST API); a slower client gets 408. 1s to 10m."`
 	RedirectAllowlist    []string      `env:"REDIRECT_ALLOWLIST" desc:"Comma-separated absolute origins (https://app.example.com) that redirect_url may point to besides same-site relative paths."`
 
-	Cookie    CookieConfig   `envPrefix:"COOKIE_"`
-	Session   SessionConfig  `envPrefix:"SESSION_"`
-	Signing   SigningConfig  `envPrefix:"SIGNING_"`
-	SignIn    SignInConfig   `envPrefix:"SIGNIN_"`
-	Password  PasswordConfig `envPrefix:"PASSWORD_"`
-	Branding  BrandingConfig
-	Proxy     ProxyConfig     `envPrefix:"PROXY_"`
-	Log       LogConfig       `envPrefix:"LOG_"`
-	Shutdown  ShutdownConfig  `envPrefix:"SHUTDOWN_"`
-	Dataverse DataverseConfig `envPrefix:"DATAVERSE_"`
-	Binding   BindingConfig   `envPrefix:"BINDING_"`
-	Outbox    OutboxConfig    `envPrefix:"OUTBOX_"`
-	SMTP      SMTPConfig      `envPrefix:"SMTP_"`
+	Cookie      CookieConfig   `envPrefix:"COOKIE_"`
+	Session     SessionConfig  `envPrefix:"SESSION_"`
+	Signing     SigningConfig  `envPrefix:"SIGNING_"`
+	SignIn      SignInConfig   `envPrefix:"SIGNIN_"`
+	Password    PasswordConfig `envPrefix:"PASSWORD_"`
+	Branding    BrandingConfig
+	Proxy       ProxyConfig       `envPrefix:"PROXY_"`
+	Log         LogConfig         `envPrefix:"LOG_"`
+	Shutdown    ShutdownConfig    `envPrefix:"SHUTDOWN_"`
+	Dataverse   DataverseConfig   `envPrefix:"DATAVERSE_"`
+	Binding     BindingConfig     `envPrefix:"BINDING_"`
+	Outbox      OutboxConfig      `envPrefix:"OUTBOX_"`
+	SMTP        SMTPConfig        `envPrefix:"SMTP_"`
+	Invitations InvitationsConfig `envPrefix:"INVITATIONS_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -474,6 +475,7 @@ func (c *Config) Validate() error {
 		add("OUTBOX_LEASE", "must exceed CRMGATE_DATAVERSE_TIMEOUT (%s) so that one delivery attempt fits in it, got %s", c.Dataverse.Timeout, o.Lease)
 	}
 	c.validateSMTP(add)
+	c.validateInvitations(add)
 	return errors.Join(errs...)
 }
 

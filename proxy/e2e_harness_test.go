@@ -31,6 +31,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
@@ -230,6 +231,12 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
+	if s.Invitations != nil {
+		o.Invitations = s.Invitations
+		if o.InvitationGuesses == nil {
+			o.InvitationGuesses, _ = throttle.New(throttle.PerHour(20), 20)
+		}
+	}
 	return proxy.TestTimings(o)
 }
 

@@ -86,6 +86,9 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 	if srv.contactSearch != nil {
 		mux.HandleFunc("GET "+p+"/contacts", srv.admin(apikeys.ScopeContactsRead, srv.apiSearchContacts))
 	}
+	if srv.invitations != nil {
+		srv.apiInvitationRoutes(mux, p)
+	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
 			Message: "There is no API endpoint at this address."})

@@ -83,7 +83,7 @@ func (srv *Server) offerData(r *http.Request, o *invitations.Offer, code string,
 	case o.Existing != nil:
 		data.State, data.SignInURL = pages.InvitationExisting, srv.existingUserURL(code)
 	default:
-		data.State, data.NeedsProof, data.AskEmail = pages.InvitationRegister, o.NeedsProof, o.Email == ""
+		data.State, data.NeedsProof, data.AskEmail = pages.InvitationRegister, o.NeedsProof, o.AskEmail
 		data.Email = o.Email
 		if o.Source == invitations.SourceDataverse {
 			// The code holder is not yet known to be the contact: show
@@ -129,9 +129,7 @@ func maskEmail(e string) string {
 func (srv *Server) lookupInvitation(w http.ResponseWriter, r *http.Request, code string) (*invitations.Offer, bool) {
 	client, _ := srv.clients.of(r)
 	key := throttle.ClientKey(client.String())
-	now := srv.now()
-	if blocked, retry := srv.inviteGuesses.Blocked(key, now); blocked {
-		srv.invitationThrottled(w, r, client.String(), retry, false)
+	if srv.guessesBlocked(w, r, key, client.String()) {
 		return nil, false
 	}
 	offer, err := srv.invitations.Lookup(r.Context(), code, client.String())
@@ -140,6 +138,20 @@ func (srv *Server) lookupInvitation(w http.ResponseWriter, r *http.Request, code
 		return nil, false
 	}
 	return offer, true
+}
+
+// guessesBlocked answers a client that has no refused guess left and
+// reports true; otherwise it takes nothing.
+func (srv *Server) guessesBlocked(w http.ResponseWriter, r *http.Request, key, client string) bool {
+	now := srv.now()
+	if blocked, _ := srv.inviteGuesses.Blocked(key, now); !blocked {
+		return false
+	}
+	// Allow refuses too and takes nothing; it says whether this is the
+	// first refusal of a run, which is audited.
+	_, retry, first := srv.inviteGuesses.Allow(key, now)
+	srv.invitationThrottled(w, r, client, retry, first)
+	return true
 }
 
 // invitationLookupFailed answers a refused or failed code check; a refusal
@@ -192,8 +204,7 @@ func (srv *Server) handleInvitation(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _ := srv.clients.of(r)
 	key := throttle.ClientKey(client.String())
-	if blocked, retry := srv.inviteGuesses.Blocked(key, srv.now()); blocked {
-		srv.invitationThrottled(w, r, client.String(), retry, false)
+	if srv.guessesBlocked(w, r, key, client.String()) {
 		return
 	}
 	if r.PostForm.Get("action") == "link" {
@@ -332,8 +343,7 @@ func (srv *Server) handleInvitationConfirm(w http.ResponseWriter, r *http.Reques
 	}
 	client, _ := srv.clients.of(r)
 	key := throttle.ClientKey(client.String())
-	if blocked, retry := srv.inviteGuesses.Blocked(key, srv.now()); blocked {
-		srv.invitationThrottled(w, r, client.String(), retry, false)
+	if srv.guessesBlocked(w, r, key, client.String()) {
 		return
 	}
 	res, err := srv.invitations.Confirm(r.Context(), token, client.String())

@@ -39,11 +39,16 @@ const (
 	// users, client addresses and sign-in failures: grant it to log
 	// collectors, not to flows that only bind users.
 	ScopeAuditRead = "audit:read"
+	// ScopeInvitationsRead allows listing and reading crmgate invitations.
+	ScopeInvitationsRead = "invitations:read"
+	// ScopeInvitationsWrite allows creating, resending and revoking
+	// invitations (each mails a code that creates an account).
+	ScopeInvitationsWrite = "invitations:write"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeContactsRead, ScopeAuditRead, ScopeInvitationsRead, ScopeInvitationsWrite}
 }
 
 // The reasons of an audit.EventAPIKeyRefused event.

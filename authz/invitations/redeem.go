@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,7 +43,8 @@ type Result struct {
 // pending is the payload of a confirmation token: everything the
 // redemption needs once the address is proved, and never the code.
 type pending struct {
-	Invitation   string `json:"invitation"` // adx_invitationid
+	Source       Source `json:"source"`
+	Invitation   string `json:"invitation"` // the crmgate id or the adx_invitationid
 	Username     string `json:"username"`
 	Email        string `json:"email"`
 	PasswordHash string `json:"password_hash"`
@@ -61,14 +63,18 @@ func (s *Service) Redeem(ctx context.Context, code string, reg Registration, cli
 		return nil, ErrExistingAccount
 	}
 	email := o.Email
-	if email == "" {
+	if o.AskEmail {
 		email = strings.TrimSpace(reg.Email)
 	}
 	u, err := s.newUser(ctx, reg.Username, email, reg.Password)
 	if err != nil {
 		return nil, err
 	}
-	if o.Source == SourceDataverse && (o.NeedsProof || o.Email == "") {
+	// The code proves only the address it was sent to (and a Dataverse
+	// code not even that, unless SkipDataverseProof): any other address is
+	// confirmed by mail before the account exists.
+	proved := o.Email != "" && strings.EqualFold(email, o.Email) && (o.Source == SourceCrmgate || !o.NeedsProof)
+	if !proved {
 		return s.sendConfirmation(ctx, o, u, client)
 	}
 	u.EmailConfirmed = true // the code came to this address (see the package doc)
@@ -113,7 +119,7 @@ func (s *Service) newUser(ctx context.Context, username, email, pw string) (*aut
 // made when it is followed (Confirm).
 func (s *Service) sendConfirmation(ctx context.Context, o *Offer, u *authz.User, client string) (*Result, error) {
 	now := s.now()
-	payload, err := json.Marshal(pending{Invitation: o.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash})
+	payload, err := json.Marshal(pending{Source: o.Source, Invitation: o.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash})
 	if err != nil {
 		return nil, err
 	}
@@ -134,19 +140,16 @@ func (s *Service) sendConfirmation(ctx context.Context, o *Offer, u *authz.User,
 		return nil, fmt.Errorf("invitations: confirmation: %w", err)
 	}
 	s.notify()
-	s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventPending, ClientAddr: client, Detail: dataverseKey(o.ID) + " " + u.Username})
+	s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventPending, ClientAddr: client, Detail: o.key() + " " + u.Username})
 	return &Result{PendingEmail: u.Email, RedirectURL: o.RedirectURL}, nil
 }
 
 // Confirm completes a redemption whose address was proved by following
-// the confirmation link secret: the invitation is checked again in
-// Dataverse, then the account is made. A refused link gives
-// tokens.ErrInvalidToken; an invitation that meanwhile ran out
-// ErrInvalidCode. The link is spent either way once accepted.
+// the confirmation link secret: the invitation is checked again, then the
+// account is made. A refused link gives tokens.ErrInvalidToken; an
+// invitation that meanwhile ran out ErrInvalidCode. The link is spent
+// once accepted.
 func (s *Service) Confirm(ctx context.Context, secret, client string) (*Result, error) {
-	if s.o.Dataverse == nil {
-		return nil, ErrNoDataverse
-	}
 	t, err := s.o.Tokens.Consume(ctx, tokens.PurposeInvitation, secret)
 	if err != nil {
 		return nil, err
@@ -156,23 +159,46 @@ func (s *Service) Confirm(ctx context.Context, secret, client string) (*Result, 
 		return nil, fmt.Errorf("invitations: confirmation %d: bad payload", t.ID)
 	}
 	now := s.now()
-	dv, err := s.o.Dataverse.InvitationByID(ctx, p.Invitation)
-	switch {
-	case errors.Is(err, dataverse.ErrInvitationNotFound):
-		return nil, s.refused(ctx, dataverseKey(p.Invitation), RefusedUnknown, client, now)
-	case err != nil:
-		return nil, fmt.Errorf("invitations: confirm: %w", err)
-	}
-	o, err := s.dataverseOffer(ctx, dv, client, now)
-	if err != nil {
-		return nil, err
+	var o *Offer
+	switch p.Source {
+	case SourceCrmgate:
+		id, err := strconv.ParseInt(p.Invitation, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("invitations: confirmation %d: bad payload", t.ID)
+		}
+		inv, err := s.store.InvitationByID(ctx, id)
+		switch {
+		case errors.Is(err, authz.ErrNotFound):
+			return nil, s.refused(ctx, localKey(id), RefusedUnknown, client, now)
+		case err != nil:
+			return nil, fmt.Errorf("invitations: confirm: %w", err)
+		}
+		if o, err = s.localOffer(ctx, inv, client, now); err != nil {
+			return nil, err
+		}
+	case SourceDataverse:
+		if s.o.Dataverse == nil {
+			return nil, ErrNoDataverse
+		}
+		dv, err := s.o.Dataverse.InvitationByID(ctx, p.Invitation)
+		switch {
+		case errors.Is(err, dataverse.ErrInvitationNotFound):
+			return nil, s.refused(ctx, dataverseKey(p.Invitation), RefusedUnknown, client, now)
+		case err != nil:
+			return nil, fmt.Errorf("invitations: confirm: %w", err)
+		}
+		if o, err = s.dataverseOffer(ctx, dv, client, now); err != nil {
+			return nil, err
+		}
+		if !o.AskEmail && !strings.EqualFold(o.Email, p.Email) {
+			// The contact's address changed since: the proof is for another one.
+			return nil, s.refused(ctx, dataverseKey(dv.ID), RefusedInactive, client, now)
+		}
+	default:
+		return nil, fmt.Errorf("invitations: confirmation %d: bad payload", t.ID)
 	}
 	if o.Existing != nil {
 		return nil, ErrExistingAccount
-	}
-	if o.Email != "" && !strings.EqualFold(o.Email, p.Email) {
-		// The contact's address changed since: the proof is for another one.
-		return nil, s.refused(ctx, dataverseKey(dv.ID), RefusedInactive, client, now)
 	}
 	u := &authz.User{ID: authz.NewID(), Username: p.Username, Email: p.Email, PasswordHash: p.PasswordHash,
 		Status: authz.StatusActive, EmailConfirmed: true, SecurityStamp: authz.NewID(), Roles: []string{},
@@ -200,7 +226,12 @@ func (s *Service) Link(ctx context.Context, code string, u *authz.User, client s
 			return nil, ErrContactBound
 		}
 	}
-	if o.Source == SourceDataverse && (o.Email == "" || !strings.EqualFold(o.Email, u.Email) || !u.EmailConfirmed) {
+	// The account must be the invited address's (and, for a Dataverse
+	// invitation, whose code proves nothing, a confirmed one); a group
+	// invitation is for whoever holds its code.
+	boundHere := o.ContactID != "" && u.Binding.Mode == authz.BindingLookup && u.Binding.Ref != nil && strings.EqualFold(u.Binding.Ref.ID, o.ContactID)
+	sameAddress := o.Email != "" && strings.EqualFold(o.Email, u.Email) && (o.Source == SourceCrmgate || u.EmailConfirmed)
+	if !o.Group && !boundHere && !sameAddress {
 		return nil, ErrLinkRefused
 	}
 	linked := *u
@@ -286,4 +317,12 @@ func writeBackEvent(r dataverse.InvitationRedemption, at time.Time) (outbox.Even
 		return outbox.Event{}, err
 	}
 	return outbox.Event{Kind: OutboxKind, Type: OutboxRedeemed, Payload: b, CreatedAt: at}, nil
+}
+
+// key names o in the audit trail.
+func (o *Offer) key() string {
+	if o.Source == SourceCrmgate {
+		return "crmgate:" + o.ID
+	}
+	return dataverseKey(o.ID)
 }

@@ -200,6 +200,9 @@ func (s *Service) Create(ctx context.Context, ni NewInvitation, actor string) (*
 	inv.Roles = roles
 	name := ""
 	if ni.ContactID != "" {
+		if inv.Kind == Group {
+			return nil, &authz.ValidationError{Field: "contact_id", Message: "A group invitation cannot name a contact: one contact is bound to one account."}
+		}
 		id, err := dataverse.ParseID(ni.ContactID)
 		if err != nil {
 			return nil, &authz.ValidationError{Field: "contact_id", Message: "The contact id must be a GUID."}
@@ -349,6 +352,10 @@ type Offer struct {
 	// NeedsProof reports that redeeming mails a confirmation to Email
 	// before the account is made.
 	NeedsProof bool
+	// AskEmail reports that the redeemer gives the account's address: the
+	// invitation names none, or it is a group invitation (each member has
+	// their own). An address other than Email is confirmed by mail first.
+	AskEmail bool
 
 	local *Invitation
 	dv    *dataverse.Invitation
@@ -405,6 +412,7 @@ func (s *Service) localOffer(ctx context.Context, inv *Invitation, client string
 	}
 	o := &Offer{Source: SourceCrmgate, ID: strconv.FormatInt(inv.ID, 10), Email: inv.Email, ContactID: inv.ContactID,
 		Group: inv.Kind == Group, ExpiresAt: inv.ExpiresAt, RedirectURL: inv.RedirectURL, local: inv, roles: inv.Roles}
+	o.AskEmail = o.Group
 	return o, s.existing(ctx, o)
 }
 
@@ -436,6 +444,7 @@ func (s *Service) dataverseOffer(ctx context.Context, dv *dataverse.Invitation, 
 	// Nothing proves who holds a Dataverse code; an address the
 	// invitation does not give (the redeemer types one) is never proved.
 	o.NeedsProof = !s.o.SkipDataverseProof || o.Email == ""
+	o.AskEmail = o.Email == "" || o.Group
 	return o, s.existing(ctx, o)
 }
 
@@ -452,7 +461,9 @@ func (s *Service) existing(ctx context.Context, o *Offer) error {
 			return nil
 		}
 	}
-	if o.Email != "" {
+	// A group invitation's address is where the code was sent, not each
+	// member's: members give their own.
+	if o.Email != "" && !o.Group {
 		u, err := s.o.Users.UserByLogin(ctx, o.Email)
 		switch {
 		case err == nil:

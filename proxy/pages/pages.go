@@ -456,7 +456,11 @@ func (r *Renderer) Render(w http.ResponseWriter, status int, page Page, data any
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", r.csp)
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "same-origin")
+	if h.Get("Referrer-Policy") != "no-referrer" {
+		// A handler may only tighten it (a page whose address holds a
+		// secret sends no Referer at all).
+		h.Set("Referrer-Policy", "same-origin")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
