@@ -44,6 +44,7 @@ const (
 	msgInvitationBound       = "This invitation can no longer create an account: the person it is for already has one. Sign in with that account instead."
 	msgInvitationLinkRefused = "This invitation cannot be added to the account you are signed in with. Sign in with the account of the invited email address."
 	msgInvitationInvalidForm = "Please correct the marked fields."
+	msgConfirmUnavailable    = "We cannot check your invitation right now, so no account was made. Open the link of your invitation again in a few minutes to get a new confirmation."
 	msgConfirmInvalid        = "This confirmation link is invalid, was already used or has expired. Redeem your invitation again to get a new one."
 )
 
@@ -362,6 +363,11 @@ func (srv *Server) handleInvitationConfirm(w http.ResponseWriter, r *http.Reques
 		return
 	case errors.Is(err, authz.ErrConflict):
 		srv.renderInvitation(w, r, http.StatusConflict, pages.InvitationData{State: pages.InvitationEnterCode, Error: msgInvitationTaken})
+		return
+	case errors.Is(err, dataverse.ErrUnavailable):
+		srv.log.Warn("invitation not confirmed: Dataverse unavailable", "request_id", requestID(r.Context()), "err", err)
+		w.Header().Set("Retry-After", "30")
+		srv.renderInvitation(w, r, http.StatusServiceUnavailable, pages.InvitationData{State: pages.InvitationEnterCode, Error: msgConfirmUnavailable})
 		return
 	default:
 		srv.invitationLookupFailed(w, r, err, key, client.String())
