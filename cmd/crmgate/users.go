@@ -34,7 +34,7 @@ commands:
   unlock        --login U | LOGIN   (clears a sign-in lockout and the failure count)
   set-binding   --mode none|username|custom [--dry-run] (LOGIN... | --from-mode M | --all)
   set-binding   --mode lookup --contact GUID [--contact-name N] [--allow-shared] [--dry-run] LOGIN
-  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read)
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, contacts:read, audit:read, invitations:read, invitations:write)
   api-key list    [--json]
   api-key revoke  --id ID
 
