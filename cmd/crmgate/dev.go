@@ -191,9 +191,11 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		// the profile page pushes changes back to the emulator.
 		"CRMGATE_BINDING_SYNC_FIELDS=first_name=firstname,last_name=lastname,display_name=fullname,email=emailaddress1",
 	}
-	// Branding and logging settings from the environment still apply.
+	// Branding, logging and mail (an explicit CRMGATE_SMTP_URL) settings
+	// from the environment still apply.
 	for _, kv := range environ {
-		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL="} {
+		for _, keep := range []string{"CRMGATE_SITE_NAME=", "CRMGATE_BRAND_COLOR=", "CRMGATE_LOGO_URL=", "CRMGATE_TEMPLATES_DIR=", "CRMGATE_LOG_LEVEL=",
+			"CRMGATE_SMTP_URL=", "CRMGATE_SMTP_FROM="} {
 			if strings.HasPrefix(kv, keep) {
 				env = append(env, kv)
 			}
