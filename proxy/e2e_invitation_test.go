@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/authztest"
 	"github.com/crmgate/crmgate/authz/invitations"
@@ -458,5 +459,72 @@ func testInvitationRedeemRace(t *testing.T, db *store.DB) {
 	late, _ := h.svc.Accounts.ListUsers(context.Background(), authz.UserFilter{Query: "late"})
 	if len(late) != 1 {
 		t.Fatalf("late accounts: %d, want 1", len(late))
+	}
+}
+
+// TestInvitationAPI: an API key needs invitations:write to create and
+// invitations:read to list; the list pages by id; a bad body, an unsafe
+// redirect, an unknown field and a group invitation naming a contact are
+// refused with 400 and create nothing; the answers never carry a code.
+func TestInvitationAPI(t *testing.T) {
+	h := inviteHarness(t, harnessConfig{})
+	ctx := context.Background()
+	write, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeInvitationsWrite}, time.Time{}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeInvitationsRead}, time.Time{}, "test")
+	call := func(key, method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, h.url("/.auth/api"+path), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, out := h.do(http.DefaultClient, req)
+		return resp.StatusCode, out
+	}
+	for i := range 3 {
+		if code, out := call(write, "POST", "/invitations", fmt.Sprintf(`{"email":"p%d@example.test","roles":["member"]}`, i)); code != 201 || strings.Contains(out, "hash") {
+			t.Fatalf("create %d: %d %s", i, code, out)
+		}
+	}
+	if code, _ := call(read, "POST", "/invitations", `{"email":"x@example.test"}`); code != 403 {
+		t.Fatalf("create with a read key: %d", code)
+	}
+	if code, _ := call(write, "GET", "/invitations", ""); code != 403 {
+		t.Fatalf("list with a write key: %d", code)
+	}
+	code, out := call(read, "GET", "/invitations?limit=2", "")
+	var page struct {
+		Invitations []invitations.Invitation `json:"invitations"`
+		Next        string                   `json:"next"`
+	}
+	if code != 200 || json.Unmarshal([]byte(out), &page) != nil || len(page.Invitations) != 2 || page.Next != "2" {
+		t.Fatalf("list: %d %s", code, out)
+	}
+	code, out = call(read, "GET", "/invitations?after="+page.Next, "")
+	page.Next = ""
+	if code != 200 || json.Unmarshal([]byte(out), &page) != nil || len(page.Invitations) != 1 || page.Invitations[0].Email != "p2@example.test" || page.Next != "" {
+		t.Fatalf("second page: %d %s", code, out)
+	}
+	for name, body := range map[string]string{
+		"not JSON": `{`, "unknown field": `{"email":"a@example.test","code":"mine"}`, "open redirect": `{"email":"a@example.test","redirect_url":"https://evil.example/"}`,
+		"scheme-relative": `{"email":"a@example.test","redirect_url":"//evil.example"}`, "bad kind": `{"email":"a@example.test","kind":"many"}`,
+		"group with a contact": `{"email":"a@example.test","kind":"group","max_redemptions":3,"contact_id":"` + annID + `"}`,
+		"no address":           `{}`, "too long": `{"email":"a@example.test","expires_in_hours":100000}`,
+	} {
+		if code, out := call(write, "POST", "/invitations", body); code != 400 {
+			t.Errorf("%s: %d %s", name, code, out)
+		}
+	}
+	if code, _ := call(write, "POST", "/invitations/99/revoke", ""); code != 404 {
+		t.Fatalf("revoke unknown: %d", code)
+	}
+	if code, _ := call(write, "DELETE", "/invitations/1", ""); code != 200 {
+		t.Fatalf("delete: %d", code)
+	}
+	if code, out := call(read, "GET", "/invitations/1", ""); code != 200 || !strings.Contains(out, "revoked_at") {
+		t.Fatalf("get revoked: %d %s", code, out)
+	}
+	if evs := auditTypes(t, h.svc, invitations.EventRevoked); len(evs) != 1 || !strings.HasPrefix(evs[0].Actor, "apikey:") {
+		t.Fatalf("revoked audit = %+v", evs)
 	}
 }

@@ -258,9 +258,7 @@ func (s *Service) complete(ctx context.Context, o *Offer, newUser, linked *authz
 	if u == nil {
 		u, typ = linked, lifecycle.Bound
 	} else {
-		for _, r := range o.roles {
-			u.Roles = append(u.Roles, r)
-		}
+		u.Roles = append(u.Roles, o.roles...)
 		if o.ContactID != "" {
 			u.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: o.ContactID, LogicalName: dataverse.ContactLogicalName}}
 		}
