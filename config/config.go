@@ -65,6 +65,7 @@ type Config struct {
 
 	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
 	Recovery     RecoveryConfig
+	Invitations InvitationsConfig `envPrefix:"INVITATIONS_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because
@@ -483,6 +484,7 @@ func (c *Config) Validate() error {
 	c.validateRegistration(add)
 	c.validateRecovery(add)
 	c.validateTokens(add)
+	c.validateInvitations(add)
 	return errors.Join(errs...)
 }
 

@@ -41,7 +41,10 @@ func (c *csrfTokens) mac(key []byte, binding string) []byte {
 // on w when the browser has none yet.
 func (c *csrfTokens) issue(w http.ResponseWriter, r *http.Request) string {
 	binding := ""
-	if ck, err := r.Cookie(c.cookie); err == nil && len(ck.Value) >= 32 && len(ck.Value) <= 64 {
+	// rand.Text is 26 characters (128 bits): a binding of that length is
+	// kept, so that rendering a page does not invalidate the forms of
+	// pages rendered before it (another tab, a form shown again).
+	if ck, err := r.Cookie(c.cookie); err == nil && len(ck.Value) >= 26 && len(ck.Value) <= 64 {
 		binding = ck.Value
 	} else {
 		binding = rand.Text()

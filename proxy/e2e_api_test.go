@@ -98,7 +98,8 @@ func TestRESTAPIUsers(t *testing.T) {
 // TestOpenAPIDocumentMatchesRoutes: the OpenAPI document is valid JSON and
 // every path it lists is served (not the API's 404).
 func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
-	h := newHarness(t, harnessConfig{})
+	// With mail, so that every optional endpoint (invitations) is served.
+	h := inviteHarness(t, harnessConfig{})
 	h.createUser("root", "root@example.test", "correct horse battery", "admin")
 	admin := h.browser()
 	h.signIn(admin, "root", "correct horse battery")

@@ -31,6 +31,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/policies"
@@ -244,6 +245,12 @@ func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	o.Passwords = s.Accounts
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true
+	}
+	if s.Invitations != nil {
+		o.Invitations = s.Invitations
+		if o.InvitationGuesses == nil {
+			o.InvitationGuesses, _ = throttle.New(throttle.PerHour(20), 20)
+		}
 	}
 	return proxy.TestTimings(o)
 }

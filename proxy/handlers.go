@@ -43,6 +43,12 @@ func (srv *Server) gatewayMux() http.Handler {
 			mux.Handle("POST "+p+"/reset/confirm", srv.sameOrigin(srv.handleResetConfirm))
 		}
 	}
+	if srv.invitations != nil {
+		mux.HandleFunc("GET "+p+"/invitation", srv.handleInvitationForm)
+		mux.Handle("POST "+p+"/invitation", srv.sameOrigin(srv.handleInvitation))
+		mux.HandleFunc("GET "+p+"/invitation/confirm", srv.handleInvitationConfirmForm)
+		mux.Handle("POST "+p+"/invitation/confirm", srv.sameOrigin(srv.handleInvitationConfirm))
+	}
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))

@@ -90,6 +90,9 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+p+"/contacts", srv.admin(apikeys.ScopeContactsRead, srv.apiSearchContacts))
 	}
 	srv.onboardingAPI(mux, p)
+	if srv.invitations != nil {
+		srv.apiInvitationRoutes(mux, p)
+	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
 			Message: "There is no API endpoint at this address."})

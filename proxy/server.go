@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
@@ -95,6 +96,18 @@ type Options struct {
 	// links to it from the sign-in page; it needs Recovery and a mail
 	// server (the link is mailed). False: no reset pages and no link.
 	ResetPages bool
+	// Invitations serves /.auth/invitation and the invitation endpoints
+	// of the REST API; nil means neither exists (404).
+	Invitations Invitations
+	// InvitationGuesses limits the refused invitation codes (and
+	// confirmation links) of one client address; nil with Invitations set
+	// is an error. The limiter is per replica.
+	InvitationGuesses *throttle.Limiter
+	// InvitationExistingUserURL is where a person whose account already
+	// exists is sent to sign in (the portal products' "existing user
+	// page"), with redirect_url back to the invitation added; empty means
+	// the sign-in page. It must be a same-site path or an allow-listed URL.
+	InvitationExistingUserURL string
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -169,8 +182,10 @@ type Server struct {
 	signIns        PasswordSignIn
 	sessionStore   SessionStore
 	users          UserDirectory
-	apiKeys        APIKeys            // nil: admin sessions only
-	profiles       ProfileEditor      // nil: no profile page
+	apiKeys        APIKeys       // nil: admin sessions only
+	profiles       ProfileEditor // nil: no profile page
+	invitations    Invitations   // nil: no invitation page or endpoints
+	inviteGuesses  *throttle.Limiter
 	bindings       BindingEditor      // nil: no binding endpoints
 	contactSearch  ContactSearch      // nil: no contact search
 	onboarding     Onboarding         // nil: no approval or credentials endpoints
@@ -247,6 +262,9 @@ func New(opts Options) (*Server, error) {
 	if opts.ContactGrace < 0 {
 		errs = append(errs, errors.New("proxy: contact grace must not be negative"))
 	}
+	if opts.Invitations != nil && opts.InvitationGuesses == nil {
+		errs = append(errs, errors.New("proxy: invitations need a guess limiter (InvitationGuesses)"))
+	}
 	if opts.Transport == nil && (opts.MaxIdleConnsPerHost < 1 || opts.DialTimeout <= 0 || opts.ResponseHeaderTimeout < 0) {
 		errs = append(errs, errors.New("proxy: without a transport, MaxIdleConnsPerHost and DialTimeout must be positive and ResponseHeaderTimeout not negative"))
 	}
@@ -294,6 +312,8 @@ func New(opts Options) (*Server, error) {
 		users:         opts.Users,
 		apiKeys:       opts.APIKeys,
 		profiles:      opts.Profiles,
+		invitations:   opts.Invitations,
+		inviteGuesses: opts.InvitationGuesses,
 		bindings:      opts.Bindings,
 		contactSearch: opts.Contacts,
 		onboarding:    opts.Onboarding,
@@ -311,6 +331,11 @@ func New(opts Options) (*Server, error) {
 		metrics:       m,
 		revoked:       revokedSessions{m: map[string]time.Time{}},
 		sessionCache:  newSessionCache(),
+	}
+	if u := opts.InvitationExistingUserURL; u != "" {
+		if _, ok := srv.redirects.validate(u); !ok {
+			return nil, fmt.Errorf("proxy: invitation existing-user page %q is neither a same-site path nor an allow-listed URL", u)
+		}
 	}
 	srv.csrf = newCSRFTokens(opts.CookieKeys, srv.csrfName, srv.secure)
 	if err := srv.cop.AddTrustedOrigin(origin); err != nil {

@@ -49,11 +49,16 @@ const (
 	// ScopeUsersPassword allows forcing a user to change the password at
 	// the next sign-in.
 	ScopeUsersPassword = "users:password"
+	// ScopeInvitationsRead allows listing and reading crmgate invitations.
+	ScopeInvitationsRead = "invitations:read"
+	// ScopeInvitationsWrite allows creating, resending and revoking
+	// invitations (each mails a code that creates an account).
+	ScopeInvitationsWrite = "invitations:write"
 )
 
 // Scopes returns every scope an API key may carry, in canonical order.
 func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeUsersPassword, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite}
+	return []string{ScopeUsersRead, ScopeUsersBind, ScopeUsersPassword, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite, ScopeInvitationsRead, ScopeInvitationsWrite}
 }
 
 // The reasons of an audit.EventAPIKeyRefused event.

@@ -1,7 +1,8 @@
 // Package store is crmgate's durable store: accounts and the audit trail in
 // embedded SQLite (the default, pure Go) or PostgreSQL (several replicas).
 // Both run the same migrations and satisfy the Store interface of every
-// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens, onboarding).
+// authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens, registration,
+// onboarding, invitations).
 package store
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/profile"
@@ -45,6 +47,7 @@ var (
 	_ tokens.Store       = (*DB)(nil)
 	_ registration.Store = (*DB)(nil)
 	_ onboarding.Store   = (*DB)(nil)
+	_ invitations.Store  = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

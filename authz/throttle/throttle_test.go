@@ -84,3 +84,30 @@ func TestClientKey(t *testing.T) {
 		}
 	}
 }
+
+// TestBlocked shows that Blocked takes nothing and reports what Allow
+// would refuse.
+func TestBlocked(t *testing.T) {
+	l, err := throttle.New(throttle.PerHour(60), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range 5 {
+		if b, _ := l.Blocked("k", now); b {
+			t.Fatal("blocked before any event")
+		}
+	}
+	l.Allow("k", now)
+	if b, _ := l.Blocked("k", now); b {
+		t.Fatal("blocked with one event left")
+	}
+	l.Allow("k", now)
+	b, d := l.Blocked("k", now)
+	if !b || d <= 0 || d > time.Minute {
+		t.Fatalf("Blocked = %v, %v; want blocked for up to a minute", b, d)
+	}
+	if b, _ := l.Blocked("k", now.Add(time.Minute)); b {
+		t.Fatal("still blocked after the refill")
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
@@ -57,6 +58,7 @@ type Store interface {
 	tokens.Store
 	onboarding.Store
 	registration.Store
+	invitations.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -129,6 +131,15 @@ type Options struct {
 	// ResetTTL is how long a password reset link works (see
 	// recovery.Options.ResetTTL); zero means one hour.
 	ResetTTL time.Duration
+	// Invitations are Power Pages invitations (adx_invitation) and the
+	// contacts they name; nil means only crmgate's own invitations are
+	// accepted, and they cannot name a contact.
+	Invitations invitations.Dataverse
+	// SkipInvitationProof lets a Dataverse invitation be redeemed without
+	// confirming the invited address; see
+	// invitations.Options.SkipDataverseProof (dangerous). The zero value
+	// requires the confirmation.
+	SkipInvitationProof bool
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -157,6 +168,9 @@ type Services struct {
 	// mode off it only holds back unfinished registrations and confirms
 	// their links).
 	Registration *registration.Service
+	// Invitations creates and redeems invitations; nil when Options.Mail
+	// is nil (an invitation is always mailed).
+	Invitations *invitations.Service
 	// Mail is Options.Mail: nil when no mail can be composed.
 	Mail *mail.Composer
 	// Recovery runs the password reset, set-password and change flows;
@@ -250,6 +264,11 @@ func New(db Store, o Options) (*Services, error) {
 		if s.Recovery, err = recovery.New(db, recovery.Options{Tokens: s.Tokens, Passwords: s.Accounts, Verifier: s.SignIn,
 			Mail: o.Mail, Audit: s.Audit, ResetTTL: ttl, ContactColumn: o.SignInCheck.PasswordChangeColumn,
 			Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
+			return nil, err
+		}
+		if s.Invitations, err = invitations.New(db, invitations.Options{Users: db, Audit: s.Audit, Mail: o.Mail,
+			Tokens: s.Tokens, Dataverse: o.Invitations, Password: o.Password, Policy: o.PasswordPolicy,
+			SkipDataverseProof: o.SkipInvitationProof, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 			return nil, err
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
@@ -28,6 +29,7 @@ import (
 	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store"
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/crmclient"
@@ -59,16 +61,21 @@ var (
 	_ proxy.PasswordAdmin         = (*accounts.Service)(nil)
 	_ recovery.ContactWriter      = (*crmclient.Directory)(nil)
 	_ outbox.Deliverer            = recovery.ContactFlagDeliverer{}
+	_ proxy.Invitations           = (*invitations.Service)(nil)
 
-	_ wiring.Store           = (*store.DB)(nil)
-	_ wiring.Contacts        = (*crmclient.Directory)(nil)
-	_ wiring.Contacts        = (*crmclient.CachedDirectory)(nil)
-	_ signin.Snapshots       = (*crmclient.CachedDirectory)(nil)
-	_ lifecycle.ActionCaller = (*crmclient.Client)(nil)
-	_ outbox.Deliverer       = (*lifecycle.ActionDeliverer)(nil)
-	_ outbox.Deliverer       = (*mail.Deliverer)(nil)
-	_ outbox.Deliverer       = mail.Unconfigured{}
-	_ mail.Sender            = (*mail.SMTP)(nil)
+	_ wiring.Store               = (*store.DB)(nil)
+	_ wiring.Contacts            = (*crmclient.Directory)(nil)
+	_ wiring.Contacts            = (*crmclient.CachedDirectory)(nil)
+	_ signin.Snapshots           = (*crmclient.CachedDirectory)(nil)
+	_ lifecycle.ActionCaller     = (*crmclient.Client)(nil)
+	_ outbox.Deliverer           = (*lifecycle.ActionDeliverer)(nil)
+	_ outbox.Deliverer           = (*mail.Deliverer)(nil)
+	_ outbox.Deliverer           = mail.Unconfigured{}
+	_ mail.Sender                = (*mail.SMTP)(nil)
+	_ invitations.Dataverse      = (*crmclient.Directory)(nil)
+	_ invitations.Recorder       = (*crmclient.Directory)(nil)
+	_ invitations.NewInvitations = (*crmclient.Directory)(nil)
+	_ outbox.Deliverer           = invitations.WriteBack{}
 )
 
 // gateway is everything serve runs, built from a validated configuration
@@ -88,6 +95,9 @@ type gateway struct {
 	accessBuf  *proxy.LineBuffer // nil when the access log is off
 	outbox     *outbox.Worker
 	dataverse  *dataverseConn // nil when no Dataverse is configured
+	// invitationSource lists new Dataverse invitations to mail
+	// (CRMGATE_INVITATIONS_SEND_DATAVERSE); nil when off.
+	invitationSource invitations.NewInvitations
 	// warnings are settings that are valid but probably not what the
 	// operator meant; check-config prints them, serve logs them.
 	warnings []string
@@ -182,6 +192,9 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		// A forced password change sets the contact's column back to
 		// false through the outbox: retried until Dataverse takes it.
 		kinds[recovery.ContactFlagKind] = recovery.ContactFlagDeliverer{Contacts: g.dataverse.directory}
+		// Redemptions of Dataverse invitations are written back by the
+		// background client (its retries and timeout, not a person's).
+		kinds[invitations.OutboxKind] = invitations.WriteBack{Dataverse: g.dataverse.directory}
 	}
 	if g.outbox, err = outbox.NewWorker(db, kinds, outbox.Options{
 		PollInterval: cfg.Outbox.PollInterval, MaxBackoff: cfg.Outbox.MaxBackoff, Lease: cfg.Outbox.Lease,
@@ -196,6 +209,13 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	}
 	if err := contactOptions(cfg, filters, g.dataverse, pol.ContactColumns(), &wo); err != nil {
 		return nil, err
+	}
+	wo.SkipInvitationProof = cfg.Invitations.SkipDataverseProof
+	if g.dataverse != nil {
+		wo.Invitations = g.dataverse.interactive
+		if cfg.Invitations.SendDataverse {
+			g.invitationSource = g.dataverse.directory
+		}
 	}
 	if g.auth, err = wiring.New(db, wo); err != nil {
 		return nil, err
@@ -219,12 +239,21 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if s.Recovery != nil { // never a typed nil in the interface
 		passwords = s.Recovery
 	}
+	var invites proxy.Invitations
+	if s.Invitations != nil {
+		invites = s.Invitations
+	}
+	guesses, err := throttle.New(throttle.PerHour(cfg.Invitations.GuessesPerHour), cfg.Invitations.GuessesPerHour)
+	if err != nil {
+		return nil, err
+	}
 	if g.handler, err = proxy.New(proxy.Options{
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
 		Registration: s.Registration, Onboarding: onboardingCapability(s.Onboarding),
+		Invitations: invites, InvitationGuesses: guesses, InvitationExistingUserURL: cfg.Invitations.ExistingUserURL,
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
 		SigningKeys: signingKeys, TokenTTL: cfg.Signing.TokenTTL,
 		IdleTimeout: cfg.Session.IdleTimeout, AbsoluteTimeout: cfg.Session.AbsoluteTimeout,

@@ -42,6 +42,7 @@ commands:
   dev            run the gateway with a built-in demo site, keys and accounts
   check-config   validate the configuration and policy file, print every problem
   users          manage accounts (create, list, set-password, set-roles, set-binding, disable, enable, unlock) and API keys (api-key)
+  invitations    create, list, resend and revoke invitations (mailed codes that make an account)
   audit          print the audit trail (filter by user, actor, type and time; text or JSON lines)
   gen-keys       print a new cookie key and signing key
   dataverse-emulator  run the Dataverse Web API emulator (development and tests)
@@ -95,7 +96,7 @@ Prints the usage of crmgate, or of a command.`
 // --help; runUsers and runAPIKeys have their own for their subcommands.
 var commandUsage = map[string]string{
 	"serve": serveUsage, "dev": devUsage, "check-config": checkConfigUsage, "users": usersUsage,
-	"audit": auditUsage, "gen-keys": genKeysUsage, "dataverse-emulator": emulatorUsage,
+	"invitations": invitationsUsage, "audit": auditUsage, "gen-keys": genKeysUsage, "dataverse-emulator": emulatorUsage,
 	"version": versionUsage, "help": helpUsage,
 }
 
@@ -124,6 +125,8 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 		return runCheckConfig(ctx, environ, stdout)
 	case "users":
 		return runUsers(ctx, args, environ, stdin, stdout)
+	case "invitations":
+		return runInvitations(ctx, args, environ, stdout)
 	case "audit":
 		return runAudit(ctx, args, environ, stdout)
 	case "gen-keys":

@@ -123,6 +123,16 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 		}
 	}()
 	defer func() { stopWorker(); <-workerDone; <-sweepDone }()
+	if g.invitationSource != nil && g.auth.Invitations != nil {
+		mailerDone := make(chan struct{})
+		go func() {
+			defer close(mailerDone)
+			if err := g.auth.Invitations.RunDataverseMailer(wctx, g.invitationSource, cfg.Invitations.SendInterval); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("Dataverse invitation mailer stopped", "err", err)
+			}
+		}()
+		defer func() { stopWorker(); <-mailerDone }()
+	}
 	ready := &proxy.Readiness{}
 	return proxy.Listeners{
 		Public: pub, Ops: ops, PublicHandler: g.publicHandler(), OpsHandler: proxy.OpsHandler(ready, g.registry),

@@ -38,7 +38,7 @@ commands:
   approve       LOGIN...   (pending users: active, mailed a sign-in link)
   reject        [--reason TEXT] LOGIN...   (pending users: account deleted, mailed)
   invite-contacts  (--contact ID... | --filter F) [--dry-run] [--json]   (accounts and set-password mails for contacts)
-  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, users:password, contacts:read, audit:read, users:approve, users:invite)
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, users:password, contacts:read, audit:read, users:approve, users:invite, invitations:read, invitations:write)
   api-key list    [--json]
   api-key revoke  --id ID
 

@@ -466,7 +466,9 @@ func (r *Renderer) Render(w http.ResponseWriter, status int, page Page, data any
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", r.csp)
 	h.Set("X-Frame-Options", "DENY")
-	if h.Get("Referrer-Policy") == "" { // a handler may ask for a stricter one (no-referrer)
+	if h.Get("Referrer-Policy") != "no-referrer" {
+		// A handler may only tighten it (a page whose address holds a
+		// secret sends no Referer at all).
 		h.Set("Referrer-Policy", "same-origin")
 	}
 	h.Set("X-Content-Type-Options", "nosniff")
