@@ -65,7 +65,7 @@ type Config struct {
 
 	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
 	Recovery     RecoveryConfig
-	Invitations InvitationsConfig `envPrefix:"INVITATIONS_"`
+	Invitations  InvitationsConfig `envPrefix:"INVITATIONS_"`
 
 	// Unknown lists CRMGATE_* variables that name no setting (likely typos).
 	// Load fills it; it is reported as a warning, not an error, because

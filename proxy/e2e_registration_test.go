@@ -670,7 +670,7 @@ func TestRegisterCreateContactDataverseDown(t *testing.T) {
 	u, _ := h.db.UserByLogin(context.Background(), "eve@example.com")
 	reg, _ := h.db.RegistrationByUser(context.Background(), u.ID)
 
-	cd, err := registration.NewContactDeliverer(h.db, dir, h.svc.Audit, h.clock.Now, nil)
+	cd, err := registration.NewContactDeliverer(h.db, dir, h.svc.Audit, h.clock.Now, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 
@@ -61,14 +62,29 @@ type ContactDeliverer struct {
 	audit    *audit.Log
 	now      func() time.Time
 	log      *slog.Logger
+	defaults map[string]any
 }
 
 var _ outbox.Deliverer = (*ContactDeliverer)(nil)
 
+// LogonEnabledColumn is the Power Pages column that lets a contact sign in
+// (WEBAPI.md, "Power Pages contact identity columns"); a sign-in check
+// that requires it refuses a contact without it.
+const LogonEnabledColumn = "adx_identity_logonenabled"
+
 // NewContactDeliverer returns the deliverer; now and log may be nil.
-func NewContactDeliverer(store Store, contacts ContactCreator, a *audit.Log, now func() time.Time, log *slog.Logger) (*ContactDeliverer, error) {
+// defaults are columns every created contact also gets, for example
+// {LogonEnabledColumn: true} when the sign-in check requires that column
+// (without it a self-registered user would be refused at every sign-in);
+// nil adds none. The registration's own fields win over them.
+func NewContactDeliverer(store Store, contacts ContactCreator, a *audit.Log, now func() time.Time, log *slog.Logger, defaults map[string]any) (*ContactDeliverer, error) {
 	if store == nil || contacts == nil || a == nil {
 		return nil, errors.New("registration: contact deliverer needs a store, a contact directory and an audit log")
+	}
+	for col := range defaults {
+		if err := dataverse.ValidContactColumn(col); err != nil {
+			return nil, fmt.Errorf("registration: contact default %w", err)
+		}
 	}
 	if now == nil {
 		now = time.Now
@@ -76,7 +92,7 @@ func NewContactDeliverer(store Store, contacts ContactCreator, a *audit.Log, now
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ContactDeliverer{store: store, contacts: contacts, audit: a, now: now, log: log}, nil
+	return &ContactDeliverer{store: store, contacts: contacts, audit: a, now: now, log: log, defaults: maps.Clone(defaults)}, nil
 }
 
 // Deliver implements outbox.Deliverer. An account deleted meanwhile, or a
@@ -106,7 +122,11 @@ func (d *ContactDeliverer) Deliver(ctx context.Context, e outbox.Event) error {
 	if reg.State != StateSettingUp || reg.ContactID != p.ContactID {
 		return outbox.ErrNothingToDeliver
 	}
-	cols := map[string]any{"emailaddress1": u.Email, "lastname": u.LastName}
+	cols := maps.Clone(d.defaults)
+	if cols == nil {
+		cols = map[string]any{}
+	}
+	cols["emailaddress1"], cols["lastname"] = u.Email, u.LastName
 	if u.FirstName != "" {
 		cols["firstname"] = u.FirstName
 	}

@@ -114,7 +114,7 @@ func TestRegisterOffAndInvitation(t *testing.T) {
 // permanent failure, not retried for ever.
 func TestContactDelivererRefusesForeignEvents(t *testing.T) {
 	f := fixture(t)
-	d, err := registration.NewContactDeliverer(f.DB, creatorFunc(func(context.Context, string, map[string]any) error { return nil }), f.Svc.Audit, nil, nil)
+	d, err := registration.NewContactDeliverer(f.DB, creatorFunc(func(context.Context, string, map[string]any) error { return nil }), f.Svc.Audit, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,8 +168,9 @@ func signInAdmin(t *testing.T, ctx context.Context, g *devGateway) {
 // for the demo contacts Bea and Carl (and alice, who has an account and is
 // skipped); each gets one set-password mail, read from the server, whose
 // link is the gateway's /.auth/reset/confirm?purpose=set_password page. A
-// rerun sends nothing more. (The set-password page itself is issue 10's
-// password flow; this test stops at the link.)
+// rerun sends nothing more. Bea then follows her link in a browser of her
+// own, chooses her password on the "Choose your password" page, and signs
+// in bound to her contact.
 func TestBrowserGenerateCredentials(t *testing.T) {
 	browser := requireBrowser(t)
 	smtpSrv := mailtest.Start(t, mailtest.Options{})
@@ -186,6 +187,7 @@ func TestBrowserGenerateCredentials(t *testing.T) {
 	mails := waitMails(t, smtpSrv, 2)
 	linkRE := regexp.MustCompile(regexp.QuoteMeta(g.url) + `/\.auth/reset/confirm\?[^\s"<>]+`)
 	seen := map[string]bool{}
+	beaLink := ""
 	for _, m := range mails {
 		link := linkRE.FindString(m.Text)
 		u, err := url.Parse(link)
@@ -196,6 +198,9 @@ func TestBrowserGenerateCredentials(t *testing.T) {
 			t.Errorf("mail to %s: the HTML lacks the link or the text the expiry:\n%s", m.To, m.Text)
 		}
 		seen[m.To] = true
+		if m.To == "bea@demo.crmgate.test" {
+			beaLink = link
+		}
 	}
 	if !seen["bea@demo.crmgate.test"] || !seen["carl@demo.crmgate.test"] || mails[0].Subject != "Your account at crmgate demo" {
 		t.Errorf("mails to %v, subject %q", seen, mails[0].Subject)
@@ -213,6 +218,31 @@ func TestBrowserGenerateCredentials(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := len(smtpSrv.Messages()); n != 2 {
 		t.Errorf("%d mails after the rerun, want 2", n)
+	}
+
+	// Bea, in her own browser, without JavaScript.
+	bea := newBrowser(t, browser)
+	disableScripts(t, bea)
+	open(t, bea, "Bea's link", beaLink)
+	if title := get(t, bea, "title", chromedp.Title()); !strings.Contains(title, "Choose your password") {
+		t.Fatalf("set-password page title %q", title)
+	}
+	screenshot(t, bea, "credentials-set-password")
+	navigation(t, bea, "choose", chromedp.SendKeys(chromedp.ID("new_password"), "copper meadow lantern 7"+kb.Enter))
+	if loc := location(t, bea); loc.Path != "/.auth/signin" {
+		t.Fatalf("after choosing the password at %s, want the sign-in page", loc)
+	}
+	navigation(t, bea, "sign in", chromedp.SendKeys(chromedp.ID("login"), "bea@demo.crmgate.test"),
+		chromedp.SendKeys(chromedp.ID("password"), "copper meadow lantern 7"+kb.Enter))
+	me := meBody(t, bea, g.url)
+	if !strings.Contains(me, `"id":"`+demoBea+`"`) || !strings.Contains(me, `"username":"bea@demo.crmgate.test"`) {
+		t.Fatalf("/.auth/me after Bea's first sign-in: %s", me)
+	}
+	// The link is spent.
+	open(t, bea, "Bea's link again", beaLink)
+	if body := get(t, bea, "page", chromedp.Text(chromedp.CSS("main"))); !strings.Contains(strings.ToLower(body), "expired") &&
+		!strings.Contains(strings.ToLower(body), "invalid") {
+		t.Errorf("a spent set-password link shows:\n%s", body)
 	}
 }
 

@@ -16,8 +16,7 @@ import (
 // me reads /.auth/me in the tab.
 func me(t *testing.T, ctx context.Context) (username string, bound bool) {
 	t.Helper()
-	open(t, ctx, "open /.auth/me", location(t, ctx).Scheme+"://"+location(t, ctx).Host+"/.auth/me")
-	raw := get(t, ctx, "me", chromedp.TextContent(chromedp.CSS("body")))
+	raw := meBody(t, ctx, location(t, ctx).Scheme+"://"+location(t, ctx).Host)
 	var m struct {
 		User    struct{ Username string }
 		Contact *struct{ ID string }

@@ -139,7 +139,7 @@ func TestBrowserRegisterOpen(t *testing.T) {
 	srv := mailtest.Start(t, mailtest.Options{})
 	g := startDevEnv(t, []string{"CRMGATE_SMTP_URL=smtp://127.0.0.1:" + strconv.Itoa(srv.Port) + "?tls=none",
 		"CRMGATE_SMTP_FROM=crmgate demo <noreply@demo.crmgate.test>", "CRMGATE_REGISTRATION_MODE=open",
-		"CRMGATE_REGISTRATION_CREATE_CONTACT=true", "CRMGATE_SIGNIN_REQUIRE_LOGON_ENABLED=false"})
+		"CRMGATE_REGISTRATION_CREATE_CONTACT=true"})
 	tab := &browserTab{ctx: newBrowser(t, browser), base: g.url, prefix: "register_open"}
 	disableScripts(t, tab.ctx)
 	registerInBrowser(t, tab, "eve@demo.crmgate.test", "Eve")

@@ -224,7 +224,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	// that a Dataverse outage delays them and loses none. The worker
 	// starts later (serve), after this entry is in place.
 	if cfg.Registration.CreateContact && g.dataverse != nil {
-		if kinds[registration.ContactKind], err = registration.NewContactDeliverer(db, g.dataverse.directory, g.auth.Audit, now, log); err != nil {
+		if kinds[registration.ContactKind], err = registration.NewContactDeliverer(db, g.dataverse.directory, g.auth.Audit, now, log, contactDefaults(cfg)); err != nil {
 			return nil, err
 		}
 	}
@@ -305,6 +305,17 @@ func onboardingCapability(s *onboarding.Service) proxy.Onboarding {
 		return nil
 	}
 	return s
+}
+
+// contactDefaults are the columns every contact created for a registration
+// gets besides its fields: the Power Pages logon flag when the sign-in check
+// requires it (the column then exists in that environment, and without it
+// the new user would be refused at every sign-in).
+func contactDefaults(cfg *config.Config) map[string]any {
+	if cfg.SignIn.DataverseCheck && cfg.SignIn.RequireLogonEnabled {
+		return map[string]any{registration.LogonEnabledColumn: true}
+	}
+	return nil
 }
 
 // registrationOptions are the self-registration settings of the

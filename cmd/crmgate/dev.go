@@ -217,6 +217,12 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	if externalMail {
 		keeps = append(keeps, "CRMGATE_SMTP_")
 	}
+	// Anyone may register in the demo (unless the environment says
+	// otherwise): the confirmation mail lands on the dev mail page, and the
+	// new contact is created in the emulator.
+	if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "CRMGATE_REGISTRATION_") }) {
+		env = append(env, "CRMGATE_REGISTRATION_MODE=open", "CRMGATE_REGISTRATION_CREATE_CONTACT=true")
+	}
 	for _, kv := range environ {
 		for _, keep := range keeps {
 			if strings.HasPrefix(kv, keep) {
