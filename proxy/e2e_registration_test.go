@@ -722,3 +722,39 @@ func TestRegisterCreateContactDataverseDown(t *testing.T) {
 	}
 	h.signIn(c, "eve@example.com", regPassword)
 }
+
+// TestResendTiming: asking for a new confirmation link takes about as long
+// for an address that has an account waiting for its confirmation as for
+// an unknown one, since the lookup and the mail happen after the answer.
+// The ratio of the medians is logged (issue 10 asks for it to be noted).
+func TestResendTiming(t *testing.T) {
+	h := newRegHarness(t, registration.ModeOpen, harnessConfig{}, func(o *registration.Options) {
+		o.EmailRate, o.EmailBurst, o.ClientRate, o.ClientBurst = 1000, 1000, 1000, 1000
+	})
+	c := h.browser()
+	h.register(c, "eve@example.com", nil)
+	resend := func(email string) time.Duration {
+		form := url.Values{"email": {email}, "csrf_token": {h.regFormToken(c, "/.auth/confirm/resend")}}
+		start := time.Now()
+		resp, _ := h.postRegForm(c, "/.auth/confirm/resend", form)
+		d := time.Since(start)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("resend %s: %d", email, resp.StatusCode)
+		}
+		return d
+	}
+	var waiting, unknown []time.Duration
+	for i := range 25 {
+		waiting = append(waiting, resend("eve@example.com"))
+		unknown = append(unknown, resend("nobody"+strings.Repeat("x", i)+"@example.com"))
+	}
+	med := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	ratio := float64(med(waiting)) / float64(med(unknown))
+	t.Logf("resend timing: waiting account %v, unknown address %v, ratio %.2f", med(waiting), med(unknown), ratio)
+	if ratio < 0.33 || ratio > 3 {
+		t.Errorf("waiting/unknown timing ratio %.2f is far from 1", ratio)
+	}
+}

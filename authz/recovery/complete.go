@@ -131,8 +131,24 @@ func (s *Service) Complete(ctx context.Context, purpose tokens.Purpose, secret, 
 	if purpose == tokens.PurposeSetPassword {
 		how = "set_password"
 	}
+	events := s.changedMail
+	if ref := u.Binding.Ref; s.o.ContactColumn != "" && u.Binding.Mode == authz.BindingLookup && ref != nil && ref.ID != "" {
+		// A new password from a link satisfies a change the contact
+		// column asks for as well: clear it, or the next sign-in would
+		// force another change. (For username and custom bindings the
+		// contact is only known after a Dataverse lookup; their column
+		// is cleared by the forced change at the next sign-in.)
+		flag, err := NewContactFlagEvent(u.ID, ref.ID, s.o.ContactColumn, s.o.Now())
+		if err != nil {
+			return nil, err
+		}
+		events = func(u *authz.User) ([]outbox.Event, error) {
+			evs, err := s.changedMail(u)
+			return append(evs, flag), err
+		}
+	}
 	saved, err := s.o.Passwords.SetUserPassword(ctx, u.ID, pw, accounts.PasswordChange{Actor: u.ID, How: how,
-		ConfirmEmail: purpose == tokens.PurposeSetPassword, Events: s.changedMail})
+		ConfirmEmail: purpose == tokens.PurposeSetPassword, Events: events})
 	if err != nil {
 		// The link is spent; the user asks for another. Say so in the log.
 		s.log.ErrorContext(ctx, "password link spent but the password was not set", "user_id", u.ID, "purpose", string(purpose), "err", err)

@@ -267,3 +267,44 @@ func TestForcedChangeClearsContactColumn(t *testing.T) {
 		}
 	}
 }
+
+// A reset through a link of a user bound by lookup also clears the contact
+// column that forces a change, in the same transaction: otherwise the next
+// sign-in would force another change.
+func TestResetClearsContactColumn(t *testing.T) {
+	f := authztest.NewFixture(t, wiring.Options{SignInCheck: signin.Check{PasswordChangeColumn: "new_mustchangepassword"}})
+	ctx := context.Background()
+	const contact = "c0000000-0000-4000-8000-0000000000e2"
+	u := f.CreateUser(t, "gil", authz.StatusActive)
+	u.Binding = authz.Binding{Mode: authz.BindingLookup, Ref: &dataverse.EntityReference{ID: contact, LogicalName: dataverse.ContactLogicalName}}
+	if err := f.DB.UpdateUserAndEnqueue(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	unbound := f.CreateUser(t, "hal", authz.StatusActive)
+	for _, who := range []*authz.User{u, unbound} {
+		secret, _, err := f.Svc.Tokens.Issue(ctx, tokens.PurposeResetPassword, who.ID, time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Svc.Recovery.Complete(ctx, tokens.PurposeResetPassword, secret, "a fine new password 1", "192.0.2.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var flags int
+	for _, e := range f.Events(t, u.ID) {
+		if e.Kind == recovery.ContactFlagKind {
+			flags++
+			if !strings.Contains(string(e.Payload), contact) {
+				t.Errorf("flag event for another contact: %s", e.Payload)
+			}
+		}
+	}
+	if flags != 1 {
+		t.Fatalf("%d contact flag events for the bound user: %v", flags, kinds(t, f, u.ID))
+	}
+	for _, e := range f.Events(t, unbound.ID) {
+		if e.Kind == recovery.ContactFlagKind {
+			t.Fatal("the reset of an unbound user cleared a contact column")
+		}
+	}
+}

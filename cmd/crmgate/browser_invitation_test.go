@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"mime"
-	"mime/multipart"
-	netmail "net/mail"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -29,44 +26,6 @@ func devMailEnv(t *testing.T) (*mailtest.Server, []string) {
 	return srv, []string{"CRMGATE_SMTP_URL=smtp://127.0.0.1:" + strconv.Itoa(srv.Port) + "?tls=none", "CRMGATE_SMTP_FROM=crmgate demo <noreply@demo.crmgate.test>"}
 }
 
-// mailText is the text/plain part of a raw message (quoted-printable
-// decoded).
-func invMailText(t *testing.T, raw []byte) string {
-	t.Helper()
-	m, err := netmail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("read mail: %v", err)
-	}
-	var walk func(ct string, body io.Reader) string
-	walk = func(ct string, body io.Reader) string {
-		mt, params, err := mime.ParseMediaType(ct)
-		if err != nil {
-			t.Fatalf("mail content type %q: %v", ct, err)
-		}
-		if strings.HasPrefix(mt, "multipart/") {
-			r := multipart.NewReader(body, params["boundary"])
-			for {
-				p, err := r.NextPart()
-				if err != nil {
-					return ""
-				}
-				if s := walk(p.Header.Get("Content-Type"), p); s != "" {
-					return s
-				}
-			}
-		}
-		if mt != "text/plain" {
-			return ""
-		}
-		b, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	return walk(m.Header.Get("Content-Type"), m.Body)
-}
-
 // waitMail waits for a mail to to with a link matching re and returns
 // the link.
 func invWaitMail(t *testing.T, srv *mailtest.Server, to string, re *regexp.Regexp) string {
@@ -76,7 +35,7 @@ func invWaitMail(t *testing.T, srv *mailtest.Server, to string, re *regexp.Regex
 		msgs := srv.Messages()
 		for i := len(msgs) - 1; i >= 0; i-- {
 			if len(msgs[i].To) == 1 && msgs[i].To[0] == to {
-				if link := re.FindString(invMailText(t, msgs[i].Data)); link != "" {
+				if link := re.FindString(mailText(t, msgs[i].Data)); link != "" {
 					return link
 				}
 			}

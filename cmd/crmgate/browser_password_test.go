@@ -1,14 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"io"
-	"mime"
-	"mime/multipart"
-	"mime/quotedprintable"
-	"net/mail"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,39 +18,7 @@ import (
 // mailText returns the text/plain part of a raw message, decoded.
 func mailText(t *testing.T, raw []byte) string {
 	t.Helper()
-	m, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("read mail: %v", err)
-	}
-	var walk func(h func(string) string, body io.Reader) string
-	walk = func(h func(string) string, body io.Reader) string {
-		mt, params, _ := mime.ParseMediaType(h("Content-Type"))
-		if strings.HasPrefix(mt, "multipart/") {
-			mr := multipart.NewReader(body, params["boundary"])
-			for {
-				p, err := mr.NextRawPart()
-				if err != nil {
-					return ""
-				}
-				if s := walk(p.Header.Get, p); s != "" {
-					return s
-				}
-			}
-		}
-		if mt != "" && mt != "text/plain" {
-			return ""
-		}
-		var r io.Reader = body
-		switch strings.ToLower(h("Content-Transfer-Encoding")) {
-		case "quoted-printable":
-			r = quotedprintable.NewReader(body)
-		case "base64":
-			r = base64.NewDecoder(base64.StdEncoding, body)
-		}
-		b, _ := io.ReadAll(r)
-		return string(b)
-	}
-	return walk(m.Header.Get, m.Body)
+	return decodeMail(t, mailtest.Message{Data: raw}).Text
 }
 
 // waitMail waits for a mail to to whose text matches re, and returns the

@@ -1,14 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"io"
-	"mime"
-	"mime/multipart"
-	"mime/quotedprintable"
-	"net/mail"
 	"regexp"
 	"slices"
 	"strconv"
@@ -26,45 +19,8 @@ import (
 // message as the SMTP server received it.
 func regMailText(t *testing.T, raw []byte) (subject, text string) {
 	t.Helper()
-	m, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("read mail: %v", err)
-	}
-	subject, _ = new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
-	var find func(h mail.Header, body io.Reader) string
-	find = func(h mail.Header, body io.Reader) string {
-		mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
-		if err != nil {
-			t.Fatalf("content type %q: %v", h.Get("Content-Type"), err)
-		}
-		if strings.HasPrefix(mt, "multipart/") {
-			mr := multipart.NewReader(body, params["boundary"])
-			for {
-				p, err := mr.NextRawPart()
-				if err != nil {
-					return ""
-				}
-				if s := find(mail.Header(p.Header), p); s != "" {
-					return s
-				}
-			}
-		}
-		if mt != "text/plain" {
-			return ""
-		}
-		switch strings.ToLower(h.Get("Content-Transfer-Encoding")) {
-		case "quoted-printable":
-			body = quotedprintable.NewReader(body)
-		case "base64":
-			body = base64.NewDecoder(base64.StdEncoding, body)
-		}
-		b, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	return subject, find(m.Header, m.Body)
+	m := decodeMail(t, mailtest.Message{Data: raw})
+	return m.Subject, m.Text
 }
 
 // waitMail waits for a message to to whose subject contains want.
