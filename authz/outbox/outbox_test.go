@@ -326,6 +326,45 @@ func TestWorkerNotify(t *testing.T) {
 	}
 }
 
+// TestWorkerDrainsOneUsersQueue: several events of one user, enqueued at
+// once, go out one after the other without waiting a PollInterval each
+// (only the oldest pending event of a user is claimed per poll).
+func TestWorkerDrainsOneUsersQueue(t *testing.T) {
+	got := make(chan outbox.Event, 10)
+	d := &deliverer{fn: func(_ context.Context, e outbox.Event) error { got <- e; return nil }}
+	f := authztest.NewFixture(t, wiring.Options{})
+	w, err := outbox.NewWorker(f.DB, d, outbox.Options{PollInterval: time.Hour, Now: f.Clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := f.CreateUser(t, "ana", authz.StatusActive)
+	var evs []outbox.Event
+	for i := range 3 {
+		evs = append(evs, outbox.Event{Kind: "test", Type: fmt.Sprintf("step%d", i), UserID: u.ID, Payload: []byte(`{}`)})
+	}
+	if err := f.DB.UpdateUserAndEnqueue(t.Context(), u, evs...); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var types []string
+	timeout := time.After(10 * time.Second)
+	for len(types) < 4 { // the account's creation, then the three steps
+		select {
+		case e := <-got:
+			types = append(types, e.Type)
+		case <-timeout:
+			t.Fatalf("delivered %v within 10s; the rest waits for the next poll", types)
+		}
+	}
+	if want := []string{lifecycle.Created, "step0", "step1", "step2"}; !slices.Equal(types, want) {
+		t.Errorf("delivered %v, want %v", types, want)
+	}
+	cancel()
+	<-done
+}
+
 func TestNewOutboxWorkerErrors(t *testing.T) {
 	f := authztest.NewFixture(t, wiring.Options{})
 	if _, err := outbox.NewWorker(nil, &deliverer{}, outbox.Options{}); err == nil {

@@ -198,9 +198,13 @@ func (w *Worker) Notify() {
 	}
 }
 
-// Run polls until ctx ends, then returns ctx.Err(). A full batch is
-// followed by the next poll at once; otherwise the worker waits for
-// PollInterval or Notify. Store and delivery failures are logged and
+// Run polls until ctx ends, then returns ctx.Err(). A poll that claimed
+// events is followed by the next poll at once: a batch may have been full,
+// and delivering an event makes the next event of its user due (only the
+// oldest pending event of each user is claimed), so a registration's
+// lifecycle events and its confirmation mail go out one after the other
+// without waiting a PollInterval each. A poll that claimed nothing waits
+// for PollInterval or Notify. Store and delivery failures are logged and
 // retried, never returned. Events being delivered when ctx ends are
 // rescheduled or, failing that, claimable again when their lease ends.
 func (w *Worker) Run(ctx context.Context) error {
@@ -214,7 +218,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err != nil {
 			w.log.ErrorContext(ctx, "outbox poll failed", "err", err)
 		}
-		if err == nil && n == w.batch {
+		if err == nil && n > 0 {
 			continue
 		}
 		t.Reset(w.poll)
