@@ -459,7 +459,7 @@ func TestRegisterEnumeration(t *testing.T) {
 	if u, _ := h.db.UserByID(context.Background(), owner.ID); u.PasswordHash != owner.PasswordHash || u.FirstName != owner.FirstName {
 		t.Error("the existing account changed")
 	}
-	ratio := registerTimingRatio(t, h, c, 15)
+	ratio := registerTimingRatio(t, h, c, 31)
 	if ratio < 0.33 || ratio > 3 {
 		t.Errorf("taken/fresh timing ratio %.2f is far from 1", ratio)
 	}
