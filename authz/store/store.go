@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -126,8 +127,16 @@ func New(databaseURL string, opts ...Option) (*DB, error) {
 // SQLite file is created readable and writable by its owner only (0600), as
 // are its -wal and -shm files, which SQLite creates with the database
 // file's permissions; an existing file keeps its own.
+//
+// The SQLite file's directory must be writable, even for an existing file:
+// SQLite creates the -wal and -shm files and the journal next to it. Start
+// checks that first and answers a *DirNotWritableError naming the
+// directory, rather than SQLite's "unable to open database file".
 func (d *DB) Start(ctx context.Context) error {
 	if d.create != "" {
+		if err := checkWritableDir(filepath.Dir(d.create)); err != nil {
+			return err
+		}
 		f, err := os.OpenFile(d.create, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		switch {
 		case err == nil:
@@ -142,6 +151,45 @@ func (d *DB) Start(ctx context.Context) error {
 		return fmt.Errorf("store: connect to %s: %w", d.dialect, err)
 	}
 	return d.migrate(ctx)
+}
+
+// DirNotWritableError is Start's answer when the SQLite database's
+// directory does not let crmgate create files: a read-only filesystem (a
+// container's read-only root without a volume) or a directory owned by
+// another user.
+type DirNotWritableError struct {
+	Dir string // the directory, as the database URL names it
+	Err error  // the operating system's answer to creating a file there
+}
+
+func (e *DirNotWritableError) Error() string {
+	return fmt.Sprintf("store: the SQLite directory %s is not writable (%v): crmgate needs a writable directory "+
+		"(in a container, a writable volume mounted there, as /data in the crmgate image) for the database "+
+		"and its -wal and -shm files; or set CRMGATE_DATABASE_URL to a path in one, or to a postgres:// URL", e.Dir, e.Err)
+}
+
+func (e *DirNotWritableError) Unwrap() error { return e.Err }
+
+// checkWritableDir creates and removes a file in dir. A missing directory
+// is left to the caller's create step, whose error names the file.
+func checkWritableDir(dir string) error {
+	f, err := os.CreateTemp(dir, ".crmgate-write-check-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return &DirNotWritableError{Dir: dir, Err: err}
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return &DirNotWritableError{Dir: dir, Err: err}
+	}
+	return nil
 }
 
 // connect opens the first connection. On SQLite it retries while the
