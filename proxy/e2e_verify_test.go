@@ -207,3 +207,49 @@ func TestVerifyEnvoyTraversal(t *testing.T) {
 		t.Fatalf("envoy dot segments: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestVerifyCrossOriginAndMetrics: the original request's Origin is checked
+// as the proxy checks it (another site's POST is refused), and verify
+// answers are counted under the route label "verify".
+func TestVerifyCrossOriginAndMetrics(t *testing.T) {
+	h := newHarness(t, harnessConfig{mutate: trustLoopback})
+	h.createUser("ann", "ann@example.test", "correct horse battery")
+	ann := h.browser()
+	h.signIn(ann, "ann", "correct horse battery")
+	host := h.gw.Listener.Addr().String()
+	v := traefikForm(host, "POST", "/api/things")
+	v.hdr = append(v.hdr, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site")
+	if resp := h.verify(ann, v); resp.StatusCode != 403 || resp.Header.Get("X-Current-User") != "" {
+		t.Fatalf("cross-origin POST: %d %q", resp.StatusCode, resp.Header.Get("X-Current-User"))
+	}
+	if resp := h.verify(ann, traefikForm(host, "GET", "/account/x")); resp.StatusCode != 200 {
+		t.Fatalf("signed in: %d", resp.StatusCode)
+	}
+	families, err := h.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			if m.Counter != nil {
+				got[key] = m.Counter.GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"crmgate_http_requests_total,code=403,route=verify":              1,
+		"crmgate_http_requests_total,code=200,route=verify":              1,
+		"crmgate_policy_decisions_total,decision=allow,route=verify":     1,
+		"crmgate_policy_decisions_total,decision=forbidden,route=verify": 1,
+		"crmgate_policy_decisions_total,decision=allow,route=account":    1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+}
