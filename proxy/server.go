@@ -5,7 +5,7 @@
 // The pipeline, in Server.ServeHTTP, reads top to bottom: strip client
 // headers (identity, overrides, forwarding from untrusted peers, underscored
 // names) and refuse TRACE/CONNECT → canonicalise → served host → gateway
-// pages → cross-origin check → read session
+// pages (and the forward-auth endpoint, verify.go) → cross-origin check → read session
 // → check its security stamp → revalidate its contact → save it → forced
 // password change → match route → decide → sign identity → proxy.
 package proxy
@@ -174,6 +174,7 @@ type Server struct {
 	prefix     string
 	publicURL  *url.URL
 	publicHost string // the public URL's host as CanonicalHost returns it
+	verifyPath string // the forward-auth endpoint, prefix + "/verify"
 	secure     bool
 	cookieName string
 	csrfName   string
@@ -301,6 +302,7 @@ func New(opts Options) (*Server, error) {
 		log:           opts.Logger,
 		now:           opts.Now,
 		prefix:        opts.AuthPrefix,
+		verifyPath:    opts.AuthPrefix + "/verify",
 		publicURL:     pub,
 		publicHost:    publicHost,
 		secure:        pub.Scheme == "https",
@@ -390,6 +392,7 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// method than the one policies saw (see clientHeaderRules).
 	st := stateOf(r.Context())
 	st.trustedPeer = srv.clients.peerTrusted(r)
+	srv.captureVerify(st, r) // the verify endpoint's X-Original-* of a trusted proxy, before they go
 	rules := clientHeaderRules{trustedPeer: st.trustedPeer, keepUnderscores: srv.opts.UnderscoresInHeaders}
 	rules.strip(r.Header)
 	rules.strip(r.Trailer)
@@ -417,6 +420,12 @@ func (srv *Server) serve(w http.ResponseWriter, r *http.Request) string {
 	// hosts the gateway serves; a request for a host no upstream serves is
 	// misdirected too. Neither sets a cookie.
 	if path == srv.prefix || strings.HasPrefix(path, srv.prefix+"/") {
+		// The forward-auth endpoint answers a trusted proxy on whatever
+		// host it calls; the original request's host is checked instead.
+		if srv.isVerifyPath(path) {
+			srv.verify(w, r, path)
+			return "verify"
+		}
 		if host != srv.publicHost && !srv.policy.NamesHost(host) {
 			srv.renderError(w, r, errMisdirected(host))
 			return "invalid"
@@ -599,6 +608,7 @@ type requestState struct {
 	ridHeader   []string         // rid as a header value, shared read-only by the response and the upstream request
 	identity    *identityHeaders // nil for anonymous requests
 	trustedPeer bool
+	verify      *verifyOverrides // a trusted peer's X-Original-* for the verify endpoint; nil otherwise
 	// bodyTimedOut is set when the request's body missed its read
 	// deadline (bodies.go); it may be set from the proxy's body reader.
 	bodyTimedOut atomic.Bool
