@@ -116,3 +116,15 @@ func (srv *Server) renderError(w http.ResponseWriter, r *http.Request, err error
 		srv.log.Error("render error page", "request_id", rid, "err", rerr)
 	}
 }
+
+// msgDataverseUnavailable is the plain message of errDataverseUnavailable.
+const msgDataverseUnavailable = "Dataverse cannot be reached just now. Please try again shortly."
+
+// errDataverseUnavailable is the one 503 answer of a gateway API whose
+// Dataverse call failed with dataverse.ErrUnavailable (breaker open,
+// timeout, 5xx): retry after 30 seconds, with message saying what was not
+// done.
+func errDataverseUnavailable(err error, message string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
+		Message: message, RetryAfter: 30 * time.Second, Err: err}
+}

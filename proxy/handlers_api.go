@@ -377,9 +377,7 @@ func (srv *Server) apiBindingError(r *http.Request, id string, err error) *Error
 		return &Error{Status: http.StatusNotImplemented, Code: "no_dataverse", Title: "Not available",
 			Message: "No Dataverse is configured, so a lookup binding cannot be checked."}
 	case errors.Is(err, dataverse.ErrUnavailable):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
-			Message:    "Dataverse cannot be reached just now, so the contact cannot be checked. Please try again shortly.",
-			RetryAfter: 30 * time.Second, Err: err}
+		return errDataverseUnavailable(err, "Dataverse cannot be reached just now, so the contact cannot be checked. Please try again shortly.")
 	case errors.Is(err, authz.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found", Message: "There is no user with this id, username or email."}
 	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
@@ -565,8 +563,7 @@ func (srv *Server) apiSearchContacts(w http.ResponseWriter, r *http.Request, _ a
 			Message: "No Dataverse is configured."})
 		return
 	case errors.Is(err, dataverse.ErrUnavailable):
-		srv.renderAPIError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
-			Message: "Dataverse cannot be reached just now. Please try again shortly.", RetryAfter: 30 * time.Second, Err: err})
+		srv.renderAPIError(w, r, errDataverseUnavailable(err, msgDataverseUnavailable))
 		return
 	case err != nil:
 		srv.renderAPIError(w, r, err)

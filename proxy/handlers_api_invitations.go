@@ -75,8 +75,7 @@ func apiInvitationError(err error) error {
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
 			Message: "No such invitation, or it is revoked, expired or used up.", Err: err}
 	case errors.Is(err, dataverse.ErrUnavailable):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
-			Message: "Dataverse cannot be reached to check the contact; nothing was created. Try again later.", RetryAfter: 30 * time.Second, Err: err}
+		return errDataverseUnavailable(err, "Dataverse cannot be reached to check the contact; nothing was created. Try again later.")
 	}
 	return err
 }

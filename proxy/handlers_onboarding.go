@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/apikeys"
@@ -227,8 +226,7 @@ func (srv *Server) apiInviteContacts(w http.ResponseWriter, r *http.Request, c a
 			Message: "No Dataverse is configured, so there are no contacts to generate credentials for."})
 		return
 	case errors.Is(err, dataverse.ErrUnavailable):
-		srv.renderAPIError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "dataverse_unavailable", Title: "Temporarily unavailable",
-			Message: "Dataverse cannot be reached just now. Please try again shortly.", RetryAfter: 30 * time.Second, Err: err})
+		srv.renderAPIError(w, r, errDataverseUnavailable(err, msgDataverseUnavailable))
 		return
 	case err != nil:
 		srv.log.ErrorContext(r.Context(), "invite contacts failed", "request_id", requestID(r.Context()), "err", err)
