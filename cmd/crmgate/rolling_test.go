@@ -893,3 +893,243 @@ func (r *rollingReplica) Logs() string {
 	}
 	return b.String()
 }
+
+// TestRollingReadyzStoreOutage shows what /readyz means when the database
+// cannot be reached (docs/operations.md, "What /readyz means"): it stays
+// 200, as /livez does, because a shared database's outage would otherwise
+// take every replica out of the load balancer at once. Meanwhile public
+// routes are served, a signed-in request is served until its session's
+// stamp check is due and then gets 503 (the session kept), and once the
+// database is back the same session is served again, without a restart.
+func TestRollingReadyzStoreOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the gateway")
+	}
+	relay := newRollingRelay(t, "127.0.0.1:5432")
+	pgURL, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgURL.Host = relay.addr()
+
+	up := &rollingUpstream{seen: map[string]int{}}
+	ul, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upSrv := &http.Server{Handler: up}
+	go upSrv.Serve(ul)
+	t.Cleanup(func() { upSrv.Close() })
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte("routes:\n"+
+		"  - name: public\n    paths: [\"/pub/**\"]\n    access: public\n"+
+		"  - name: app\n    paths: [\"/app/**\"]\n    access: authenticated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, ops := freeAddr(t), freeAddr(t)
+	const stampCheck = 3 * time.Second
+	env := rollingSetEnv(baseEnv(t, dir), "CRMGATE_PUBLIC_URL=http://"+pub, "CRMGATE_UPSTREAM_URL=http://"+ul.Addr().String(),
+		"CRMGATE_DATABASE_URL="+pgURL.String(), "CRMGATE_POLICY_FILE="+policy, "CRMGATE_LISTEN="+pub, "CRMGATE_OPS_LISTEN="+ops,
+		"CRMGATE_SHUTDOWN_DELAY=0s", "CRMGATE_SESSION_STAMP_CHECK_INTERVAL="+stampCheck.String())
+	if err := run(context.Background(), []string{"users", "create", "--username", "alice", "--email", rollingEmail, "--password-stdin"},
+		env, strings.NewReader(rollingPassword+"\n"), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- run(ctx, []string{"serve"}, env, nil, io.Discard, logs) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	}()
+	r := &rollingReplica{name: "gateway", pub: pub, ops: ops}
+	for deadline := time.Now().Add(20 * time.Second); !r.ready(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready; logs:\n%s", logs)
+		}
+	}
+	base := "http://" + pub
+	cookies := rollingSignIn(t, base)
+	signedIn := time.Now()
+	jar, _ := cookiejar.New(nil)
+	bu, _ := url.Parse(base)
+	jar.SetCookies(bu, cookies)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	anon := &http.Client{Timeout: 10 * time.Second}
+	getWith := func(c *http.Client, rawURL string) (int, string) {
+		t.Helper()
+		resp, err := c.Get(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	get := func(rawURL string) (int, string) { t.Helper(); return getWith(c, rawURL) }
+
+	relay.cut()
+	if code, body := getWith(anon, base+"/pub/page"); code != http.StatusOK || body != "get - " {
+		t.Errorf("public route with the database down: %d %q", code, body)
+	}
+	if code, body := get(base + "/app/page"); code != http.StatusOK || body != "get "+rollingEmail+" " {
+		t.Errorf("signed-in request before its stamp check, database down: %d %q", code, body)
+	}
+	if time.Since(signedIn) >= stampCheck-time.Second {
+		t.Fatalf("too slow: the stamp check may have been due already (%v after sign-in)", time.Since(signedIn))
+	}
+	for _, path := range []string{"/readyz", "/livez"} {
+		if code, _ := get("http://" + ops + path); code != http.StatusOK {
+			t.Errorf("%s with the database down = %d, want 200", path, code)
+		}
+	}
+	time.Sleep(time.Until(signedIn.Add(stampCheck + time.Second)))
+	if code, _ := get(base + "/app/page"); code != http.StatusServiceUnavailable {
+		t.Errorf("signed-in request whose stamp check is due, database down: %d, want 503", code)
+	}
+	if code, _ := get("http://" + ops + "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with the database down = %d, want 200", code)
+	}
+
+	relay.restore()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, body := get(base + "/app/page")
+		if code == http.StatusOK && body == "get "+rollingEmail+" " {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session is not served again after the database came back: %d %q; logs:\n%s", code, body, logs)
+		}
+	}
+}
+
+// rollingRelay forwards TCP connections to a target (the database) until
+// cut, which ends every forwarded connection and closes new ones at once,
+// until restore.
+type rollingRelay struct {
+	l      net.Listener
+	target string
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
+}
+
+func newRollingRelay(t *testing.T, target string) *rollingRelay {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rollingRelay{l: l, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { l.Close(); r.cut() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go r.forward(c)
+		}
+	}()
+	return r
+}
+
+func (r *rollingRelay) addr() string { return r.l.Addr().String() }
+
+func (r *rollingRelay) forward(c net.Conn) {
+	r.mu.Lock()
+	down := r.down
+	r.mu.Unlock()
+	if down {
+		c.Close()
+		return
+	}
+	s, err := net.Dial("tcp", r.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	r.mu.Lock()
+	r.conns[c], r.conns[s] = true, true
+	r.mu.Unlock()
+	go func() { _, _ = io.Copy(s, c); s.Close() }()
+	_, _ = io.Copy(c, s)
+	c.Close()
+}
+
+func (r *rollingRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = true
+	for c := range r.conns {
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *rollingRelay) restore() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = false
+}
+
+// TestRollingOperationsDoc holds docs/operations.md to the code: every
+// metric it names is defined in the source, every setting is in the
+// README's configuration reference, every crmgate command exists, and
+// every test it cites as evidence exists.
+func TestRollingOperationsDoc(t *testing.T) {
+	root := filepath.Join("..", "..")
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var source, tests strings.Builder
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if strings.HasSuffix(path, "_test.go") {
+			tests.Write(b)
+		} else {
+			source.Write(b)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range slices.Compact(slices.Sorted(slices.Values(regexp.MustCompile(`crmgate_[a-z_]+`).FindAllString(string(doc), -1)))) {
+		if !strings.Contains(source.String(), `"`+m+`"`) {
+			t.Errorf("docs/operations.md names the metric %s, which no source file defines", m)
+		}
+	}
+	for _, s := range regexp.MustCompile("`(CRMGATE_[A-Z0-9_]+)").FindAllStringSubmatch(string(doc), -1) {
+		if !strings.Contains(string(readme), "| `"+s[1]+"` |") {
+			t.Errorf("docs/operations.md names the setting %s, which the README's configuration reference lacks", s[1])
+		}
+	}
+	for _, c := range regexp.MustCompile("`crmgate ([a-z-]+)").FindAllStringSubmatch(string(doc), -1) {
+		if _, ok := commandUsage[c[1]]; !ok {
+			t.Errorf("docs/operations.md names the command crmgate %s, which does not exist", c[1])
+		}
+	}
+	for _, c := range regexp.MustCompile("`crmgate users ([a-z-]+)").FindAllStringSubmatch(string(doc), -1) {
+		if !strings.Contains(usersUsage, c[1]) {
+			t.Errorf("docs/operations.md names crmgate users %s, which the users usage lacks", c[1])
+		}
+	}
+	for _, name := range regexp.MustCompile("`(Test[A-Za-z]+)`").FindAllStringSubmatch(string(doc), -1) {
+		if !strings.Contains(tests.String(), "func "+name[1]+"(t *testing.T)") {
+			t.Errorf("docs/operations.md cites the test %s, which does not exist", name[1])
+		}
+	}
+}
