@@ -273,6 +273,12 @@ func TestRollingRestart(t *testing.T) {
 		if err := r.wait(t, 30*time.Second); err != nil {
 			t.Errorf("%s exited with %v, want status 0", r.name, err)
 		}
+		// Nothing failed inside either: no error (a worker that did not
+		// stop cleanly, a store failure), no drain cut short.
+		if logs := r.Logs(); strings.Contains(logs, `"level":"ERROR"`) || strings.Contains(logs, "did not drain") ||
+			strings.Count(logs, `"msg":"stopped"`) != 2 {
+			t.Errorf("%s: an error, a cut-off drain or not two clean stops in its logs:\n%s", r.name, logs)
+		}
 	}
 }
 
