@@ -99,12 +99,36 @@ func (d *DB) migrate(ctx context.Context) (err error) {
 		applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
+	// A schema newer than this binary was migrated by a newer release: the
+	// queries here may no longer match it (a column this release writes
+	// may have become required), so the store refuses rather than runs.
+	var have int
+	if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&have); err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	if have > len(ms) {
+		return &SchemaTooNewError{Have: have, Known: len(ms)}
+	}
 	for _, m := range ms {
 		if err := d.apply(ctx, conn, m); err != nil {
 			return fmt.Errorf("store: migration %s: %w", m.name, err)
 		}
 	}
 	return nil
+}
+
+// SchemaTooNewError is Start's answer when the database's schema has a
+// version this release does not know: a newer crmgate migrated it. The
+// older binary refuses to run on it; run the newer release, or restore a
+// backup taken before the upgrade (see docs/operations.md, "Rollback").
+type SchemaTooNewError struct {
+	Have  int // the highest version recorded in schema_migrations
+	Known int // the highest version this binary knows
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("store: the database schema is at version %d, newer than this crmgate knows (%d): "+
+		"a newer crmgate release migrated it; run that release or a newer one, or restore a backup taken before the upgrade", e.Have, e.Known)
 }
 
 func (d *DB) apply(ctx context.Context, conn *sql.Conn, m migration) error {
