@@ -253,3 +253,50 @@ func TestVerifyCrossOriginAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyBrowserRedirect: Traefik and Envoy pass the gateway's answer
+// to the browser unchanged, so a signed-out page load in their forms gets
+// 302 Found to the sign-in page; the nginx form keeps the 401 its
+// error_page turns into a redirect, and fetches, API calls and unsafe
+// methods get 401 with Location in every form.
+func TestVerifyBrowserRedirect(t *testing.T) {
+	h := newHarness(t, harnessConfig{mutate: trustLoopback})
+	host := h.gw.Listener.Addr().String()
+	anon := h.browser()
+	signin := "http://" + host + "/.auth/signin?redirect_url=" + url.QueryEscape("/account/x?y=1")
+	cases := []struct {
+		name    string
+		method  string
+		hdr     []string
+		nginx   int // the status in the nginx form
+		proxied int // the status in the Traefik and Envoy forms
+	}{
+		{"page load (Sec-Fetch-Mode)", "GET", []string{"Sec-Fetch-Mode", "navigate", "Accept", "*/*"}, 401, 302},
+		{"page load (Accept only)", "GET", []string{"Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}, 401, 302},
+		{"HEAD page load", "HEAD", []string{"Accept", "TEXT/HTML"}, 401, 302},
+		{"fetch asking for HTML", "GET", []string{"Sec-Fetch-Mode", "cors", "Accept", "text/html"}, 401, 401},
+		{"API call", "GET", []string{"Accept", "application/json"}, 401, 401},
+		{"no Accept", "GET", nil, 401, 401},
+		{"form POST", "POST", []string{"Sec-Fetch-Mode", "navigate", "Accept", "text/html"}, 401, 401},
+	}
+	for _, f := range verifyForms {
+		for _, tc := range cases {
+			v := f.form(host, tc.method, "/account/x?y=1")
+			v.hdr = append(v.hdr, tc.hdr...)
+			resp := h.verify(anon, v)
+			want := tc.proxied
+			if f.name == "nginx" {
+				want = tc.nginx
+			}
+			if resp.StatusCode != want || resp.Header.Get("Location") != signin {
+				t.Errorf("%s, %s: %d %q, want %d %q", f.name, tc.name, resp.StatusCode, resp.Header.Get("Location"), want, signin)
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("%s, %s: Cache-Control %q", f.name, tc.name, cc)
+			}
+		}
+	}
+	if h.up.count() != 0 {
+		t.Errorf("verify proxied %d requests to the upstream", h.up.count())
+	}
+}

@@ -29,6 +29,14 @@ import (
 // headers as response headers; 401 with Location of the sign-in page;
 // 403 when the route denies, no route matches, or (with Location of the
 // change page) the password must be changed first.
+//
+// Traefik and Envoy send the gateway's answer to the browser as it is
+// (nginx's auth_request turns a 401 into its error_page redirect), so in
+// their forms a signed-out browser navigation (GET or HEAD asking for
+// HTML) gets 302 Found to the sign-in page instead of 401; fetches and
+// API calls keep the 401 with Location. This is the split Authelia makes
+// between its AuthRequest and its ForwardAuth/ExtAuthz endpoints
+// (https://www.authelia.com/reference/guides/proxy-authorization/).
 
 // verifyOverrides are the override headers the verify endpoint reads. Step
 // 1 of the pipeline removes them from every request; a trusted peer's
@@ -56,7 +64,22 @@ func (srv *Server) isVerifyPath(path string) bool {
 // original is the request an ingress asks about, canonicalised.
 type original struct {
 	method, scheme, host, path, query string
+	form                              verifyForm
 }
+
+// verifyForm is which ingress form carried the original request.
+type verifyForm uint8
+
+const (
+	formNginx   verifyForm = iota // X-Original-URL: nginx, ingress-nginx
+	formTraefik                   // X-Forwarded-Uri: Traefik ForwardAuth
+	formEnvoy                     // the path after the verify path: Envoy ext_authz
+)
+
+// redirects reports whether the ingress of this form passes the gateway's
+// answer to the browser unchanged, so that a redirect must be the answer
+// itself rather than a 401 the ingress turns into one.
+func (f verifyForm) redirects() bool { return f != formNginx }
 
 // uri is the path and query as the browser asked for them.
 func (o original) uri() string {
@@ -114,8 +137,10 @@ func (srv *Server) readOriginal(r *http.Request, canonPath string, st *requestSt
 		}
 	case fwdURI != "": // Traefik
 		o.scheme, o.host, o.method, rawURI = fwdProto, fwdHost, fwdMethod, fwdURI
+		o.form = formTraefik
 	case canonPath != srv.verifyPath: // Envoy: the original path follows the verify path
 		o.scheme, o.host, o.method = fwdProto, r.Host, r.Method
+		o.form = formEnvoy
 		if fwdHost != "" {
 			o.host = fwdHost
 		}
@@ -263,6 +288,10 @@ func (srv *Server) verify(w http.ResponseWriter, r *http.Request, path string) {
 			target += "?redirect_url=" + url.QueryEscape(back)
 		}
 		w.Header().Set("Location", target)
+		if o.form.redirects() && isNavigation(o.method, r.Header) {
+			http.Redirect(w, r, target, http.StatusFound)
+			return
+		}
 		srv.renderError(w, r, errUnauthenticated())
 		return
 	default:
@@ -283,6 +312,29 @@ func (srv *Server) verify(w http.ResponseWriter, r *http.Request, path string) {
 		id.apply(w.Header())
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// isNavigation reports whether the original request is a browser loading
+// a page: GET or HEAD, and Sec-Fetch-Mode navigate or, from browsers that
+// do not send it, an Accept that names text/html. A fetch, an XHR or an
+// API client gets a status it can act on instead of a redirect it would
+// follow blindly.
+func isNavigation(method string, h http.Header) bool {
+	if method != http.MethodGet && method != http.MethodHead {
+		return false
+	}
+	if mode := h.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	for _, v := range h.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/html") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // publicOrigin is the gateway's scheme://host, where its pages live.

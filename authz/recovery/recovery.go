@@ -302,6 +302,10 @@ func (s *Service) dummy(start time.Time) {
 		t0 := time.Now()
 		time.Sleep(d)
 		s.cost.slept(d, time.Since(t0))
+	} else {
+		// No sleep: an overshoot estimated during a burst of load must
+		// still fade, or it would cancel every later wait for good.
+		s.cost.slept(0, 0)
 	}
 }
 
