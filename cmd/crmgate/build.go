@@ -93,11 +93,11 @@ type gateway struct {
 	sweepEvery time.Duration
 	// now is the clock of the build (nil: the real one), which the
 	// throttles' sweep shares with the throttles.
-	now func() time.Time
-	registry   *prometheus.Registry
-	accessBuf  *proxy.LineBuffer // nil when the access log is off
-	outbox     *outbox.Worker
-	dataverse  *dataverseConn // nil when no Dataverse is configured
+	now       func() time.Time
+	registry  *prometheus.Registry
+	accessBuf *proxy.LineBuffer // nil when the access log is off
+	outbox    *outbox.Worker
+	dataverse *dataverseConn // nil when no Dataverse is configured
 	// invitationSource lists new Dataverse invitations to mail
 	// (CRMGATE_INVITATIONS_SEND_DATAVERSE); nil when off.
 	invitationSource invitations.NewInvitations
