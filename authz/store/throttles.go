@@ -51,7 +51,15 @@ var (
 )
 
 // TakeThrottle implements throttle.Store with one upsert (see
-// takeThrottleSQL).
+// takeThrottleSQL). On PostgreSQL it runs in a transaction with
+// synchronous_commit off: the commit does not wait for the WAL flush
+// (about 1.4 ms on the test machine, a third of that without), and a
+// server crash can lose only the last fraction of a second of bucket
+// updates, never leave a row inconsistent
+// (https://www.postgresql.org/docs/current/wal-async-commit.html). A
+// throttle that forgets a few events after a database crash is an
+// acceptable price for not queueing every form submission, and every
+// refusal of a flood, behind a disk flush.
 func (d *DB) TakeThrottle(ctx context.Context, limiter throttle.Name, key string, now time.Time, interval, tolerance time.Duration) (throttle.Bucket, error) {
 	if limiter == "" || len(key) != 64 || interval <= 0 || tolerance < 0 {
 		return throttle.Bucket{}, errors.New("store: take throttle: a limiter, a 64-character key hash, a positive interval and a tolerance not negative are required")
@@ -67,12 +75,28 @@ func (d *DB) TakeThrottle(ctx context.Context, limiter throttle.Name, key string
 	var b throttle.Bucket
 	var tat int64
 	limit := n + tol + iv
-	err := d.db.QueryRowContext(ctx, q, string(limiter), key, n+iv,
+	args := []any{string(limiter), key, n + iv,
 		limit, n, n, tol, limit, n, iv, limit, // tat
 		limit, n, n, tol, // refusals
-	).Scan(&tat, &b.Refusals)
+	}
+	if d.dialect != Postgres {
+		if err := d.db.QueryRowContext(ctx, q, args...).Scan(&tat, &b.Refusals); err != nil {
+			return throttle.Bucket{}, fmt.Errorf("store: take throttle: %w", err)
+		}
+		b.TAT = time.UnixMicro(tat).UTC()
+		return b, nil
+	}
+	err := d.inTx(ctx, "take throttle", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+			return fmt.Errorf("store: take throttle: %w", err)
+		}
+		if err := tx.QueryRowContext(ctx, q, args...).Scan(&tat, &b.Refusals); err != nil {
+			return fmt.Errorf("store: take throttle: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return throttle.Bucket{}, fmt.Errorf("store: take throttle: %w", err)
+		return throttle.Bucket{}, err
 	}
 	b.TAT = time.UnixMicro(tat).UTC()
 	return b, nil
