@@ -214,7 +214,8 @@ func (s *Service) PasswordPolicy() password.Policy { return s.o.Passwords.Passwo
 // decision. Only the client address's throttle answers differently
 // (*ThrottledError), since it is about the address, not the account; an
 // empty login gives a *authz.ValidationError. Every outcome is audited
-// (EventResetRequested) and logged; any other error is a store failure.
+// (EventResetRequested) and logged; any other error is a store failure (a
+// throttle's matches throttle.ErrUnavailable: the request is refused).
 func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 	now := s.o.Now()
 	ok, retry, first, err := s.clients.Allow(ctx, throttle.ClientKey(clientAddr), now)

@@ -445,7 +445,9 @@ func (s *Service) validate(in *Input) error {
 
 // Register validates the form and creates the account. Bad input gives an
 // error joining *authz.ValidationError (and *password.RuleError) values;
-// too many attempts a *ThrottledError; registration off ErrOff. An address
+// too many attempts a *ThrottledError, and a throttle that cannot be asked
+// an error matching throttle.ErrUnavailable (refused, nothing stored);
+// registration off ErrOff. An address
 // that already has an account gets the same Outcome, after the same
 // password hashing and one store write, as a new one, and its owner is
 // mailed that someone tried to register with it (throttled per address).

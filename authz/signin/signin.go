@@ -364,7 +364,8 @@ type Credentials struct {
 // error wrapping dataverse.ErrUnavailable, after the password was right. A
 // successful sign-in upgrades a hash made with old parameters. Every
 // outcome is audited with its real reason. Any other error is a store
-// failure.
+// failure; the throttle's matches throttle.ErrUnavailable and comes before
+// any password work (the attempt is refused, never let through).
 func (s *Service) SignIn(ctx context.Context, c Credentials) (*authz.User, error) {
 	return s.signIn(ctx, c, nil)
 }
