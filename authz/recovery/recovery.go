@@ -70,9 +70,10 @@ const (
 )
 
 // Throttles of the request path, kept in the store and so shared by every
-// replica (see package throttle): a client address may ask for ClientRequestsPerHour resets (ClientBurst at
-// once) and an account receives at most AccountMailsPerHour reset mails
-// (AccountBurst at once), whoever asks. Link checks and password posts
+// replica (see package throttle): a client address may ask for
+// ClientRequestsPerHour resets (ClientBurst at once) and an account
+// receives at most AccountMailsPerHour reset mails (AccountBurst at once),
+// whoever asks. Link checks and password posts
 // from one address are limited to LinkChecksPerHour (LinkBurst at once),
 // so that secrets cannot be guessed (256 bits: they cannot anyway) and
 // refusals cannot flood the audit trail.

@@ -447,10 +447,10 @@ func (s *Service) validate(in *Input) error {
 // error joining *authz.ValidationError (and *password.RuleError) values;
 // too many attempts a *ThrottledError, and a throttle that cannot be asked
 // an error matching throttle.ErrUnavailable (refused, nothing stored);
-// registration off ErrOff. An address
-// that already has an account gets the same Outcome, after the same
-// password hashing and one store write, as a new one, and its owner is
-// mailed that someone tried to register with it (throttled per address).
+// registration off ErrOff. An address that already has an account gets the
+// same Outcome, after the same password hashing and one store write, as a
+// new one, and its owner is mailed that someone tried to register with it
+// (throttled per address).
 func (s *Service) Register(ctx context.Context, in Input) (Outcome, error) {
 	if s.o.Mode != ModeOpen && s.o.Mode != ModeApproval {
 		return Outcome{}, ErrOff

@@ -54,9 +54,11 @@ const (
 	InvitationGuesses   Name = "invitations.guess"    // refused invitation codes and confirmation links per client address
 )
 
-// Names lists every limiter name, in no particular order.
-var Names = []Name{SignInClient, RegistrationClient, RegistrationEmail, RegistrationConfirm,
-	RecoveryClient, RecoveryAccount, RecoveryLink, InvitationGuesses}
+// Names returns every limiter name, in no particular order.
+func Names() []Name {
+	return []Name{SignInClient, RegistrationClient, RegistrationEmail, RegistrationConfirm,
+		RecoveryClient, RecoveryAccount, RecoveryLink, InvitationGuesses}
+}
 
 // ErrUnavailable matches (errors.Is) every error of Allow and Blocked: the
 // store could not answer, so nobody can tell whether the event is within
@@ -114,7 +116,7 @@ type Limiter struct {
 	off       bool          // rate.Inf: everything is allowed and the store is never asked
 }
 
-// New returns the limiter name (one of Names) over store, allowing burst
+// New returns the limiter name (one of Names()) over store, allowing burst
 // events at once per key and r per second after that. r must be positive
 // and burst at least 1; rate.Inf allows everything without asking the
 // store (DANGEROUS outside tests: no limit at all). The interval 1/r must
@@ -123,7 +125,7 @@ func New(store Store, name Name, r rate.Limit, burst int) (*Limiter, error) {
 	if store == nil {
 		return nil, errors.New("throttle: nil store")
 	}
-	if !slices.Contains(Names, name) {
+	if !slices.Contains(Names(), name) {
 		return nil, fmt.Errorf("throttle: unknown limiter name %q", name)
 	}
 	if r <= 0 || burst < 1 || math.IsNaN(float64(r)) {

@@ -71,14 +71,14 @@ func TestNew(t *testing.T) {
 			t.Errorf("%s: New = %v, want an error with %q", c.what, err, c.want)
 		}
 	}
-	for _, n := range throttle.Names {
+	for _, n := range throttle.Names() {
 		l, err := throttle.New(db, n, throttle.PerHour(20), 5)
 		if err != nil || l.Name() != n {
 			t.Errorf("New(%s) = %v, %v", n, l, err)
 		}
 	}
 	seen := map[throttle.Name]bool{}
-	for _, n := range throttle.Names {
+	for _, n := range throttle.Names() {
 		if seen[n] {
 			t.Errorf("limiter name %s listed twice", n)
 		}
