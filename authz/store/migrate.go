@@ -30,7 +30,21 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+	// breaking marks a migration that releases knowing fewer versions
+	// cannot run on (its file starts with breakingMarker): applying it
+	// records its version as schema_migrations.requires_known.
+	breaking bool
 }
+
+// breakingMarker, as the first line of a migration file, marks a migration
+// the previous releases' queries do not survive (a dropped or renamed
+// column, a new constraint their writes break). Migrations are additive by
+// rule (docs/operations.md): use it only where that rule cannot hold, and
+// say why in the file.
+const breakingMarker = "-- crmgate:breaking"
+
+// compatVersion is the migration that adds schema_migrations.requires_known.
+const compatVersion = 13
 
 // migrations returns the embedded migrations for dialect, in version order.
 func migrations(dialect Dialect) ([]migration, error) {
@@ -56,7 +70,12 @@ func migrations(dialect Dialect) ([]migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		ms = append(ms, migration{version: v, name: base, sql: tokens.Replace(string(body))})
+		first, _, _ := strings.Cut(string(body), "\n")
+		ms = append(ms, migration{version: v, name: base, sql: tokens.Replace(string(body)),
+			breaking: strings.TrimSpace(first) == breakingMarker})
+		if ms[len(ms)-1].breaking && v <= compatVersion {
+			return nil, fmt.Errorf("store: migration %s: only migrations after %d can be marked breaking", base, compatVersion)
+		}
 	}
 	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
 	for i, m := range ms {
@@ -99,15 +118,24 @@ func (d *DB) migrate(ctx context.Context) (err error) {
 		applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
-	// A schema newer than this binary was migrated by a newer release: the
-	// queries here may no longer match it (a column this release writes
-	// may have become required), so the store refuses rather than runs.
+	// A schema newer than this binary was migrated by a newer release. Its
+	// additive migrations leave the queries here working, so the store
+	// runs (an old replica during a rollout, a rolled-back release); one
+	// marked breaking makes it refuse (see breakingMarker).
 	var have int
 	if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&have); err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
+	d.schema = SchemaVersions{Database: max(have, len(ms)), Known: len(ms)}
 	if have > len(ms) {
-		return &SchemaTooNewError{Have: have, Known: len(ms)}
+		var requires int
+		if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(requires_known), 0) FROM schema_migrations").Scan(&requires); err != nil {
+			return fmt.Errorf("store: migrate: %w", err)
+		}
+		if requires > len(ms) {
+			return &SchemaTooNewError{Have: have, Known: len(ms), Requires: requires}
+		}
+		return nil // every known version is applied: a newer release applied them first
 	}
 	for _, m := range ms {
 		if err := d.apply(ctx, conn, m); err != nil {
@@ -117,19 +145,32 @@ func (d *DB) migrate(ctx context.Context) (err error) {
 	return nil
 }
 
-// SchemaTooNewError is Start's answer when the database's schema has a
-// version this release does not know: a newer crmgate migrated it. The
-// older binary refuses to run on it; run the newer release, or restore a
-// backup taken before the upgrade (see docs/operations.md, "Rollback").
+// SchemaTooNewError is Start's answer when a newer crmgate applied a
+// migration marked breaking (see breakingMarker) that this release does
+// not know. The older binary refuses to run on it; run the newer release,
+// or restore a backup taken before the upgrade (see docs/operations.md,
+// "Rollback").
 type SchemaTooNewError struct {
-	Have  int // the highest version recorded in schema_migrations
-	Known int // the highest version this binary knows
+	Have     int // the highest version recorded in schema_migrations
+	Known    int // the highest version this binary knows
+	Requires int // the versions a binary must know to run on this schema
 }
 
 func (e *SchemaTooNewError) Error() string {
-	return fmt.Sprintf("store: the database schema is at version %d, newer than this crmgate knows (%d): "+
-		"a newer crmgate release migrated it; run that release or a newer one, or restore a backup taken before the upgrade", e.Have, e.Known)
+	return fmt.Sprintf("store: the database schema is at version %d and needs a crmgate that knows version %d; this one knows %d: "+
+		"a newer crmgate release migrated it; run that release or a newer one, or restore a backup taken before the upgrade",
+		e.Have, e.Requires, e.Known)
 }
+
+// SchemaVersions is what Start found: the highest migration recorded in
+// the database and the highest this binary knows. Database > Known means a
+// newer release migrated the database additively and this one runs on it.
+type SchemaVersions struct {
+	Database, Known int
+}
+
+// Schema reports the versions Start found; zero before Start.
+func (d *DB) Schema() SchemaVersions { return d.schema }
 
 func (d *DB) apply(ctx context.Context, conn *sql.Conn, m migration) error {
 	tx, err := conn.BeginTx(ctx, nil)
@@ -150,6 +191,11 @@ func (d *DB) apply(ctx context.Context, conn *sql.Conn, m migration) error {
 	if _, err := tx.ExecContext(ctx, d.q("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"),
 		m.version, d.now().UnixMilli()); err != nil {
 		return err
+	}
+	if m.breaking {
+		if _, err := tx.ExecContext(ctx, d.q("UPDATE schema_migrations SET requires_known = ? WHERE version = ?"), m.version, m.version); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }

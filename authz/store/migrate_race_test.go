@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,9 +96,11 @@ func checkMigratedOnce(t *testing.T, db *DB) {
 	}
 }
 
-// TestSchemaTooNew: a store whose schema a newer release migrated (a
-// version this binary does not know) refuses to start, with an error that
-// says what happened and what to do, and changes nothing.
+// TestSchemaTooNew: on a schema a newer release migrated, an older store
+// runs when the newer migrations are additive (a rollout's old replicas, a
+// rollback) and reports the versions; when one of them is marked breaking
+// it refuses to start, with an error that says what happened and what to
+// do, and changes nothing.
 func TestSchemaTooNew(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(d.Name, func(t *testing.T) {
@@ -107,7 +110,10 @@ func TestSchemaTooNew(t *testing.T) {
 				t.Fatal(err)
 			}
 			ms, _ := migrations(db.dialect)
-			// What a newer release's next migration leaves behind.
+			if got := db.Schema(); got != (SchemaVersions{Database: len(ms), Known: len(ms)}) {
+				t.Fatalf("Schema() = %+v on a current schema", got)
+			}
+			// What a newer release's next, additive migration leaves behind.
 			if _, err := db.db.ExecContext(t.Context(), "CREATE TABLE from_the_future (id BIGINT PRIMARY KEY)"); err != nil {
 				t.Fatal(err)
 			}
@@ -117,15 +123,32 @@ func TestSchemaTooNew(t *testing.T) {
 			db.Close()
 
 			old, err := Open(t.Context(), dbURL)
+			if err != nil {
+				t.Fatalf("Open on an additively newer schema: %v", err)
+			}
+			if got := old.Schema(); got != (SchemaVersions{Database: len(ms) + 1, Known: len(ms)}) {
+				t.Errorf("Schema() = %+v, want the database one version ahead", got)
+			}
+			if _, err := old.UserByLogin(t.Context(), "nobody"); err == nil {
+				t.Error("found a user in an empty store")
+			}
+			// The newer release's second migration is marked breaking.
+			if _, err := old.db.ExecContext(t.Context(), old.q("INSERT INTO schema_migrations (version, applied_at, requires_known) VALUES (?, ?, ?)"),
+				len(ms)+2, 0, len(ms)+2); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+
+			old, err = Open(t.Context(), dbURL)
 			if err == nil {
 				old.Close()
-				t.Fatal("Open on a schema newer than the binary succeeded")
+				t.Fatal("Open on a schema with a breaking migration it does not know succeeded")
 			}
 			var tooNew *SchemaTooNewError
-			if !errors.As(err, &tooNew) || tooNew.Have != len(ms)+1 || tooNew.Known != len(ms) {
-				t.Fatalf("Open on a newer schema: %v, want a *SchemaTooNewError{Have: %d, Known: %d}", err, len(ms)+1, len(ms))
+			if !errors.As(err, &tooNew) || tooNew.Have != len(ms)+2 || tooNew.Known != len(ms) || tooNew.Requires != len(ms)+2 {
+				t.Fatalf("Open on a newer schema: %v, want a *SchemaTooNewError{Have: %d, Known: %d, Requires: %d}", err, len(ms)+2, len(ms), len(ms)+2)
 			}
-			for _, want := range []string{"newer than this crmgate knows", "restore a backup"} {
+			for _, want := range []string{"needs a crmgate that knows version", "restore a backup"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not say %q", err, want)
 				}
@@ -141,9 +164,61 @@ func TestSchemaTooNew(t *testing.T) {
 			if err := raw.db.QueryRowContext(t.Context(), "SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&n, &top); err != nil {
 				t.Fatal(err)
 			}
-			if n != len(ms)+1 || top != len(ms)+1 {
-				t.Errorf("schema_migrations has %d rows up to %d after the refusal, want %d up to %d", n, top, len(ms)+1, len(ms)+1)
+			if n != len(ms)+2 || top != len(ms)+2 {
+				t.Errorf("schema_migrations has %d rows up to %d after the refusal, want %d up to %d", n, top, len(ms)+2, len(ms)+2)
 			}
 		})
+	}
+}
+
+// TestBreakingMarker: a migration file starting with the marker records
+// its version as the versions a binary must know; others record 0.
+func TestBreakingMarker(t *testing.T) {
+	ms, err := migrations(SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.breaking {
+			t.Errorf("%s is marked breaking: every migration so far is additive", m.name)
+		}
+	}
+	if ms[compatVersion-1].name != "0013_schema_compat.sql" {
+		t.Fatalf("compatVersion %d is %s", compatVersion, ms[compatVersion-1].name)
+	}
+	db, err := Open(t.Context(), storetest.SQLiteURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	next := len(ms) + 1
+	for _, m := range []migration{
+		{version: next, name: "additive", sql: "CREATE TABLE additive (id BIGINT)"},
+		{version: next + 1, name: "breaking", sql: breakingMarker + "\nALTER TABLE additive RENAME TO breaking", breaking: true},
+	} {
+		if err := db.apply(t.Context(), conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.db.QueryContext(t.Context(), "SELECT version, requires_known FROM schema_migrations WHERE version >= ? ORDER BY version", next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got [][2]int
+	for rows.Next() {
+		var v, r int
+		if err := rows.Scan(&v, &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, [2]int{v, r})
+	}
+	if want := [][2]int{{next, 0}, {next + 1, next + 1}}; !slices.Equal(got, want) {
+		t.Errorf("schema_migrations = %v, want %v", got, want)
 	}
 }

@@ -71,6 +71,7 @@ type DB struct {
 	dialect Dialect
 	create  string // the SQLite file to create when missing; "" for none
 	now     func() time.Time
+	schema  SchemaVersions // what Start found
 }
 
 // Option configures Open.

@@ -104,8 +104,9 @@ func TestMigrateRaceServe(t *testing.T) {
 }
 
 // TestServeRefusesNewerSchema: an older crmgate started on a database a
-// newer release migrated (a version it does not know) refuses to serve,
-// and says why; so do the commands that open the database.
+// newer release migrated serves when the newer migrations are additive,
+// and says so in its log; when one is marked breaking it refuses to serve,
+// and says why, and so do the commands that open the database.
 func TestServeRefusesNewerSchema(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(d.Name, func(t *testing.T) {
@@ -118,23 +119,50 @@ func TestServeRefusesNewerSchema(t *testing.T) {
 			db.Close()
 			n := rollingMigrationCount(t)
 			raw := rollingSQL(t, dbURL)
-			q := "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)"
+			q := "INSERT INTO schema_migrations (version, applied_at, requires_known) VALUES ($1, 0, $2)"
 			if d.Name == "SQLite" {
-				q = "INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)"
+				q = "INSERT INTO schema_migrations (version, applied_at, requires_known) VALUES (?, 0, ?)"
 			}
-			if _, err := raw.ExecContext(t.Context(), q, n+1); err != nil {
+			if _, err := raw.ExecContext(t.Context(), q, n+1, 0); err != nil { // additive
 				t.Fatal(err)
 			}
 			pub, ops := freeAddr(t), freeAddr(t)
-			env := rollingSetEnv(baseEnv(t, dir), "CRMGATE_DATABASE_URL="+dbURL, "CRMGATE_LISTEN="+pub, "CRMGATE_OPS_LISTEN="+ops)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			err = run(ctx, []string{"serve"}, env, nil, io.Discard, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), "newer than this crmgate knows") {
+			env := rollingSetEnv(baseEnv(t, dir), "CRMGATE_DATABASE_URL="+dbURL, "CRMGATE_LISTEN="+pub, "CRMGATE_OPS_LISTEN="+ops,
+				"CRMGATE_SHUTDOWN_DELAY=0s")
+
+			// Additive: serve starts, warns once, and stops cleanly.
+			logs := &syncBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, []string{"serve"}, env, nil, io.Discard, logs) }()
+			deadline := time.Now().Add(20 * time.Second)
+			for !strings.Contains(logs.String(), "newer than this crmgate") {
+				if time.Now().After(deadline) {
+					cancel()
+					t.Fatalf("no warning about the newer schema; logs:\n%s", logs)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("serve on an additively newer schema: %v; logs:\n%s", err, logs)
+			}
+			if err := run(context.Background(), []string{"users", "list"}, env, nil, io.Discard, io.Discard); err != nil {
+				t.Fatalf("users list on an additively newer schema: %v", err)
+			}
+
+			// Breaking: refused.
+			if _, err := raw.ExecContext(t.Context(), q, n+2, n+2); err != nil {
+				t.Fatal(err)
+			}
+			ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel2()
+			err = run(ctx2, []string{"serve"}, env, nil, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "needs a crmgate that knows version") {
 				t.Fatalf("serve on a newer schema: %v", err)
 			}
-			err = run(ctx, []string{"users", "list"}, env, nil, io.Discard, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), "newer than this crmgate knows") {
+			err = run(ctx2, []string{"users", "list"}, env, nil, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "needs a crmgate that knows version") {
 				t.Fatalf("users list on a newer schema: %v", err)
 			}
 		})

@@ -170,6 +170,10 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) error {
 	if err := g.start(ctx); err != nil {
 		return err
 	}
+	if v := g.store.Schema(); v.Database > v.Known {
+		log.Warn("the database schema is newer than this crmgate: a newer release migrated it additively; running on it",
+			"schema_version", v.Database, "known_version", v.Known)
+	}
 	// The build's transient memory, most of it the argon2 work area of the
 	// dummy password hash (CRMGATE_PASSWORD_ARGON2_MEMORY_KIB), goes back
 	// to the operating system now rather than when the scavenger gets to it.
