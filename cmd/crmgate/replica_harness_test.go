@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,8 +16,32 @@ import (
 	"time"
 )
 
+// replicaHelperEnv, when set in a subprocess of the test binary, makes
+// TestServeReplicaHelperProcess run `crmgate serve` as main does: SIGTERM
+// and SIGINT end it gracefully.
+const replicaHelperEnv = "CRMGATETEST_REPLICA_HELPER"
+
+// TestServeReplicaHelperProcess is `crmgate serve` in a subprocess, with
+// main's signal handling, for the replica tests; it does nothing in a
+// normal test run. It prints serve's result and exits 0 when serve
+// returned nil (a graceful stop), 1 otherwise.
+func TestServeReplicaHelperProcess(t *testing.T) {
+	if os.Getenv(replicaHelperEnv) != "1" {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, []string{"serve"}, os.Environ(), nil, os.Stdout, os.Stderr)
+	fmt.Fprintln(os.Stderr, "serve returned:", err)
+	if err != nil {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 // replica is one `crmgate serve` process of a replicaSet: a subprocess of
-// the test binary (TestServeHelperProcess) with listeners of its own.
+// the test binary (TestServeReplicaHelperProcess) with listeners of its
+// own.
 type replica struct {
 	Name string
 	Addr string // the public listener, host:port
@@ -29,6 +55,15 @@ type replica struct {
 // URL returns the address of path (with its query) on the replica's public
 // listener.
 func (r *replica) URL(path string) string { return "http://" + r.Addr + path }
+
+// Exited reports whether the process has exited and its exit error (nil
+// for status 0).
+func (r *replica) Exited() (bool, error) {
+	if r.running() {
+		return false, nil
+	}
+	return true, r.err
+}
 
 // Logs returns what the replica has written to stdout and stderr so far.
 func (r *replica) Logs() string { return r.logs.String() }
@@ -142,8 +177,8 @@ func (rs *replicaSet) Start() *replica {
 	defer rs.mu.Unlock()
 	r := &replica{Name: fmt.Sprintf("replica %c", 'A'+len(rs.replicas)), Addr: freeAddr(rs.t), Ops: freeAddr(rs.t),
 		logs: &syncBuffer{}, done: make(chan struct{})}
-	r.cmd = exec.Command(os.Args[0], "-test.run=^TestServeHelperProcess$")
-	r.cmd.Env = append(append([]string(nil), rs.env...), "CRMGATE_LISTEN="+r.Addr, "CRMGATE_OPS_LISTEN="+r.Ops, serveHelperEnv+"=1")
+	r.cmd = exec.Command(os.Args[0], "-test.run=^TestServeReplicaHelperProcess$")
+	r.cmd.Env = append(append([]string(nil), rs.env...), "CRMGATE_LISTEN="+r.Addr, "CRMGATE_OPS_LISTEN="+r.Ops, replicaHelperEnv+"=1")
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {
 		rs.t.Fatalf("start %s: %v", r.Name, err)
