@@ -117,6 +117,15 @@ func (r *replica) Metric(t *testing.T, series string) (float64, bool) {
 	return 0, false
 }
 
+// Send sends sig to the process without waiting (SIGSTOP pauses it,
+// SIGCONT resumes it).
+func (r *replica) Send(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		t.Errorf("%s: signal %v: %v", r.Name, sig, err)
+	}
+}
+
 // Signal sends sig to the process and waits until it has exited (at most
 // 15s).
 func (r *replica) Signal(t *testing.T, sig syscall.Signal) {

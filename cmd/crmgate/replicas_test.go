@@ -625,14 +625,15 @@ func (x *replicaEnv) testOutboxContention(t *testing.T) {
 		total, users, before, deliveredBy(t, x.rs.All()))
 }
 
-// testOutboxKill kills replica a with SIGKILL while it is delivering. b
-// and c are paused (SIGSTOP) while the events are written, so that a
-// claims them; a is killed while it holds claims, then b and c resume and
-// deliver everything once a's lease ends. Duplicates may only be events a
-// had claimed. a is killed as soon as the emulator has counted its second
-// call, so usually before a marked that event delivered: it then arrives
-// twice (at least once), while the calls a had not made yet, or that were
-// cut off in the emulator's latency, arrive once.
+// testOutboxKill kills replica a with SIGKILL while it is delivering. All
+// three are paused (SIGSTOP) while the events are written, then a alone
+// resumes, so that it claims them in one batch; a is killed while it holds
+// claims, then b and c resume and deliver everything once a's lease ends.
+// Duplicates may only be events a had claimed. a is killed as soon as the
+// emulator has counted its second call, so usually before a marked that
+// event delivered: it then arrives twice (at least once), while the calls
+// a had not made yet, or that were cut off in the emulator's latency,
+// arrive once.
 func (x *replicaEnv) testOutboxKill(t *testing.T, a, b, c *replica) {
 	const users = 16
 	ids0 := x.userIDs(t)
@@ -640,28 +641,18 @@ func (x *replicaEnv) testOutboxKill(t *testing.T, a, b, c *replica) {
 	for _, id := range ids0 {
 		all = append(all, id)
 	}
-	x.waitDelivered(t, all, 20*time.Second) // nothing is claimed when b and c pause
+	x.waitDelivered(t, all, 20*time.Second) // nothing is claimed when the replicas pause
 	x.em.SetFaults(dataversetest.Faults{Latency: 150 * time.Millisecond})
-	for _, r := range []*replica{b, c} {
-		if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+	for _, r := range []*replica{a, b, c} {
+		r.Send(t, syscall.SIGSTOP)
 	}
-	resumed := false
-	resume := func() {
-		if resumed {
-			return
+	paused := []*replica{b, c}
+	defer func() {
+		for _, r := range paused {
+			r.Send(t, syscall.SIGCONT)
 		}
-		resumed = true
-		for _, r := range []*replica{b, c} {
-			if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	defer resume()
+	}()
 	callsBefore := len(x.em.ActionCalls(replicaAction))
-
 	for i := range users {
 		name := fmt.Sprintf("kill%02d", i)
 		x.cli(t, "users", "create", "--username", name, "--email", name+"@example.test")
@@ -671,20 +662,20 @@ func (x *replicaEnv) testOutboxKill(t *testing.T, a, b, c *replica) {
 	for i := range users {
 		want = append(want, ids[fmt.Sprintf("kill%02d", i)])
 	}
+	a.Send(t, syscall.SIGCONT)
+
 	// a has delivered some and holds claims on others: kill it.
 	deadline := time.Now().Add(20 * time.Second)
 	var claimed int
 	for {
+		evs, err := x.db.OutboxEvents(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
 		claimed = 0
-		for _, id := range want {
-			evs, err := x.db.OutboxEvents(t.Context(), id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range evs {
-				if e.DeliveredAt.IsZero() && e.LockedUntil.After(time.Now()) {
-					claimed++
-				}
+		for _, e := range evs {
+			if slices.Contains(want, e.UserID) && e.DeliveredAt.IsZero() && e.LockedUntil.After(time.Now()) {
+				claimed++
 			}
 		}
 		if len(x.em.ActionCalls(replicaAction))-callsBefore >= 2 && claimed >= 2 {
@@ -698,7 +689,10 @@ func (x *replicaEnv) testOutboxKill(t *testing.T, a, b, c *replica) {
 	a.Signal(t, syscall.SIGKILL)
 	killedAt := time.Now()
 	atKill := len(x.em.ActionCalls(replicaAction)) - callsBefore
-	resume()
+	for _, r := range paused {
+		r.Send(t, syscall.SIGCONT)
+	}
+	paused = nil
 	x.em.SetFaults(dataversetest.Faults{})
 
 	events := x.waitDelivered(t, want, replicaLease+20*time.Second)
