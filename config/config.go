@@ -101,7 +101,7 @@ type SignInConfig struct {
 	MaxFailures        int           `env:"MAX_FAILURES" envDefault:"5" desc:"Failed passwords from one client address (an IPv6 /64) that lock that address out of the account; other addresses, the owner's among them, may still sign in."`
 	AccountMaxFailures int           `env:"ACCOUNT_MAX_FAILURES" envDefault:"20" desc:"Failed passwords from all addresses within CRMGATE_SIGNIN_LOCKOUT_DURATION that soft-lock an account: until it ends, only addresses without a recent failure on the account have their password checked, so the owner still signs in from their own network. At least CRMGATE_SIGNIN_MAX_FAILURES."`
 	LockoutDuration    time.Duration `env:"LOCKOUT_DURATION" envDefault:"15m" desc:"How long both lockouts last, and how long a failed password is remembered."`
-	ClientRate         int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address (per replica)."`
+	ClientRate         int           `env:"CLIENT_RATE" envDefault:"10" desc:"Sign-in attempts per minute allowed from one client address, counted in the database across every replica."`
 	ClientBurst        int           `env:"CLIENT_BURST" envDefault:"10" desc:"Burst of sign-in attempts allowed from one client address."`
 	// DataverseCheck is off by default so that configuring Dataverse (for
 	// lifecycle actions, say) never starts refusing sign-ins by itself.

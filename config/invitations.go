@@ -13,7 +13,7 @@ type InvitationsConfig struct {
 	SendInterval       time.Duration `env:"SEND_INTERVAL" envDefault:"1m" desc:"How often new Dataverse invitations are looked for, with CRMGATE_INVITATIONS_SEND_DATAVERSE; 10s to 24h."`
 	ExistingUserURL    string        `env:"EXISTING_USER_URL" desc:"Where a person whose invited contact or address already has an account is sent to sign in (the portal products' existing user page), with redirect_url back to the invitation added. A same-site path or an allow-listed URL. Empty: the sign-in page."`
 	SkipDataverseProof bool          `env:"SKIP_DATAVERSE_PROOF" envDefault:"false" desc:"Dangerous. Make the account of a redeemed Dataverse invitation at once, without mailing a confirmation to the invited contact's address: whoever learns the code is bound to the contact. false (default): the account is made once the mailed link is followed. crmgate's own codes travel only in their mail, so redeeming them proves the address either way."`
-	GuessesPerHour     int           `env:"GUESSES_PER_HOUR" envDefault:"20" desc:"Refused invitation codes and confirmation links allowed per client address and hour (burst of the same size), counted per replica; beyond it the page answers 429 and the refusal is audited. 1 to 10000."`
+	GuessesPerHour     int           `env:"GUESSES_PER_HOUR" envDefault:"20" desc:"Refused invitation codes and confirmation links allowed per client address and hour (burst of the same size), counted in the database across every replica; beyond it the page answers 429 and the refusal is audited. 1 to 10000."`
 }
 
 // validateInvitations checks the invitation settings.

@@ -16,8 +16,8 @@ type RegistrationConfig struct {
 	ConfirmTTL    time.Duration `env:"CONFIRM_TTL" envDefault:"24h" desc:"How long a confirmation link works; 5m to 168h. A new link revokes the older ones."`
 	CreateContact bool          `env:"CREATE_CONTACT" envDefault:"false" desc:"Create a Dataverse contact for every confirmed registration (firstname, lastname, emailaddress1 and CRMGATE_REGISTRATION_FIELDS) and bind the account to it (lookup), through the outbox: a Dataverse outage delays it and loses nothing. The account signs in once bound. false: the binding rules (CRMGATE_BINDING_*) apply at confirmation. Needs CRMGATE_DATAVERSE_URL."`
 	Fields        string        `env:"FIELDS" desc:"Extra plain-text contact columns of the form, comma-separated column:Label pairs, e.g. telephone1:Phone,jobtitle:Job title (at most 10; optional fields). Stored with the registration and written to the contact when one is created."`
-	ClientRate    int           `env:"CLIENT_RATE" envDefault:"20" desc:"Registrations and confirmation resends allowed per client address (an IPv6 /64) per hour; bursts of a quarter of it. Per replica (in memory)."`
-	EmailRate     int           `env:"EMAIL_RATE" envDefault:"5" desc:"Registrations and confirmation resends allowed per email address per hour; bursts of 3. Per replica (in memory)."`
+	ClientRate    int           `env:"CLIENT_RATE" envDefault:"20" desc:"Registrations and confirmation resends allowed per client address (an IPv6 /64) per hour; bursts of a quarter of it. Counted in the database across every replica."`
+	EmailRate     int           `env:"EMAIL_RATE" envDefault:"5" desc:"Registrations and confirmation resends allowed per email address per hour; bursts of 3. Counted in the database across every replica (the address kept only as a hash)."`
 }
 
 // maxRegistrationFields bounds CRMGATE_REGISTRATION_FIELDS.

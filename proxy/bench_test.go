@@ -150,7 +150,7 @@ func benchGateway(b *testing.B, publicURL, upstreamURL string, mutate func(*prox
 		CookieName: "crmgate_session", CookieKeys: [][]byte{randomKey()}, SigningKeys: []*ecdsa.PrivateKey{key},
 		Now: clock.Now,
 	}
-	opts = withIdentity(opts, svc)
+	opts = withIdentity(opts, svc, db)
 	if mutate != nil {
 		mutate(&opts)
 	}

@@ -125,6 +125,9 @@ type harnessConfig struct {
 	// store wraps the database the identity layer uses, e.g. to count or
 	// fail its calls; nil uses the database as it is.
 	store func(*store.DB) wiring.Store
+	// guesses is the invitation guess limiter's rate per hour and burst;
+	// zero means 20.
+	guesses int
 }
 
 var testPassword = password.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
@@ -218,7 +221,12 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 		CookieName: "crmgate_session", CookieKeys: hc.cookieKeys, SigningKeys: hc.signingKeys,
 		Now: h.clock.Now, Registerer: h.registry,
 	}
-	h.opts = withIdentity(h.opts, h.svc)
+	if hc.guesses > 0 {
+		if h.opts.InvitationGuesses, err = throttle.New(h.db, throttle.InvitationGuesses, throttle.PerHour(hc.guesses), hc.guesses); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.opts = withIdentity(h.opts, h.svc, h.db)
 	if hc.mutate != nil {
 		hc.mutate(&h.opts)
 	}
@@ -235,7 +243,8 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 // withIdentity connects every capability of the identity layer to o, as
 // cmd/crmgate does, and sets the values the configuration supplies in
 // production (its defaults) where o leaves them zero (proxy.TestTimings).
-func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
+// The invitation guess limiter keeps its buckets in db.
+func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
 	if s.Onboarding != nil {
@@ -249,7 +258,7 @@ func withIdentity(o proxy.Options, s *wiring.Services) proxy.Options {
 	if s.Invitations != nil {
 		o.Invitations = s.Invitations
 		if o.InvitationGuesses == nil {
-			o.InvitationGuesses, _ = throttle.New(throttle.PerHour(20), 20)
+			o.InvitationGuesses, _ = throttle.New(db, throttle.InvitationGuesses, throttle.PerHour(20), 20)
 		}
 	}
 	return proxy.TestTimings(o)

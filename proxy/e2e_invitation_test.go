@@ -2,9 +2,11 @@ package proxy_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"html"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -23,7 +25,6 @@ import (
 	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/store/storetest"
-	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/proxy"
@@ -250,8 +251,7 @@ func TestInvitationCrmgateRedeem(t *testing.T) {
 // refusal audited with its reason; guessing is throttled per client
 // address (429, audited once) while other addresses are not.
 func TestInvitationHostileCodes(t *testing.T) {
-	guesses, _ := throttle.New(throttle.PerHour(6), 6)
-	h := inviteHarness(t, harnessConfig{mutate: func(o *proxy.Options) { o.InvitationGuesses = guesses }})
+	h := inviteHarness(t, harnessConfig{guesses: 6})
 	h.createUser("root", "root@example.test", invitePassword, "admin")
 	admin := h.browser()
 	h.signIn(admin, "root", invitePassword)
@@ -319,6 +319,78 @@ func TestInvitationHostileCodes(t *testing.T) {
 	h.clock.Advance(time.Hour)
 	if resp, _ := h.get(c, "/.auth/invitation?code=again"); resp.StatusCode != 404 {
 		t.Fatalf("after the refill: %d", resp.StatusCode)
+	}
+}
+
+// TestThrottleStoreFailure: when the throttles' store fails, the
+// invitation page checks no code and the sign-in form checks no password:
+// both answer the one 503 error page with its request ID and Retry-After,
+// and the log says which limiter failed, with the same request ID.
+// Proxied requests never ask the throttles: a signed-in user's go on.
+func TestThrottleStoreFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gw.db")
+	db, err := store.Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	logs := &lockedBuffer{}
+	h := inviteHarness(t, harnessConfig{db: db, mutate: func(o *proxy.Options) { o.Logger = slog.New(slog.NewJSONHandler(logs, nil)) }})
+	h.createUser("ana", "ana@example.test", invitePassword)
+	h.createUser("ben", "ben@example.test", invitePassword)
+	signedIn := h.browser()
+	h.signIn(signedIn, "ben", invitePassword)
+	c := h.browser()
+	if resp, _ := h.get(c, "/.auth/invitation?code=guess1"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a refused code before the failure: %d", resp.StatusCode)
+	}
+	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`DROP TABLE throttles`); err != nil {
+		t.Fatal(err)
+	}
+	refusals := len(invAuditTypes(t, h.svc, invitations.EventRefused))
+	for range 3 {
+		if resp, _ := h.get(signedIn, "/account/orders"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("a proxied request on a failed throttle store: %d", resp.StatusCode)
+		}
+	}
+	check := func(what, limiter string, resp *http.Response, body string) {
+		t.Helper()
+		m := regexp.MustCompile(`Request ID: <code>([0-9a-f]+)</code>`).FindStringSubmatch(body)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "30" || m == nil ||
+			!strings.Contains(body, "This form cannot be accepted just now, and nothing was changed.") {
+			t.Fatalf("%s on a failed throttle: %d Retry-After=%q\n%s", what, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+		found := false
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) != nil || e["request_id"] != m[1] {
+				continue
+			}
+			found = e["level"] == "ERROR" && e["status"] == float64(503) && e["code"] == "throttle_unavailable" &&
+				strings.Contains(fmt.Sprint(e["err"]), limiter)
+		}
+		if !found {
+			t.Errorf("%s: no error log line naming %s for request %s:\n%s", what, limiter, m[1], logs.String())
+		}
+	}
+	resp, body := h.get(c, "/.auth/invitation?code=guess2")
+	check("invitation code", "invitations.guess", resp, body)
+	if n := len(invAuditTypes(t, h.svc, invitations.EventRefused)); n != refusals {
+		t.Errorf("a code was checked on a failed throttle: %d refusals, want %d", n, refusals)
+	}
+	signIns := func() int {
+		return len(invAuditTypes(t, h.svc, audit.EventSignIn)) + len(invAuditTypes(t, h.svc, audit.EventSignInFailed))
+	}
+	before := signIns()
+	resp, body = h.postForm(c, "/.auth/signin", "/.auth/signin", url.Values{"login": {"ana"}, "password": {invitePassword}})
+	check("sign-in", "signin.client", resp, body)
+	if n := signIns(); n != before {
+		t.Errorf("a password was checked on a failed throttle: %d sign-in events, want %d", n, before)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
@@ -78,7 +79,11 @@ func (srv *Server) renderError(w http.ResponseWriter, r *http.Request, err error
 			Message: errBodyTimeout.Message, Err: err}
 	}
 	var e *Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, throttle.ErrUnavailable):
+		e = errThrottleUnavailable(err)
+	default:
 		e = &Error{Status: http.StatusInternalServerError, Code: "internal", Title: "Something went wrong",
 			Message: "The gateway could not complete this request. Please try again.", Err: err}
 	}
@@ -115,6 +120,15 @@ func (srv *Server) renderError(w http.ResponseWriter, r *http.Request, err error
 	if rerr := srv.pages.Render(w, e.Status, pages.PageError, data); rerr != nil {
 		srv.log.Error("render error page", "request_id", rid, "err", rerr)
 	}
+}
+
+// errThrottleUnavailable is the answer to a form whose throttle could not
+// be asked (its store failed): the form is refused, not let through
+// unthrottled (fail closed), with 503 and a retry after 30 seconds.
+func errThrottleUnavailable(err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "throttle_unavailable", Title: "Temporarily unavailable",
+		Message:    "This form cannot be accepted just now, and nothing was changed. Please try again in a minute.",
+		RetryAfter: 30 * time.Second, Err: err}
 }
 
 // msgDataverseUnavailable is the plain message of errDataverseUnavailable.

@@ -142,17 +142,49 @@ func (srv *Server) lookupInvitation(w http.ResponseWriter, r *http.Request, code
 }
 
 // guessesBlocked answers a client that has no refused guess left and
-// reports true; otherwise it takes nothing.
+// reports true; otherwise it takes nothing. When the guess limiter cannot
+// tell (its store failed) it answers with the error page and reports true:
+// no code is checked unthrottled.
 func (srv *Server) guessesBlocked(w http.ResponseWriter, r *http.Request, key, client string) bool {
 	now := srv.now()
-	if blocked, _ := srv.inviteGuesses.Blocked(key, now); !blocked {
+	blocked, _, err := srv.inviteGuesses.Blocked(r.Context(), key, now)
+	if err != nil {
+		srv.renderError(w, r, err)
+		return true
+	}
+	if !blocked {
 		return false
 	}
 	// Allow refuses too and takes nothing; it says whether this is the
 	// first refusal of a run, which is audited.
-	_, retry, first := srv.inviteGuesses.Allow(key, now)
+	ok, retry, first, err := srv.inviteGuesses.Allow(r.Context(), key, now)
+	switch {
+	case err != nil:
+		srv.renderError(w, r, err)
+		return true
+	case ok:
+		// The bucket refilled between the two looks: this event took the
+		// guess the next refusal would have.
+		return false
+	}
 	srv.invitationThrottled(w, r, client, retry, first)
 	return true
+}
+
+// countGuess counts a refused code or link against the client's guesses.
+// It reports true when it answered the request: the client has no guess
+// left (429), or the limiter's store failed (the error page).
+func (srv *Server) countGuess(w http.ResponseWriter, r *http.Request, key, client string) bool {
+	ok, retry, first, err := srv.inviteGuesses.Allow(r.Context(), key, srv.now())
+	switch {
+	case err != nil:
+		srv.renderError(w, r, err)
+		return true
+	case !ok:
+		srv.invitationThrottled(w, r, client, retry, first)
+		return true
+	}
+	return false
 }
 
 // invitationLookupFailed answers a refused or failed code check; a refusal
@@ -160,8 +192,7 @@ func (srv *Server) guessesBlocked(w http.ResponseWriter, r *http.Request, key, c
 func (srv *Server) invitationLookupFailed(w http.ResponseWriter, r *http.Request, err error, key, client string) {
 	switch {
 	case errors.Is(err, invitations.ErrInvalidCode):
-		if ok, retry, first := srv.inviteGuesses.Allow(key, srv.now()); !ok {
-			srv.invitationThrottled(w, r, client, retry, first)
+		if srv.countGuess(w, r, key, client) {
 			return
 		}
 		srv.renderInvitation(w, r, http.StatusNotFound, pages.InvitationData{State: pages.InvitationEnterCode, Error: msgInvitationInvalid})
@@ -351,8 +382,7 @@ func (srv *Server) handleInvitationConfirm(w http.ResponseWriter, r *http.Reques
 	switch {
 	case err == nil:
 	case errors.Is(err, tokens.ErrInvalidToken):
-		if ok, retry, first := srv.inviteGuesses.Allow(key, srv.now()); !ok {
-			srv.invitationThrottled(w, r, client.String(), retry, first)
+		if srv.countGuess(w, r, key, client.String()) {
 			return
 		}
 		srv.renderInvitation(w, r, http.StatusNotFound, pages.InvitationData{State: pages.InvitationEnterCode, Error: msgInvitationConfirmInvalid})

@@ -101,7 +101,7 @@ type Options struct {
 	Invitations Invitations
 	// InvitationGuesses limits the refused invitation codes (and
 	// confirmation links) of one client address; nil with Invitations set
-	// is an error. The limiter is per replica.
+	// is an error. Its buckets are in the store, shared by every replica.
 	InvitationGuesses *throttle.Limiter
 	// InvitationExistingUserURL is where a person whose account already
 	// exists is sent to sign in (the portal products' "existing user

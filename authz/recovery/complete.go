@@ -32,10 +32,15 @@ func LinkPurpose(param string) (tokens.Purpose, bool) {
 }
 
 // allowLink takes one link check of clientAddr, or returns a
-// *ThrottledError.
+// *ThrottledError, or an error matching throttle.ErrUnavailable when the
+// throttle cannot tell.
 func (s *Service) allowLink(ctx context.Context, clientAddr string) error {
 	now := s.o.Now()
-	if ok, retry, first := s.links.Allow(throttle.ClientKey(clientAddr), now); !ok {
+	ok, retry, first, err := s.links.Allow(ctx, throttle.ClientKey(clientAddr), now)
+	if err != nil {
+		return s.throttleFailed(ctx, s.links, clientAddr, err)
+	}
+	if !ok {
 		if first {
 			s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, ClientAddr: clientAddr, Detail: "link"})
 			s.log.WarnContext(ctx, "password link checks throttled", "client", clientAddr)

@@ -69,10 +69,11 @@ const (
 	PurposeParam = "purpose"
 )
 
-// Throttles of the request path, per replica (see package throttle): a
-// client address may ask for ClientRequestsPerHour resets (ClientBurst at
-// once) and an account receives at most AccountMailsPerHour reset mails
-// (AccountBurst at once), whoever asks. Link checks and password posts
+// Throttles of the request path, kept in the store and so shared by every
+// replica (see package throttle): a client address may ask for
+// ClientRequestsPerHour resets (ClientBurst at once) and an account
+// receives at most AccountMailsPerHour reset mails (AccountBurst at once),
+// whoever asks. Link checks and password posts
 // from one address are limited to LinkChecksPerHour (LinkBurst at once),
 // so that secrets cannot be guessed (256 bits: they cannot anyway) and
 // refusals cannot flood the audit trail.
@@ -103,6 +104,8 @@ var ErrSamePassword = &authz.ValidationError{Field: "new_password", Message: "Ch
 // Store is the part of the account store recovery reads; *store.DB
 // satisfies it.
 type Store interface {
+	// Store keeps the throttles' buckets, shared by every replica.
+	throttle.Store
 	// UserByID returns the user with that id, or authz.ErrNotFound.
 	UserByID(ctx context.Context, id string) (*authz.User, error)
 	// UserByLogin returns the user whose username or email equals login
@@ -185,13 +188,13 @@ func New(store Store, o Options) (*Service, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	var err error
-	if s.clients, err = throttle.New(throttle.PerHour(ClientRequestsPerHour), ClientBurst); err != nil {
+	if s.clients, err = throttle.New(store, throttle.RecoveryClient, throttle.PerHour(ClientRequestsPerHour), ClientBurst); err != nil {
 		return nil, err
 	}
-	if s.accts, err = throttle.New(throttle.PerHour(AccountMailsPerHour), AccountBurst); err != nil {
+	if s.accts, err = throttle.New(store, throttle.RecoveryAccount, throttle.PerHour(AccountMailsPerHour), AccountBurst); err != nil {
 		return nil, err
 	}
-	if s.links, err = throttle.New(throttle.PerHour(LinkChecksPerHour), LinkBurst); err != nil {
+	if s.links, err = throttle.New(store, throttle.RecoveryLink, throttle.PerHour(LinkChecksPerHour), LinkBurst); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -212,11 +215,15 @@ func (s *Service) PasswordPolicy() password.Policy { return s.o.Passwords.Passwo
 // decision. Only the client address's throttle answers differently
 // (*ThrottledError), since it is about the address, not the account; an
 // empty login gives a *authz.ValidationError. Every outcome is audited
-// (EventResetRequested) and logged; any other error is a store failure.
+// (EventResetRequested) and logged; any other error is a store failure (a
+// throttle's matches throttle.ErrUnavailable: the request is refused).
 func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 	now := s.o.Now()
-	key := throttle.ClientKey(clientAddr)
-	if ok, retry, first := s.clients.Allow(key, now); !ok {
+	ok, retry, first, err := s.clients.Allow(ctx, throttle.ClientKey(clientAddr), now)
+	if err != nil {
+		return s.throttleFailed(ctx, s.clients, clientAddr, err)
+	}
+	if !ok {
 		if first {
 			s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, ClientAddr: clientAddr, Detail: "client"})
 			s.log.WarnContext(ctx, "password reset requests throttled", "client", clientAddr)
@@ -248,7 +255,11 @@ func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 		ev.UserID = u.ID
 	}
 	if outcome == ReqIssued {
-		if ok, _, first := s.accts.Allow("user:"+u.ID, now); !ok {
+		ok, _, first, err := s.accts.Allow(ctx, "user:"+u.ID, now)
+		if err != nil {
+			return s.throttleFailed(ctx, s.accts, clientAddr, err)
+		}
+		if !ok {
 			outcome = ReqThrottled
 			if first {
 				s.o.Audit.Record(ctx, audit.Event{Time: now, Type: EventResetThrottled, UserID: u.ID, ClientAddr: clientAddr, Detail: "account"})
@@ -268,6 +279,14 @@ func (s *Service) Request(ctx context.Context, login, clientAddr string) error {
 	s.o.Audit.Record(ctx, ev)
 	s.log.InfoContext(ctx, "password reset requested", "outcome", outcome, "user_id", ev.UserID, "client", clientAddr)
 	return nil
+}
+
+// throttleFailed logs that a throttle's store failed and returns the
+// error (matching throttle.ErrUnavailable) that refuses the request: the
+// flow fails closed.
+func (s *Service) throttleFailed(ctx context.Context, lim *throttle.Limiter, clientAddr string, err error) error {
+	s.log.ErrorContext(ctx, "password request refused: throttle unavailable", "limiter", string(lim.Name()), "client", clientAddr, "err", err)
+	return fmt.Errorf("recovery: %w", err)
 }
 
 // issue issues u's reset token and its mail in one transaction.

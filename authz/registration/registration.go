@@ -94,6 +94,8 @@ type Registration struct {
 // Store is the part of the account store registration uses; *store.DB
 // implements it on SQLite and PostgreSQL.
 type Store interface {
+	// Store keeps the throttles' buckets, shared by every replica.
+	throttle.Store
 	// UserByID and UserByLogin are as in the other features' stores.
 	UserByID(ctx context.Context, id string) (*authz.User, error)
 	UserByLogin(ctx context.Context, login string) (*authz.User, error)
@@ -333,11 +335,18 @@ func New(store Store, o Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.clients, _ = throttle.New(throttle.PerHour(o.ClientRate), o.ClientBurst)
-	s.emails, _ = throttle.New(throttle.PerHour(o.EmailRate), o.EmailBurst)
+	var err error
+	if s.clients, err = throttle.New(store, throttle.RegistrationClient, throttle.PerHour(o.ClientRate), o.ClientBurst); err != nil {
+		return nil, err
+	}
+	if s.emails, err = throttle.New(store, throttle.RegistrationEmail, throttle.PerHour(o.EmailRate), o.EmailBurst); err != nil {
+		return nil, err
+	}
 	// Confirmation links are 256-bit secrets: the throttle only keeps a
 	// flood of refusals (each audited) in bounds.
-	s.confirms, _ = throttle.New(throttle.PerHour(max(o.ClientRate, 60)), max(o.ClientBurst, 10))
+	if s.confirms, err = throttle.New(store, throttle.RegistrationConfirm, throttle.PerHour(max(o.ClientRate, 60)), max(o.ClientBurst, 10)); err != nil {
+		return nil, err
+	}
 	dummy, err := password.Hash(rand.Text(), o.Password)
 	if err != nil {
 		return nil, err
@@ -373,10 +382,16 @@ func (s *Service) LastNameRequired() bool { return s.requireLastName }
 // PasswordPolicy is the password rule the form states.
 func (s *Service) PasswordPolicy() password.Policy { return s.o.Policy }
 
-// allow applies the per-client and, when email is not empty, the per-email
-// throttle; a refusal is audited once per run.
+// allow takes one event of key from lim, the per-client or the per-email
+// throttle; a refusal is audited once per run across replicas. When the
+// throttle's store fails it refuses too, with an error matching
+// throttle.ErrUnavailable (fail closed), and logs it.
 func (s *Service) allow(ctx context.Context, lim *throttle.Limiter, key, client string, now time.Time) error {
-	ok, retry, first := lim.Allow(key, now)
+	ok, retry, first, err := lim.Allow(ctx, key, now)
+	if err != nil {
+		s.log.ErrorContext(ctx, "registration refused: throttle unavailable", "limiter", string(lim.Name()), "client", client, "err", err)
+		return fmt.Errorf("registration: %w", err)
+	}
 	if ok {
 		return nil
 	}
@@ -430,10 +445,12 @@ func (s *Service) validate(in *Input) error {
 
 // Register validates the form and creates the account. Bad input gives an
 // error joining *authz.ValidationError (and *password.RuleError) values;
-// too many attempts a *ThrottledError; registration off ErrOff. An address
-// that already has an account gets the same Outcome, after the same
-// password hashing and one store write, as a new one, and its owner is
-// mailed that someone tried to register with it (throttled per address).
+// too many attempts a *ThrottledError, and a throttle that cannot be asked
+// an error matching throttle.ErrUnavailable (refused, nothing stored);
+// registration off ErrOff. An address that already has an account gets the
+// same Outcome, after the same password hashing and one store write, as a
+// new one, and its owner is mailed that someone tried to register with it
+// (throttled per address).
 func (s *Service) Register(ctx context.Context, in Input) (Outcome, error) {
 	if s.o.Mode != ModeOpen && s.o.Mode != ModeApproval {
 		return Outcome{}, ErrOff

@@ -12,10 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"golang.org/x/time/rate"
 
 	"github.com/crmgate/crmgate/authz"
@@ -99,6 +97,8 @@ const (
 // authz.ErrNotFound as documented and any other error for a failure of the
 // database itself.
 type Store interface {
+	// Store keeps the client throttle's buckets, shared by every replica.
+	throttle.Store
 	// UserByID returns the user with that id, or authz.ErrNotFound.
 	UserByID(ctx context.Context, id string) (*authz.User, error)
 	// UserByLogin returns the user whose username or email equals login
@@ -224,7 +224,8 @@ type Options struct {
 	// ErrInvalidCredentials, like a wrong password; the audit log and the
 	// structured log still record the real reason.
 	ExplainRefusals bool
-	// ClientRate is the sustained sign-in rate allowed per client address;
+	// ClientRate is the sustained sign-in rate allowed per client address,
+	// counted in the store across every replica (throttle.SignInClient);
 	// positive. rate.Inf disables the throttle, which leaves only the
 	// lockouts between an attacker and a password spray: do not use it in
 	// production.
@@ -275,15 +276,7 @@ type Service struct {
 	snapshots Snapshots
 	holds     Holds
 
-	clientRate  rate.Limit
-	clientBurst int
-	clients     *cache.Cache // throttle key -> *clientLimiter
-	clientTTL   time.Duration
-}
-
-type clientLimiter struct {
-	lim       *rate.Limiter
-	throttled atomic.Bool // the last attempt was rejected; audit only the first of a run
+	clients *throttle.Limiter // per client address, in the store
 }
 
 // New returns a Service over store. It computes one dummy password hash so
@@ -313,20 +306,18 @@ func New(store Store, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		store:       store,
-		params:      opts.Password,
-		limits:      limits,
-		explain:     opts.ExplainRefusals,
-		now:         opts.Now,
-		log:         opts.Logger,
-		audit:       opts.Audit,
-		clientRate:  opts.ClientRate,
-		clientBurst: opts.ClientBurst,
-		resolver:    opts.Resolver,
-		puller:      opts.Puller,
-		check:       opts.Check,
-		snapshots:   opts.Snapshots,
-		holds:       opts.Holds,
+		store:     store,
+		params:    opts.Password,
+		limits:    limits,
+		explain:   opts.ExplainRefusals,
+		now:       opts.Now,
+		log:       opts.Logger,
+		audit:     opts.Audit,
+		resolver:  opts.Resolver,
+		puller:    opts.Puller,
+		check:     opts.Check,
+		snapshots: opts.Snapshots,
+		holds:     opts.Holds,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -334,13 +325,9 @@ func New(store Store, opts Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.clientRate != rate.Inf {
-		// An entry idle for longer than a full refill is equivalent to a
-		// fresh one, so it may expire then. go-cache expires on the wall
-		// clock; that only frees memory and cannot loosen the throttle.
-		refill := time.Duration(float64(s.clientBurst) / float64(s.clientRate) * float64(time.Second))
-		s.clientTTL = refill + time.Minute
-		s.clients = cache.New(s.clientTTL, s.clientTTL)
+	var err error
+	if s.clients, err = throttle.New(store, throttle.SignInClient, opts.ClientRate, opts.ClientBurst); err != nil {
+		return nil, err
 	}
 	dummy, err := password.Hash(rand.Text(), s.params)
 	if err != nil {
@@ -377,7 +364,8 @@ type Credentials struct {
 // error wrapping dataverse.ErrUnavailable, after the password was right. A
 // successful sign-in upgrades a hash made with old parameters. Every
 // outcome is audited with its real reason. Any other error is a store
-// failure.
+// failure; the throttle's matches throttle.ErrUnavailable and comes before
+// any password work (the attempt is refused, never let through).
 func (s *Service) SignIn(ctx context.Context, c Credentials) (*authz.User, error) {
 	return s.signIn(ctx, c, nil)
 }
@@ -532,38 +520,24 @@ func (s *Service) upgradeHash(ctx context.Context, u *authz.User, pw string) {
 	}
 }
 
-// throttle takes one token from the client address's limiter, or returns a
-// *ThrottledError without taking any.
+// throttle takes one event from the client address's limiter, or returns
+// a *ThrottledError without taking any; the first refusal of a run (on any
+// replica) is audited. When the limiter's store fails it refuses the
+// attempt with an error matching throttle.ErrUnavailable, before any
+// password work (fail closed), and logs it.
 func (s *Service) throttle(ctx context.Context, addr string, now time.Time) error {
-	if s.clients == nil {
+	ok, retry, first, err := s.clients.Allow(ctx, throttleKey(addr), now)
+	if err != nil {
+		s.log.ErrorContext(ctx, "sign-in attempt refused: throttle unavailable", "client", addr, "err", err)
+		return fmt.Errorf("signin: %w", err)
+	}
+	if ok {
 		return nil
 	}
-	key := throttleKey(addr)
-	var cl *clientLimiter
-	if v, ok := s.clients.Get(key); ok {
-		cl = v.(*clientLimiter)
-	} else {
-		fresh := &clientLimiter{lim: rate.NewLimiter(s.clientRate, s.clientBurst)}
-		if err := s.clients.Add(key, fresh, s.clientTTL); err == nil {
-			cl = fresh
-		} else if v, ok := s.clients.Get(key); ok { // another request added it first
-			cl = v.(*clientLimiter)
-		} else {
-			cl = fresh
-		}
+	if first {
+		s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventSignInThrottled, ClientAddr: addr})
 	}
-	s.clients.Set(key, cl, s.clientTTL) // push back the expiry
-
-	r := cl.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); !r.OK() || d > 0 {
-		r.CancelAt(now)
-		if !cl.throttled.Swap(true) {
-			s.audit.Record(ctx, audit.Event{Time: now, Type: audit.EventSignInThrottled, ClientAddr: addr})
-		}
-		return &ThrottledError{RetryAfter: d}
-	}
-	cl.throttled.Store(false)
-	return nil
+	return &ThrottledError{RetryAfter: retry}
 }
 
 // throttleKey folds a client address as every limit does (throttle.ClientKey).

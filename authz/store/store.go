@@ -2,7 +2,7 @@
 // embedded SQLite (the default, pure Go) or PostgreSQL (several replicas).
 // Both run the same migrations and satisfy the Store interface of every
 // authz feature (accounts, signin, profile, binding, apikeys, audit, outbox, tokens, registration,
-// onboarding, invitations).
+// onboarding, invitations) and the throttles' buckets (throttle.Store).
 package store
 
 import (
@@ -34,6 +34,7 @@ import (
 	"github.com/crmgate/crmgate/authz/registration"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/store/dburl"
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/authz/tokens"
 )
 
@@ -49,6 +50,7 @@ var (
 	_ registration.Store = (*DB)(nil)
 	_ onboarding.Store   = (*DB)(nil)
 	_ invitations.Store  = (*DB)(nil)
+	_ throttle.Store     = (*DB)(nil)
 )
 
 // Dialect names the SQL database behind a DB.

@@ -91,10 +91,13 @@ type gateway struct {
 	// sweepEvery is how often the one-time tokens are swept; zero means
 	// tokens.DefaultSweepInterval (hourly).
 	sweepEvery time.Duration
-	registry   *prometheus.Registry
-	accessBuf  *proxy.LineBuffer // nil when the access log is off
-	outbox     *outbox.Worker
-	dataverse  *dataverseConn // nil when no Dataverse is configured
+	// now is the clock of the build (nil: the real one), which the
+	// throttles' sweep shares with the throttles.
+	now       func() time.Time
+	registry  *prometheus.Registry
+	accessBuf *proxy.LineBuffer // nil when the access log is off
+	outbox    *outbox.Worker
+	dataverse *dataverseConn // nil when no Dataverse is configured
 	// invitationSource lists new Dataverse invitations to mail
 	// (CRMGATE_INVITATIONS_SEND_DATAVERSE); nil when off.
 	invitationSource invitations.NewInvitations
@@ -163,7 +166,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{store: db, pages: renderer, warnings: dataverseWarnings(cfg, pol)}
+	g := &gateway{store: db, pages: renderer, warnings: dataverseWarnings(cfg, pol), now: now}
 	defer func() {
 		if err != nil {
 			_ = g.Close()
@@ -243,7 +246,9 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if s.Invitations != nil {
 		invites = s.Invitations
 	}
-	guesses, err := throttle.New(throttle.PerHour(cfg.Invitations.GuessesPerHour), cfg.Invitations.GuessesPerHour)
+	// Refused invitation codes are counted in the store, so that every
+	// replica counts against one limit.
+	guesses, err := throttle.New(db, throttle.InvitationGuesses, throttle.PerHour(cfg.Invitations.GuessesPerHour), cfg.Invitations.GuessesPerHour)
 	if err != nil {
 		return nil, err
 	}

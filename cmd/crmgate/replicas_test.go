@@ -169,7 +169,6 @@ func TestReplicas(t *testing.T) {
 	})
 
 	t.Run("the per-client sign-in throttle reached through one replica holds on all", func(t *testing.T) {
-		t.Skip("the per-client sign-in throttle is kept per replica until branch i11-throttle moves it into the store")
 		br := newReplicaBrowser(t, "203.0.113.4")
 		throttledAfter := 0
 		for i := range replicaClientBurst + 2 {
@@ -190,6 +189,7 @@ func TestReplicas(t *testing.T) {
 				t.Errorf("%s: a client A throttles after %d attempts got %d, want 429", r.Name, throttledAfter, status)
 			}
 		}
+		t.Logf("A throttled the client after %d attempts (burst %d); B and C refused its next ones", throttledAfter, replicaClientBurst)
 		// Another client is not affected.
 		other := newReplicaBrowser(t, "198.51.100.4")
 		if status, _ := other.signIn(b, b, "alice", replicaPassword); status != http.StatusOK {

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/config"
 	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/policies"
@@ -122,7 +123,16 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("token sweep stopped", "err", err)
 		}
 	}()
-	defer func() { stopWorker(); <-workerDone; <-sweepDone }()
+	// And the sweep of throttle buckets that are as good as fresh (every
+	// replica too).
+	throttleSweepDone := make(chan struct{})
+	go func() {
+		defer close(throttleSweepDone)
+		if err := throttle.RunSweeper(wctx, g.store, g.sweepEvery, g.now, log); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("throttle sweep stopped", "err", err)
+		}
+	}()
+	defer func() { stopWorker(); <-workerDone; <-sweepDone; <-throttleSweepDone }()
 	if g.invitationSource != nil && g.auth.Invitations != nil {
 		mailerDone := make(chan struct{})
 		go func() {
