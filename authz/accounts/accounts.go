@@ -73,10 +73,12 @@ type Store interface {
 	// wrapping authz.ErrLastBreakGlassAdmin and deletes nothing. An empty
 	// role makes it DeleteUser.
 	DeleteUserKeepingBreakGlass(ctx context.Context, id, role string, events ...outbox.Event) error
-	// ResetSignInFailures clears the user's failure count and lockout
-	// without touching anything else (no security stamp, no outbox
-	// event). A missing user gives authz.ErrNotFound.
-	ResetSignInFailures(ctx context.Context, id string) error
+	// ResetSignInFailures clears the user's failure count and lockout,
+	// and every client address's on the account, without touching
+	// anything else (no security stamp, no outbox event). It returns how
+	// many addresses had a failure count on the account and how many of
+	// them were locked out at now. A missing user gives authz.ErrNotFound.
+	ResetSignInFailures(ctx context.Context, id string, now time.Time) (addresses, locked int, err error)
 }
 
 // Binder gives a new account its binding and checks the contact a lookup

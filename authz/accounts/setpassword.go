@@ -116,7 +116,7 @@ func (s *Service) SetUserPassword(ctx context.Context, id, pw string, c Password
 	// The failures were against the old password: every address's lockout
 	// on the account goes too, so that a user locked out by someone else's
 	// guessing signs in after a reset.
-	if err := s.store.ResetSignInFailures(ctx, saved.ID); err != nil {
+	if _, _, err := s.store.ResetSignInFailures(ctx, saved.ID, s.now()); err != nil {
 		s.log.ErrorContext(ctx, "password changed but the sign-in lockouts could not be cleared", "user_id", saved.ID, "err", err)
 	}
 	how := c.How

@@ -90,3 +90,38 @@ func TestUnlock(t *testing.T) {
 		}
 	}
 }
+
+// TestUnlockAddressOnly: an address locked out of an account stays locked
+// out after the owner signs in from another address, which resets the
+// account's own count; Unlock still finds and clears that address's
+// lockout, audits it and reports a lockout.
+func TestUnlockAddressOnly(t *testing.T) {
+	ctx := t.Context()
+	f := authztest.NewFixture(t, wiring.Options{MaxFailures: 3})
+	ana := f.CreateUser(t, "ana", authz.StatusActive)
+	const locked, owner = "203.0.113.3", "198.51.100.3"
+	for range 3 {
+		if _, err := f.SignIn(t, "ana", "wrong password", locked); err == nil {
+			t.Fatal("a wrong password signed in")
+		}
+	}
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, owner); err != nil {
+		t.Fatalf("the owner from another address: %v", err)
+	}
+	if u := f.User(t, ana.ID); u.FailedCount != 0 || !u.LockoutUntil.IsZero() {
+		t.Fatalf("the account's count after the owner's sign-in: %d, %v", u.FailedCount, u.LockoutUntil)
+	}
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, locked); err == nil {
+		t.Fatal("the locked-out address signed in")
+	}
+	was, err := f.Svc.Accounts.Unlock(ctx, "ana", "cli")
+	if err != nil || !was {
+		t.Fatalf("Unlock = %v, %v; want true, nil", was, err)
+	}
+	if e := f.LastAudit(t, audit.EventAccountUnlocked); e.UserID != ana.ID || e.Detail != "failed_count=0 addresses=1 locked_addresses=1" {
+		t.Errorf("audit row %+v", e)
+	}
+	if _, err := f.SignIn(t, "ana", authztest.GoodPassword, locked); err != nil {
+		t.Errorf("the unlocked address: %v", err)
+	}
+}

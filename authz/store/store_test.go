@@ -336,8 +336,8 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 	if n := countFailureRows(t, db, u.ID); n != 1 {
 		t.Errorf("%d per-address rows after clearing a, want b's", n)
 	}
-	if err := db.ResetSignInFailures(ctx, u.ID); err != nil {
-		t.Fatalf("ResetSignInFailures: %v", err)
+	if addresses, locked, err := db.ResetSignInFailures(ctx, u.ID, at); err != nil || addresses != 1 || locked != 1 {
+		t.Fatalf("ResetSignInFailures: %d addresses, %d locked, %v; want b's, locked", addresses, locked, err)
 	}
 	if n := countFailureRows(t, db, u.ID); n != 0 {
 		t.Errorf("%d per-address rows after a reset, want 0", n)
@@ -349,7 +349,7 @@ func testSignInBookkeeping(t *testing.T, db *DB) {
 		"BeginSignInAttempt":  func() error { _, err := db.BeginSignInAttempt(ctx, "missing", a, at, limits); return err }(),
 		"RecordSignInSuccess": db.RecordSignInSuccess(ctx, "missing", a, at),
 		"ClearSignInFailures": db.ClearSignInFailures(ctx, "missing", a, at),
-		"ResetSignInFailures": db.ResetSignInFailures(ctx, "missing"),
+		"ResetSignInFailures": func() error { _, _, err := db.ResetSignInFailures(ctx, "missing", at); return err }(),
 	} {
 		if !errors.Is(err, authz.ErrNotFound) {
 			t.Errorf("%s of a missing user: error = %v, want ErrNotFound", name, err)

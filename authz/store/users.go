@@ -420,16 +420,39 @@ func (d *DB) lockAccountCounter(ctx context.Context, tx *sql.Tx, id string) (sig
 // clearSignInFailures ends failures on user id after a right password at
 // now: client's counter on it goes (every address's when all), the
 // account's counter becomes Counter.AfterSuccess(now) (cleared when all),
-// and last_sign_in_at is set to now when signedIn.
-func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, all, signedIn bool, now time.Time) error {
-	err := d.inTx(ctx, what, func(tx *sql.Tx) error {
+// and last_sign_in_at is set to now when signedIn. With all it returns how
+// many address counters it deleted and how many of them were locked out
+// at now.
+func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, all, signedIn bool, now time.Time) (addresses, locked int, err error) {
+	err = d.inTx(ctx, what, func(tx *sql.Tx) error {
+		addresses, locked = 0, 0 // inTx may retry
 		account, err := d.lockAccountCounter(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		if all {
 			account = signin.Counter{}
-			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ?`), id)
+			rows, err := tx.QueryContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ? RETURNING lockout_until`), id)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var until int64
+				if err := rows.Scan(&until); err != nil {
+					rows.Close()
+					return err
+				}
+				addresses++
+				if fromMillis(until).After(now) {
+					locked++
+				}
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
 		} else {
 			account = account.AfterSuccess(now)
 			_, err = tx.ExecContext(ctx, d.q(`DELETE FROM signin_failures WHERE user_id = ? AND client = ?`), id, client)
@@ -447,26 +470,30 @@ func (d *DB) clearSignInFailures(ctx context.Context, what, id, client string, a
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: %s: %w", what, mapErr(err))
+		return 0, 0, fmt.Errorf("store: %s: %w", what, mapErr(err))
 	}
-	return nil
+	return addresses, locked, nil
 }
 
 // RecordSignInSuccess implements the feature stores.
 func (d *DB) RecordSignInSuccess(ctx context.Context, id, client string, at time.Time) error {
-	return d.clearSignInFailures(ctx, "record sign-in", id, client, false, true, at)
+	_, _, err := d.clearSignInFailures(ctx, "record sign-in", id, client, false, true, at)
+	return err
 }
 
 // ClearSignInFailures implements the feature stores.
 func (d *DB) ClearSignInFailures(ctx context.Context, id, client string, now time.Time) error {
-	return d.clearSignInFailures(ctx, "clear sign-in failures", id, client, false, false, now)
+	_, _, err := d.clearSignInFailures(ctx, "clear sign-in failures", id, client, false, false, now)
+	return err
 }
 
 // ResetSignInFailures clears the failure counter of user id and of every
 // client address on it, ending both kinds of lockout (an administrator
-// unlocking the account). It returns authz.ErrNotFound for a missing user.
-func (d *DB) ResetSignInFailures(ctx context.Context, id string) error {
-	return d.clearSignInFailures(ctx, "reset sign-in failures", id, "", true, false, time.Time{})
+// unlocking the account). It returns how many client addresses had a
+// failure counter on the account and how many of them were locked out at
+// now, or authz.ErrNotFound for a missing user.
+func (d *DB) ResetSignInFailures(ctx context.Context, id string, now time.Time) (addresses, locked int, err error) {
+	return d.clearSignInFailures(ctx, "reset sign-in failures", id, "", true, false, now)
 }
 
 // ReplacePasswordHash implements the feature stores.
