@@ -51,6 +51,11 @@ type Options struct {
 	// Sessions revokes sessions at sign-out and tells whether one was
 	// revoked on another replica. Required.
 	Sessions SessionStore
+	// SessionFeed lists the sign-outs and account changes made through any
+	// replica, for WatchSessions. Nil means none: this replica honours a
+	// sign-out or an account change made through another one at the
+	// session's next stamp check (StampCheckInterval) only.
+	SessionFeed SessionFeed
 	// Users reads accounts: the security-stamp check of every session and
 	// the REST API's listings. Required.
 	Users UserDirectory
@@ -204,6 +209,8 @@ type Server struct {
 	redirects      redirectValidator
 	clients        clientAddrs
 	revoked        revokedSessions
+	changedUsers   changedUsers
+	sessionFeed    SessionFeed
 	sessionCache   sessionCache
 	upstreams      map[*policies.Upstream]*upstream
 	gateway        http.Handler
@@ -332,6 +339,8 @@ func New(opts Options) (*Server, error) {
 		cop:           http.NewCrossOriginProtection(),
 		metrics:       m,
 		revoked:       revokedSessions{m: map[string]time.Time{}},
+		changedUsers:  changedUsers{m: map[string]int64{}},
+		sessionFeed:   opts.SessionFeed,
 		sessionCache:  newSessionCache(),
 	}
 	if u := opts.InvitationExistingUserURL; u != "" {

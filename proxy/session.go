@@ -263,7 +263,8 @@ func (srv *Server) readSession(w http.ResponseWriter, r *http.Request) sessionLo
 // 503 and the session is kept.
 func (srv *Server) checkSessionStamp(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
 	sess := ls.sess
-	if sess == nil || ls.now.Unix()-sess.CheckedAt < int64(srv.sessions.stampCheck/time.Second) {
+	if sess == nil || (ls.now.Unix()-sess.CheckedAt < int64(srv.sessions.stampCheck/time.Second) &&
+		!srv.changedUsers.since(sess.UserID, sess.CheckedAt)) {
 		return nil
 	}
 	u, err := srv.users.UserByID(r.Context(), sess.UserID)
@@ -556,10 +557,9 @@ func (s *Session) roles() []string {
 	return out
 }
 
-// revokedSessions remembers sessions signed out through this replica (or
-// found revoked in the store) until they would have expired, so a copied
-// cookie is refused at once here; other replicas learn of it from the store
-// at their next security-stamp check.
+// revokedSessions remembers sessions signed out through this replica, found
+// revoked in the store, or listed by the session feed (WatchSessions),
+// until they would have expired, so a copied cookie is refused at once.
 type revokedSessions struct {
 	mu    sync.RWMutex
 	m     map[string]time.Time // session ID -> when its cookie expires anyway
@@ -585,4 +585,114 @@ func (r *revokedSessions) add(sid string, until, now time.Time) {
 		}
 		r.sweep = now
 	}
+}
+
+// SessionFeed lists what changed about sessions through any replica since
+// a time (by the writers' clocks). *store.DB satisfies it.
+type SessionFeed interface {
+	SessionChangesSince(ctx context.Context, since time.Time) (authz.SessionChanges, error)
+}
+
+// SessionFeedInterval is how often WatchSessions polls the feed: the bound
+// on how long a sign-out or an account change made through another replica
+// goes unnoticed here.
+const SessionFeedInterval = time.Second
+
+// sessionFeedOverlap is how far back each poll reaches before the previous
+// one: the replicas' clocks may disagree (and a write may commit late) by
+// this much without a change being missed. A change missed anyway is
+// honoured at the session's next stamp check.
+const sessionFeedOverlap = 10 * time.Second
+
+// WatchSessions polls the session feed every interval (SessionFeedInterval
+// when zero) until ctx ends: sessions signed out through another replica
+// are refused from then on, and the sessions of users changed through
+// another replica get their stamp check at their next request. A failed
+// poll is logged and retried; the stamp check still bounds what it misses.
+// Without a SessionFeed it returns at once.
+func (srv *Server) WatchSessions(ctx context.Context, interval time.Duration) error {
+	if srv.sessionFeed == nil {
+		return nil
+	}
+	if interval <= 0 {
+		interval = SessionFeedInterval
+	}
+	since := srv.now().Add(-sessionFeedOverlap)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		now := srv.now()
+		ch, err := srv.sessionFeed.SessionChangesSince(ctx, since)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			if !failing {
+				srv.log.Warn("session feed: poll failed; sign-outs and account changes on other replicas wait for the stamp check", "err", err)
+			}
+			failing = true
+		default:
+			if failing {
+				srv.log.Info("session feed: polling again")
+			}
+			failing = false
+			for _, r := range ch.Revoked {
+				srv.revoked.add(r.ID, r.ExpiresAt, now)
+			}
+			for _, u := range ch.Users {
+				srv.changedUsers.mark(u.UserID, u.At)
+			}
+			srv.changedUsers.forget(now.Add(-srv.sessions.stampCheck - sessionFeedOverlap))
+			if ch.Truncated {
+				srv.log.Warn("session feed: more changes than one poll reads; the rest wait for the stamp check",
+					"revoked", len(ch.Revoked), "users", len(ch.Users))
+			}
+			since = now.Add(-sessionFeedOverlap)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// changedUsers remembers, per user, when the account last changed through
+// any replica (the session feed), so that a session checked before that
+// gets its stamp check at once instead of at StampCheckInterval.
+type changedUsers struct {
+	mu sync.RWMutex
+	m  map[string]int64 // user ID -> unix milliseconds of the latest change
+}
+
+// since reports whether userID changed at or after the unix second
+// checkedAt (the same second counts: a change then may follow the check).
+func (c *changedUsers) since(userID string, checkedAt int64) bool {
+	c.mu.RLock()
+	at, ok := c.m[userID]
+	c.mu.RUnlock()
+	return ok && at >= checkedAt*1000
+}
+
+func (c *changedUsers) mark(userID string, at time.Time) {
+	ms := at.UnixMilli()
+	c.mu.Lock()
+	if ms > c.m[userID] {
+		c.m[userID] = ms
+	}
+	c.mu.Unlock()
+}
+
+// forget drops the changes before cutoff: every session has had its
+// regular stamp check since.
+func (c *changedUsers) forget(cutoff time.Time) {
+	ms := cutoff.UnixMilli()
+	c.mu.Lock()
+	for k, v := range c.m {
+		if v < ms {
+			delete(c.m, k)
+		}
+	}
+	c.mu.Unlock()
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/crmgate/crmgate/authz"
 )
 
 // RevokeSession implements the feature stores. Revoking twice is not an error. It
@@ -20,8 +22,8 @@ func (d *DB) RevokeSession(ctx context.Context, sessionID, userID string, expire
 	if _, err := tx.ExecContext(ctx, d.q(`DELETE FROM revoked_sessions WHERE expires_at < ?`), millis(d.now())); err != nil {
 		return fmt.Errorf("store: revoke session: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, d.q(`INSERT INTO revoked_sessions (session_id, user_id, expires_at) VALUES (?, ?, ?)
-		ON CONFLICT (session_id) DO NOTHING`), sessionID, userID, millis(expiresAt)); err != nil {
+	if _, err := tx.ExecContext(ctx, d.q(`INSERT INTO revoked_sessions (session_id, user_id, expires_at, revoked_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (session_id) DO NOTHING`), sessionID, userID, millis(expiresAt), millis(d.now())); err != nil {
 		return fmt.Errorf("store: revoke session: %w", err)
 	}
 	return tx.Commit()
@@ -38,4 +40,57 @@ func (d *DB) SessionRevoked(ctx context.Context, sessionID string) (bool, error)
 		return false, fmt.Errorf("store: session revoked: %w", err)
 	}
 	return true, nil
+}
+
+// maxSessionChanges bounds one SessionChangesSince answer per kind.
+const maxSessionChanges = 10000
+
+// SessionChangesSince implements proxy.SessionFeed: the sessions revoked
+// and the users updated at or after since (by the clocks of the replicas
+// that wrote them), at most maxSessionChanges of each, newest first.
+func (d *DB) SessionChangesSince(ctx context.Context, since time.Time) (authz.SessionChanges, error) {
+	var ch authz.SessionChanges
+	rows, err := d.db.QueryContext(ctx, d.q(`SELECT session_id, expires_at FROM revoked_sessions
+		WHERE revoked_at >= ? ORDER BY revoked_at DESC LIMIT ?`), millis(since), maxSessionChanges+1)
+	if err != nil {
+		return ch, fmt.Errorf("store: session changes: %w", err)
+	}
+	for rows.Next() {
+		var r authz.RevokedSession
+		var exp int64
+		if err := rows.Scan(&r.ID, &exp); err != nil {
+			rows.Close()
+			return ch, fmt.Errorf("store: session changes: %w", err)
+		}
+		r.ExpiresAt = time.UnixMilli(exp)
+		ch.Revoked = append(ch.Revoked, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ch, fmt.Errorf("store: session changes: %w", err)
+	}
+	rows, err = d.db.QueryContext(ctx, d.q(`SELECT id, updated_at FROM users
+		WHERE updated_at >= ? ORDER BY updated_at DESC LIMIT ?`), millis(since), maxSessionChanges+1)
+	if err != nil {
+		return ch, fmt.Errorf("store: session changes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u authz.UserChange
+		var at int64
+		if err := rows.Scan(&u.UserID, &at); err != nil {
+			return ch, fmt.Errorf("store: session changes: %w", err)
+		}
+		u.At = time.UnixMilli(at)
+		ch.Users = append(ch.Users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return ch, fmt.Errorf("store: session changes: %w", err)
+	}
+	if len(ch.Revoked) > maxSessionChanges || len(ch.Users) > maxSessionChanges {
+		ch.Truncated = true
+		ch.Revoked = ch.Revoked[:min(len(ch.Revoked), maxSessionChanges)]
+		ch.Users = ch.Users[:min(len(ch.Users), maxSessionChanges)]
+	}
+	return ch, nil
 }

@@ -48,6 +48,7 @@ func runSuite(t *testing.T, newURL opener) {
 	t.Run("ReplacePasswordHash", func(t *testing.T) { testReplacePasswordHash(t, open(t)) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("RevokedSessions", func(t *testing.T) { testRevokedSessions(t, newURL(t)) })
+	t.Run("SessionChanges", func(t *testing.T) { testSessionChanges(t, newURL(t)) })
 	t.Run("MigrationsIdempotent", func(t *testing.T) { testMigrationsIdempotent(t, newURL(t)) })
 	t.Run("ConcurrentOpen", func(t *testing.T) { testConcurrentOpen(t, newURL(t)) })
 	t.Run("OutboxEnqueue", func(t *testing.T) { testOutboxEnqueue(t, open(t)) })
@@ -733,5 +734,49 @@ func testRevokedSessions(t *testing.T, dbURL string) {
 	var n int
 	if err := db.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM revoked_sessions").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows after sweep: %d %v", n, err)
+	}
+}
+
+// testSessionChanges: the session feed lists the sign-outs and the account
+// changes at or after a time, and nothing older.
+func testSessionChanges(t *testing.T, dbURL string) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
+	db, err := Open(ctx, dbURL, WithNow(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	old := mustCreate(t, db, newUser("old"))
+	if err := db.RevokeSession(ctx, "s-old", old.ID, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	since := now
+	fresh := mustCreate(t, db, newUser("fresh"))
+	if err := db.RevokeSession(ctx, "s-new", fresh.ID, now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	old.Status = authz.StatusDisabled
+	if err := db.UpdateUser(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := db.SessionChangesSince(ctx, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Revoked) != 1 || ch.Revoked[0].ID != "s-new" || !ch.Revoked[0].ExpiresAt.Equal(since.Add(2*time.Hour)) {
+		t.Errorf("revoked = %+v, want s-new only", ch.Revoked)
+	}
+	users := map[string]time.Time{}
+	for _, u := range ch.Users {
+		users[u.UserID] = u.At
+	}
+	if len(users) != 2 || !users[fresh.ID].Equal(since) || !users[old.ID].Equal(now) || ch.Truncated {
+		t.Errorf("users = %+v (truncated %v), want fresh at %v and old at %v", ch.Users, ch.Truncated, since, now)
+	}
+	if ch, err := db.SessionChangesSince(ctx, now.Add(time.Millisecond)); err != nil || len(ch.Revoked)+len(ch.Users) != 0 {
+		t.Errorf("changes after the last one: %+v %v", ch, err)
 	}
 }

@@ -46,6 +46,7 @@ import (
 var (
 	_ proxy.PasswordSignIn        = (*signin.Service)(nil)
 	_ proxy.SessionStore          = (*signin.Service)(nil)
+	_ proxy.SessionFeed           = (*store.DB)(nil)
 	_ proxy.ContactRevalidator    = (*signin.Service)(nil)
 	_ proxy.UserDirectory         = (*accounts.Service)(nil)
 	_ proxy.BindingEditor         = (*accounts.Service)(nil)
@@ -255,7 +256,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if g.handler, err = proxy.New(proxy.Options{
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
-		SignIn: s.SignIn, Sessions: s.SignIn, Users: s.Accounts, Revalidator: s.SignIn,
+		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
 		Registration: s.Registration, Onboarding: onboardingCapability(s.Onboarding),
 		Invitations: invites, InvitationGuesses: guesses, InvitationExistingUserURL: cfg.Invitations.ExistingUserURL,

@@ -25,14 +25,19 @@ import (
 	"github.com/crmgate/crmgate/authz/store/storetest"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/mail/mailtest"
+	"github.com/crmgate/crmgate/proxy"
 )
 
 // The settings of TestReplicas that its assertions depend on.
 const (
-	// replicaStampCheck is CRMGATE_SESSION_STAMP_CHECK_INTERVAL: the bound
-	// within which a sign-out on one replica ends the session on the
-	// others.
-	replicaStampCheck = 2 * time.Second
+	// replicaStampCheck is CRMGATE_SESSION_STAMP_CHECK_INTERVAL, the
+	// default: the session feed, not the stamp check, must end a session
+	// signed out or disabled through another replica
+	// (proxy.SessionFeedInterval).
+	replicaStampCheck = 2 * time.Minute
+	// replicaFeedBound is how soon the other replicas must refuse it: one
+	// feed interval, plus one second for a busy machine.
+	replicaFeedBound = proxy.SessionFeedInterval + time.Second
 	// replicaMaxFailures is CRMGATE_SIGNIN_MAX_FAILURES.
 	replicaMaxFailures = 3
 	// replicaClientBurst is CRMGATE_SIGNIN_CLIENT_BURST (with a rate of one
@@ -71,7 +76,7 @@ func TestReplicas(t *testing.T) {
 		t.Skip("starts gateway subprocesses")
 	}
 	x := newReplicaEnv(t)
-	for _, name := range []string{"alice", "bob", "lockme", "resetme"} {
+	for _, name := range []string{"alice", "bob", "lockme", "resetme", "dora"} {
 		x.cli(t, "users", "create", "--username", name, "--email", name+"@example.test", "--password-stdin")
 	}
 	x.rs = startReplicas(t, 3, x.env)
@@ -98,7 +103,15 @@ func TestReplicas(t *testing.T) {
 		if status, body := br.signIn(a, a, "bob", replicaPassword); status != http.StatusOK {
 			t.Fatalf("sign-in through A: %d %q", status, body)
 		}
-		copied := br.cookies() // a copy of the cookie, as a thief would keep it
+		// Past the second of the sign-in, the account update it made (the
+		// last sign-in time) has the next request check the session's
+		// stamp, and the browser gets the checked cookie. A copy of that
+		// one (as a thief would keep it) is checked against the store only
+		// at the stamp check interval (2m): what ends it below within a
+		// second is the session feed's revocation.
+		time.Sleep(1100 * time.Millisecond)
+		br.get(t, a, "/private")
+		copied := br.cookies()
 		for _, r := range rs {
 			if status, _ := br.probe(t, r, copied); status != http.StatusOK {
 				t.Fatalf("%s: %d before the sign-out", r.Name, status)
@@ -109,9 +122,9 @@ func TestReplicas(t *testing.T) {
 		if status, _ := br.probe(t, b, copied); status == http.StatusOK {
 			t.Errorf("B still serves the copied cookie right after signing it out")
 		}
-		// A and C learn of it from the store at their next stamp check.
+		// A and C learn of it from the session feed.
 		ended := map[string]time.Duration{}
-		for len(ended) < 2 && time.Since(signedOut) < replicaStampCheck+3*time.Second {
+		for len(ended) < 2 && time.Since(signedOut) < replicaFeedBound+3*time.Second {
 			for _, r := range []*replica{a, c} {
 				if _, ok := ended[r.Name]; ok {
 					continue
@@ -127,18 +140,52 @@ func TestReplicas(t *testing.T) {
 			switch {
 			case !ok:
 				t.Errorf("%s still serves the signed-out session %s after the sign-out", r.Name, time.Since(signedOut).Round(time.Millisecond))
-			case d > replicaStampCheck+time.Second: // one second for the polling and a busy machine
-				t.Errorf("%s refused the signed-out session only after %s, bound %s", r.Name, d, replicaStampCheck)
+			case d > replicaFeedBound:
+				t.Errorf("%s refused the signed-out session only after %s, bound %s", r.Name, d, replicaFeedBound)
 			}
 		}
-		t.Logf("after a sign-out on B: refused at once on B, on A after %s, on C after %s (bound: the stamp check interval, %s)",
-			ended[a.Name].Round(time.Millisecond), ended[c.Name].Round(time.Millisecond), replicaStampCheck)
+		t.Logf("after a sign-out on B: refused at once on B, on A after %s, on C after %s (bound: %s)",
+			ended[a.Name].Round(time.Millisecond), ended[c.Name].Round(time.Millisecond), replicaFeedBound)
 		// Refused for good, not once.
 		for _, r := range rs {
 			if status, _ := br.probe(t, r, copied); status == http.StatusOK {
 				t.Errorf("%s serves the signed-out session again", r.Name)
 			}
 		}
+	})
+
+	t.Run("a user disabled through the CLI is signed out on all replicas", func(t *testing.T) {
+		br := newReplicaBrowser(t, "203.0.113.20")
+		if status, _ := br.signIn(a, a, "dora", replicaPassword); status != http.StatusOK {
+			t.Fatalf("sign-in: %d", status)
+		}
+		for _, r := range rs {
+			if status, _ := br.probe(t, r, br.cookies()); status != http.StatusOK {
+				t.Fatalf("%s: %d before the change", r.Name, status)
+			}
+		}
+		time.Sleep(1100 * time.Millisecond) // past the sign-in's second (see above)
+		x.cli(t, "users", "disable", "--login", "dora")
+		disabled := time.Now()
+		ended := map[string]time.Duration{}
+		for len(ended) < len(rs) && time.Since(disabled) < replicaFeedBound+3*time.Second {
+			for _, r := range rs {
+				if _, ok := ended[r.Name]; !ok {
+					if status, _ := br.probe(t, r, br.cookies()); status != http.StatusOK {
+						ended[r.Name] = time.Since(disabled)
+					}
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for _, r := range rs {
+			if d, ok := ended[r.Name]; !ok || d > replicaFeedBound {
+				t.Errorf("%s: the disabled user's session ended after %v (ended: %v), bound %s", r.Name, d, ok, replicaFeedBound)
+			}
+		}
+		t.Logf("a user disabled through the CLI: sessions refused after A %s, B %s, C %s (bound %s, stamp check interval %s)",
+			ended[a.Name].Round(time.Millisecond), ended[b.Name].Round(time.Millisecond), ended[c.Name].Round(time.Millisecond),
+			replicaFeedBound, replicaStampCheck)
 	})
 
 	t.Run("a lockout reached through the replicas holds on all", func(t *testing.T) {

@@ -132,7 +132,16 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("throttle sweep stopped", "err", err)
 		}
 	}()
-	defer func() { stopWorker(); <-workerDone; <-sweepDone; <-throttleSweepDone }()
+	// And the session feed: sign-outs and account changes made through
+	// other replicas are honoured here within a second.
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		if err := g.handler.WatchSessions(wctx, 0); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("session feed stopped", "err", err)
+		}
+	}()
+	defer func() { stopWorker(); <-workerDone; <-sweepDone; <-throttleSweepDone; <-feedDone }()
 	if g.invitationSource != nil && g.auth.Invitations != nil {
 		mailerDone := make(chan struct{})
 		go func() {
