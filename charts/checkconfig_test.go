@@ -1,11 +1,18 @@
 package charts
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -41,7 +48,10 @@ func TestRenderedConfigChecks(t *testing.T) {
 		"database-url":            "postgres://crmgate:secret@db.example.com:5432/crmgate?sslmode=verify-full",
 		"dataverse-client-secret": "client-secret",
 		"smtp-url":                "smtps://mailer:secret@mail.example.com:465",
+		"dataverse-certificate":   certificatePEM(t),
 	}
+	// What an operator puts into a policy.existingConfigMap.
+	const existingPolicy = "upstreams:\n  - name: app\n    url: http://app.portal.svc.cluster.local:3000\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n"
 	for name, file := range scenarios(t) {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
@@ -59,6 +69,7 @@ func TestRenderedConfigChecks(t *testing.T) {
 			}
 			var dep *appsv1.Deployment
 			secretFiles := existing
+			writeFile(t, filepath.Join(mounts["/etc/crmgate"], "policy.yaml"), existingPolicy)
 			for _, o := range renderScenario(t, file) {
 				switch v := o.value.(type) {
 				case *appsv1.Deployment:
@@ -116,4 +127,22 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// certificatePEM makes a self-signed certificate and its RSA key, as
+// CRMGATE_DATAVERSE_CERTIFICATE_FILE holds them.
+func certificatePEM(t *testing.T) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "crmgate chart test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 }

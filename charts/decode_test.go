@@ -157,6 +157,7 @@ func TestStrictDecode(t *testing.T) {
 		"default":           {"ServiceAccount", "Secret", "PersistentVolumeClaim", "Service", "Deployment", "Pod"},
 		"production":        {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "ServiceMonitor", "Pod"},
 		"gateway-api":       {"ServiceAccount", "Secret", "Service", "Deployment", "HTTPRoute", "Pod"},
+		"openshift":         {"ServiceAccount", "PersistentVolumeClaim", "Service", "Deployment", "Pod"},
 		"forward-auth-only": {"ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "Ingress", "Pod"},
 	}
 	for name, file := range scenarios(t) {

@@ -41,6 +41,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"forward-auth without trusted proxies", "default", "forwardAuth:\n  enabled: true\n", []string{"at '/config/trustedProxies'", "minItems"}},
 		{"PDB with one replica", "default", "podDisruptionBudget:\n  enabled: true\n", []string{"'anyOf' failed"}},
 		{"PDB with an HPA of one", "production", "autoscaling:\n  minReplicas: 1\n", []string{"'anyOf' failed"}},
+		{"HPA without a CPU request", "production", "resources:\n  requests:\n    cpu: null\n", []string{"at '/resources/requests'", "missing property 'cpu'"}},
 		{"HPA max below min", "production", "autoscaling:\n  minReplicas: 4\n  maxReplicas: 3\n", []string{"autoscaling.maxReplicas (3) must be at least autoscaling.minReplicas (4)"}},
 		{"negative shutdown delay", "default", "config:\n  shutdownDelaySeconds: -5\n", []string{"at '/config/shutdownDelaySeconds'", "minimum"}},
 		{"shutdown delay as a duration", "default", "config:\n  shutdownDelaySeconds: 5s\n", []string{"at '/config/shutdownDelaySeconds'", "want integer"}},
