@@ -2,6 +2,7 @@ package charts
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -313,4 +314,54 @@ func parseSeconds(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not whole seconds", s)
 	}
 	return n, nil
+}
+
+// TestMetricsStayPrivate: for every Service type, the ops port is only on a
+// ClusterIP Service, and the helm test pod and the ServiceMonitor reach it
+// there.
+func TestMetricsStayPrivate(t *testing.T) {
+	needHelm(t)
+	for _, typ := range []string{"ClusterIP", "NodePort", "LoadBalancer"} {
+		t.Run(typ, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "service.yaml")
+			writeFile(t, file, "service:\n  type: "+typ+"\nserviceMonitor:\n  enabled: true\n")
+			out, err := render(t, filepath.Join("testdata", "scenarios", "default.yaml"), file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := decodeAll(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			metricsService := ""
+			for _, o := range objs {
+				s, ok := o.value.(*corev1.Service)
+				if !ok {
+					continue
+				}
+				for _, p := range s.Spec.Ports {
+					if p.TargetPort.String() != "ops" {
+						continue
+					}
+					if s.Spec.Type != corev1.ServiceTypeClusterIP {
+						t.Errorf("Service %s of type %s exposes the ops port", s.Name, s.Spec.Type)
+					}
+					if p.Name != "metrics" {
+						t.Errorf("Service %s names the ops port %q, want metrics (the ServiceMonitor's port)", s.Name, p.Name)
+					}
+					metricsService = s.Name
+				}
+			}
+			if metricsService == "" {
+				t.Fatal("no Service has the ops port")
+			}
+			for _, o := range objs {
+				if p, ok := o.value.(*corev1.Pod); ok {
+					if want := "http://" + metricsService + ":9090/readyz"; !slices.Contains(p.Spec.Containers[0].Args, want) {
+						t.Errorf("helm test pod args %v lack %s", p.Spec.Containers[0].Args, want)
+					}
+				}
+			}
+		})
+	}
 }

@@ -77,6 +77,19 @@ The image reference: by digest when one is given.
 {{- end }}
 {{- end }}
 
+{{/*
+The Service with the metrics port: the gateway's own when it is ClusterIP,
+else a ClusterIP Service of its own, so that /metrics is never exposed
+outside the cluster with the gateway.
+*/}}
+{{- define "crmgate.metricsService" -}}
+{{- if eq .Values.service.type "ClusterIP" }}
+{{- include "crmgate.fullname" . }}
+{{- else }}
+{{- printf "%s-metrics" (include "crmgate.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
 {{- define "crmgate.secretName" -}}
 {{- default (include "crmgate.fullname" .) .Values.secrets.existingSecret }}
 {{- end }}
