@@ -201,3 +201,51 @@ func lineDiff(want, got string) string {
 	}
 	return ""
 }
+
+// TestNotes renders the release notes (helm install --dry-run=client, no
+// cluster) of every scenario: the URLs, and for forward-auth the
+// ingress-nginx annotations with the release's Service.
+func TestNotes(t *testing.T) {
+	needHelm(t)
+	for name, file := range scenarios(t) {
+		t.Run(name, func(t *testing.T) {
+			out, err := helm(t, "install", releaseName, chartDir, "--namespace", namespace, "--dry-run=client", "--values", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := strings.Index(out, "\nNOTES:\n")
+			if i < 0 {
+				t.Fatalf("no NOTES in:\n%s", out)
+			}
+			notes := out[i:]
+			want := []string{"/.auth/signin", "/.auth/jwks.json", "svc.cluster.local:8080", "port-forward svc/crmgate", "helm test crmgate -n crmgate"}
+			if name == "forward-auth-only" {
+				// The repository README's ingress-nginx snippet (Forward-auth),
+				// which names a release crmgate in namespace crmgate too.
+				readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				annotations := []string{
+					`nginx.ingress.kubernetes.io/auth-url: "http://crmgate.crmgate.svc.cluster.local:8080/.auth/verify"`,
+					`nginx.ingress.kubernetes.io/auth-signin: "https://$host/.auth/signin?redirect_url=$escaped_request_uri"`,
+					`nginx.ingress.kubernetes.io/auth-response-headers: "X-Current-User,X-Current-User-Id,X-Current-User-Email,X-Current-User-Name,X-Current-User-Roles"`,
+				}
+				for _, a := range annotations {
+					if !strings.Contains(string(readme), a+"\n") {
+						t.Errorf("README.md's Forward-auth section lacks %s", a)
+					}
+				}
+				want = append(want, annotations...)
+			}
+			for _, w := range want {
+				if !strings.Contains(notes, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, notes)
+				}
+			}
+			if strings.Contains(notes, "<no value>") {
+				t.Errorf("NOTES show <no value>:\n%s", notes)
+			}
+		})
+	}
+}

@@ -35,7 +35,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"no keys without existingSecret", "default", "secrets:\n  cookieKeys: \"\"\n  signingKeys: \"\"\n", []string{"at '/secrets/cookieKeys'", "at '/secrets/signingKeys'"}},
 		{"neither policy nor upstream", "default", "config:\n  upstreamURL: \"\"\n", []string{"at '/config/upstreamURL'", "minLength"}},
 		{"policy twice", "default", "policy:\n  content: \"routes: []\"\n  existingConfigMap: my-policy\n", []string{"at '/policy/existingConfigMap'", "value must be ''"}},
-				{"ingress without hosts", "default", "ingress:\n  enabled: true\n", []string{"at '/ingress/hosts'", "minItems"}},
+		{"ingress without hosts", "default", "ingress:\n  enabled: true\n", []string{"at '/ingress/hosts'", "minItems"}},
 		{"ingress host with a scheme", "default", "ingress:\n  enabled: true\n  hosts: [\"https://portal.example.com\"]\n", []string{"at '/ingress/hosts/0'"}},
 		{"ingress TLS without a secret", "default", "ingress:\n  enabled: true\n  hosts: [portal.example.com]\n  tls:\n    - hosts: [portal.example.com]\n", []string{"at '/ingress/tls/0'", "missing property 'secretName'"}},
 		{"HTTPRoute without a Gateway", "default", "httpRoute:\n  enabled: true\n", []string{"at '/httpRoute/parentRefs'", "minItems"}},
