@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,10 @@ func TestRenderedConfigChecks(t *testing.T) {
 	}
 	// What an operator puts into a policy.existingConfigMap.
 	const existingPolicy = "upstreams:\n  - name: app\n    url: http://app.portal.svc.cluster.local:3000\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n"
+	imageEnv := dockerfileEnv(t)
+	if !slices.Contains(imageEnv, "CRMGATE_DATABASE_URL=sqlite:/data/crmgate.db") {
+		t.Fatalf("the Dockerfile's ENV changed (%v): check the chart's CRMGATE_DATABASE_URL", imageEnv)
+	}
 	for name, file := range scenarios(t) {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
@@ -91,7 +96,9 @@ func TestRenderedConfigChecks(t *testing.T) {
 			}
 			writeFile(t, filepath.Join(mounts["/var/run/secrets/crmgate/dataverse"], "token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
 			initC := dep.Spec.Template.Spec.InitContainers[0]
-			env := []string{"PATH=" + os.Getenv("PATH")}
+			// The image's environment first, then the container's, which
+			// overrides it name by name (as the container runtime does).
+			env := append([]string{"PATH=" + os.Getenv("PATH")}, imageEnv...)
 			for _, e := range initC.Env {
 				v := e.Value
 				for from, to := range mounts {
@@ -106,7 +113,7 @@ func TestRenderedConfigChecks(t *testing.T) {
 				env = append(env, e.Name+"="+v)
 			}
 			cmd := exec.Command(bin, initC.Args...)
-			cmd.Env = env
+			cmd.Env = overrideEnv(env)
 			cmd.Dir = mounts["/data"]
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "configuration is valid") {
@@ -115,6 +122,7 @@ func TestRenderedConfigChecks(t *testing.T) {
 			if strings.Contains(string(out), "warning") {
 				t.Errorf("check-config warned:\n%s", out)
 			}
+			// The SQLite path is moved under root like every mount.
 			if entries, _ := os.ReadDir(mounts["/data"]); len(entries) > 0 {
 				t.Errorf("check-config wrote to /data: %v", entries)
 			}
@@ -145,4 +153,43 @@ func certificatePEM(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
 		string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+}
+
+// dockerfileEnv returns the NAME=value pairs of the ENV instructions of the
+// Dockerfile's last stage (the image the chart runs).
+func dockerfileEnv(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && strings.EqualFold(f[0], "FROM"):
+			env = nil
+		case len(f) == 2 && strings.EqualFold(f[0], "ENV") && strings.Contains(f[1], "="):
+			env = append(env, f[1])
+		case len(f) > 0 && strings.EqualFold(f[0], "ENV"):
+			t.Fatalf("Dockerfile: an ENV form this test does not read: %q", line)
+		}
+	}
+	return env
+}
+
+// overrideEnv keeps the last value of each name, in first-seen order.
+func overrideEnv(env []string) []string {
+	last := map[string]int{}
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if i, ok := last[name]; ok {
+			out[i] = kv
+			continue
+		}
+		last[name] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }

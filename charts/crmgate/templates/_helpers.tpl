@@ -157,6 +157,10 @@ container: the same settings, so that check-config checks what serve runs.
 - name: CRMGATE_SHUTDOWN_TIMEOUT
   value: {{ printf "%ds" (int .Values.config.shutdownTimeoutSeconds) | quote }}
 {{- if eq .Values.database.type "postgres" }}
+# Overrides the image's CRMGATE_DATABASE_URL (sqlite:/data/crmgate.db): a
+# container cannot unset it, and crmgate takes an empty value as unset.
+- name: CRMGATE_DATABASE_URL
+  value: ""
 - name: CRMGATE_DATABASE_URL_FILE
   value: /run/secrets/crmgate/{{ .Values.secretKeys.databaseURL }}
 {{- else }}
