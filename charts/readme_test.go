@@ -229,6 +229,14 @@ func TestSchemaCoversValues(t *testing.T) {
 		}
 	}
 	walk(loadSchema(t), "")
+	// Self-contained: helm must not fetch anything to validate values.
+	b, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"$ref"`) || strings.Contains(string(b), `"$id"`) {
+		t.Error("values.schema.json refers to other schemas; keep it self-contained")
+	}
 }
 
 // chartOwnedSettings are the CRMGATE_* settings the chart sets itself from
