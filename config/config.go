@@ -33,7 +33,9 @@ const Prefix = "CRMGATE_"
 //
 // Fields tagged secret:"true" may also be given as <NAME>_FILE, the path of
 // a file holding the value (as mounted from a Kubernetes Secret); setting
-// both is an error. Secrets are never printed by String or logged.
+// both is an error, unless <NAME> is empty (then the file wins, so that a
+// container can override a value its image sets). Secrets are never
+// printed by String or logged.
 type Config struct {
 	PublicURL            string        `env:"PUBLIC_URL" desc:"External URL of the gateway, scheme://host[:port]. Issuer of X-Current-User; https makes cookies Secure and __Host- prefixed. Required."`
 	Listen               string        `env:"LISTEN" envDefault:":8080" desc:"Address of the public listener."`

@@ -70,6 +70,18 @@ func TestSecretFiles(t *testing.T) {
 	if _, err := Load(append(envs, "CRMGATE_SIGNING_KEYS_FILE="+keyFile)); err == nil || !strings.Contains(err.Error(), "both set") {
 		t.Fatalf("both value and _FILE: %v", err)
 	}
+	// An empty value is no value: the file wins (a Kubernetes container
+	// overrides its image's CRMGATE_DATABASE_URL with "" this way).
+	if cfg, err := Load(append(base, "CRMGATE_SIGNING_KEYS=", "CRMGATE_SIGNING_KEYS_FILE="+keyFile)); err != nil || cfg.Signing.Keys == "" {
+		t.Fatalf("empty value and _FILE: %v", err)
+	}
+	dbFile := filepath.Join(dir, "database-url")
+	if err := os.WriteFile(dbFile, []byte("postgres://crmgate@db.example.com/crmgate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := Load(append(base, "CRMGATE_SIGNING_KEYS_FILE="+keyFile, "CRMGATE_DATABASE_URL=", "CRMGATE_DATABASE_URL_FILE="+dbFile)); err != nil || cfg.DatabaseURL != "postgres://crmgate@db.example.com/crmgate" {
+		t.Fatalf("empty CRMGATE_DATABASE_URL and its _FILE: %v %+v", err, cfg)
+	}
 	if _, err := Load(append(base, "CRMGATE_SIGNING_KEYS_FILE="+filepath.Join(dir, "missing"))); err == nil || !strings.Contains(err.Error(), "CRMGATE_SIGNING_KEYS_FILE") {
 		t.Fatalf("missing file: %v", err)
 	}

@@ -140,7 +140,11 @@ func load(environ []string) (cfg *Config, failed map[string]bool, errs []error) 
 		if !ok {
 			continue
 		}
-		if _, both := vars[f.Name]; both {
+		// An empty value does not count as set: a container cannot unset a
+		// variable its image sets (the image's CRMGATE_DATABASE_URL), only
+		// override it, and the Helm chart overrides it with "" when the
+		// URL comes from a file.
+		if v, both := vars[f.Name]; both && v != "" {
 			errs = append(errs, fmt.Errorf("%s and %s_FILE are both set; set only one", f.Name, f.Name))
 			failed[f.Name] = true
 			delete(vars, f.Name)

@@ -46,6 +46,7 @@ commands:
   audit          print the audit trail (filter by user, actor, type and time; text or JSON lines)
   gen-keys       print a new cookie key and signing key
   dataverse-emulator  run the Dataverse Web API emulator (development and tests)
+  probe URL...   GET each URL, fail unless every answer is 2xx (health checks, helm test)
   version        print the version and the Go version it was built with
   help [COMMAND] print this help, or a command's
 
@@ -97,7 +98,7 @@ Prints the usage of crmgate, or of a command.`
 var commandUsage = map[string]string{
 	"serve": serveUsage, "dev": devUsage, "check-config": checkConfigUsage, "users": usersUsage,
 	"invitations": invitationsUsage, "audit": auditUsage, "gen-keys": genKeysUsage, "dataverse-emulator": emulatorUsage,
-	"version": versionUsage, "help": helpUsage,
+	"probe": probeUsage, "version": versionUsage, "help": helpUsage,
 }
 
 // run is main without the process: tests call it directly.
@@ -133,6 +134,8 @@ func run(ctx context.Context, args []string, environ []string, stdin io.Reader, 
 		return runGenKeys(stdout, args...)
 	case "dataverse-emulator":
 		return runEmulator(ctx, args, environ, stdout)
+	case "probe":
+		return runProbe(ctx, stdout, args...)
 	case "version":
 		if err := noArgs(cmd, args); err != nil {
 			return err
