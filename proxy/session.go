@@ -56,6 +56,11 @@ type Session struct {
 	// password-change column at sign-in); see forcePasswordChange. Once
 	// set it stays until the change page re-issues the session.
 	MustChange bool `json:"mcp,omitempty"`
+	// UserAt is the account's last change (its updated_at, unix
+	// milliseconds) that the user snapshot reflects; a change the session
+	// feed reports after it makes the next request check the stamp. Zero
+	// (a cookie from before the feed) takes any reported change as newer.
+	UserAt int64 `json:"uat,omitempty"`
 }
 
 // errSessionInvalid is any cookie that does not decode to a session. It is
@@ -264,7 +269,7 @@ func (srv *Server) readSession(w http.ResponseWriter, r *http.Request) sessionLo
 func (srv *Server) checkSessionStamp(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
 	sess := ls.sess
 	if sess == nil || (ls.now.Unix()-sess.CheckedAt < int64(srv.sessions.stampCheck/time.Second) &&
-		!srv.changedUsers.since(sess.UserID, sess.CheckedAt)) {
+		!srv.changedUsers.after(sess.UserID, sess.UserAt)) {
 		return nil
 	}
 	u, err := srv.users.UserByID(r.Context(), sess.UserID)
@@ -480,8 +485,9 @@ func (srv *Server) endSession(w http.ResponseWriter, reason string) {
 // changed, the session gets a new revision, so that the next proxied
 // request carries a token and headers with the new values.
 func (s *Session) setUser(u *authz.User) {
-	// Not part of the identity headers: no new revision for it.
+	// Not part of the identity headers: no new revision for them.
 	s.MustChange = s.MustChange || u.MustChangePassword
+	s.UserAt = max(s.UserAt, u.UpdatedAt.UnixMilli())
 	name := u.Name()
 	if s.Username == u.Username && s.Email == u.Email && s.Name == name && s.EmailOK == u.EmailConfirmed && slices.Equal(s.Roles, u.Roles) {
 		return
@@ -659,20 +665,21 @@ func (srv *Server) WatchSessions(ctx context.Context, interval time.Duration) er
 }
 
 // changedUsers remembers, per user, when the account last changed through
-// any replica (the session feed), so that a session checked before that
-// gets its stamp check at once instead of at StampCheckInterval.
+// any replica (the session feed), so that a session whose snapshot is
+// older (Session.UserAt) gets its stamp check at once instead of at
+// StampCheckInterval.
 type changedUsers struct {
 	mu sync.RWMutex
 	m  map[string]int64 // user ID -> unix milliseconds of the latest change
 }
 
-// since reports whether userID changed at or after the unix second
-// checkedAt (the same second counts: a change then may follow the check).
-func (c *changedUsers) since(userID string, checkedAt int64) bool {
+// after reports whether userID changed after the account version userAt
+// (unix milliseconds of its updated_at, which every change advances).
+func (c *changedUsers) after(userID string, userAt int64) bool {
 	c.mu.RLock()
 	at, ok := c.m[userID]
 	c.mu.RUnlock()
-	return ok && at >= checkedAt*1000
+	return ok && at > userAt
 }
 
 func (c *changedUsers) mark(userID string, at time.Time) {
