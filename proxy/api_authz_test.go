@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -33,16 +34,16 @@ func authzPolicy() string {
 func TestGuardedRoutesAreComplete(t *testing.T) {
 	h := inviteHarness(t, harnessConfig{})
 	routes := h.srv.GuardedRoutes()
-	seen := map[string]bool{}
+	seen := map[string]string{} // "METHOD /api/path" -> permission
 	for _, r := range routes {
 		if !permissions.Valid(r.Permission) {
 			t.Errorf("%s %s: permission %q is not one of %v", r.Method, r.Path, r.Permission, permissions.All())
 		}
 		k := r.Method + " " + r.Path
-		if seen[k] {
+		if _, dup := seen[k]; dup {
 			t.Errorf("%s registered twice", k)
 		}
-		seen[k] = true
+		seen[k] = r.Permission
 	}
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
@@ -53,15 +54,27 @@ func TestGuardedRoutesAreComplete(t *testing.T) {
 	}
 	documented := map[string]bool{}
 	for path, ops := range doc.Paths {
-		for m := range ops {
+		for m, raw := range ops {
 			if path == "/openapi.json" || m == "parameters" {
 				continue
 			}
-			documented[strings.ToUpper(m)+" /api"+path] = true
+			k := strings.ToUpper(m) + " /api" + path
+			documented[k] = true
+			var op struct {
+				Security []map[string][]string `json:"security"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+			// Both schemes name exactly the route's permission.
+			want := []map[string][]string{{"session": {seen[k]}}, {"apiKey": {seen[k]}}}
+			if _, ok := seen[k]; ok && !reflect.DeepEqual(op.Security, want) {
+				t.Errorf("%s: openapi.json security %v, want %v", k, op.Security, want)
+			}
 		}
 	}
 	for k := range documented {
-		if !seen[k] {
+		if _, ok := seen[k]; !ok {
 			t.Errorf("%s is documented but not a guarded route", k)
 		}
 	}
