@@ -211,6 +211,9 @@ func (d *decoder) decodeFile(data []byte) *Policy {
 		"dataverse": func(_, v *yaml.Node) {
 			p.Dataverse = d.dataverse(v, "dataverse")
 		},
+		"permissions": func(_, v *yaml.Node) {
+			p.Permissions = d.permissionsSection(v)
+		},
 	})
 	if !sawRoutes && len(d.errs) == 0 {
 		d.errorf(root, "routes: at least one route is required")

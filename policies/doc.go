@@ -23,9 +23,9 @@
 //
 // # The policy file
 //
-// The file is named by CRMGATE_POLICY_FILE. It has three top-level sections:
-// upstreams, routes and the optional dataverse (see Dataverse lifecycle
-// actions). Decoding is strict: an unknown or
+// The file is named by CRMGATE_POLICY_FILE. It has four top-level sections:
+// upstreams, routes, the optional dataverse (see Dataverse lifecycle
+// actions) and the optional permissions (see Permissions). Decoding is strict: an unknown or
 // repeated field is an error, and every error names the file, the line and the
 // reason, for example "policies: policy.yaml:12: routes[2].access: "admin"
 // must be public, authenticated, bound or deny". All problems are reported at once.
@@ -240,6 +240,19 @@
 // bound contact when CRMGATE_SIGNIN_DATAVERSE_CHECK is on. The grammar is
 // terms "column eq|ne value" joined with "and"; a value is a {field}, a
 // 'quoted string', an integer, true, false or null.
+//
+// # Permissions
+//
+// The optional permissions section maps local role names to the
+// permissions each grants in the REST API and the admin console (the names
+// of package permissions, which API keys carry as scopes):
+//
+//	permissions:
+//	  helpdesk: [users:read, users:credentials]
+//	  auditor: [audit:read]
+//
+// The admin role has every permission and may not be listed. Without the
+// section only admin has permissions. See Policy.Permissions.
 //
 // # Paths the gateway refuses
 //

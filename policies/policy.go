@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"cel.dev/cel-go/cel"
+
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
 // Policy is a compiled policy file: the upstreams requests are proxied to and
@@ -22,6 +24,11 @@ type Policy struct {
 	// Dataverse is the optional dataverse section; its zero value
 	// configures nothing.
 	Dataverse Dataverse
+	// Permissions are the grants of the permissions section: what each
+	// local role may do in the REST API and the admin console. The zero
+	// value (no section) grants every permission to the admin role and
+	// none to any other.
+	Permissions permissions.Grants
 }
 
 // Upstream is an application requests are proxied to. Build it with Parse;

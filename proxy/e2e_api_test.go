@@ -10,9 +10,9 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/lifecycle"
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
 func TestRESTAPIUsers(t *testing.T) {
@@ -126,11 +126,11 @@ func TestRESTAPIKeys(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.createUser("alice", "alice@example.test", "correct horse battery")
 	ctx := context.Background()
-	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "power automate", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "power automate", []string{permissions.UsersRead}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bindOnly, info, _ := h.svc.APIKeys.CreateAPIKey(ctx, "binder", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
+	bindOnly, info, _ := h.svc.APIKeys.CreateAPIKey(ctx, "binder", []string{permissions.BindingsWrite}, time.Time{}, "test")
 	c := &http.Client{}
 	call := func(auth string) (int, string) {
 		req, _ := http.NewRequest("GET", h.url("/.auth/api/users"), nil)
@@ -289,7 +289,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	}
 
 	// An API key with users:bind (Power Automate) needs no same-origin.
-	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
+	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{permissions.BindingsWrite}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestRESTAPIBulkBindings(t *testing.T) {
 	if len(events) != 2 || events[0].Actor != "apikey:"+info.ID || events[1].Actor != "apikey:"+info.ID || events[0].Detail != "lookup" {
 		t.Fatalf("erin's binding audit: %+v", events)
 	}
-	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{permissions.UsersRead}, time.Time{}, "test")
 	if code, _, _ := post(&http.Client{}, `{"items":[{"user":"erin","binding":{"mode":"none"}}]}`, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
 		t.Errorf("read-only key changed a binding: %d", code)
 	}

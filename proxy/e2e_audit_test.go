@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
 // TestRESTAPIAudit: GET /api/audit lists the audit trail newest first for
@@ -30,11 +30,11 @@ func TestRESTAPIAudit(t *testing.T) {
 	resp, _ := h.postSignIn(anon, "alice", "wrong password", nil)
 	resp.Body.Close()
 	ctx := context.Background()
-	readKey, readInfo, err := h.svc.APIKeys.CreateAPIKey(ctx, "collector", []string{apikeys.ScopeAuditRead}, time.Time{}, "test")
+	readKey, readInfo, err := h.svc.APIKeys.CreateAPIKey(ctx, "collector", []string{permissions.AuditRead}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	usersKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeUsersRead, apikeys.ScopeUsersBind, apikeys.ScopeContactsRead}, time.Time{}, "test")
+	usersKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{permissions.UsersRead, permissions.BindingsWrite, permissions.ContactsRead}, time.Time{}, "test")
 
 	type list struct {
 		Events []audit.Event

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/proxy"
 )
 
@@ -111,7 +111,7 @@ func TestSlowBodiesTimeOut(t *testing.T) {
 		}
 	})
 	t.Run("REST API body stalls", func(t *testing.T) {
-		key, _, err := h.svc.APIKeys.CreateAPIKey(context.Background(), "slow", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
+		key, _, err := h.svc.APIKeys.CreateAPIKey(context.Background(), "slow", []string{permissions.BindingsWrite}, time.Time{}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}

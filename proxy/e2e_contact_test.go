@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
@@ -308,7 +308,7 @@ func TestRESTAPIBinding(t *testing.T) {
 		t.Fatalf("lookup binding at sign-in: contact %q", got)
 	}
 
-	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
+	key, info, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{permissions.BindingsWrite}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestRESTAPIBinding(t *testing.T) {
 		}
 	}
 	// A key without users:bind cannot bind.
-	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{permissions.UsersRead}, time.Time{}, "test")
 	if code, _ := put(&http.Client{}, dave.ID, lookupAnn, "Authorization", "Bearer "+readKey); code != http.StatusForbidden {
 		t.Errorf("read-only key bound a user: %d", code)
 	}

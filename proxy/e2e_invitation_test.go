@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/authztest"
 	"github.com/crmgate/crmgate/authz/invitations"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/store/storetest"
 	"github.com/crmgate/crmgate/authz/wiring"
@@ -541,11 +541,11 @@ func testInvitationRedeemRace(t *testing.T, db *store.DB) {
 func TestInvitationAPI(t *testing.T) {
 	h := inviteHarness(t, harnessConfig{})
 	ctx := context.Background()
-	write, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{apikeys.ScopeInvitationsWrite}, time.Time{}, "test")
+	write, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "flow", []string{permissions.InvitationsWrite}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeInvitationsRead}, time.Time{}, "test")
+	read, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{permissions.InvitationsRead}, time.Time{}, "test")
 	call := func(key, method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, h.url("/.auth/api"+path), strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+key)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/mail"
 )
 
@@ -118,8 +118,8 @@ func TestRESTApproval(t *testing.T) {
 
 	// An API key with users:read cannot decide; one with users:approve can,
 	// in bulk, each user on its own.
-	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(context.Background(), "r", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
-	approveKey, info, _ := h.svc.APIKeys.CreateAPIKey(context.Background(), "a", []string{apikeys.ScopeUsersApprove}, time.Time{}, "test")
+	readKey, _, _ := h.svc.APIKeys.CreateAPIKey(context.Background(), "r", []string{permissions.UsersRead}, time.Time{}, "test")
+	approveKey, info, _ := h.svc.APIKeys.CreateAPIKey(context.Background(), "a", []string{permissions.UsersApprove}, time.Time{}, "test")
 	c := &http.Client{}
 	if code, _ := h.apiPost(c, "/users/approve", `{"users":["cara"]}`, "Authorization", "Bearer "+readKey); code != 403 {
 		t.Errorf("read key: %d", code)
@@ -289,8 +289,8 @@ func TestRESTInviteContacts(t *testing.T) {
 	if code, _, _ := invite(admin, string(many)); code != 400 {
 		t.Errorf("501 ids: %d", code)
 	}
-	inviteKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "i", []string{apikeys.ScopeUsersInvite}, time.Time{}, "test")
-	bindKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "b", []string{apikeys.ScopeUsersBind}, time.Time{}, "test")
+	inviteKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "i", []string{permissions.UsersCredentials}, time.Time{}, "test")
+	bindKey, _, _ := h.svc.APIKeys.CreateAPIKey(ctx, "b", []string{permissions.BindingsWrite}, time.Time{}, "test")
 	c := &http.Client{}
 	if code, _, _ := invite(c, `{"contact_ids":["`+invFay+`"]}`, "Authorization", "Bearer "+bindKey); code != 403 {
 		t.Errorf("bind key: %d", code)

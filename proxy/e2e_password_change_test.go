@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/recovery"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
@@ -267,11 +267,11 @@ func TestRESTAPIForcePasswordChange(t *testing.T) {
 	c := h.browser()
 	h.signIn(c, "lea", "given password 1")
 	ctx := context.Background()
-	key, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "helpdesk", []string{apikeys.ScopeUsersPassword}, time.Time{}, "test")
+	key, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "helpdesk", []string{permissions.UsersCredentials}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	readKey, _, err := h.svc.APIKeys.CreateAPIKey(ctx, "reader", []string{permissions.UsersRead}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,11 +19,14 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
-// AdminRole is the local role that may use the admin console and the REST API.
-const AdminRole = "admin"
+// AdminRole is the local role that holds every permission of the admin
+// console and the REST API (permissions.AdminRole); the policy file's
+// permissions section grants other roles narrower sets.
+const AdminRole = permissions.AdminRole
 
 // APIKeys authenticates REST API keys. *apikeys.Service satisfies it.
 type APIKeys interface {
@@ -65,8 +68,61 @@ type AuditReader interface {
 //go:embed openapi.json
 var openAPIDocument []byte
 
-// apiMux serves the REST API under prefix/api. Every endpoint needs an
-// admin session; state-changing ones also pass the cross-origin check.
+// apiHandler serves one guarded route for caller c, who holds its permission.
+type apiHandler func(w http.ResponseWriter, r *http.Request, c apiCaller)
+
+// guardedRoute is one route of the gateway that needs a permission: every
+// route of the REST API, and the admin console's when it comes. The mux is
+// built from a table of them (apiRoutes), so that no such route exists
+// without a permission, and the authorization tests walk the same table.
+type guardedRoute struct {
+	// Method is the HTTP method, e.g. "GET".
+	Method string
+	// Path is the mux pattern's path under the gateway's prefix, e.g.
+	// "/api/users/{id}".
+	Path string
+	// Permission is the permission the caller needs, one of
+	// permissions.All. A name that is not one refuses every caller, the
+	// admin role and every API key included (TestGuardedRoutes fails on
+	// it).
+	Permission string
+	handler    apiHandler
+}
+
+// guardedRoutes returns every permission-guarded route the server serves,
+// in registration order: the REST API's (apiRoutes). Routes of the admin
+// console are to be appended here, so that the authorization tests, which
+// walk this list, cover them too.
+func (srv *Server) guardedRoutes() []guardedRoute {
+	return srv.apiRoutes()
+}
+
+// apiRoutes returns the REST API's routes that the configured capabilities
+// serve, in registration order.
+func (srv *Server) apiRoutes() []guardedRoute {
+	var rs []guardedRoute
+	add := func(on bool, method, path, perm string, h apiHandler) {
+		if on {
+			rs = append(rs, guardedRoute{Method: method, Path: "/api" + path, Permission: perm, handler: h})
+		}
+	}
+	add(true, "GET", "/users", permissions.UsersRead, srv.apiListUsers)
+	add(true, "GET", "/users/{id}", permissions.UsersRead, srv.apiGetUser)
+	add(srv.audit != nil, "GET", "/audit", permissions.AuditRead, srv.apiListAudit)
+	add(srv.bindings != nil, "PUT", "/users/{id}/binding", permissions.BindingsWrite, srv.apiSetBinding)
+	add(srv.bindings != nil, "POST", "/users/bindings", permissions.BindingsWrite, srv.apiSetBindings)
+	add(srv.opts.Passwords != nil, "POST", "/users/{id}/force-password-change", permissions.UsersCredentials, srv.apiForcePasswordChange)
+	add(srv.contactSearch != nil, "GET", "/contacts", permissions.ContactsRead, srv.apiSearchContacts)
+	rs = append(rs, srv.onboardingRoutes()...)
+	if srv.invitations != nil {
+		rs = append(rs, srv.apiInvitationRoutes()...)
+	}
+	return rs
+}
+
+// apiMux serves the REST API under prefix/api: its OpenAPI document to
+// anyone, each route of apiRoutes to a caller holding the route's
+// permission (see permit), and a JSON 404 for any other address.
 func (srv *Server) apiMux(mux *http.ServeMux) {
 	p := srv.prefix + "/api"
 	mux.HandleFunc("GET "+p+"/openapi.json", func(w http.ResponseWriter, r *http.Request) {
@@ -74,24 +130,8 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(openAPIDocument)
 	})
-	mux.HandleFunc("GET "+p+"/users", srv.admin(apikeys.ScopeUsersRead, srv.apiListUsers))
-	mux.HandleFunc("GET "+p+"/users/{id}", srv.admin(apikeys.ScopeUsersRead, srv.apiGetUser))
-	if srv.audit != nil {
-		mux.HandleFunc("GET "+p+"/audit", srv.admin(apikeys.ScopeAuditRead, srv.apiListAudit))
-	}
-	if srv.bindings != nil {
-		mux.HandleFunc("PUT "+p+"/users/{id}/binding", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBinding))
-		mux.HandleFunc("POST "+p+"/users/bindings", srv.admin(apikeys.ScopeUsersBind, srv.apiSetBindings))
-	}
-	if srv.opts.Passwords != nil {
-		mux.HandleFunc("POST "+p+"/users/{id}/force-password-change", srv.admin(apikeys.ScopeUsersPassword, srv.apiForcePasswordChange))
-	}
-	if srv.contactSearch != nil {
-		mux.HandleFunc("GET "+p+"/contacts", srv.admin(apikeys.ScopeContactsRead, srv.apiSearchContacts))
-	}
-	srv.onboardingAPI(mux, p)
-	if srv.invitations != nil {
-		srv.apiInvitationRoutes(mux, p)
+	for _, rt := range srv.apiRoutes() {
+		mux.HandleFunc(rt.Method+" "+srv.prefix+rt.Path, srv.permit(rt.Permission, rt.handler))
 	}
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderAPIError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Title: "Not found",
@@ -99,7 +139,7 @@ func (srv *Server) apiMux(mux *http.ServeMux) {
 	})
 }
 
-// apiCaller is who calls the REST API: an admin's session or an API key.
+// apiCaller is who calls the REST API: a session or an API key.
 type apiCaller struct {
 	sess *Session     // nil for an API key
 	key  *apikeys.Key // nil for a session
@@ -113,10 +153,15 @@ func (c apiCaller) actor() string {
 	return c.sess.UserID
 }
 
-// admin runs h for a signed-in admin, or for an API key (Authorization:
-// Bearer) that holds scope; anything else is a JSON 401/403. A request with
-// an Authorization header is judged by the key alone, never by a cookie.
-func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Request, c apiCaller)) http.HandlerFunc {
+// permit runs h for a caller holding the permission perm: a signed-in
+// user whose local roles grant it (the policy file's permissions section;
+// the admin role has every permission), or an API key (Authorization:
+// Bearer) holding it as a scope. Anything else is a JSON 401 (no or a bad
+// credential) or 403 (a credential without the permission). A request
+// with an Authorization header is judged by the key alone, never by a
+// cookie; a session's state-changing request must pass the cross-origin
+// check first.
+func (srv *Server) permit(perm string, h apiHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if authzHeader := r.Header.Get("Authorization"); authzHeader != "" {
 			presented, ok := strings.CutPrefix(authzHeader, "Bearer ")
@@ -131,8 +176,10 @@ func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Req
 					Message: "The API key is not valid."})
 			case err != nil:
 				srv.renderAPIError(w, r, err)
-			case !key.HasScope(scope):
-				srv.renderAPIError(w, r, errForbidden("This API key lacks the scope "+scope+"."))
+			case !key.HasScope(perm):
+				srv.log.WarnContext(r.Context(), "API request refused: permission missing", "request_id", requestID(r.Context()),
+					"api_key_id", key.ID, "permission", perm, "path", r.URL.Path)
+				srv.renderAPIError(w, r, errForbidden("This API key lacks the scope "+perm+"."))
 			default:
 				h(w, r, apiCaller{key: key})
 			}
@@ -151,21 +198,14 @@ func (srv *Server) admin(scope string, h func(w http.ResponseWriter, r *http.Req
 			srv.renderAPIError(w, r, err)
 		case sess == nil:
 			srv.renderAPIError(w, r, errUnauthenticated())
-		case !sessionHasRole(sess, AdminRole):
-			srv.renderAPIError(w, r, errForbidden("This API needs the admin role."))
+		case !srv.policy.Permissions.Allows(sess.Roles, perm): // local roles only: web roles never grant gateway administration
+			srv.log.WarnContext(r.Context(), "API request refused: permission missing", "request_id", requestID(r.Context()),
+				"user_id", sess.UserID, "permission", perm, "path", r.URL.Path)
+			srv.renderAPIError(w, r, errForbidden("This needs the permission "+perm+", which your roles do not grant."))
 		default:
 			h(w, r, apiCaller{sess: sess})
 		}
 	}
-}
-
-func sessionHasRole(s *Session, role string) bool {
-	for _, r := range s.Roles { // local roles only: web roles never grant gateway administration
-		if r == role {
-			return true
-		}
-	}
-	return false
 }
 
 // renderAPIError renders err as JSON whatever the client accepts.

@@ -8,19 +8,21 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/invitations"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
-// apiInvitationRoutes serves the crmgate invitations of the REST API.
-func (srv *Server) apiInvitationRoutes(mux *http.ServeMux, p string) {
-	mux.HandleFunc("POST "+p+"/invitations", srv.admin(apikeys.ScopeInvitationsWrite, srv.apiCreateInvitation))
-	mux.HandleFunc("GET "+p+"/invitations", srv.admin(apikeys.ScopeInvitationsRead, srv.apiListInvitations))
-	mux.HandleFunc("GET "+p+"/invitations/{id}", srv.admin(apikeys.ScopeInvitationsRead, srv.apiGetInvitation))
-	mux.HandleFunc("POST "+p+"/invitations/{id}/resend", srv.admin(apikeys.ScopeInvitationsWrite, srv.apiResendInvitation))
-	mux.HandleFunc("POST "+p+"/invitations/{id}/revoke", srv.admin(apikeys.ScopeInvitationsWrite, srv.apiRevokeInvitation))
-	mux.HandleFunc("DELETE "+p+"/invitations/{id}", srv.admin(apikeys.ScopeInvitationsWrite, srv.apiRevokeInvitation))
+// apiInvitationRoutes are the REST API's routes of crmgate invitations.
+func (srv *Server) apiInvitationRoutes() []guardedRoute {
+	return []guardedRoute{
+		{Method: "POST", Path: "/api/invitations", Permission: permissions.InvitationsWrite, handler: srv.apiCreateInvitation},
+		{Method: "GET", Path: "/api/invitations", Permission: permissions.InvitationsRead, handler: srv.apiListInvitations},
+		{Method: "GET", Path: "/api/invitations/{id}", Permission: permissions.InvitationsRead, handler: srv.apiGetInvitation},
+		{Method: "POST", Path: "/api/invitations/{id}/resend", Permission: permissions.InvitationsWrite, handler: srv.apiResendInvitation},
+		{Method: "POST", Path: "/api/invitations/{id}/revoke", Permission: permissions.InvitationsWrite, handler: srv.apiRevokeInvitation},
+		{Method: "DELETE", Path: "/api/invitations/{id}", Permission: permissions.InvitationsWrite, handler: srv.apiRevokeInvitation},
+	}
 }
 
 // apiNewInvitation is the body of POST /api/invitations.

@@ -11,8 +11,8 @@ import (
 	"strconv"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/onboarding"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 )
 
@@ -27,17 +27,19 @@ type Onboarding interface {
 	InviteContacts(ctx context.Context, req onboarding.InviteRequest, actor string) ([]onboarding.InviteResult, error)
 }
 
-// onboardingAPI adds the approval and credentials endpoints under p (the
-// API's prefix) when the capability is configured.
-func (srv *Server) onboardingAPI(mux *http.ServeMux, p string) {
+// onboardingRoutes are the REST API's approval and credentials routes,
+// none when the capability is not configured.
+func (srv *Server) onboardingRoutes() []guardedRoute {
 	if srv.onboarding == nil {
-		return
+		return nil
 	}
-	mux.HandleFunc("POST "+p+"/users/{id}/approve", srv.admin(apikeys.ScopeUsersApprove, srv.apiApprove))
-	mux.HandleFunc("POST "+p+"/users/{id}/reject", srv.admin(apikeys.ScopeUsersApprove, srv.apiReject))
-	mux.HandleFunc("POST "+p+"/users/approve", srv.admin(apikeys.ScopeUsersApprove, srv.apiDecideMany(false)))
-	mux.HandleFunc("POST "+p+"/users/reject", srv.admin(apikeys.ScopeUsersApprove, srv.apiDecideMany(true)))
-	mux.HandleFunc("POST "+p+"/users/invite-contacts", srv.admin(apikeys.ScopeUsersInvite, srv.apiInviteContacts))
+	return []guardedRoute{
+		{Method: "POST", Path: "/api/users/{id}/approve", Permission: permissions.UsersApprove, handler: srv.apiApprove},
+		{Method: "POST", Path: "/api/users/{id}/reject", Permission: permissions.UsersApprove, handler: srv.apiReject},
+		{Method: "POST", Path: "/api/users/approve", Permission: permissions.UsersApprove, handler: srv.apiDecideMany(false)},
+		{Method: "POST", Path: "/api/users/reject", Permission: permissions.UsersApprove, handler: srv.apiDecideMany(true)},
+		{Method: "POST", Path: "/api/users/invite-contacts", Permission: permissions.UsersCredentials, handler: srv.apiInviteContacts},
+	}
 }
 
 // decodeAPIBody decodes exactly one JSON object of at most limit bytes

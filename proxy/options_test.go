@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/proxy"
 )
 
@@ -43,7 +43,7 @@ func TestOptionsNameEveryCapability(t *testing.T) {
 		o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = nil, nil, nil, nil, nil
 	}})
 	off.createUser("root", "root@example.test", "correct horse battery", "admin")
-	key, _, err := off.svc.APIKeys.CreateAPIKey(t.Context(), "k", []string{apikeys.ScopeUsersRead}, time.Time{}, "test")
+	key, _, err := off.svc.APIKeys.CreateAPIKey(t.Context(), "k", []string{permissions.UsersRead}, time.Time{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

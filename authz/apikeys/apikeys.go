@@ -23,43 +23,15 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
-// API key scopes: what a machine client of the REST API may do. A key
-// carries one or more of them; there is no admin scope, so a leaked key can
-// never manage accounts or other keys.
-const (
-	// ScopeUsersRead allows listing and reading users.
-	ScopeUsersRead = "users:read"
-	// ScopeUsersBind allows setting and clearing a user's contact binding.
-	ScopeUsersBind = "users:bind"
-	// ScopeContactsRead allows looking up Dataverse contacts.
-	ScopeContactsRead = "contacts:read"
-	// ScopeAuditRead allows reading the audit trail. The trail names
-	// users, client addresses and sign-in failures: grant it to log
-	// collectors, not to flows that only bind users.
-	ScopeAuditRead = "audit:read"
-	// ScopeUsersApprove allows approving and rejecting registrations that
-	// wait for approval (a rejection deletes the account).
-	ScopeUsersApprove = "users:approve"
-	// ScopeUsersInvite allows generating credentials for Dataverse
-	// contacts: creating accounts bound to them and mailing each a
-	// set-password link.
-	ScopeUsersInvite = "users:invite"
-	// ScopeUsersPassword allows forcing a user to change the password at
-	// the next sign-in.
-	ScopeUsersPassword = "users:password"
-	// ScopeInvitationsRead allows listing and reading crmgate invitations.
-	ScopeInvitationsRead = "invitations:read"
-	// ScopeInvitationsWrite allows creating, resending and revoking
-	// invitations (each mails a code that creates an account).
-	ScopeInvitationsWrite = "invitations:write"
-)
-
-// Scopes returns every scope an API key may carry, in canonical order.
-func Scopes() []string {
-	return []string{ScopeUsersRead, ScopeUsersBind, ScopeUsersPassword, ScopeContactsRead, ScopeAuditRead, ScopeUsersApprove, ScopeUsersInvite, ScopeInvitationsRead, ScopeInvitationsWrite}
-}
+// Scopes returns every scope an API key may carry, in canonical order: the
+// permissions of package permissions, the same names that roles grant in
+// the policy file. There is no admin scope, so a key can never manage
+// other keys; a key holding users:write can manage accounts, so grant it
+// as sparingly as the admin role.
+func Scopes() []string { return permissions.All() }
 
 // The reasons of an audit.EventAPIKeyRefused event.
 const (
@@ -111,7 +83,10 @@ type Key struct {
 	// serialised to JSON; treat it as sensitive all the same.
 	SecretHash string `json:"-"`
 	// Scopes are what the key allows, a subset of Scopes in canonical
-	// order; a key with no scopes allows nothing.
+	// order; a key with no scopes allows nothing. A key stored with a
+	// scope name of an earlier version (users:bind, users:password,
+	// users:invite) is read with the permission that replaces it; a name
+	// no version knows is dropped and allows nothing.
 	Scopes []string `json:"scopes"`
 	// CreatedBy is the actor who created the key.
 	CreatedBy string `json:"created_by"`
@@ -177,8 +152,23 @@ func New(store Store, log *audit.Log, now func() time.Time, logger *slog.Logger)
 	return &Service{store: store, audit: log, now: now, log: logger, lastRefused: map[string]time.Time{}}, nil
 }
 
-// HasScope reports whether the key allows scope.
-func (k *Key) HasScope(scope string) bool { return slices.Contains(k.Scopes, scope) }
+// HasScope reports whether the key allows the permission scope. The key's
+// scopes are read through permissions.Normalize, so an earlier version's
+// name (users:bind) allows its replacement (bindings:write).
+func (k *Key) HasScope(scope string) bool {
+	ps, _ := permissions.Normalize(k.Scopes)
+	return permissions.Valid(scope) && slices.Contains(ps, scope)
+}
+
+// normalize rewrites the scopes of a key read from the store as
+// permissions (see Key.Scopes), logging a name that no version knows.
+func (s *Service) normalize(ctx context.Context, k *Key) {
+	ps, unknown := permissions.Normalize(k.Scopes)
+	if len(unknown) > 0 {
+		s.log.WarnContext(ctx, "API key carries unknown scopes; they allow nothing", "api_key_id", k.ID, "scopes", unknown)
+	}
+	k.Scopes = ps
+}
 
 // Usable reports whether the key is neither revoked nor expired at now.
 func (k *Key) Usable(now time.Time) bool {
@@ -238,6 +228,9 @@ func (s *Service) ListAPIKeys(ctx context.Context) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apikeys: list API keys: %w", err)
 	}
+	for i := range ks {
+		s.normalize(ctx, &ks[i])
+	}
 	return ks, nil
 }
 
@@ -284,6 +277,7 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, presented string) (*Ke
 	if err != nil {
 		return nil, fmt.Errorf("apikeys: authenticate API key: %w", err)
 	}
+	s.normalize(ctx, k)
 	now := s.now()
 	reason := ""
 	switch {
@@ -342,21 +336,18 @@ func ValidateAPIKeyName(name string) error {
 	return nil
 }
 
-// ValidateAPIKeyScopes checks that scopes is a non-empty list of
-// APIKeyScopes and returns it without duplicates, in canonical order.
+// ValidateAPIKeyScopes checks that scopes is a non-empty list of Scopes
+// and returns it without duplicates, in canonical order. An earlier
+// version's name (users:bind) is accepted and replaced by its permission
+// (bindings:write), so that scripts written for it keep working.
 func ValidateAPIKeyScopes(scopes []string) ([]string, error) {
 	bad := &authz.ValidationError{Field: "scopes",
 		Message: "Give one or more of the scopes " + strings.Join(Scopes(), ", ") + "."}
-	if len(scopes) == 0 {
+	ps, unknown := permissions.Normalize(scopes)
+	if len(ps) == 0 || len(unknown) > 0 {
 		return nil, bad
 	}
-	all := Scopes()
-	for _, sc := range scopes {
-		if !slices.Contains(all, sc) {
-			return nil, bad
-		}
-	}
-	return slices.DeleteFunc(all, func(sc string) bool { return !slices.Contains(scopes, sc) }), nil
+	return ps, nil
 }
 
 // parseAPIKey splits a presented key into its id and the decoded secret.

@@ -25,6 +25,7 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/authztest"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
 )
@@ -120,7 +121,7 @@ func TestAPIKeyRoundTrip(t *testing.T) {
 	f := newKeyFixture(t)
 	expires := keyT0.Add(30 * 24 * time.Hour)
 	key, info, err := f.Svc.APIKeys.CreateAPIKey(t.Context(), "  Power Automate: bind users  ",
-		[]string{apikeys.ScopeContactsRead, apikeys.ScopeUsersBind, apikeys.ScopeContactsRead}, expires, "cli:root")
+		[]string{permissions.ContactsRead, permissions.BindingsWrite, permissions.ContactsRead}, expires, "cli:root")
 	if err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
 	}
@@ -128,7 +129,7 @@ func TestAPIKeyRoundTrip(t *testing.T) {
 		t.Fatalf("key %q does not match %s", key, keyPattern)
 	}
 	want := apikeys.Key{ID: key[4:16], Name: "Power Automate: bind users", SecretHash: info.SecretHash,
-		Scopes: []string{apikeys.ScopeUsersBind, apikeys.ScopeContactsRead}, CreatedBy: "cli:root",
+		Scopes: []string{permissions.BindingsWrite, permissions.ContactsRead}, CreatedBy: "cli:root",
 		CreatedAt: keyT0, ExpiresAt: expires}
 	if !reflect.DeepEqual(info, want) {
 		t.Errorf("info:\n got %+v\nwant %+v", info, want)
@@ -142,12 +143,12 @@ func TestAPIKeyRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(*got, want) {
 		t.Errorf("authenticated key:\n got %+v\nwant %+v", *got, want)
 	}
-	if !got.HasScope(apikeys.ScopeUsersBind) || got.HasScope(apikeys.ScopeUsersRead) {
+	if !got.HasScope(permissions.BindingsWrite) || got.HasScope(permissions.UsersRead) {
 		t.Errorf("HasScope wrong for scopes %v", got.Scopes)
 	}
 
 	f.Clock.Advance(time.Millisecond) // keys created in the same millisecond list in id order
-	other, _ := f.create(t, "second", apikeys.ScopeUsersRead)
+	other, _ := f.create(t, "second", permissions.UsersRead)
 	if other == key || other[4:16] == key[4:16] {
 		t.Errorf("two keys share an id or text: %q, %q", key, other)
 	}
@@ -162,13 +163,13 @@ func TestAPIKeyRoundTrip(t *testing.T) {
 // client which part was wrong.
 func TestAPIKeyRefused(t *testing.T) {
 	f := newKeyFixture(t)
-	key, info := f.create(t, "flow", apikeys.ScopeUsersRead)
-	otherKey, _ := f.create(t, "other", apikeys.ScopeUsersRead)
-	revokedKey, revoked := f.create(t, "revoked", apikeys.ScopeUsersRead)
+	key, info := f.create(t, "flow", permissions.UsersRead)
+	otherKey, _ := f.create(t, "other", permissions.UsersRead)
+	revokedKey, revoked := f.create(t, "revoked", permissions.UsersRead)
 	if err := f.Svc.APIKeys.RevokeAPIKey(t.Context(), revoked.ID, "cli:root"); err != nil {
 		t.Fatalf("RevokeAPIKey: %v", err)
 	}
-	expiringKey, _, err := f.Svc.APIKeys.CreateAPIKey(t.Context(), "expiring", []string{apikeys.ScopeUsersRead}, keyT0.Add(time.Hour), "cli:root")
+	expiringKey, _, err := f.Svc.APIKeys.CreateAPIKey(t.Context(), "expiring", []string{permissions.UsersRead}, keyT0.Add(time.Hour), "cli:root")
 	if err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
 	}
@@ -237,7 +238,7 @@ func TestAPIKeyRefused(t *testing.T) {
 // reported as itself, not disguised as a bad key.
 func TestAPIKeyStoreFailureIsNotInvalid(t *testing.T) {
 	f := newKeyFixture(t)
-	key, _ := f.create(t, "flow", apikeys.ScopeUsersRead)
+	key, _ := f.create(t, "flow", permissions.UsersRead)
 	down := errors.New("database down")
 	f.store.getErr = down
 	if _, err := f.Svc.APIKeys.AuthenticateAPIKey(t.Context(), key); !errors.Is(err, down) || errors.Is(err, apikeys.ErrInvalidAPIKey) {
@@ -270,7 +271,7 @@ func TestCreateAPIKeyValidation(t *testing.T) {
 		{"invalid UTF-8", "flow\xff", all, time.Time{}, "name"},
 		{"bidi override", "flow\u202e", all, time.Time{}, "name"},
 		{"no scopes", "flow", nil, time.Time{}, "scopes"},
-		{"unknown scope", "flow", []string{apikeys.ScopeUsersRead, "admin"}, time.Time{}, "scopes"},
+		{"unknown scope", "flow", []string{permissions.UsersRead, "admin"}, time.Time{}, "scopes"},
 		{"scope in other case", "flow", []string{"Users:Read"}, time.Time{}, "scopes"},
 		{"expiry now", "flow", all, keyT0, "expires_at"},
 		{"expiry in the past", "flow", all, keyT0.Add(-time.Hour), "expires_at"},
@@ -296,7 +297,7 @@ func TestCreateAPIKeyValidation(t *testing.T) {
 // back at most once per APIKeyTouchInterval, measured on the injected clock.
 func TestAPIKeyLastUsedThrottled(t *testing.T) {
 	f := newKeyFixture(t)
-	key, info := f.create(t, "flow", apikeys.ScopeUsersRead)
+	key, info := f.create(t, "flow", permissions.UsersRead)
 	steps := []struct {
 		advance     time.Duration
 		wantTouches int32
@@ -333,7 +334,7 @@ func TestAPIKeyLastUsedThrottled(t *testing.T) {
 // refuse a good key, and is logged with the key's id only.
 func TestAPIKeyTouchFailureLogged(t *testing.T) {
 	f := newKeyFixture(t)
-	key, info := f.create(t, "flow", apikeys.ScopeUsersRead)
+	key, info := f.create(t, "flow", permissions.UsersRead)
 	f.store.touchErr = errors.New("disk full")
 	k, err := f.Svc.APIKeys.AuthenticateAPIKey(t.Context(), key)
 	if err != nil || !k.LastUsedAt.IsZero() {
@@ -350,7 +351,7 @@ func TestAPIKeyTouchFailureLogged(t *testing.T) {
 func TestAPIKeyAudit(t *testing.T) {
 	f := newKeyFixture(t)
 	ctx := t.Context()
-	key, info := f.create(t, "flow", apikeys.ScopeUsersBind, apikeys.ScopeUsersRead)
+	key, info := f.create(t, "flow", permissions.BindingsWrite, permissions.UsersRead)
 	f.Clock.Advance(time.Minute)
 	if err := f.Svc.APIKeys.RevokeAPIKey(ctx, info.ID, "admin-1"); err != nil {
 		t.Fatalf("RevokeAPIKey: %v", err)
@@ -374,7 +375,7 @@ func TestAPIKeyAudit(t *testing.T) {
 	}
 	want := []audit.Event{
 		{Time: keyT0.Add(time.Minute), Type: audit.EventAPIKeyRevoked, Actor: "admin-1", Detail: info.ID},
-		{Time: keyT0, Type: audit.EventAPIKeyCreated, Actor: "cli:root", Detail: info.ID + " users:read,users:bind"},
+		{Time: keyT0, Type: audit.EventAPIKeyCreated, Actor: "cli:root", Detail: info.ID + " users:read,bindings:write"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("audit rows, newest first:\n got %+v\nwant %+v", got, want)
@@ -393,7 +394,7 @@ func TestAPIKeyAudit(t *testing.T) {
 // secret in any spelling.
 func TestAPIKeySecretNeverStored(t *testing.T) {
 	f := newKeyFixture(t)
-	key, info := f.create(t, "flow", apikeys.ScopeUsersRead)
+	key, info := f.create(t, "flow", permissions.UsersRead)
 	if _, err := f.Svc.APIKeys.AuthenticateAPIKey(t.Context(), key); err != nil {
 		t.Fatalf("AuthenticateAPIKey: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
 // TestAPIKeyUseAudited shows that API key use is audited with the key id
@@ -19,7 +20,7 @@ import (
 func TestAPIKeyUseAudited(t *testing.T) {
 	f := newKeyFixture(t)
 	ctx := t.Context()
-	key, info := f.create(t, "collector", apikeys.ScopeAuditRead)
+	key, info := f.create(t, "collector", permissions.AuditRead)
 	rows := func(typ string) []audit.Event {
 		t.Helper()
 		es, err := f.Svc.Audit.ListAudit(ctx, audit.Filter{Type: typ})
@@ -80,7 +81,7 @@ func TestAPIKeyUseAudited(t *testing.T) {
 		t.Errorf("refused rows after the interval = %+v; want a second one, revoked", r)
 	}
 
-	expiring, exp, err := f.Svc.APIKeys.CreateAPIKey(ctx, "short", []string{apikeys.ScopeUsersRead}, f.Clock.Now().Add(time.Hour), "cli")
+	expiring, exp, err := f.Svc.APIKeys.CreateAPIKey(ctx, "short", []string{permissions.UsersRead}, f.Clock.Now().Add(time.Hour), "cli")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestAPIKeyUseAudited(t *testing.T) {
 // within the interval write exactly one audit row.
 func TestAPIKeyRefusalAuditConcurrent(t *testing.T) {
 	f := newKeyFixture(t)
-	key, info := f.create(t, "collector", apikeys.ScopeAuditRead)
+	key, info := f.create(t, "collector", permissions.AuditRead)
 	wrong := key[:len(key)-2] + "AA"
 	if wrong == key {
 		wrong = key[:len(key)-2] + "BA"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/apikeys"
+	"github.com/crmgate/crmgate/authz/permissions"
 )
 
 // testAPIKeys shows that API keys round-trip with their nullable times,
@@ -18,7 +19,7 @@ func testAPIKeys(t *testing.T, db *DB) {
 	ctx := t.Context()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	flow := &apikeys.Key{ID: "aaaaaaaaaaaa", Name: "Power Automate — binding flow", SecretHash: "11aa",
-		Scopes: []string{apikeys.ScopeUsersRead, apikeys.ScopeUsersBind}, CreatedBy: "cli:root",
+		Scopes: []string{permissions.UsersRead, permissions.BindingsWrite}, CreatedBy: "cli:root",
 		CreatedAt: t0.Add(123_456 * time.Nanosecond), ExpiresAt: t0.Add(24 * time.Hour)}
 	if err := db.CreateAPIKey(ctx, flow); err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
@@ -26,7 +27,7 @@ func testAPIKeys(t *testing.T, db *DB) {
 	if !flow.CreatedAt.Equal(t0) {
 		t.Errorf("CreatedAt not truncated to ms: %v", flow.CreatedAt)
 	}
-	reader := &apikeys.Key{ID: "bbbbbbbbbbbb", Name: "reader", SecretHash: "22bb", Scopes: []string{apikeys.ScopeContactsRead},
+	reader := &apikeys.Key{ID: "bbbbbbbbbbbb", Name: "reader", SecretHash: "22bb", Scopes: []string{permissions.ContactsRead},
 		CreatedAt: t0.Add(time.Second)}
 	if err := db.CreateAPIKey(ctx, reader); err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
@@ -114,7 +115,7 @@ func testAPIKeys(t *testing.T, db *DB) {
 		if want := []string{flow.ID, reader.ID}; !reflect.DeepEqual(ids, want) {
 			t.Fatalf("ListAPIKeys ids = %v, want %v", ids, want)
 		}
-		if ks[0].RevokedAt.IsZero() || !reflect.DeepEqual(ks[1].Scopes, []string{apikeys.ScopeContactsRead}) || ks[1].SecretHash != "22bb" {
+		if ks[0].RevokedAt.IsZero() || !reflect.DeepEqual(ks[1].Scopes, []string{permissions.ContactsRead}) || ks[1].SecretHash != "22bb" {
 			t.Errorf("ListAPIKeys rows = %+v", ks)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
@@ -279,7 +280,7 @@ func TestAPIKeyCommands(t *testing.T) {
 		return out.String(), err
 	}
 	out, err := keys("create", "--name", "Power Automate flow", "--scopes", "users:bind, users:read", "--expires", "720h")
-	m := regexp.MustCompile(`(?m)^created API key ([a-z2-7]+) \(Power Automate flow\) with scopes users:read,users:bind, expires \S+\nkey: (cgk_\S+)\n`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^created API key ([a-z2-7]+) \(Power Automate flow\) with scopes users:read,bindings:write, expires \S+\nkey: (cgk_\S+)\n`).FindStringSubmatch(out)
 	if err != nil || m == nil {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
@@ -298,7 +299,7 @@ func TestAPIKeyCommands(t *testing.T) {
 		return svc
 	}()
 	k, err := db.APIKeys.AuthenticateAPIKey(context.Background(), key)
-	if err != nil || k.ID != id || !k.HasScope(apikeys.ScopeUsersBind) || k.HasScope(apikeys.ScopeContactsRead) {
+	if err != nil || k.ID != id || !k.HasScope(permissions.BindingsWrite) || k.HasScope(permissions.ContactsRead) {
 		t.Fatalf("the printed key: %+v, %v", k, err)
 	}
 
@@ -309,7 +310,7 @@ func TestAPIKeyCommands(t *testing.T) {
 		t.Fatalf("revoked key: %v", err)
 	}
 	out, err = keys("list")
-	if err != nil || !regexp.MustCompile(id+`\s+Power Automate flow\s+users:read,users:bind\s+revoked\s`).MatchString(out) ||
+	if err != nil || !regexp.MustCompile(id+`\s+Power Automate flow\s+users:read,bindings:write\s+revoked\s`).MatchString(out) ||
 		!regexp.MustCompile(`forever\s+contacts:read\s+active\s+\S+\s+-\s+\S+`).MatchString(out) || strings.Contains(out, key[len(key)-20:]) {
 		t.Fatalf("list: %v\n%s", err, out)
 	}

@@ -38,7 +38,7 @@ commands:
   approve       LOGIN...   (pending users: active, mailed a sign-in link)
   reject        [--reason TEXT] LOGIN...   (pending users: account deleted, mailed)
   invite-contacts  (--contact ID... | --filter F) [--dry-run] [--json]   (accounts and set-password mails for contacts)
-  api-key create  --name N --scopes S1,S2 [--expires 720h]   (users:read, users:bind, users:password, contacts:read, audit:read, users:approve, users:invite, invitations:read, invitations:write)
+  api-key create  --name N --scopes S1,S2 [--expires 720h]   (scopes: users api-key create --help)
   api-key list    [--json]
   api-key revoke  --id ID
 
@@ -707,7 +707,9 @@ An API key is printed once, when it is created; only its hash is stored.`,
 	"api-key create": `usage: crmgate users api-key create --name N --scopes S1,S2 [--expires 720h]
 
 Creates a REST API key allowing the scopes (` + strings.Join(apikeys.Scopes(), ", ") + `),
-and prints it once; only its hash is stored. --expires 0 (the default)
+the permissions the policy file grants roles (the names users:bind,
+users:password and users:invite of earlier versions are read as
+bindings:write, users:credentials and users:credentials), and prints it once; only its hash is stored. --expires 0 (the default)
 means it never expires.`,
 	"api-key list": `usage: crmgate users api-key list [--json]
 
