@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/proxy"
 )
@@ -228,5 +229,26 @@ func TestGuardedRoutesAuthorization(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Every refusal for a missing permission is an audit row too: by the
+	// plain user (a user id as actor) and by API keys ("apikey:<id>").
+	evs, err := h.svc.Audit.ListAudit(t.Context(), audit.Filter{Type: audit.EventAPIRefused, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey, byUser := 0, 0
+	for _, e := range evs {
+		switch {
+		case strings.HasPrefix(e.Actor, "apikey:"):
+			byKey++
+		case e.Actor != "" && e.UserID == e.Actor:
+			byUser++
+		}
+		if !strings.Contains(e.Detail, ":") || !strings.Contains(e.Detail, " /.auth/api/") {
+			t.Errorf("audit detail %q does not name the permission and the path", e.Detail)
+		}
+	}
+	if n := len(routes); byKey < n || byUser < 2*n {
+		t.Errorf("%d api.refused rows by keys and %d by users for %d routes", byKey, byUser, n)
 	}
 }

@@ -246,7 +246,7 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 // The invitation guess limiter keeps its buckets in db.
 func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.Options {
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
-	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit
+	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit, o.AuditLog = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit, s.Audit
 	if s.Onboarding != nil {
 		o.Onboarding = s.Onboarding
 	}

@@ -57,6 +57,12 @@ type UserDirectory interface {
 	LookupUser(ctx context.Context, who string) (*authz.User, error)
 }
 
+// AuditRecorder records security events the gateway itself decides (an
+// API call refused for a missing permission). *audit.Log satisfies it.
+type AuditRecorder interface {
+	Record(ctx context.Context, e audit.Event)
+}
+
 // AuditReader reads the audit trail for GET /api/audit. *audit.Log
 // satisfies it.
 type AuditReader interface {
@@ -179,6 +185,7 @@ func (srv *Server) permit(perm string, h apiHandler) http.HandlerFunc {
 			case !key.HasScope(perm):
 				srv.log.WarnContext(r.Context(), "API request refused: permission missing", "request_id", requestID(r.Context()),
 					"api_key_id", key.ID, "permission", perm, "path", r.URL.Path)
+				srv.auditRefusal(r, "apikey:"+key.ID, "", perm)
 				srv.renderAPIError(w, r, errForbidden("This API key lacks the scope "+perm+"."))
 			default:
 				h(w, r, apiCaller{key: key})
@@ -201,6 +208,7 @@ func (srv *Server) permit(perm string, h apiHandler) http.HandlerFunc {
 		case !srv.policy.Permissions.Allows(sess.Roles, perm): // local roles only: web roles never grant gateway administration
 			srv.log.WarnContext(r.Context(), "API request refused: permission missing", "request_id", requestID(r.Context()),
 				"user_id", sess.UserID, "permission", perm, "path", r.URL.Path)
+			srv.auditRefusal(r, sess.UserID, sess.UserID, perm)
 			srv.renderAPIError(w, r, errForbidden("This needs the permission "+perm+", which your roles do not grant."))
 		default:
 			h(w, r, apiCaller{sess: sess})
@@ -631,4 +639,15 @@ func apiLimit(q url.Values) (int, error) {
 		return 0, apiBadRequest("limit must be a whole number from 1 to " + strconv.Itoa(authz.MaxListLimit))
 	}
 	return n, nil
+}
+
+// auditRefusal records an API call refused for a missing permission, when
+// an AuditRecorder is configured.
+func (srv *Server) auditRefusal(r *http.Request, actor, userID, perm string) {
+	if srv.auditLog == nil {
+		return
+	}
+	client, _ := srv.clients.of(r)
+	srv.auditLog.Record(r.Context(), audit.Event{Time: srv.now(), Type: audit.EventAPIRefused, Actor: actor, UserID: userID,
+		ClientAddr: client.String(), Detail: perm + " " + r.Method + " " + r.URL.Path})
 }

@@ -79,6 +79,10 @@ type Options struct {
 	// Audit reads the audit trail for the REST API; nil means the audit
 	// endpoint answers 404.
 	Audit AuditReader
+	// AuditLog records the security events the gateway decides itself (an
+	// API call refused for a missing permission). Nil means they are only
+	// logged.
+	AuditLog AuditRecorder
 	// Onboarding approves and rejects pending registrations and generates
 	// credentials for Dataverse contacts through the REST API; nil means
 	// those endpoints answer 404.
@@ -196,6 +200,7 @@ type Server struct {
 	contactSearch  ContactSearch      // nil: no contact search
 	onboarding     Onboarding         // nil: no approval or credentials endpoints
 	audit          AuditReader        // nil: no audit endpoint
+	auditLog       AuditRecorder      // nil: refusals only logged
 	registrar      Registrar          // nil: no registration pages
 	recovery       PasswordRecovery   // nil: no password pages
 	contactColumns []string           // the policy's union: what a sign-in fetches
@@ -327,6 +332,7 @@ func New(opts Options) (*Server, error) {
 		contactSearch: opts.Contacts,
 		onboarding:    opts.Onboarding,
 		audit:         opts.Audit,
+		auditLog:      opts.AuditLog,
 		registrar:     opts.Registration,
 		recovery:      opts.Recovery,
 		revalidator:   opts.Revalidator,

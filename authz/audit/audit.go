@@ -55,6 +55,7 @@ const (
 	EventAPIKeyRevoked   = "apikey.revoked"       // Detail is the key id
 	EventAPIKeyUsed      = "apikey.used"          // a key authenticated a request; at most once per key per apikeys.APIKeyTouchInterval; Actor is "apikey:<id>", Detail the key id
 	EventAPIKeyRefused   = "apikey.refused"       // a known key was presented with a wrong secret, or revoked or expired; Detail is the key id and the reason
+	EventAPIRefused      = "api.refused"          // a REST API call refused for a missing permission; Actor is the user id or "apikey:<id>", Detail the permission, method and path
 	EventAccountUnlocked = "account.unlocked"     // an operator cleared a lockout; Detail is the failure count and lockout end cleared
 	EventTokenIssued     = "token.issued"         // a one-time token (tokens package) was issued; Detail is the purpose, the token id and its expiry, never the secret
 	EventTokenConsumed   = "token.consumed"       // a one-time token was used; Detail is the purpose and the token id

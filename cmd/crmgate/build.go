@@ -54,6 +54,7 @@ var (
 	_ proxy.APIKeys               = (*apikeys.Service)(nil)
 	_ proxy.ContactSearch         = (*binding.Resolver)(nil)
 	_ proxy.AuditReader           = (*audit.Log)(nil)
+	_ proxy.AuditRecorder         = (*audit.Log)(nil)
 	_ proxy.Registrar             = (*registration.Service)(nil)
 	_ registration.ContactCreator = (*crmclient.Directory)(nil)
 	_ outbox.Deliverer            = (*registration.ContactDeliverer)(nil)
@@ -257,7 +258,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,
-		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit,
+		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit, AuditLog: s.Audit,
 		Registration: s.Registration, Onboarding: onboardingCapability(s.Onboarding),
 		Invitations: invites, InvitationGuesses: guesses, InvitationExistingUserURL: cfg.Invitations.ExistingUserURL,
 		CookieName: cfg.CookieName(), CookieDomain: cfg.Cookie.Domain, CookieKeys: cookieKeys,
