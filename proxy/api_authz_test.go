@@ -230,14 +230,21 @@ func TestGuardedRoutesAuthorization(t *testing.T) {
 			}
 		})
 	}
-	// Every refusal for a missing permission is an audit row too: by the
-	// plain user (a user id as actor) and by API keys ("apikey:<id>").
+	// Refusals for a missing permission are audit rows too, one per caller
+	// and permission a minute: by the plain user and the users lacking it
+	// (a user id as actor) and by the keys lacking it ("apikey:<id>").
 	evs, err := h.svc.Audit.ListAudit(t.Context(), audit.Filter{Type: audit.EventAPIRefused, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	byKey, byUser := 0, 0
+	seen := map[string]bool{}
 	for _, e := range evs {
+		perm, _, _ := strings.Cut(e.Detail, " ")
+		if seen[e.Actor+" "+perm] {
+			t.Errorf("two api.refused rows within a minute for %s and %s", e.Actor, perm)
+		}
+		seen[e.Actor+" "+perm] = true
 		switch {
 		case strings.HasPrefix(e.Actor, "apikey:"):
 			byKey++
@@ -248,7 +255,11 @@ func TestGuardedRoutesAuthorization(t *testing.T) {
 			t.Errorf("audit detail %q does not name the permission and the path", e.Detail)
 		}
 	}
-	if n := len(routes); byKey < n || byUser < 2*n {
-		t.Errorf("%d api.refused rows by keys and %d by users for %d routes", byKey, byUser, n)
+	perms := map[string]bool{}
+	for _, r := range routes {
+		perms[r.Permission] = true
+	}
+	if n := len(perms); byKey != n || byUser != 2*n {
+		t.Errorf("%d api.refused rows by keys and %d by users for %d permissions, want %d and %d", byKey, byUser, n, n, 2*n)
 	}
 }

@@ -641,10 +641,16 @@ func apiLimit(q url.Values) (int, error) {
 	return n, nil
 }
 
+// refusalAuditInterval is how often one caller's refusals for one
+// permission make an audit row (on each replica); every refusal is logged.
+// Signed-in users and key holders cannot fill the table.
+const refusalAuditInterval = time.Minute
+
 // auditRefusal records an API call refused for a missing permission, when
-// an AuditRecorder is configured.
+// an AuditRecorder is configured, at most once per refusalAuditInterval
+// per caller and permission.
 func (srv *Server) auditRefusal(r *http.Request, actor, userID, perm string) {
-	if srv.auditLog == nil {
+	if srv.auditLog == nil || srv.refusalsAudited.Add(actor+" "+perm, struct{}{}, refusalAuditInterval) != nil {
 		return
 	}
 	client, _ := srv.clients.of(r)

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/patrickmn/go-cache"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/crmgate/crmgate/authz/throttle"
@@ -188,38 +189,41 @@ type Server struct {
 	cookieName string
 	csrfName   string
 
-	policy         *policies.Policy
-	signIns        PasswordSignIn
-	sessionStore   SessionStore
-	users          UserDirectory
-	apiKeys        APIKeys       // nil: admin sessions only
-	profiles       ProfileEditor // nil: no profile page
-	invitations    Invitations   // nil: no invitation page or endpoints
-	inviteGuesses  *throttle.Limiter
-	bindings       BindingEditor      // nil: no binding endpoints
-	contactSearch  ContactSearch      // nil: no contact search
-	onboarding     Onboarding         // nil: no approval or credentials endpoints
-	audit          AuditReader        // nil: no audit endpoint
-	auditLog       AuditRecorder      // nil: refusals only logged
-	registrar      Registrar          // nil: no registration pages
-	recovery       PasswordRecovery   // nil: no password pages
-	contactColumns []string           // the policy's union: what a sign-in fetches
-	revalidator    ContactRevalidator // nil: contact snapshots are never refreshed
-	pages          *pages.Renderer
-	codec          *sessionCodec
-	sessions       sessionPolicy
-	csrf           *csrfTokens
-	cop            *http.CrossOriginProtection
-	signer         *signer
-	redirects      redirectValidator
-	clients        clientAddrs
-	revoked        revokedSessions
-	changedUsers   changedUsers
-	sessionFeed    SessionFeed
-	sessionCache   sessionCache
-	upstreams      map[*policies.Upstream]*upstream
-	gateway        http.Handler
-	metrics        *metrics
+	policy        *policies.Policy
+	signIns       PasswordSignIn
+	sessionStore  SessionStore
+	users         UserDirectory
+	apiKeys       APIKeys       // nil: admin sessions only
+	profiles      ProfileEditor // nil: no profile page
+	invitations   Invitations   // nil: no invitation page or endpoints
+	inviteGuesses *throttle.Limiter
+	bindings      BindingEditor // nil: no binding endpoints
+	contactSearch ContactSearch // nil: no contact search
+	onboarding    Onboarding    // nil: no approval or credentials endpoints
+	audit         AuditReader   // nil: no audit endpoint
+	auditLog      AuditRecorder // nil: refusals only logged
+	// refusalsAudited holds the (caller, permission) pairs audited within
+	// refusalAuditInterval.
+	refusalsAudited *cache.Cache
+	registrar       Registrar          // nil: no registration pages
+	recovery        PasswordRecovery   // nil: no password pages
+	contactColumns  []string           // the policy's union: what a sign-in fetches
+	revalidator     ContactRevalidator // nil: contact snapshots are never refreshed
+	pages           *pages.Renderer
+	codec           *sessionCodec
+	sessions        sessionPolicy
+	csrf            *csrfTokens
+	cop             *http.CrossOriginProtection
+	signer          *signer
+	redirects       redirectValidator
+	clients         clientAddrs
+	revoked         revokedSessions
+	changedUsers    changedUsers
+	sessionFeed     SessionFeed
+	sessionCache    sessionCache
+	upstreams       map[*policies.Upstream]*upstream
+	gateway         http.Handler
+	metrics         *metrics
 }
 
 // New validates opts and builds the server. It starts nothing.
@@ -310,44 +314,45 @@ func New(opts Options) (*Server, error) {
 	}
 
 	srv := &Server{
-		opts:          opts,
-		log:           opts.Logger,
-		now:           opts.Now,
-		prefix:        opts.AuthPrefix,
-		verifyPath:    opts.AuthPrefix + "/verify",
-		publicURL:     pub,
-		publicHost:    publicHost,
-		secure:        pub.Scheme == "https",
-		cookieName:    opts.CookieName,
-		csrfName:      opts.CookieName + csrfCookieSuffix,
-		policy:        opts.Policy,
-		signIns:       opts.SignIn,
-		sessionStore:  opts.Sessions,
-		users:         opts.Users,
-		apiKeys:       opts.APIKeys,
-		profiles:      opts.Profiles,
-		invitations:   opts.Invitations,
-		inviteGuesses: opts.InvitationGuesses,
-		bindings:      opts.Bindings,
-		contactSearch: opts.Contacts,
-		onboarding:    opts.Onboarding,
-		audit:         opts.Audit,
-		auditLog:      opts.AuditLog,
-		registrar:     opts.Registration,
-		recovery:      opts.Recovery,
-		revalidator:   opts.Revalidator,
-		pages:         opts.Pages,
-		codec:         codec,
-		sessions:      sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
-		signer:        sig,
-		redirects:     newRedirectValidator(origin, opts.RedirectAllowlist),
-		clients:       clients,
-		cop:           http.NewCrossOriginProtection(),
-		metrics:       m,
-		revoked:       revokedSessions{m: map[string]time.Time{}},
-		changedUsers:  changedUsers{m: map[string]int64{}},
-		sessionFeed:   opts.SessionFeed,
-		sessionCache:  newSessionCache(),
+		opts:            opts,
+		log:             opts.Logger,
+		now:             opts.Now,
+		prefix:          opts.AuthPrefix,
+		verifyPath:      opts.AuthPrefix + "/verify",
+		publicURL:       pub,
+		publicHost:      publicHost,
+		secure:          pub.Scheme == "https",
+		cookieName:      opts.CookieName,
+		csrfName:        opts.CookieName + csrfCookieSuffix,
+		policy:          opts.Policy,
+		signIns:         opts.SignIn,
+		sessionStore:    opts.Sessions,
+		users:           opts.Users,
+		apiKeys:         opts.APIKeys,
+		profiles:        opts.Profiles,
+		invitations:     opts.Invitations,
+		inviteGuesses:   opts.InvitationGuesses,
+		bindings:        opts.Bindings,
+		contactSearch:   opts.Contacts,
+		onboarding:      opts.Onboarding,
+		audit:           opts.Audit,
+		auditLog:        opts.AuditLog,
+		refusalsAudited: cache.New(refusalAuditInterval, refusalAuditInterval),
+		registrar:       opts.Registration,
+		recovery:        opts.Recovery,
+		revalidator:     opts.Revalidator,
+		pages:           opts.Pages,
+		codec:           codec,
+		sessions:        sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
+		signer:          sig,
+		redirects:       newRedirectValidator(origin, opts.RedirectAllowlist),
+		clients:         clients,
+		cop:             http.NewCrossOriginProtection(),
+		metrics:         m,
+		revoked:         revokedSessions{m: map[string]time.Time{}},
+		changedUsers:    changedUsers{m: map[string]int64{}},
+		sessionFeed:     opts.SessionFeed,
+		sessionCache:    newSessionCache(),
 	}
 	if u := opts.InvitationExistingUserURL; u != "" {
 		if _, ok := srv.redirects.validate(u); !ok {
