@@ -56,6 +56,16 @@ type Options struct {
 	// sign-out or an account change made through another one at the
 	// session's next stamp check (StampCheckInterval) only.
 	SessionFeed SessionFeed
+	// DataverseHook is the receiver of Dataverse webhooks
+	// (POST <prefix>/hooks/dataverse; see handlers_hooks.go); nil means
+	// none (404): contact changes then reach sessions at
+	// ContactRevalidateInterval only.
+	DataverseHook *DataverseHook
+	// ContactCache is the cache of contact snapshots that revalidation
+	// reads; a contact reported changed is dropped from it. Nil means
+	// there is none to drop. Dangerous to leave nil when revalidation
+	// reads a cache: the forced revalidation would read the old snapshot.
+	ContactCache ContactInvalidator
 	// Users reads accounts: the security-stamp check of every session and
 	// the REST API's listings. Required.
 	Users UserDirectory
@@ -210,11 +220,17 @@ type Server struct {
 	clients        clientAddrs
 	revoked        revokedSessions
 	changedUsers   changedUsers
-	sessionFeed    SessionFeed
-	sessionCache   sessionCache
-	upstreams      map[*policies.Upstream]*upstream
-	gateway        http.Handler
-	metrics        *metrics
+	// changedContacts are the contacts the Dataverse webhook reported
+	// changed; hook is its receiver (nil: none) and contactCache the
+	// contact snapshots it invalidates (nil: none).
+	changedContacts changedContacts
+	hook            *DataverseHook
+	contactCache    ContactInvalidator
+	sessionFeed     SessionFeed
+	sessionCache    sessionCache
+	upstreams       map[*policies.Upstream]*upstream
+	gateway         http.Handler
+	metrics         *metrics
 }
 
 // New validates opts and builds the server. It starts nothing.
@@ -244,6 +260,11 @@ func New(opts Options) (*Server, error) {
 	} {
 		if req.missing {
 			errs = append(errs, errors.New("proxy: no "+req.what))
+		}
+	}
+	if opts.DataverseHook != nil {
+		if err := opts.DataverseHook.validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if opts.TokenTTL < 30*time.Second || opts.TokenTTL > 5*time.Minute {
@@ -305,43 +326,46 @@ func New(opts Options) (*Server, error) {
 	}
 
 	srv := &Server{
-		opts:          opts,
-		log:           opts.Logger,
-		now:           opts.Now,
-		prefix:        opts.AuthPrefix,
-		verifyPath:    opts.AuthPrefix + "/verify",
-		publicURL:     pub,
-		publicHost:    publicHost,
-		secure:        pub.Scheme == "https",
-		cookieName:    opts.CookieName,
-		csrfName:      opts.CookieName + csrfCookieSuffix,
-		policy:        opts.Policy,
-		signIns:       opts.SignIn,
-		sessionStore:  opts.Sessions,
-		users:         opts.Users,
-		apiKeys:       opts.APIKeys,
-		profiles:      opts.Profiles,
-		invitations:   opts.Invitations,
-		inviteGuesses: opts.InvitationGuesses,
-		bindings:      opts.Bindings,
-		contactSearch: opts.Contacts,
-		onboarding:    opts.Onboarding,
-		audit:         opts.Audit,
-		registrar:     opts.Registration,
-		recovery:      opts.Recovery,
-		revalidator:   opts.Revalidator,
-		pages:         opts.Pages,
-		codec:         codec,
-		sessions:      sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
-		signer:        sig,
-		redirects:     newRedirectValidator(origin, opts.RedirectAllowlist),
-		clients:       clients,
-		cop:           http.NewCrossOriginProtection(),
-		metrics:       m,
-		revoked:       revokedSessions{m: map[string]time.Time{}},
-		changedUsers:  changedUsers{m: map[string]int64{}},
-		sessionFeed:   opts.SessionFeed,
-		sessionCache:  newSessionCache(),
+		opts:            opts,
+		log:             opts.Logger,
+		now:             opts.Now,
+		prefix:          opts.AuthPrefix,
+		verifyPath:      opts.AuthPrefix + "/verify",
+		publicURL:       pub,
+		publicHost:      publicHost,
+		secure:          pub.Scheme == "https",
+		cookieName:      opts.CookieName,
+		csrfName:        opts.CookieName + csrfCookieSuffix,
+		policy:          opts.Policy,
+		signIns:         opts.SignIn,
+		sessionStore:    opts.Sessions,
+		users:           opts.Users,
+		apiKeys:         opts.APIKeys,
+		profiles:        opts.Profiles,
+		invitations:     opts.Invitations,
+		inviteGuesses:   opts.InvitationGuesses,
+		bindings:        opts.Bindings,
+		contactSearch:   opts.Contacts,
+		onboarding:      opts.Onboarding,
+		audit:           opts.Audit,
+		registrar:       opts.Registration,
+		recovery:        opts.Recovery,
+		revalidator:     opts.Revalidator,
+		pages:           opts.Pages,
+		codec:           codec,
+		sessions:        sessionPolicy{idle: opts.IdleTimeout, absolute: opts.AbsoluteTimeout, remember: opts.RememberTimeout, stampCheck: opts.StampCheckInterval},
+		signer:          sig,
+		redirects:       newRedirectValidator(origin, opts.RedirectAllowlist),
+		clients:         clients,
+		cop:             http.NewCrossOriginProtection(),
+		metrics:         m,
+		revoked:         revokedSessions{m: map[string]time.Time{}},
+		changedUsers:    changedUsers{m: map[string]int64{}},
+		changedContacts: changedContacts{m: map[string]contactMark{}},
+		hook:            opts.DataverseHook,
+		contactCache:    opts.ContactCache,
+		sessionFeed:     opts.SessionFeed,
+		sessionCache:    newSessionCache(),
 	}
 	if u := opts.InvitationExistingUserURL; u != "" {
 		if _, ok := srv.redirects.validate(u); !ok {

@@ -15,7 +15,9 @@ import (
 // proxy's webhook receiver) is remembered until keep has passed, and the
 // contact is listed by the session feed (SessionChangesSince) as changed
 // now (by this replica's clock, as the feed reads every change), deleted
-// or not. duplicate is true, and nothing else is written,
+// or not; a contact's changes get strictly increasing times (a change
+// within the same millisecond as the last one is a millisecond later), so
+// every replica tells each one from the last. duplicate is true, and nothing else is written,
 // when the same key was accepted within keep: Dataverse retrying a
 // delivery, or a replay. A deletion stays a deletion: a later change of the same contact keeps the
 // flag. Deliveries and contact changes older than keep are swept first.
@@ -53,7 +55,8 @@ func (d *DB) AcceptWebhook(ctx context.Context, keyHash, contactID string, delet
 		del = 1
 	}
 	if _, err := tx.ExecContext(ctx, d.q(`INSERT INTO contact_changes (contact_id, changed_at, deleted) VALUES (?, ?, ?)
-		ON CONFLICT (contact_id) DO UPDATE SET changed_at = excluded.changed_at,
+		ON CONFLICT (contact_id) DO UPDATE SET changed_at = CASE WHEN excluded.changed_at > contact_changes.changed_at
+			THEN excluded.changed_at ELSE contact_changes.changed_at + 1 END,
 		deleted = CASE WHEN contact_changes.deleted = 1 THEN 1 ELSE excluded.deleted END`),
 		contactID, millis(now), del); err != nil {
 		return false, fmt.Errorf("store: accept webhook: %w", err)

@@ -84,6 +84,13 @@ func testWebhookDeliveries(t *testing.T, dbURL string) {
 	if ch, err = a.SessionChangesSince(ctx, since); err != nil || len(ch.Contacts) != 1 || !ch.Contacts[0].Deleted || !ch.Contacts[0].At.Equal(clock()) {
 		t.Fatalf("after a deletion and an update: %+v %v", ch.Contacts, err)
 	}
+	// Two changes in one millisecond are told apart.
+	if d, err := a.AcceptWebhook(ctx, hookKey("four"), contact, false, 5*time.Minute); err != nil || d {
+		t.Fatalf("same millisecond: duplicate %v, %v", d, err)
+	}
+	if ch, err = a.SessionChangesSince(ctx, since); err != nil || len(ch.Contacts) != 1 || !ch.Contacts[0].At.Equal(clock().Add(time.Millisecond)) {
+		t.Fatalf("a second change in the same millisecond: %+v %v", ch.Contacts, err)
+	}
 	// After keep, key one is forgotten (accepted again) and the old
 	// contact change swept before it is written anew.
 	advance(6 * time.Minute)
