@@ -32,8 +32,11 @@ type hookEnv struct {
 	clock atomic.Pointer[fakeClock]
 }
 
-func newHookEnv(t *testing.T) *hookEnv {
+// newHookEnv authenticates the webhook with WebhookKey, or with the
+// header X-Hook-Key when header is set.
+func newHookEnv(t *testing.T, header ...bool) *hookEnv {
 	t.Helper()
+	byHeader := len(header) > 0 && header[0]
 	e := &hookEnv{}
 	now := func() time.Time {
 		if c := e.clock.Load(); c != nil {
@@ -65,6 +68,9 @@ func newHookEnv(t *testing.T) *hookEnv {
 			o.ContactCache = cache
 			o.DataverseHook = &proxy.DataverseHook{Auth: proxy.HookAuthWebhookKey, Secret: []byte(hookSecret), MaxAge: 5 * time.Minute,
 				MaxBody: 64 << 10, Store: db, Audit: o.Audit.(proxy.HookAuditor)}
+			if byHeader {
+				o.DataverseHook.Auth, o.DataverseHook.Name = proxy.HookAuthHeader, "X-Hook-Key"
+			}
 		}}, func(o *wiring.Options) {
 			// As serve wires it: revalidations read a contact cache,
 			// which the webhook must invalidate.
@@ -87,8 +93,12 @@ func newHookEnv(t *testing.T) *hookEnv {
 	// Both replicas' clocks start at the same time; the store and Dataverse
 	// read a's.
 	e.clock.Store(e.a.clock)
-	if _, err := e.emu.RegisterWebhook(dataversetest.Webhook{URL: e.a.url("/.auth/hooks/dataverse"), Auth: dataversetest.WebhookKey,
-		Key: hookSecret, RetryDelay: 10 * time.Millisecond}); err != nil {
+	reg := dataversetest.Webhook{URL: e.a.url("/.auth/hooks/dataverse"), Auth: dataversetest.WebhookKey,
+		Key: hookSecret, RetryDelay: 10 * time.Millisecond}
+	if byHeader {
+		reg.Auth, reg.Key, reg.Values = dataversetest.WebhookHTTPHeader, "", map[string]string{"X-Hook-Key": hookSecret}
+	}
+	if _, err := e.emu.RegisterWebhook(reg); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -287,9 +297,10 @@ func TestDataverseHookRefusals(t *testing.T) {
 	}
 }
 
-// deleteContact deletes a contact through the emulator's Web API, as
-// someone in Dataverse would (crmclient deletes no contacts).
-func (e *hookEnv) deleteContact(t *testing.T, id string) {
+// api sends a Web API request to the emulator as someone in Dataverse
+// would (crmclient deletes no contacts and removes no web roles) and
+// wants 204.
+func (e *hookEnv) api(t *testing.T, method, path string) {
 	t.Helper()
 	resp, err := http.PostForm(e.emu.URL+"/"+dvTenant+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
 		"client_id": {dvClient}, "client_secret": {dvSecret}, "scope": {e.emu.URL + "/.default"}})
@@ -304,13 +315,56 @@ func (e *hookEnv) deleteContact(t *testing.T, id string) {
 	if err != nil || tok.AccessToken == "" {
 		t.Fatalf("token: %d %v", resp.StatusCode, err)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, e.emu.URL+dataversetest.APIPrefix+"contacts("+id+")", nil)
+	req, _ := http.NewRequest(method, e.emu.URL+dataversetest.APIPrefix+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	if resp, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("DELETE contact: %d", resp.StatusCode)
+		t.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+	}
+}
+
+// deleteContact deletes a contact through the emulator's Web API.
+func (e *hookEnv) deleteContact(t *testing.T, id string) {
+	e.api(t, http.MethodDelete, "contacts("+id+")")
+}
+
+// TestDataverseHookWebRoles: a web role removed in Dataverse (a
+// Disassociate, the webhook authenticated by a header) is gone from the
+// session on both replicas at their next request.
+func TestDataverseHookWebRoles(t *testing.T) {
+	e := newHookEnv(t, true)
+	e.a.createUser("ann", "ann@example.test", "correct horse battery")
+	ca, cb := e.signInBoth(t)
+	for _, c := range []struct {
+		h *harness
+		c *http.Client
+	}{{e.a, ca}, {e.b, cb}} {
+		if resp, _ := c.h.get(c.c, "/partners/x"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("with the web role: %d", resp.StatusCode)
+		}
+	}
+	e.api(t, http.MethodDelete, "contacts("+annID+")/adx_webrole_contact("+roleID+")/$ref")
+	e.waitWebhooks(t)
+	for _, c := range []struct {
+		h *harness
+		c *http.Client
+	}{{e.a, ca}, {e.b, cb}} {
+		start := time.Now()
+		for {
+			resp, _ := c.h.get(c.c, "/partners/x")
+			if resp.StatusCode == http.StatusForbidden {
+				break
+			}
+			if time.Since(start) > 2*time.Second {
+				t.Fatalf("the removed web role still grants /partners: %d", resp.StatusCode)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if resp, _ := c.h.get(c.c, "/orders/1"); resp.StatusCode != http.StatusOK {
+			t.Errorf("the session ended with its web role: %d", resp.StatusCode)
+		}
 	}
 }
