@@ -368,7 +368,7 @@ func (rc *remoteContext) contacts() ([]string, bool, error) {
 			case "Target":
 				var e entityRef
 				if err := json.Unmarshal(p.Value, &e); err != nil {
-					return nil, false, fmt.Errorf("Target: %w", err)
+					return nil, false, fmt.Errorf("input parameter Target: %w", err)
 				}
 				if err := add(e); err != nil {
 					return nil, false, err
@@ -376,10 +376,10 @@ func (rc *remoteContext) contacts() ([]string, bool, error) {
 			case "RelatedEntities":
 				var es []entityRef
 				if err := json.Unmarshal(p.Value, &es); err != nil {
-					return nil, false, fmt.Errorf("RelatedEntities: %w", err)
+					return nil, false, fmt.Errorf("input parameter RelatedEntities: %w", err)
 				}
 				if len(es) > 1000 {
-					return nil, false, errors.New("RelatedEntities: more than 1000")
+					return nil, false, errors.New("input parameter RelatedEntities: more than 1000")
 				}
 				for _, e := range es {
 					if err := add(e); err != nil {
