@@ -67,3 +67,12 @@ func (cd *CachedDirectory) UpdateContact(ctx context.Context, id string, columns
 	}
 	return err
 }
+
+// InvalidateContact drops the cached snapshot of contact id (a GUID; any
+// other string is ignored), so the next ContactSnapshot asks Dataverse:
+// the Dataverse webhook reported the contact changed.
+func (cd *CachedDirectory) InvalidateContact(id string) {
+	if g, err := ParseGUID(id); err == nil {
+		cd.cache.Invalidate(g)
+	}
+}

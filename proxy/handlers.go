@@ -52,6 +52,11 @@ func (srv *Server) gatewayMux() http.Handler {
 	mux.HandleFunc("GET "+p+"/me", srv.handleMe)
 	mux.HandleFunc("GET "+p+"/jwks.json", srv.handleJWKS)
 	mux.Handle("GET "+p+"/static/", http.StripPrefix(p+"/static", srv.pages.StaticHandler()))
+	if srv.hook != nil {
+		// No cross-origin check: Dataverse is no browser, and the key
+		// authenticates it (handlers_hooks.go).
+		mux.HandleFunc(p+hookPath, srv.handleDataverseHook)
+	}
 	srv.apiMux(mux)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderError(w, r, errNoPage())

@@ -57,6 +57,16 @@ type Options struct {
 	// sign-out or an account change made through another one at the
 	// session's next stamp check (StampCheckInterval) only.
 	SessionFeed SessionFeed
+	// DataverseHook is the receiver of Dataverse webhooks
+	// (POST <prefix>/hooks/dataverse; see handlers_hooks.go); nil means
+	// none (404): contact changes then reach sessions at
+	// ContactRevalidateInterval only.
+	DataverseHook *DataverseHook
+	// ContactCache is the cache of contact snapshots that revalidation
+	// reads; a contact reported changed is dropped from it. Nil means
+	// there is none to drop. Dangerous to leave nil when revalidation
+	// reads a cache: the forced revalidation would read the old snapshot.
+	ContactCache ContactInvalidator
 	// Users reads accounts: the security-stamp check of every session and
 	// the REST API's listings. Required.
 	Users UserDirectory
@@ -219,6 +229,12 @@ type Server struct {
 	clients         clientAddrs
 	revoked         revokedSessions
 	changedUsers    changedUsers
+	// changedContacts are the contacts the Dataverse webhook reported
+	// changed; hook is its receiver (nil: none) and contactCache the
+	// contact snapshots it invalidates (nil: none).
+	changedContacts changedContacts
+	hook            *DataverseHook
+	contactCache    ContactInvalidator
 	sessionFeed     SessionFeed
 	sessionCache    sessionCache
 	upstreams       map[*policies.Upstream]*upstream
@@ -253,6 +269,11 @@ func New(opts Options) (*Server, error) {
 	} {
 		if req.missing {
 			errs = append(errs, errors.New("proxy: no "+req.what))
+		}
+	}
+	if opts.DataverseHook != nil {
+		if err := opts.DataverseHook.validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if opts.TokenTTL < 30*time.Second || opts.TokenTTL > 5*time.Minute {
@@ -351,6 +372,9 @@ func New(opts Options) (*Server, error) {
 		metrics:         m,
 		revoked:         revokedSessions{m: map[string]time.Time{}},
 		changedUsers:    changedUsers{m: map[string]int64{}},
+		changedContacts: changedContacts{m: map[string]contactMark{}},
+		hook:            opts.DataverseHook,
+		contactCache:    opts.ContactCache,
 		sessionFeed:     opts.SessionFeed,
 		sessionCache:    newSessionCache(),
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/patrickmn/go-cache"
 
 	"github.com/crmgate/crmgate/authz"
+	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
@@ -313,8 +315,10 @@ type ContactRevalidator interface {
 }
 
 // revalidateSessionContact is the third session step, due once the contact
-// snapshot is ContactRevalidateInterval old: Dataverse is asked again (the
-// sign-in check). The session ends when the contact was deactivated, the
+// snapshot is ContactRevalidateInterval old, or at once when the Dataverse
+// webhook reported the contact changed after the snapshot (through any
+// replica: the session feed): Dataverse is asked again (the sign-in
+// check). A contact reported deleted ends the session without asking. The session ends when the contact was deactivated, the
 // user unbound or no longer allowed, or Dataverse has been unreachable for
 // longer than the grace period. While Dataverse is unreachable within the
 // grace period the old snapshot is kept (counted and logged). A fresh
@@ -323,8 +327,20 @@ type ContactRevalidator interface {
 // and the session is kept.
 func (srv *Server) revalidateSessionContact(w http.ResponseWriter, r *http.Request, ls *sessionLoad) error {
 	sess := ls.sess
-	if sess == nil || sess.Contact == nil || srv.revalidator == nil ||
-		ls.now.Sub(time.Unix(sess.ContactAt, 0)) < srv.opts.ContactRevalidateInterval {
+	if sess == nil || sess.Contact == nil {
+		return nil
+	}
+	changed, deleted := srv.changedContacts.after(sess.Contact.ID, sess.ContactAt)
+	if deleted {
+		// Reported deleted by the Dataverse webhook: nothing to ask.
+		srv.log.Info("session ended: its contact was deleted in Dataverse", "request_id", requestID(r.Context()), "user_id", sess.UserID, "contact_id", sess.Contact.ID)
+		if srv.hook != nil {
+			srv.hook.Audit.Record(r.Context(), audit.Event{Type: eventHookSessionEnded, Actor: hookActor, UserID: sess.UserID, Detail: "contact_deleted " + sess.Contact.ID})
+		}
+		srv.endLoaded(w, ls, "contact_revoked")
+		return nil
+	}
+	if srv.revalidator == nil || !changed && ls.now.Sub(time.Unix(sess.ContactAt, 0)) < srv.opts.ContactRevalidateInterval {
 		return nil
 	}
 	rid := requestID(r.Context())
@@ -613,7 +629,10 @@ const sessionFeedOverlap = 10 * time.Second
 // WatchSessions polls the session feed every interval (SessionFeedInterval
 // when zero) until ctx ends: sessions signed out through another replica
 // are refused from then on, and the sessions of users changed through
-// another replica get their stamp check at their next request. A failed
+// another replica get their stamp check at their next request; the
+// sessions of contacts the Dataverse webhook reported changed (through any
+// replica) revalidate their contact at their next request, and the
+// contact's cached snapshot is dropped. A failed
 // poll is logged and retried; the stamp check still bounds what it misses.
 // Without a SessionFeed it returns at once.
 func (srv *Server) WatchSessions(ctx context.Context, interval time.Duration) error {
@@ -650,9 +669,18 @@ func (srv *Server) WatchSessions(ctx context.Context, interval time.Duration) er
 				srv.changedUsers.mark(u.UserID, u.At)
 			}
 			srv.changedUsers.forget(now.Add(-srv.sessions.stampCheck - sessionFeedOverlap))
+			for _, c := range ch.Contacts {
+				// The cached snapshot goes first, so that a session that
+				// sees the mark reads Dataverse.
+				if srv.contactCache != nil && srv.changedContacts.newer(c.ContactID, c.At, c.Deleted) {
+					srv.contactCache.InvalidateContact(c.ContactID)
+				}
+				srv.changedContacts.mark(c.ContactID, c.At, c.Deleted)
+			}
+			srv.changedContacts.forget(now.Add(-srv.opts.ContactRevalidateInterval - sessionFeedOverlap))
 			if ch.Truncated {
 				srv.log.Warn("session feed: more changes than one poll reads; the rest wait for the stamp check",
-					"revoked", len(ch.Revoked), "users", len(ch.Users))
+					"revoked", len(ch.Revoked), "users", len(ch.Users), "contacts", len(ch.Contacts))
 			}
 			since = now.Add(-sessionFeedOverlap)
 		}
@@ -698,6 +726,69 @@ func (c *changedUsers) forget(cutoff time.Time) {
 	c.mu.Lock()
 	for k, v := range c.m {
 		if v < ms {
+			delete(c.m, k)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// changedContacts remembers, per contact, when the Dataverse webhook last
+// reported it changed (through any replica: the session feed), and whether
+// it was deleted, so that a session whose snapshot is older (ContactAt)
+// revalidates at once instead of at ContactRevalidateInterval.
+type changedContacts struct {
+	mu sync.RWMutex
+	m  map[string]contactMark // lower-case contact ID -> latest change
+}
+
+type contactMark struct {
+	at      int64 // unix milliseconds
+	deleted bool
+}
+
+// after reports whether contactID was reported changed after the snapshot
+// confirmed at contactAt (unix seconds: a change in the same second counts
+// as after, so it is never missed), and whether it was deleted (which
+// holds whenever the snapshot was taken).
+func (c *changedContacts) after(contactID string, contactAt int64) (changed, deleted bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if len(c.m) == 0 {
+		return false, false
+	}
+	m, ok := c.m[contactID]
+	if !ok {
+		m, ok = c.m[strings.ToLower(contactID)]
+	}
+	return ok && m.at >= contactAt*1000, ok && m.deleted
+}
+
+// newer reports whether marking contactID (at, deleted) would change what
+// is known of it.
+func (c *changedContacts) newer(contactID string, at time.Time, deleted bool) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	m, ok := c.m[contactID]
+	return !ok || at.UnixMilli() > m.at || deleted && !m.deleted
+}
+
+func (c *changedContacts) mark(contactID string, at time.Time, deleted bool) {
+	ms := at.UnixMilli()
+	c.mu.Lock()
+	m := c.m[contactID]
+	m.at = max(m.at, ms)
+	m.deleted = m.deleted || deleted
+	c.m[contactID] = m
+	c.mu.Unlock()
+}
+
+// forget drops the changes before cutoff: every session has revalidated
+// its contact since (a deleted contact's sessions too, at the latest).
+func (c *changedContacts) forget(cutoff time.Time) {
+	ms := cutoff.UnixMilli()
+	c.mu.Lock()
+	for k, v := range c.m {
+		if v.at < ms {
 			delete(c.m, k)
 		}
 	}

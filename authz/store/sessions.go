@@ -46,7 +46,7 @@ func (d *DB) SessionRevoked(ctx context.Context, sessionID string) (bool, error)
 const maxSessionChanges = 10000
 
 // SessionChangesSince implements proxy.SessionFeed: the sessions revoked
-// and the users updated at or after since (by the clocks of the replicas
+// the users updated and the contacts reported changed at or after since (by the clocks of the replicas
 // that wrote them), at most maxSessionChanges of each, newest first.
 func (d *DB) SessionChangesSince(ctx context.Context, since time.Time) (authz.SessionChanges, error) {
 	var ch authz.SessionChanges
@@ -87,10 +87,14 @@ func (d *DB) SessionChangesSince(ctx context.Context, since time.Time) (authz.Se
 	if err := rows.Err(); err != nil {
 		return ch, fmt.Errorf("store: session changes: %w", err)
 	}
-	if len(ch.Revoked) > maxSessionChanges || len(ch.Users) > maxSessionChanges {
+	if ch.Contacts, err = d.contactChangesSince(ctx, since, maxSessionChanges+1); err != nil {
+		return ch, fmt.Errorf("store: session changes: %w", err)
+	}
+	if len(ch.Revoked) > maxSessionChanges || len(ch.Users) > maxSessionChanges || len(ch.Contacts) > maxSessionChanges {
 		ch.Truncated = true
 		ch.Revoked = ch.Revoked[:min(len(ch.Revoked), maxSessionChanges)]
 		ch.Users = ch.Users[:min(len(ch.Users), maxSessionChanges)]
+		ch.Contacts = ch.Contacts[:min(len(ch.Contacts), maxSessionChanges)]
 	}
 	return ch, nil
 }

@@ -69,6 +69,9 @@ var (
 	_ wiring.Contacts            = (*crmclient.Directory)(nil)
 	_ wiring.Contacts            = (*crmclient.CachedDirectory)(nil)
 	_ signin.Snapshots           = (*crmclient.CachedDirectory)(nil)
+	_ proxy.ContactInvalidator   = (*crmclient.CachedDirectory)(nil)
+	_ proxy.WebhookStore         = (*store.DB)(nil)
+	_ proxy.HookAuditor          = (*audit.Log)(nil)
 	_ lifecycle.ActionCaller     = (*crmclient.Client)(nil)
 	_ outbox.Deliverer           = (*lifecycle.ActionDeliverer)(nil)
 	_ outbox.Deliverer           = (*mail.Deliverer)(nil)
@@ -254,7 +257,16 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
+	// The Dataverse webhook (off without a secret) and the contact cache
+	// it invalidates (contactOptions built a *crmclient.CachedDirectory).
+	var hook *proxy.DataverseHook
+	if h := cfg.Hooks.Dataverse; h.Secret != "" {
+		hook = &proxy.DataverseHook{Auth: h.Auth, Name: h.Name, Secret: []byte(h.Secret), MaxAge: h.MaxAge,
+			MaxBody: h.MaxBody, Store: db, Audit: s.Audit}
+	}
+	contactCache, _ := wo.Snapshots.(proxy.ContactInvalidator)
 	if g.handler, err = proxy.New(proxy.Options{
+		DataverseHook: hook, ContactCache: contactCache,
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,

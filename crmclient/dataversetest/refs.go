@@ -68,6 +68,7 @@ func (q *apiRequest) ref(t *table, id string, nav segment) error {
 		// Associating an existing pair again succeeds here; the real
 		// service's behaviour is not documented (unconfirmed).
 		h.link(t, id, nav.name, rid)
+		q.emitAssociation("Associate", t, id, tt, nav.name, rid)
 		return noContent()
 	case q.r.Method == http.MethodDelete && isRel:
 		var ref string
@@ -83,6 +84,7 @@ func (q *apiRequest) ref(t *table, id string, nav segment) error {
 			return err
 		}
 		h.unlink(t, id, nav.name, rid)
+		q.emitAssociation("Disassociate", t, id, tt, nav.name, rid)
 		return noContent()
 	case q.r.Method == http.MethodPut && single && !nav.hasKey:
 		s, _ := body["@odata.id"].(string)

@@ -147,6 +147,8 @@ type Handler struct {
 	dopHint  string // x-ms-dop-hint value; empty sends none
 
 	inFlight, peak int // Web API requests being handled, and the most at once
+
+	hooks webhooks // registrations and deliveries (webhooks.go)
 }
 
 type record struct {

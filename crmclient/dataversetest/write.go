@@ -357,6 +357,11 @@ func (q *apiRequest) update(t *table, id, key string) error {
 		}
 		rec.row, rec.targets = scratch.row, scratch.targets
 		h.touch(t, rec)
+		if t.typ.LogicalName == "contact" {
+			ev := contactUpdated(id, body)
+			ev.user = q.user.userID
+			h.emitWebhook(ev)
+		}
 	}
 	if q.prefer.representation {
 		// $expand is ignored on update
@@ -410,6 +415,9 @@ func (q *apiRequest) delete(t *table, id string) error {
 		return err
 	}
 	delete(h.records[t.typ.LogicalName], id)
+	if t.typ.LogicalName == "contact" {
+		h.emitWebhook(hookEvent{message: "Delete", entity: "contact", id: id, target: entityReference("contact", id), user: q.user.userID})
+	}
 	for _, r := range relationships {
 		for pair := range h.links[r.name] {
 			if (r.entity1 == t.typ.LogicalName && pair[0] == id) || (r.entity2 == t.typ.LogicalName && pair[1] == id) {
