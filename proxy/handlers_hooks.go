@@ -64,6 +64,7 @@ import (
 	"time"
 
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/throttle"
 )
 
 // The authentication types of a Dataverse webhook registration.
@@ -298,7 +299,10 @@ func (h *DataverseHook) authenticate(r *http.Request) *hookFail {
 }
 
 // refuseHook answers a refused delivery as JSON, with a log line and an
-// audit row (never the key).
+// audit row (never the key). Anyone can post to the endpoint, so the audit
+// row is written at most once per client address and reason per
+// refusalAuditInterval (on each replica): a flood of bad deliveries cannot
+// fill the table; every refusal is logged.
 func (srv *Server) refuseHook(w http.ResponseWriter, r *http.Request, f hookFail) {
 	rid := requestID(r.Context())
 	attrs := []any{"request_id", rid, "status", f.status, "reason", f.reason,
@@ -307,7 +311,10 @@ func (srv *Server) refuseHook(w http.ResponseWriter, r *http.Request, f hookFail
 		attrs = append(attrs, "err", f.err.Error())
 	}
 	srv.log.Warn("dataverse webhook refused", attrs...)
-	srv.hook.Audit.Record(r.Context(), audit.Event{Type: EventHookRefused, Actor: hookActor, ClientAddr: srv.clientString(r), Detail: f.reason})
+	client := srv.clientString(r)
+	if srv.refusalsAudited.Add("hook "+throttle.ClientKey(client)+" "+f.reason, struct{}{}, refusalAuditInterval) == nil {
+		srv.hook.Audit.Record(r.Context(), audit.Event{Type: EventHookRefused, Actor: hookActor, ClientAddr: client, Detail: f.reason})
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, f.status, jsonError{Error: f.reason, Message: f.msg, RequestID: rid})
 }
