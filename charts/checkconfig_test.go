@@ -44,12 +44,13 @@ func TestRenderedConfigChecks(t *testing.T) {
 	}
 	// What an operator puts into an existingSecret (charts/crmgate/README.md).
 	existing := map[string]string{
-		"cookie-keys":             cookie,
-		"signing-keys":            signing,
-		"database-url":            "postgres://crmgate:secret@db.example.com:5432/crmgate?sslmode=verify-full",
-		"dataverse-client-secret": "client-secret",
-		"smtp-url":                "smtps://mailer:secret@mail.example.com:465",
-		"dataverse-certificate":   certificatePEM(t),
+		"cookie-keys":              cookie,
+		"signing-keys":             signing,
+		"database-url":             "postgres://crmgate:secret@db.example.com:5432/crmgate?sslmode=verify-full",
+		"dataverse-client-secret":  "client-secret",
+		"smtp-url":                 "smtps://mailer:secret@mail.example.com:465",
+		"dataverse-webhook-secret": "a webhook key of at least 32 characters",
+		"dataverse-certificate":    certificatePEM(t),
 	}
 	// What an operator puts into a policy.existingConfigMap.
 	const existingPolicy = "upstreams:\n  - name: app\n    url: http://app.portal.svc.cluster.local:3000\nroutes:\n  - name: all\n    paths: [\"/**\"]\n    access: authenticated\n"

@@ -57,6 +57,8 @@ func TestSchemaRefuses(t *testing.T) {
 		{"bad Dataverse auth", "default", "dataverse:\n  auth: password\n", []string{"at '/dataverse/auth'"}},
 		{"mail without a sender", "default", "smtp:\n  enabled: true\nsecrets:\n  smtpURL: smtps://u:p@mail.example.com:465\n", []string{"at '/smtp/from'", "minLength"}},
 		{"mail without a URL", "default", "smtp:\n  enabled: true\n  from: noreply@example.com\n", []string{"at '/secrets/smtpURL'"}},
+		{"webhook without Dataverse", "default", "dataverse:\n  webhook: true\nsecrets:\n  dataverseWebhookSecret: " + strings.Repeat("k", 32) + "\n", []string{"at '/dataverse/url'"}},
+		{"webhook with a short key", "default", "dataverse:\n  url: https://example.crm4.dynamics.com\n  webhook: true\nsecrets:\n  dataverseWebhookSecret: short\n", []string{"at '/secrets/dataverseWebhookSecret'", "minLength"}},
 		{"service port out of range", "default", "service:\n  port: 70000\n", []string{"at '/service/port'", "maximum"}},
 		{"bad service type", "default", "service:\n  type: ExternalName\n", []string{"at '/service/type'"}},
 		{"resources with an unknown resource", "default", "resources:\n  limits:\n    gpu: 1\n", []string{"at '/resources/limits'", "'gpu' not allowed"}},

@@ -191,6 +191,10 @@ container: the same settings, so that check-config checks what serve runs.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and .Values.dataverse.url .Values.dataverse.webhook }}
+- name: CRMGATE_HOOKS_DATAVERSE_SECRET_FILE
+  value: /run/secrets/crmgate/{{ .Values.secretKeys.dataverseWebhookSecret }}
+{{- end }}
 {{- if .Values.smtp.enabled }}
 - name: CRMGATE_SMTP_URL_FILE
   value: /run/secrets/crmgate/{{ .Values.secretKeys.smtpURL }}
