@@ -20,15 +20,7 @@ func TestInvitationsPostgres(t *testing.T) { runInvitationSuite(t, postgresURL) 
 
 // runInvitationSuite is the invitations part of the store suite, on one dialect.
 func runInvitationSuite(t *testing.T, newURL opener) {
-	open := func(t *testing.T) *DB {
-		t.Helper()
-		db, err := Open(t.Context(), newURL(t))
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	open := dbOpener(newURL)
 	t.Run("Lifecycle", func(t *testing.T) { testInvitationLifecycle(t, open(t)) })
 	t.Run("SingleRace", func(t *testing.T) { testInvitationSingleRace(t, open(t)) })
 	t.Run("GroupLastRedemptions", func(t *testing.T) { testInvitationGroupRace(t, open(t)) })

@@ -18,15 +18,7 @@ func TestRegistrationsPostgres(t *testing.T) { runRegistrationSuite(t, postgresU
 
 // runRegistrationSuite is the self-registration part of the store suite.
 func runRegistrationSuite(t *testing.T, newURL opener) {
-	open := func(t *testing.T) *DB {
-		t.Helper()
-		db, err := Open(t.Context(), newURL(t))
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	open := dbOpener(newURL)
 	t.Run("CreateAtomic", func(t *testing.T) { testRegistrationCreate(t, open(t)) })
 	t.Run("ConcurrentAdvance", func(t *testing.T) { testRegistrationConcurrentAdvance(t, open(t)) })
 }

@@ -28,9 +28,10 @@ func postgresURL(t *testing.T) string { return storetest.PostgresURL(t) }
 func TestSQLite(t *testing.T)   { runSuite(t, sqliteURL) }
 func TestPostgres(t *testing.T) { runSuite(t, postgresURL) }
 
-// runSuite is the store test suite both dialects must pass.
-func runSuite(t *testing.T, newURL opener) {
-	open := func(t *testing.T) *DB {
+// dbOpener returns a function that opens a new store on a new database of
+// newURL's dialect, closed when the test ends.
+func dbOpener(newURL opener) func(*testing.T) *DB {
+	return func(t *testing.T) *DB {
 		t.Helper()
 		db, err := Open(t.Context(), newURL(t))
 		if err != nil {
@@ -39,6 +40,11 @@ func runSuite(t *testing.T, newURL opener) {
 		t.Cleanup(func() { db.Close() })
 		return db
 	}
+}
+
+// runSuite is the store test suite both dialects must pass.
+func runSuite(t *testing.T, newURL opener) {
+	open := dbOpener(newURL)
 	t.Run("CreateAndGet", func(t *testing.T) { testCreateAndGet(t, open(t)) })
 	t.Run("Conflicts", func(t *testing.T) { testConflicts(t, open(t)) })
 	t.Run("Update", func(t *testing.T) { testUpdate(t, open(t)) })

@@ -18,15 +18,7 @@ func TestThrottlesPostgres(t *testing.T) { runThrottleSuite(t, postgresURL) }
 
 // runThrottleSuite is the throttle part of the store suite, on one dialect.
 func runThrottleSuite(t *testing.T, newURL opener) {
-	open := func(t *testing.T) *DB {
-		t.Helper()
-		db, err := Open(t.Context(), newURL(t))
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	open := dbOpener(newURL)
 	t.Run("BurstRefillRetry", func(t *testing.T) { testThrottleBurstRefill(t, open(t)) })
 	t.Run("FirstRefusal", func(t *testing.T) { testThrottleFirstRefusal(t, open(t)) })
 	t.Run("NamesAndKeys", func(t *testing.T) { testThrottleNamesAndKeys(t, open(t)) })

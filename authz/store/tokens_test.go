@@ -19,15 +19,7 @@ func TestTokensPostgres(t *testing.T) { runTokenSuite(t, postgresURL) }
 
 // runTokenSuite is the one-time token part of the store suite, on one dialect.
 func runTokenSuite(t *testing.T, newURL opener) {
-	open := func(t *testing.T) *DB {
-		t.Helper()
-		db, err := Open(t.Context(), newURL(t))
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	open := dbOpener(newURL)
 	t.Run("Lifecycle", func(t *testing.T) { testTokenLifecycle(t, open(t)) })
 	t.Run("Keep", func(t *testing.T) { testTokenKeep(t, open(t)) })
 	t.Run("ConcurrentConsume", func(t *testing.T) { testTokenConcurrentConsume(t, open(t)) })
