@@ -234,28 +234,9 @@ func TestServeEndToEnd(t *testing.T) {
 
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	resp, err := c.Get("http://" + pub + "/private")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="csrf_token" value="([^"]+)"`).FindStringSubmatch(string(body))
-	if resp.Request.URL.Path != "/.auth/signin" || m == nil {
-		t.Fatalf("not sent to sign in: %s", resp.Request.URL)
-	}
-	form := url.Values{"login": {"alice"}, "password": {password}, "csrf_token": {m[1]}, "redirect_url": {"/private"}}
-	req, _ := http.NewRequest("POST", "http://"+pub+"/.auth/signin", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "hello alice@example.test" {
-		t.Fatalf("after sign-in: %d %q", resp.StatusCode, body)
+	status, body, csrfToken := httpSignIn(t, c, "http://"+pub, "/private", "alice", password)
+	if body != "hello alice@example.test" {
+		t.Fatalf("after sign-in: %d %q", status, body)
 	}
 	cookies := jar.Cookies(&url.URL{Scheme: "http", Host: pub})
 
@@ -286,7 +267,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if !strings.Contains(out, `"msg":"request"`) || !strings.Contains(out, `"msg":"signed in"`) {
 		t.Fatalf("expected JSON access and sign-in logs:\n%s", out)
 	}
-	secrets := []string{password, "csrf_token", m[1]}
+	secrets := []string{password, "csrf_token", csrfToken}
 	for _, ck := range cookies {
 		secrets = append(secrets, ck.Value)
 	}
@@ -301,4 +282,33 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("logs contain a secret %.12q…", s)
 		}
 	}
+}
+
+// httpSignIn signs login in as a browser would with c (which keeps the
+// cookies): it asks for base+start, must be sent to the sign-in page, and
+// posts the form with its CSRF token, to come back to start. It returns
+// the status and body of where the sign-in lands, and the form's token.
+func httpSignIn(t *testing.T, c *http.Client, base, start, login, password string) (status int, body, csrfToken string) {
+	t.Helper()
+	resp, err := c.Get(base + start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf_token" value="([^"]+)"`).FindStringSubmatch(string(page))
+	if resp.Request.URL.Path != "/.auth/signin" || m == nil {
+		t.Fatalf("not sent to sign in: %s %d", resp.Request.URL, resp.StatusCode)
+	}
+	form := url.Values{"login": {login}, "password": {password}, "csrf_token": {m[1]}, "redirect_url": {start}}
+	req, _ := http.NewRequest(http.MethodPost, base+"/.auth/signin", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	landed, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(landed), m[1]
 }

@@ -312,28 +312,8 @@ func rollingSignIn(t *testing.T, lbURL string) []*http.Cookie {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	resp, err := c.Get(lbURL + "/app/start")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="csrf_token" value="([^"]+)"`).FindStringSubmatch(string(body))
-	if resp.Request.URL.Path != "/.auth/signin" || m == nil {
-		t.Fatalf("not sent to sign in: %s %d", resp.Request.URL, resp.StatusCode)
-	}
-	form := url.Values{"login": {"alice"}, "password": {rollingPassword}, "csrf_token": {m[1]}, "redirect_url": {"/app/start"}}
-	req, _ := http.NewRequest(http.MethodPost, lbURL+"/.auth/signin", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := "get " + rollingEmail + " "; string(body) != want {
-		t.Fatalf("after sign-in: %d %q, want %q", resp.StatusCode, body, want)
+	if status, body, _ := httpSignIn(t, c, lbURL, "/app/start", "alice", rollingPassword); body != "get "+rollingEmail+" " {
+		t.Fatalf("after sign-in: %d %q, want %q", status, body, "get "+rollingEmail+" ")
 	}
 	u, _ := url.Parse(lbURL)
 	return jar.Cookies(u)
