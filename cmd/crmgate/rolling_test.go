@@ -47,13 +47,7 @@ func TestRollingRestart(t *testing.T) {
 	dbURL := storetest.PostgresURL(t)
 
 	up := &rollingUpstream{seen: map[string]int{}}
-	ul, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upSrv := &http.Server{Handler: up}
-	go upSrv.Serve(ul)
-	t.Cleanup(func() { upSrv.Close() })
+	ul := rollingServe(t, up)
 	lbl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -899,13 +893,7 @@ func TestRollingReadyzStoreOutage(t *testing.T) {
 	pgURL.Host = relay.addr()
 
 	up := &rollingUpstream{seen: map[string]int{}}
-	ul, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upSrv := &http.Server{Handler: up}
-	go upSrv.Serve(ul)
-	t.Cleanup(func() { upSrv.Close() })
+	ul := rollingServe(t, up)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte("routes:\n"+
@@ -1118,4 +1106,17 @@ func TestRollingOperationsDoc(t *testing.T) {
 			t.Errorf("docs/operations.md cites the test %s, which does not exist", name[1])
 		}
 	}
+}
+
+// rollingServe serves h on a new loopback listener until the test ends.
+func rollingServe(t *testing.T, h http.Handler) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l
 }
