@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/proxy"
+	"github.com/crmgate/crmgate/proxy/console"
 )
 
 // authzPolicy is testPolicy with a permissions section granting, for each
@@ -36,9 +38,17 @@ func TestGuardedRoutesAreComplete(t *testing.T) {
 	h := inviteHarness(t, harnessConfig{})
 	routes := h.srv.GuardedRoutes()
 	seen := map[string]string{} // "METHOD /api/path" -> permission
+	consoleRoutes := 0
 	for _, r := range routes {
-		if !permissions.Valid(r.Permission) {
+		isConsole := strings.HasPrefix(r.Path, "/admin/")
+		if isConsole {
+			consoleRoutes++
+		}
+		if !permissions.Valid(r.Permission) && (!isConsole || r.Permission != console.AnyPermission) {
 			t.Errorf("%s %s: permission %q is not one of %v", r.Method, r.Path, r.Permission, permissions.All())
+		}
+		if !isConsole && !strings.HasPrefix(r.Path, "/api/") {
+			t.Errorf("%s %s: a guarded route is under /api/ or /admin/", r.Method, r.Path)
 		}
 		k := r.Method + " " + r.Path
 		if _, dup := seen[k]; dup {
@@ -80,12 +90,15 @@ func TestGuardedRoutesAreComplete(t *testing.T) {
 		}
 	}
 	for k := range seen {
+		if strings.Contains(k, " /admin/") {
+			continue // the console's pages are not the REST API's
+		}
 		if !documented[k] {
 			t.Errorf("%s is a guarded route but not documented in openapi.json", k)
 		}
 	}
-	if len(routes) == 0 {
-		t.Error("no guarded routes")
+	if len(routes) == 0 || consoleRoutes == 0 {
+		t.Errorf("%d guarded routes, %d of the console", len(routes), consoleRoutes)
 	}
 }
 
@@ -158,8 +171,26 @@ func TestGuardedRoutesAuthorization(t *testing.T) {
 		_ = json.Unmarshal([]byte(body), &e)
 		return resp.StatusCode, e.Error, resp
 	}
+	tokens := func(cs map[string]*http.Client) map[string]string {
+		out := map[string]string{}
+		for p, c := range cs {
+			out[p] = h.csrfToken(c)
+		}
+		return out
+	}
+	adminToken, plainToken, onlyToken, lacksToken := h.csrfToken(admin), h.csrfToken(plain), tokens(only), tokens(lacks)
+	anon := h.browser()
+	anonToken := h.csrfToken(anon)
 	routes := h.srv.GuardedRoutes()
 	for _, r := range routes {
+		if strings.HasPrefix(r.Path, "/admin/") {
+			t.Run(r.Method+" "+r.Path, func(t *testing.T) {
+				checkConsoleRoute(t, h, r, consoleCallers{admin: admin, plain: plain, anon: anon, only: only, lacks: lacks,
+					adminToken: adminToken, plainToken: plainToken, anonToken: anonToken, onlyToken: onlyToken, lacksToken: lacksToken,
+					onlyKey: onlyKey, lacksKey: lacksKey})
+			})
+			continue
+		}
 		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
 			if !permissions.Valid(r.Permission) {
 				t.Fatalf("permission %q is not one of %v", r.Permission, permissions.All())
@@ -251,15 +282,158 @@ func TestGuardedRoutesAuthorization(t *testing.T) {
 		case e.Actor != "" && e.UserID == e.Actor:
 			byUser++
 		}
-		if !strings.Contains(e.Detail, ":") || !strings.Contains(e.Detail, " /.auth/api/") {
+		if !strings.Contains(e.Detail, " /.auth/api/") && !strings.Contains(e.Detail, " /.auth/admin/") {
 			t.Errorf("audit detail %q does not name the permission and the path", e.Detail)
 		}
 	}
-	perms := map[string]bool{}
+	// Keys are refused by the console before any permission (it takes
+	// sessions only); the plain user alone lacks the console's "any
+	// permission", which every other caller holds.
+	perms, apiPerms, anyPerm := map[string]bool{}, map[string]bool{}, false
 	for _, r := range routes {
-		perms[r.Permission] = true
+		anyPerm = anyPerm || r.Permission == console.AnyPermission
+		if r.Permission != console.AnyPermission {
+			perms[r.Permission] = true
+		}
+		if strings.HasPrefix(r.Path, "/api/") {
+			apiPerms[r.Permission] = true
+		}
 	}
-	if n := len(perms); byKey != n || byUser != 2*n {
-		t.Errorf("%d api.refused rows by keys and %d by users for %d permissions, want %d and %d", byKey, byUser, n, n, 2*n)
+	wantUser := 2 * len(perms)
+	if anyPerm {
+		wantUser++ // the plain user on the console's start page
+	}
+	if byKey != len(apiPerms) || byUser != wantUser {
+		t.Errorf("%d api.refused rows by keys and %d by users, want %d and %d", byKey, byUser, len(apiPerms), wantUser)
+	}
+}
+
+// consoleCallers are the clients and credentials of
+// TestGuardedRoutesAuthorization, for the console's routes.
+type consoleCallers struct {
+	admin, plain, anon                *http.Client
+	only, lacks                       map[string]*http.Client
+	adminToken, plainToken, anonToken string
+	onlyToken, lacksToken             map[string]string
+	onlyKey, lacksKey                 map[string]string
+}
+
+// checkConsoleRoute calls one console route as each caller that must be
+// refused, then as the callers it must let through. A page is asked for
+// as a browser asks (no JSON): the refusals are HTML error pages with a
+// request id, except the sign-in redirect of an anonymous GET. The code
+// of a refusal is read from the JSON an API client asking for it gets.
+func checkConsoleRoute(t *testing.T, h *harness, r proxy.GuardedRoute, cc consoleCallers) {
+	path := "/.auth" + strings.ReplaceAll(r.Path, "{id}", "nobody")
+	path = strings.ReplaceAll(path, "{$}", "")
+	post := r.Method != "GET"
+	call := func(c *http.Client, origin, key, token string, jsonErr bool) (*http.Response, string) {
+		t.Helper()
+		var req *http.Request
+		if post {
+			form := url.Values{"confirmed": {"yes"}}
+			if token != "" {
+				form.Set("csrf_token", token)
+			}
+			req, _ = http.NewRequest(r.Method, h.url(path), strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		} else {
+			req, _ = http.NewRequest(r.Method, h.url(path), nil)
+		}
+		switch origin {
+		case "":
+			req.Header.Set("Origin", h.gw.URL)
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+		case "sec-fetch-site":
+			req.Header.Set("Sec-Fetch-Site", "cross-site")
+		default:
+			req.Header.Set("Origin", origin)
+		}
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		if jsonErr {
+			req.Header.Set("Accept", "application/json")
+		}
+		noRedirect := *c
+		noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, body := h.do(&noRedirect, req)
+		return resp, body
+	}
+	perm := r.Permission
+	lacking := cc.lacks[perm]
+	lackingToken := cc.lacksToken[perm]
+	if perm == console.AnyPermission {
+		lacking, lackingToken = cc.plain, cc.plainToken
+	}
+	type refusal struct {
+		name               string
+		c                  *http.Client
+		origin, key, token string
+		status             int
+		code               string
+	}
+	refusals := []refusal{
+		{"plain user", cc.plain, "", "", cc.plainToken, 403, "forbidden"},
+		{"a user lacking " + perm, lacking, "", "", lackingToken, 403, "forbidden"},
+		{"API key with every scope", &http.Client{}, "", cc.onlyKey[permissions.UsersRead], "", 401, "console_session_required"},
+		{"admin cookie with an API key", cc.admin, "", cc.lacksKey[permissions.UsersRead], cc.adminToken, 401, "console_session_required"},
+	}
+	if post {
+		refusals = append(refusals,
+			refusal{"anonymous", cc.anon, "", "", cc.anonToken, 401, "unauthenticated"},
+			refusal{"anonymous without a token", &http.Client{}, "", "", "", 403, "form_expired"},
+			refusal{"admin without a CSRF token", cc.admin, "", "", "", 403, "form_expired"},
+			refusal{"admin with another browser's CSRF token", cc.admin, "", "", cc.plainToken, 403, "form_expired"},
+			refusal{"admin from a foreign Origin", cc.admin, "https://evil.example", "", cc.adminToken, 403, "cross_origin"},
+			refusal{"admin from a cross-site fetch", cc.admin, "sec-fetch-site", "", cc.adminToken, 403, "cross_origin"},
+		)
+	} else {
+		resp, _ := call(&http.Client{}, "", "", "", false)
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound ||
+			loc != "/.auth/signin?redirect_url="+url.QueryEscape(path) {
+			t.Errorf("anonymous: %d to %q, want 302 to the sign-in page and back", resp.StatusCode, loc)
+		}
+	}
+	for _, tt := range refusals {
+		resp, body := call(tt.c, tt.origin, tt.key, tt.token, false)
+		if resp.StatusCode != tt.status || resp.Header.Get("X-Request-Id") == "" ||
+			!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(body, resp.Header.Get("X-Request-Id")) {
+			t.Errorf("%s: %d (%s), want an HTML page %d with the request id", tt.name, resp.StatusCode, resp.Header.Get("Content-Type"), tt.status)
+		}
+		resp, body = call(tt.c, tt.origin, tt.key, tt.token, true)
+		var e struct{ Error string }
+		_ = json.Unmarshal([]byte(body), &e)
+		if resp.StatusCode != tt.status || e.Error != tt.code {
+			t.Errorf("%s: %d %q, want %d %q", tt.name, resp.StatusCode, e.Error, tt.status, tt.code)
+		}
+	}
+	oks := []struct {
+		name  string
+		c     *http.Client
+		token string
+	}{{"admin", cc.admin, cc.adminToken}}
+	if perm == console.AnyPermission {
+		for p, c := range cc.only {
+			oks = append(oks, struct {
+				name  string
+				c     *http.Client
+				token string
+			}{"role with only " + p, c, cc.onlyToken[p]})
+		}
+	} else {
+		oks = append(oks, struct {
+			name  string
+			c     *http.Client
+			token string
+		}{"role with only " + perm, cc.only[perm], cc.onlyToken[perm]})
+	}
+	for _, ok := range oks {
+		// The route's own answer (a 404 for the user "nobody") shows that
+		// authorization let it through.
+		resp, _ := call(ok.c, "", "", ok.token, false)
+		if s := resp.StatusCode; s == 401 || s == 403 || s >= 500 && s != 501 || s == http.StatusFound {
+			t.Errorf("%s: answered %d", ok.name, s)
+		}
 	}
 }

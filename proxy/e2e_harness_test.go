@@ -36,6 +36,7 @@ import (
 	"github.com/crmgate/crmgate/mail"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
+	"github.com/crmgate/crmgate/proxy/console"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
@@ -252,6 +253,14 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	}
 	o.Registration = s.Registration
 	o.Passwords = s.Accounts
+	o.Console = &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
+		Audit: s.Audit, BreakGlassRole: proxy.AdminRole}
+	if s.Binding != nil && s.Binding.Configured() {
+		o.Console.Contacts = s.Binding
+	}
+	if s.Onboarding != nil {
+		o.Console.Approvals = s.Onboarding
+	}
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true
 	}

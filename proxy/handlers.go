@@ -58,6 +58,7 @@ func (srv *Server) gatewayMux() http.Handler {
 		mux.HandleFunc(p+hookPath, srv.handleDataverseHook)
 	}
 	srv.apiMux(mux)
+	srv.consoleMux(mux)
 	mux.HandleFunc(p+"/", func(w http.ResponseWriter, r *http.Request) {
 		srv.renderError(w, r, errNoPage())
 	})

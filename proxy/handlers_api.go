@@ -21,6 +21,7 @@ import (
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
+	"github.com/crmgate/crmgate/proxy/console"
 )
 
 // AdminRole is the local role that holds every permission of the admin
@@ -92,15 +93,17 @@ type guardedRoute struct {
 	// admin role and every API key included (TestGuardedRoutes fails on
 	// it).
 	Permission string
-	handler    apiHandler
+	// handler serves a REST API route; page an admin console route (one of
+	// the two is set).
+	handler apiHandler
+	page    console.Handler
 }
 
 // guardedRoutes returns every permission-guarded route the server serves,
-// in registration order: the REST API's (apiRoutes). Routes of the admin
-// console are to be appended here, so that the authorization tests, which
-// walk this list, cover them too.
+// in registration order: the REST API's (apiRoutes) and the admin
+// console's (consoleRoutes). The authorization tests walk this list.
 func (srv *Server) guardedRoutes() []guardedRoute {
-	return srv.apiRoutes()
+	return append(srv.apiRoutes(), srv.consoleRoutes()...)
 }
 
 // apiRoutes returns the REST API's routes that the configured capabilities

@@ -29,6 +29,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz/throttle"
 	"github.com/crmgate/crmgate/policies"
+	"github.com/crmgate/crmgate/proxy/console"
 	"github.com/crmgate/crmgate/proxy/pages"
 )
 
@@ -128,6 +129,10 @@ type Options struct {
 	// page"), with redirect_url back to the invitation added; empty means
 	// the sign-in page. It must be a same-site path or an allow-listed URL.
 	InvitationExistingUserURL string
+	// Console is the admin console at <prefix>/admin/: its services (see
+	// console.Options). New fills in the prefix, the pages, the error
+	// rendering, the logger and the clock. Nil means no console (404).
+	Console *console.Options
 
 	CookieName   string   // session cookie name as it should appear in the browser
 	CookieDomain string   // empty: host-only (recommended)
@@ -237,6 +242,7 @@ type Server struct {
 	contactCache    ContactInvalidator
 	sessionFeed     SessionFeed
 	sessionCache    sessionCache
+	console         *console.Console // nil: no admin console
 	upstreams       map[*policies.Upstream]*upstream
 	gateway         http.Handler
 	metrics         *metrics
@@ -396,6 +402,13 @@ func New(opts Options) (*Server, error) {
 		srv.upstreams[u] = srv.newUpstream(u, transport)
 	}
 	srv.contactColumns = opts.Policy.ContactColumns()
+	if opts.Console != nil {
+		co := *opts.Console
+		co.Prefix, co.Pages, co.RenderError, co.Log, co.Now = srv.prefix, opts.Pages, srv.consoleError, opts.Logger, opts.Now
+		if srv.console, err = console.New(co); err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+	}
 	srv.gateway = srv.withBodyDeadline(srv.gatewayMux())
 	return srv, nil
 }
@@ -639,7 +652,7 @@ func (srv *Server) challenge(w http.ResponseWriter, r *http.Request) {
 
 // signInURL is the sign-in page that returns to back afterwards.
 func (srv *Server) signInURL(back string) string {
-	if back == "" || back == "/" || strings.HasPrefix(back, srv.prefix+"/") {
+	if back == "" || back == "/" || (strings.HasPrefix(back, srv.prefix+"/") && !srv.isConsolePath(back)) {
 		return srv.prefix + "/signin"
 	}
 	return srv.prefix + "/signin?redirect_url=" + url.QueryEscape(back)

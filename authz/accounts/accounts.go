@@ -36,6 +36,8 @@ type Store interface {
 	UserByLogin(ctx context.Context, login string) (*authz.User, error)
 	// ListUsers returns users ordered by normalised username, filtered by f.
 	ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error)
+	// CountUsers returns how many users f selects, its paging aside.
+	CountUsers(ctx context.Context, f authz.UserFilter) (int, error)
 	// CreateUserAndEnqueue inserts u and enqueues events in the outbox, in
 	// one transaction: either the user and every event are stored, or none
 	// of them. An empty u.ID is replaced by a random one and zero
@@ -500,10 +502,18 @@ func (s *Service) DeleteUser(ctx context.Context, login, actor string) error {
 
 // ListUsers returns users ordered by normalised username, filtered by f.
 func (s *Service) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error) {
-	if f.Status != "" && !f.Status.Valid() {
-		return nil, &authz.ValidationError{Field: "status", Message: "The status must be pending, active or disabled."}
+	if err := f.Check(); err != nil {
+		return nil, err
 	}
 	return s.store.ListUsers(ctx, f)
+}
+
+// CountUsers returns how many users f selects, its paging aside.
+func (s *Service) CountUsers(ctx context.Context, f authz.UserFilter) (int, error) {
+	if err := f.Check(); err != nil {
+		return 0, err
+	}
+	return s.store.CountUsers(ctx, f)
 }
 
 // modifyAttempts bounds the read-modify-write retries of modify.

@@ -222,6 +222,12 @@ func testList(t *testing.T, db *DB) {
 		if n == "bob" || n == "dora" {
 			u.Status = authz.StatusPending
 		}
+		switch n {
+		case "carl":
+			u.Binding = authz.Binding{Mode: authz.BindingUsername}
+		case "ana":
+			u.Binding = authz.Binding{Mode: authz.BindingCustom}
+		}
 		mustCreate(t, db, u)
 	}
 	names := func(us []*authz.User) string {
@@ -245,6 +251,14 @@ func testList(t *testing.T, db *DB) {
 		{"cursor", authz.UserFilter{After: "ana", Limit: 2}, "bob,carl"},
 		{"cursor and status", authz.UserFilter{After: "bob", Status: authz.StatusPending}, "dora"},
 		{"nothing", authz.UserFilter{Query: "zzz"}, ""},
+		{"mode", authz.UserFilter{Mode: authz.BindingUsername}, "carl"},
+		{"mode none", authz.UserFilter{Mode: authz.BindingNone}, "an%x,an_na,bob,dora"},
+		{"mode and query", authz.UserFilter{Mode: authz.BindingCustom, Query: "a"}, "ana"},
+		{"descending", authz.UserFilter{Desc: true, Limit: 3}, "dora,carl,bob"},
+		{"by status, ties by username", authz.UserFilter{Sort: authz.SortStatus}, "an%x,an_na,ana,carl,bob,dora"},
+		{"by status descending", authz.UserFilter{Sort: authz.SortStatus, Desc: true, Limit: 3}, "dora,bob,carl"},
+		{"offset", authz.UserFilter{Sort: authz.SortEmail, Offset: 4}, "carl,dora"},
+		{"offset beyond", authz.UserFilter{Offset: 10}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,7 +269,24 @@ func testList(t *testing.T, db *DB) {
 			if names(got) != tt.want {
 				t.Errorf("ListUsers(%+v) = %s, want %s", tt.f, names(got), tt.want)
 			}
+			if tt.f.Offset > 0 || tt.f.Limit > 0 || tt.f.After != "" {
+				return
+			}
+			n, err := db.CountUsers(t.Context(), tt.f)
+			if want := len(got); err != nil || n != want {
+				t.Errorf("CountUsers(%+v) = %d, %v; want %d", tt.f, n, err, want)
+			}
 		})
+	}
+	for _, f := range []authz.UserFilter{{Mode: "bogus"}, {Sort: "password_hash"}, {Sort: authz.SortEmail, After: "x"},
+		{Desc: true, After: "x"}, {Offset: -1}, {Offset: authz.MaxListOffset + 1}, {Status: "gone"}} {
+		var verr *authz.ValidationError
+		if _, err := db.ListUsers(t.Context(), f); !errors.As(err, &verr) {
+			t.Errorf("ListUsers(%+v): error = %v, want a ValidationError", f, err)
+		}
+		if _, err := db.CountUsers(t.Context(), f); !errors.As(err, &verr) {
+			t.Errorf("CountUsers(%+v): error = %v, want a ValidationError", f, err)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -255,17 +256,10 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // ListUsers implements the feature stores.
 func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, error) {
-	var where []string
-	var args []any
-	if q := authz.NormalizeLogin(f.Query); q != "" {
-		pat := "%" + likeEscaper.Replace(q) + "%"
-		where = append(where, `(username_norm LIKE ? ESCAPE '\' OR email_norm LIKE ? ESCAPE '\')`)
-		args = append(args, pat, pat)
+	if err := f.Check(); err != nil {
+		return nil, err
 	}
-	if f.Status != "" {
-		where = append(where, "status = ?")
-		args = append(args, string(f.Status))
-	}
+	where, args := d.userWhere(f)
 	if f.After != "" {
 		where = append(where, "username_norm > ?")
 		args = append(args, f.After)
@@ -274,8 +268,16 @@ func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, 
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY username_norm LIMIT ?"
-	args = append(args, authz.EffectiveLimit(f.Limit))
+	dir := " ASC"
+	if f.Desc {
+		dir = " DESC"
+	}
+	query += " ORDER BY " + userSortColumns[cmp.Or(f.Sort, authz.SortUsername)] + dir
+	if f.Sort != "" && f.Sort != authz.SortUsername {
+		query += ", username_norm" + dir
+	}
+	query += " LIMIT ? OFFSET ?"
+	args = append(args, authz.EffectiveLimit(f.Limit), f.Offset)
 	rows, err := d.db.QueryContext(ctx, d.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list users: %w", err)
@@ -293,6 +295,62 @@ func (d *DB) ListUsers(ctx context.Context, f authz.UserFilter) ([]*authz.User, 
 		return nil, fmt.Errorf("store: list users: %w", err)
 	}
 	return out, nil
+}
+
+// userSortColumns are the columns of the orders of authz.UserFilter.
+var userSortColumns = map[authz.UserSort]string{
+	authz.SortUsername:   "username_norm",
+	authz.SortEmail:      "email_norm",
+	authz.SortStatus:     "status",
+	authz.SortLastSignIn: "last_sign_in_at",
+	authz.SortCreated:    "created_at",
+}
+
+// userWhere returns the conditions of f's query, status and mode (not its
+// cursor), for ListUsers and CountUsers.
+func (d *DB) userWhere(f authz.UserFilter) ([]string, []any) {
+	var where []string
+	var args []any
+	if q := authz.NormalizeLogin(f.Query); q != "" {
+		pat := "%" + likeEscaper.Replace(q) + "%"
+		where = append(where, `(username_norm LIKE ? ESCAPE '\' OR email_norm LIKE ? ESCAPE '\')`)
+		args = append(args, pat, pat)
+	}
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
+	}
+	if f.Mode != "" {
+		expr := "json_extract(binding, '$.mode')"
+		if d.dialect == Postgres {
+			expr = "(binding::jsonb ->> 'mode')"
+		}
+		if f.Mode == authz.BindingNone {
+			where = append(where, "COALESCE("+expr+", 'none') IN ('none', '')")
+		} else {
+			where = append(where, expr+" = ?")
+			args = append(args, string(f.Mode))
+		}
+	}
+	return where, args
+}
+
+// CountUsers returns how many users f's query, status and mode select
+// (its cursor, order, offset and limit aside).
+func (d *DB) CountUsers(ctx context.Context, f authz.UserFilter) (int, error) {
+	if err := f.Check(); err != nil {
+		return 0, err
+	}
+	where, args := d.userWhere(f)
+	query := `SELECT COUNT(*) FROM users`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	var n int
+	if err := d.db.QueryRowContext(ctx, d.q(query), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count users: %w", err)
+	}
+	return n, nil
 }
 
 // UpdateUser implements the feature stores.

@@ -266,7 +266,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	}
 	contactCache, _ := wo.Snapshots.(proxy.ContactInvalidator)
 	if g.handler, err = proxy.New(proxy.Options{
-		DataverseHook: hook, ContactCache: contactCache,
+		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s),
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,
