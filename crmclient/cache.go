@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gocache "github.com/patrickmn/go-cache"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // Defaults applied by NewSnapshotCache to zero CacheOptions fields.
@@ -63,6 +66,7 @@ type CacheOptions struct {
 // The zero SnapshotCache is not usable; build it with NewSnapshotCache. It
 // is safe for concurrent use.
 type SnapshotCache[T any] struct {
+	name        string
 	ttl         time.Duration
 	maxStale    time.Duration
 	loadTimeout time.Duration
@@ -80,6 +84,10 @@ type SnapshotCache[T any] struct {
 	// dropped so that their results are not stored. It holds only keys
 	// with a load in flight, so it does not grow with the cache.
 	loading map[string]map[*cacheLoad]struct{}
+
+	// The counters of CacheStats, kept beside the metrics so that the
+	// status report need not gather them.
+	hits, misses, stale, loads, loadErrors atomic.Uint64
 }
 
 // cacheEntry is one stored value and when its load started: the data is
@@ -139,6 +147,7 @@ func NewSnapshotCache[T any](opts CacheOptions) (*SnapshotCache[T], error) {
 		opts.Now = time.Now
 	}
 	return &SnapshotCache[T]{
+		name:        opts.Name,
 		ttl:         opts.TTL,
 		maxStale:    opts.MaxStale,
 		loadTimeout: opts.LoadTimeout,
@@ -175,6 +184,7 @@ func NewSnapshotCache[T any](opts CacheOptions) (*SnapshotCache[T], error) {
 func (c *SnapshotCache[T]) Get(ctx context.Context, key string, load func(ctx context.Context) (T, error)) (v T, stale bool, err error) {
 	if v, ok := c.fresh(key); ok {
 		c.metrics.requests.WithLabelValues("hit").Inc()
+		c.hits.Add(1)
 		return v, false, nil
 	}
 	var zero T
@@ -194,14 +204,17 @@ func (c *SnapshotCache[T]) Get(ctx context.Context, key string, load func(ctx co
 	select {
 	case <-ctx.Done():
 		c.metrics.requests.WithLabelValues("miss").Inc()
+		c.misses.Add(1)
 		return zero, false, ctx.Err()
 	case r := <-ch:
 		if r.Err == nil {
 			f := r.Val.(cacheFlight[T])
 			if f.hit {
 				c.metrics.requests.WithLabelValues("hit").Inc()
+				c.hits.Add(1)
 			} else {
 				c.metrics.requests.WithLabelValues("miss").Inc()
+				c.misses.Add(1)
 			}
 			return f.value, false, nil
 		}
@@ -211,15 +224,18 @@ func (c *SnapshotCache[T]) Get(ctx context.Context, key string, load func(ctx co
 				if age < c.ttl {
 					// Stored by a newer load while this one failed.
 					c.metrics.requests.WithLabelValues("hit").Inc()
+					c.hits.Add(1)
 					return e.value, false, nil
 				}
 				if age < c.ttl+c.maxStale {
 					c.metrics.requests.WithLabelValues("stale").Inc()
+					c.stale.Add(1)
 					return e.value, true, nil
 				}
 			}
 		}
 		c.metrics.requests.WithLabelValues("miss").Inc()
+		c.misses.Add(1)
 		return zero, false, r.Err
 	}
 }
@@ -236,6 +252,21 @@ func (c *SnapshotCache[T]) Invalidate(key string) {
 		l.dropped = true
 	}
 	c.group.Forget(key)
+}
+
+// CacheStats returns the cache's counters since it was built and how many
+// entries it holds; it satisfies CacheReporter. Reading is a few atomic
+// loads, safe concurrently with lookups.
+func (c *SnapshotCache[T]) CacheStats() dataverse.CacheStats {
+	return dataverse.CacheStats{
+		Name:       c.name,
+		Entries:    c.items.ItemCount(),
+		Hits:       c.hits.Load(),
+		Misses:     c.misses.Load(),
+		Stale:      c.stale.Load(),
+		Loads:      c.loads.Load(),
+		LoadErrors: c.loadErrors.Load(),
+	}
 }
 
 // fresh returns the stored value of key if it is younger than the TTL.
@@ -290,6 +321,10 @@ func (c *SnapshotCache[T]) load(callerCtx context.Context, key string, load func
 	c.mu.Unlock()
 
 	c.metrics.loads.WithLabelValues(loadOutcome(err)).Inc()
+	c.loads.Add(1)
+	if err != nil {
+		c.loadErrors.Add(1)
+	}
 	return v, err
 }
 

@@ -167,6 +167,9 @@ type core struct {
 	notBefore time.Time // no request starts before it: Dataverse's Retry-After
 
 	lastFailure atomic.Pointer[error] // the last outcome the breaker counted as a failure
+
+	breakerFailures int       // Config.BreakerFailures
+	status          statusLog // recent failures for Status; written on failure paths only
 }
 
 // Interactive returns the interactive view of c: the same Client (one
@@ -333,6 +336,7 @@ func New(cfg Config) (*Client, error) {
 		maxRetries:        cfg.MaxRetries,
 		retryBudget:       cfg.RetryBudget,
 		interactiveBudget: cfg.InteractiveBudget,
+		breakerFailures:   cfg.BreakerFailures,
 	}}
 	m.concurrencyLimit.Set(float64(cfg.MaxConcurrency))
 	failures := uint32(cfg.BreakerFailures)
@@ -351,6 +355,7 @@ func New(cfg Config) (*Client, error) {
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			c.metrics.breakerState.Set(float64(to))
+			c.status.breakerChanged(c.now())
 			c.logger.Warn("crmclient: dataverse circuit breaker changed state", "from", from.String(), "to", to.String())
 		},
 	})

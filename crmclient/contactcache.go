@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+
+	"github.com/crmgate/crmgate/dataverse"
 )
 
 // ContactCache serves contact snapshots (typed columns, a fixed set of extra
@@ -51,6 +53,10 @@ func (cc *ContactCache) Get(ctx context.Context, id GUID) (c *Contact, stale boo
 		return cc.client.GetContact(ctx, id, cc.columns, cc.model)
 	})
 }
+
+// CacheStats returns the counters of the underlying SnapshotCache; it
+// satisfies CacheReporter.
+func (cc *ContactCache) CacheStats() dataverse.CacheStats { return cc.cache.CacheStats() }
 
 // Invalidate drops the snapshot of contact id; the next Get asks Dataverse.
 func (cc *ContactCache) Invalidate(id GUID) { cc.cache.Invalidate(strings.ToLower(id.String())) }

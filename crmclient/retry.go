@@ -159,8 +159,10 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 		resp, err := c.withRetries(callCtx, r, deadline)
 		if err != nil && c.budget > 0 && callCtx.Err() != nil && ctx.Err() == nil {
 			c.metrics.budgetSpent.WithLabelValues(r.op).Inc()
+			spent := &budgetSpent{op: r.op, budget: c.budget}
+			c.recordFailure(r.op, spent)
 			c.logger.Warn("crmclient: dataverse did not answer within the interactive budget", "operation", r.op, "budget", c.budget)
-			return nil, &budgetSpent{op: r.op, budget: c.budget}
+			return nil, spent
 		}
 		if !isBreakerSuccess(err) {
 			c.lastFailure.Store(&err)
@@ -169,6 +171,7 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		c.metrics.requests.WithLabelValues(r.op, "breaker_open").Inc()
+		c.status.refusedByBreaker()
 		// Name the failure that opened the breaker, so a configuration
 		// error (a wrong secret) is not hidden behind "circuit open".
 		if last := c.lastFailure.Load(); last != nil {
@@ -197,8 +200,10 @@ func (c *Client) withRetries(ctx context.Context, r *request, deadline time.Time
 		case err != nil:
 			var te *TokenError
 			if errors.As(err, &te) && te.Status < 500 {
+				c.recordFailure(r.op, err)
 				return nil, err // a configuration problem: retrying cannot help
 			}
+			c.recordFailure(r.op, err)
 			failure = fmt.Errorf("%w: %w", ErrUnavailable, err)
 			if !r.retryable() {
 				return nil, failure
@@ -213,12 +218,16 @@ func (c *Client) withRetries(ctx context.Context, r *request, deadline time.Time
 		case resp.status == http.StatusTooManyRequests:
 			c.metrics.throttled.WithLabelValues(r.op).Inc()
 			wait, ok := retryAfter(resp.header)
-			if !ok {
+			apiErr := parseAPIError(resp.status, resp.body)
+			if ok {
+				c.recordThrottled(r.op, wait, apiErr)
+			} else {
+				c.recordThrottled(r.op, 0, apiErr)
 				wait = c.backoff(retries)
 			}
 			until := c.now().Add(wait)
 			c.setNotBefore(until)
-			failure = fmt.Errorf("%w: %w", ErrUnavailable, parseAPIError(resp.status, resp.body))
+			failure = fmt.Errorf("%w: %w", ErrUnavailable, apiErr)
 			c.logger.Warn("crmclient: dataverse throttled the client", "operation", r.op, "retry_after", wait)
 			if retries >= c.maxRetries || until.After(deadline) {
 				return nil, failure
@@ -229,8 +238,12 @@ func (c *Client) withRetries(ctx context.Context, r *request, deadline time.Time
 		case resp.status >= 400:
 			apiErr := parseAPIError(resp.status, resp.body)
 			if !transientStatus(resp.status) {
+				if resp.status == http.StatusUnauthorized {
+					c.recordFailure(r.op, apiErr) // refused even with a new token
+				}
 				return nil, apiErr
 			}
+			c.recordFailure(r.op, apiErr)
 			failure = fmt.Errorf("%w: %w", ErrUnavailable, apiErr)
 			if !r.retryable() {
 				return nil, failure
