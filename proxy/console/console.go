@@ -201,7 +201,7 @@ func samples() map[string]any {
 		"user": userPage{User: u, Contact: &contactView{ID: "c1"}, Modes: []option{{}}, CanBind: true, CanLookup: true,
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
-			Audit:  []audit.Event{{Type: "x"}}},
+			Audit:  []auditRow{{Event: audit.Event{Type: "x"}, ActorID: "u1", ActorName: "ana"}}},
 	}
 }
 

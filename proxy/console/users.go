@@ -261,7 +261,7 @@ type userPage struct {
 	Contact     *contactView
 	ContactErr  string
 	Lookup      lookupView
-	Audit       []audit.Event
+	Audit       []auditRow
 	AuditErr    string
 	CanBind     bool
 	CanLookup   bool
@@ -347,9 +347,54 @@ func (c *Console) renderUser(w http.ResponseWriter, r *http.Request, status int,
 			c.log.WarnContext(ctx, "console: audit trail not read", "user_id", u.ID, "err", err)
 			d.AuditErr = "The audit trail cannot be read just now."
 		}
-		d.Audit = evs
+		d.Audit = c.auditRows(ctx, evs)
 	}
 	c.render(w, r, status, caller, "user", "users", u.Username, d, notice, errMsg)
+}
+
+// auditRow is an audit event as a table shows it: the actor by username
+// when it is a user, with a link to their page.
+type auditRow struct {
+	audit.Event
+	ActorName string
+	ActorID   string // the actor's user id when the actor is a user
+}
+
+// auditRows names the actors of evs, reading each distinct user once.
+func (c *Console) auditRows(ctx context.Context, evs []audit.Event) []auditRow {
+	names := map[string]string{}
+	rows := make([]auditRow, len(evs))
+	for i, e := range evs {
+		rows[i] = auditRow{Event: e, ActorName: e.Actor}
+		if !isUserID(e.Actor) {
+			continue
+		}
+		name, seen := names[e.Actor]
+		if !seen {
+			if u, err := c.o.Users.LookupUser(ctx, e.Actor); err == nil && u.ID == e.Actor {
+				name = u.Username
+			}
+			names[e.Actor] = name
+		}
+		if name != "" {
+			rows[i].ActorName, rows[i].ActorID = name, e.Actor
+		}
+	}
+	return rows
+}
+
+// isUserID reports whether s looks like a user id (authz.NewID: 32 hex
+// digits), as opposed to "cli", "apikey:…" or "dataverse".
+func isUserID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func modeOf(u *authz.User) authz.BindingMode {
