@@ -148,7 +148,9 @@ func (s *Service) work(ctx context.Context, j *Job, token string) (err error) {
 			if it.Code != "" {
 				detail += " code=" + it.Code
 			}
-			s.audit.Record(ctx, audit.Event{Time: it.FinishedAt, Type: EventItem, Actor: j.Actor, UserID: it.Target, Detail: detail})
+			// Audited even when ctx ended meanwhile: the item is done.
+			s.audit.Record(context.WithoutCancel(ctx), audit.Event{Time: it.FinishedAt, Type: EventItem, Actor: j.Actor,
+				UserID: it.Target, Detail: detail})
 			if cancelled {
 				break
 			}
