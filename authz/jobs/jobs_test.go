@@ -678,3 +678,41 @@ func TestConcurrentWorkers(t *testing.T) {
 		}
 	})
 }
+
+// TestRetention: the worker purges jobs finished longer than Retention
+// ago and keeps younger ones (the store test keeps unfinished ones).
+func TestRetention(t *testing.T) {
+	db := openDB(t, storetest.SQLiteURL(t))
+	clock := authztest.NewClock(t0)
+	s, err := jobs.New(jobs.Options{Store: db, Audit: audit.New(db, clock.Now, nil), Now: clock.Now,
+		Actions: map[string]jobs.Action{action: &recorder{}}, Retention: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	old, err := s.Submit(ctx, action, "", userIDs(2), params, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := s.Poll(ctx); !ran || err != nil {
+		t.Fatalf("Poll = %v, %v", ran, err)
+	}
+	clock.Advance(23 * time.Hour)
+	young, err := s.Submit(ctx, action, "", userIDs(2), params, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Cancel(ctx, young.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour) // old finished 25h ago, young 2h ago
+	if ran, err := s.Poll(ctx); ran || err != nil {
+		t.Fatalf("Poll = %v, %v", ran, err)
+	}
+	if _, err := s.Get(ctx, old.ID); !errors.Is(err, authz.ErrNotFound) {
+		t.Errorf("old job: %v, want purged", err)
+	}
+	if _, err := s.Get(ctx, young.ID); err != nil {
+		t.Errorf("young job: %v, want kept", err)
+	}
+}
