@@ -411,6 +411,10 @@ func TestCancel(t *testing.T) {
 		if _, err := s.Cancel(ctx, q.ID, "admin-2"); !errors.Is(err, jobs.ErrFinished) {
 			t.Errorf("Cancel(finished) = %v, want ErrFinished", err)
 		}
+		var ve *authz.ValidationError
+		if _, err := s.Cancel(ctx, q.ID, ""); !errors.As(err, &ve) || ve.Field != "actor" {
+			t.Errorf("Cancel without an actor = %v", err)
+		}
 		if _, err := s.Cancel(ctx, "nope", "admin-2"); !errors.Is(err, authz.ErrNotFound) {
 			t.Errorf("Cancel(unknown) = %v, want ErrNotFound", err)
 		}

@@ -154,8 +154,8 @@ func (s *Service) Submit(ctx context.Context, action, label string, targets []st
 	if a == nil {
 		return nil, &authz.ValidationError{Field: "action", Message: fmt.Sprintf("There is no bulk action %q.", action)}
 	}
-	if actor == "" || len(actor) > audit.MaxFilterLen || !authz.Printable(actor) {
-		return nil, &authz.ValidationError{Field: "actor", Message: fmt.Sprintf("The actor must be 1 to %d printable characters.", audit.MaxFilterLen)}
+	if err := checkActor(actor); err != nil {
+		return nil, err
 	}
 	if utf8.RuneCountInString(label) > MaxLabelLen || !authz.Printable(label) {
 		return nil, &authz.ValidationError{Field: "label", Message: fmt.Sprintf("The label must be at most %d printable characters.", MaxLabelLen)}
@@ -189,6 +189,14 @@ func (s *Service) Submit(ctx context.Context, action, label string, targets []st
 		Detail: fmt.Sprintf("job=%s action=%s items=%d", j.ID, j.Action, j.Total)})
 	s.Notify()
 	return j, nil
+}
+
+// checkActor refuses an empty actor, or one no audit filter could find.
+func checkActor(actor string) error {
+	if actor == "" || len(actor) > audit.MaxFilterLen || !authz.Printable(actor) {
+		return &authz.ValidationError{Field: "actor", Message: fmt.Sprintf("The actor must be 1 to %d printable characters.", audit.MaxFilterLen)}
+	}
+	return nil
 }
 
 // checkTargets returns targets without repeats, or the refusal.
@@ -255,8 +263,11 @@ func (s *Service) Items(ctx context.Context, id string, f ItemFilter) ([]Item, e
 // one stops before its next item, on whichever replica runs it, and its
 // items not run yet become cancelled. Asking again is not an error.
 // Cancelling a finished job gives ErrFinished (wrapped), an unknown one
-// authz.ErrNotFound.
+// authz.ErrNotFound, an empty actor a *authz.ValidationError.
 func (s *Service) Cancel(ctx context.Context, id, actor string) (*Job, error) {
+	if err := checkActor(actor); err != nil {
+		return nil, err
+	}
 	j, err := s.store.CancelJob(ctx, id, actor, s.now())
 	if err != nil {
 		return nil, err
