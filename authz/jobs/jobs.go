@@ -17,7 +17,9 @@
 // may run twice, once by the dead worker and once by its successor.
 // Actions must therefore tolerate being applied twice to one user, which
 // the bulk actions (set a status, bind, delete an account that may be
-// gone) do.
+// gone) do. Each item's job.item audit row is written right after its
+// outcome is recorded: a crash between the two loses that one row (the
+// change itself is audited by the action, e.g. user.status_set).
 //
 // # The lease
 //
@@ -36,7 +38,9 @@
 // honours its context and the replicas' clocks roughly agree (NTP): a
 // clock ahead by s takes over jobs s early. The lease must be longer than
 // any single item takes; an item still running when the lease ends is
-// cancelled through its context and recorded failed (CodeTimeout).
+// cancelled through its context and recorded failed (CodeTimeout), or, if
+// another worker took the job over meanwhile, not recorded and run again
+// by that worker.
 //
 // Each Service runs one job at a time, oldest first, and claims only jobs
 // whose action it has (Options.Actions), so a replica of an older release
