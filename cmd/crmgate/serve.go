@@ -151,7 +151,14 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("session feed stopped", "err", err)
 		}
 	}()
-	defer func() { stopWorker(); <-workerDone; <-jobsDone; <-sweepDone; <-throttleSweepDone; <-feedDone }()
+	defer func() {
+		stopWorker()
+		<-workerDone
+		<-jobsDone
+		<-sweepDone
+		<-throttleSweepDone
+		<-feedDone
+	}()
 	if g.invitationSource != nil && g.auth.Invitations != nil {
 		mailerDone := make(chan struct{})
 		go func() {

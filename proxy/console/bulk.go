@@ -121,16 +121,16 @@ func (c *Console) bulkButtons(caller Caller) []bulkButton {
 
 // bulkConfirm is the confirmation page of a bulk action.
 type bulkConfirm struct {
-	Verb     string
-	Count    int
-	Names    []string // the first few usernames
-	More     int      // how many beyond Names
-	Action   string   // form path under the prefix
-	Fields   []confirmField
-	Back     string
-	Danger   bool
-	Mode     string
-	Reason   bool // the form asks for a reason (reject)
+	Verb      string
+	Count     int
+	Names     []string // the first few usernames
+	More      int      // how many beyond Names
+	Action    string   // form path under the prefix
+	Fields    []confirmField
+	Back      string
+	Danger    bool
+	Mode      string
+	Reason    bool // the form asks for a reason (reject)
 	TooMany   bool
 	MaxItems  int
 	MaxReason int
