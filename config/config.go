@@ -64,6 +64,7 @@ type Config struct {
 	SMTP        SMTPConfig        `envPrefix:"SMTP_"`
 	Credentials CredentialsConfig `envPrefix:"CREDENTIALS_"`
 	Tokens      TokensConfig      `envPrefix:"TOKENS_"`
+	Jobs        JobsConfig        `envPrefix:"JOBS_"`
 	Hooks       HooksConfig       `envPrefix:"HOOKS_"`
 
 	Registration RegistrationConfig `envPrefix:"REGISTRATION_"`
@@ -487,6 +488,7 @@ func (c *Config) Validate() error {
 	c.validateRegistration(add)
 	c.validateRecovery(add)
 	c.validateTokens(add)
+	c.validateJobs(add)
 	c.validateInvitations(add)
 	c.validateHooks(add)
 	return errors.Join(errs...)

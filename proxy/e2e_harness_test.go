@@ -254,7 +254,7 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	o.Registration = s.Registration
 	o.Passwords = s.Accounts
 	o.Console = &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
-		Audit: s.Audit, BreakGlassRole: proxy.AdminRole}
+		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
 		o.Console.Contacts = s.Binding
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/crmgate/crmgate/authz/apikeys"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/bulk"
 	"github.com/crmgate/crmgate/authz/invitations"
+	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
@@ -59,6 +61,7 @@ type Store interface {
 	onboarding.Store
 	registration.Store
 	invitations.Store
+	jobs.Store
 }
 
 // Contacts is what the identity layer needs from Dataverse, one Web API
@@ -140,6 +143,9 @@ type Options struct {
 	// invitations.Options.SkipDataverseProof (dangerous). The zero value
 	// requires the confirmation.
 	SkipInvitationProof bool
+	// JobLease and JobPollInterval are the bulk-job worker's lease and
+	// poll interval (jobs.Options); zero means the jobs defaults.
+	JobLease, JobPollInterval time.Duration
 	// OutboxNotify is called after a change enqueued outbox events,
 	// typically outbox.Worker.Notify; nil leaves them to the next poll.
 	OutboxNotify func()
@@ -176,6 +182,9 @@ type Services struct {
 	// Recovery runs the password reset, set-password and change flows;
 	// nil when no mail can be composed (Options.Mail nil).
 	Recovery *recovery.Service
+	// Jobs runs the admin console's bulk actions on users (package bulk)
+	// as durable jobs; its worker (Jobs.Run) must run for them to progress.
+	Jobs *jobs.Service
 }
 
 // New builds every feature over db. It reports every problem of o at once.
@@ -271,6 +280,14 @@ func New(db Store, o Options) (*Services, error) {
 			SkipDataverseProof: o.SkipInvitationProof, Notify: o.OutboxNotify, Now: o.Now, Logger: log}); err != nil {
 			return nil, err
 		}
+	}
+	bo := bulk.Options{Accounts: s.Accounts}
+	if s.Onboarding != nil {
+		bo.Approvals = s.Onboarding
+	}
+	if s.Jobs, err = jobs.New(jobs.Options{Store: db, Audit: s.Audit, Actions: bulk.Actions(bo), Lease: o.JobLease,
+		PollInterval: o.JobPollInterval, Now: o.Now, Logger: log}); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

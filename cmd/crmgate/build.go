@@ -294,6 +294,8 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 // Dataverse aside (contactOptions adds it).
 func identityOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) wiring.Options {
 	return wiring.Options{
+		JobLease:           cfg.Jobs.Lease,
+		JobPollInterval:    cfg.Jobs.PollInterval,
 		Password:           passwordParams(cfg),
 		PasswordPolicy:     password.Policy{MinLength: cfg.Password.MinLength},
 		MaxFailures:        cfg.SignIn.MaxFailures,

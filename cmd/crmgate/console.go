@@ -4,6 +4,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/proxy"
@@ -19,6 +20,7 @@ var (
 	_ console.ContactLookup = (*binding.Resolver)(nil)
 	_ console.Approvals     = (*onboarding.Service)(nil)
 	_ console.AuditReader   = (*audit.Log)(nil)
+	_ console.Jobs          = (*jobs.Service)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
@@ -26,7 +28,7 @@ var (
 // contact lookup needs Dataverse.
 func consoleOptions(s *wiring.Services) *console.Options {
 	o := &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
-		Audit: s.Audit, BreakGlassRole: proxy.AdminRole}
+		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
 		o.Contacts = s.Binding
 	}

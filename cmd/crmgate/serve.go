@@ -114,6 +114,16 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("outbox worker stopped", "err", err)
 		}
 	}()
+	// So does the bulk-job worker of the admin console: a job another
+	// replica or an earlier process left half done is taken over once its
+	// lease has passed.
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		if err := g.auth.Jobs.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("bulk job worker stopped", "err", err)
+		}
+	}()
 	// So does the sweep of dead one-time tokens (every replica sweeps;
 	// concurrent sweeps are harmless).
 	sweepDone := make(chan struct{})
@@ -141,7 +151,14 @@ func serveGateway(ctx context.Context, cfg *config.Config, g *gateway, log *slog
 			log.Error("session feed stopped", "err", err)
 		}
 	}()
-	defer func() { stopWorker(); <-workerDone; <-sweepDone; <-throttleSweepDone; <-feedDone }()
+	defer func() {
+		stopWorker()
+		<-workerDone
+		<-jobsDone
+		<-sweepDone
+		<-throttleSweepDone
+		<-feedDone
+	}()
 	if g.invitationSource != nil && g.auth.Invitations != nil {
 		mailerDone := make(chan struct{})
 		go func() {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -150,6 +151,8 @@ type Options struct {
 	Approvals Approvals
 	// Audit reads the audit trail.
 	Audit AuditReader
+	// Jobs runs bulk actions on users as durable jobs.
+	Jobs Jobs
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -197,7 +200,12 @@ func samples() map[string]any {
 		"index":   nil,
 		"confirm": confirmation{Question: "?", Fields: []confirmField{{"a", "b"}}},
 		"users": usersPage{Users: []*authz.User{u}, Total: 1, Columns: []sortColumn{{Label: "Username"}},
-			Statuses: []option{{}}, Modes: []option{{}}, BulkActions: []option{{Value: "x"}}},
+			Statuses: []option{{}}, Modes: []option{{}}, Bulk: []bulkButton{{Slug: "link", Link: true}, {Slug: "delete", Danger: true}}},
+		"bulk_confirm": bulkConfirm{Verb: "Disable", Count: 12, Names: []string{"ana"}, More: 11, Fields: []confirmField{{"user", "u1"}},
+			Reason: true, Mode: "username", TooMany: true},
+		"jobs": jobsPage{Jobs: []jobRow{{Job: jobs.Job{ID: "j1", Total: 2}, Verb: "Disable"}}, Older: "j1"},
+		"job": jobPage{Job: jobRow{Job: jobs.Job{ID: "j1", Total: 2}}, Failed: []itemRow{{Item: jobs.Item{Seq: 1}}}, MoreAfter: 1,
+			CanCancel: true, Running: true},
 		"user": userPage{User: u, Contact: &contactView{ID: "c1"}, Modes: []option{{}}, CanBind: true, CanLookup: true,
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
@@ -280,6 +288,7 @@ func (c *Console) Routes() []Route {
 	}
 	add(true, "GET", "/{$}", AnyPermission, c.handleIndex)
 	rs = append(rs, c.userRoutes()...)
+	rs = append(rs, c.bulkRoutes()...)
 	return rs
 }
 
@@ -313,6 +322,7 @@ var sections = []struct {
 	key, label, path, perm string
 }{
 	{"users", "Users", "/users", permissions.UsersRead},
+	{"jobs", "Bulk actions", "/jobs", permissions.UsersRead},
 }
 
 // render writes page with data for caller, status status.
@@ -385,6 +395,8 @@ var notices = map[string]string{
 	"rejected":         "The registration was rejected.",
 	"deleted":          "The user was deleted.",
 	"nothing-selected": "Select at least one user.",
+	"job-cancelled":    "The job stops before its next user.",
+	"job-finished":     "The job had already finished.",
 }
 
 // notice returns the message the request's notice key names.

@@ -170,7 +170,7 @@ type usersPage struct {
 	Prev, Next      template.URL // links; empty when there is none
 	Columns         []sortColumn
 	Statuses, Modes []option
-	BulkActions     []option
+	Bulk            []bulkButton
 }
 
 type sortColumn struct {
@@ -233,7 +233,7 @@ func (c *Console) handleUsers(w http.ResponseWriter, r *http.Request, caller Cal
 	if f.Offset+len(users) < total && q.Page < authz.MaxListOffset/pageSize {
 		data.Next = c.usersLink(q.values(map[string]string{"page": strconv.Itoa(q.Page + 1)}))
 	}
-	data.BulkActions = c.bulkOptions(caller)
+	data.Bulk = c.bulkButtons(caller)
 	c.render(w, r, http.StatusOK, caller, "users", "users", "Users", data, notice(r), "")
 }
 
@@ -246,10 +246,6 @@ func (c *Console) usersLink(query string) template.URL {
 	}
 	return template.URL(u)
 }
-
-// bulkOptions are the bulk actions the caller may start; none until the
-// bulk jobs are configured.
-func (c *Console) bulkOptions(Caller) []option { return nil }
 
 // userPage is the data of a user's page.
 type userPage struct {
