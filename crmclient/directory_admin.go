@@ -233,4 +233,3 @@ func (d *Directory) DeleteContact(ctx context.Context, id, etag string) error {
 	}
 	return directoryError("delete contact", err, true)
 }
-
