@@ -14,48 +14,10 @@ import (
 	"github.com/crmgate/crmgate/dataverse"
 )
 
-// ContactPageQuery asks Directory.ListContactPage for one page of contacts.
-type ContactPageQuery struct {
-	// Conditions are the base filter, joined with "and" (Op "eq" or "ne",
-	// values as dataverse.Condition); none lists every contact. Dataverse
-	// matches strings loosely, so the rows are checked again with
-	// dataverse.MatchesAll and those that fail are dropped from the page.
-	Conditions []dataverse.Condition
-	// Search, when not empty, keeps the contacts whose firstname, lastname,
-	// fullname or emailaddress1 starts with it (startswith, which
-	// Dataverse can answer from an index, unlike contains;
-	// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows).
-	// %, _ and [ ] in it act as wildcards in Dataverse, so it can match
-	// more than its text; it is a search, never an access rule.
-	Search string
-	// Columns are extra columns returned in Contact.Columns.
-	Columns []string
-	// PageSize is sent as Prefer: odata.maxpagesize, 1 to 5,000
-	// (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results).
-	PageSize int
-	// Cursor is ContactPage.Next of the previous page of the same query;
-	// empty asks for the first page. A cursor of another query (another
-	// filter, search or columns) is refused with ErrInvalidArgument, so a
-	// cursor from a client can never widen the base filter; the page size
-	// is a header, not part of the cursor, and may change between pages.
-	Cursor string
-}
-
-// ContactPage is one page of ListContactPage.
-type ContactPage struct {
-	// Contacts are the page's rows, ordered by fullname then contactid,
-	// each with its ETag.
-	Contacts []*dataverse.Contact
-	// Next is the cursor of the next page; empty on the last page. It is
-	// opaque: the @odata.nextLink Dataverse sent, without this client's
-	// environment URL, base64url-encoded.
-	Next string
-}
-
-// maxSearchLen bounds ContactPageQuery.Search.
+// maxSearchLen bounds dataverse.ContactPageQuery.Search.
 const maxSearchLen = 200
 
-// searchColumns are the columns ContactPageQuery.Search looks at.
+// searchColumns are the columns dataverse.ContactPageQuery.Search looks at.
 var searchColumns = []string{"firstname", "lastname", "fullname", "emailaddress1"}
 
 // ListContactPage returns one page of the contacts that match q, in one
@@ -66,7 +28,7 @@ var searchColumns = []string{"firstname", "lastname", "fullname", "emailaddress1
 // (condition, column, page size, search of more than 200 bytes or not
 // valid text, foreign cursor) wraps ErrInvalidArgument and sends nothing;
 // Dataverse being unavailable wraps dataverse.ErrUnavailable.
-func (d *Directory) ListContactPage(ctx context.Context, q ContactPageQuery) (*ContactPage, error) {
+func (d *Directory) ListContactPage(ctx context.Context, q dataverse.ContactPageQuery) (*dataverse.ContactPage, error) {
 	if q.PageSize < 1 || q.PageSize > 5000 {
 		return nil, invalidArg("directory: list contacts: page size %d: want 1 to 5000", q.PageSize)
 	}
@@ -143,7 +105,7 @@ func (d *Directory) ListContactPage(ctx context.Context, q ContactPageQuery) (*C
 	if err := resp.decode(&body); err != nil {
 		return nil, directoryError("list contacts", err, false)
 	}
-	page := &ContactPage{Contacts: []*dataverse.Contact{}}
+	page := &dataverse.ContactPage{Contacts: []*dataverse.Contact{}}
 	for _, row := range body.Value {
 		ct, err := decodeContact(row, extra)
 		if err != nil {
@@ -171,7 +133,7 @@ func (d *Directory) ListContactPage(ctx context.Context, q ContactPageQuery) (*C
 	return page, nil
 }
 
-// cursorRequest decodes a ContactPage.Next cursor into the path and query
+// cursorRequest decodes a dataverse.ContactPage.Next cursor into the path and query
 // of its nextLink, and checks that the link's query without $skiptoken is
 // want, the query of the page asked for.
 func (d *Directory) cursorRequest(cursor, want string) (path, query string, err error) {

@@ -39,7 +39,7 @@ func TestDirectoryListContactPage(t *testing.T) {
 	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
 	ids := seedAcme(t, d, 7)
 	base := []dataverse.Condition{{Column: "adx_organizationname", Op: "eq", Value: "Acme"}, {Column: "statecode", Op: "eq", Value: int64(0)}}
-	q := crmclient.ContactPageQuery{Conditions: base, Columns: []string{"telephone1"}, PageSize: 3}
+	q := dataverse.ContactPageQuery{Conditions: base, Columns: []string{"telephone1"}, PageSize: 3}
 	var got []string
 	pages := 0
 	for {
@@ -74,28 +74,28 @@ func TestDirectoryListContactPage(t *testing.T) {
 	}
 
 	// A search narrows the base filter.
-	p, err := d.ListContactPage(ctx, crmclient.ContactPageQuery{Conditions: base, Search: "acme0", PageSize: 50})
+	p, err := d.ListContactPage(ctx, dataverse.ContactPageQuery{Conditions: base, Search: "acme0", PageSize: 50})
 	if err != nil || len(p.Contacts) != 7 {
 		t.Fatalf("search acme0: %d contacts, %v", len(p.Contacts), err)
 	}
-	p, err = d.ListContactPage(ctx, crmclient.ContactPageQuery{Conditions: base, Search: "05", PageSize: 50})
+	p, err = d.ListContactPage(ctx, dataverse.ContactPageQuery{Conditions: base, Search: "05", PageSize: 50})
 	if err != nil || len(p.Contacts) != 1 || p.Contacts[0].ID != ids[4] {
 		t.Fatalf("search 05: %+v, %v", p, err)
 	}
 	// Without a base filter: Ann by her first name, Bob by his email
 	// address (the seed gives him ann@example.com).
-	p, err = d.ListContactPage(ctx, crmclient.ContactPageQuery{Search: "ANN", PageSize: 50})
+	p, err = d.ListContactPage(ctx, dataverse.ContactPageQuery{Search: "ANN", PageSize: 50})
 	if err != nil || len(p.Contacts) != 2 || p.Contacts[0].ID != annID || p.Contacts[1].ID != bobID {
 		t.Fatalf("search ANN without a base filter: %+v, %v", p, err)
 	}
 
 	// The cursor of the first query must not page a wider one.
-	first, err := d.ListContactPage(ctx, crmclient.ContactPageQuery{Conditions: base, PageSize: 3})
+	first, err := d.ListContactPage(ctx, dataverse.ContactPageQuery{Conditions: base, PageSize: 3})
 	if err != nil || first.Next == "" {
 		t.Fatal(first, err)
 	}
 	before := apiRequests(h)
-	for name, q := range map[string]crmclient.ContactPageQuery{
+	for name, q := range map[string]dataverse.ContactPageQuery{
 		"no filter":    {PageSize: 3, Cursor: first.Next},
 		"other search": {Conditions: base, Search: "x", PageSize: 3, Cursor: first.Next},
 		"garbage":      {Conditions: base, PageSize: 3, Cursor: "!!"},
@@ -105,7 +105,7 @@ func TestDirectoryListContactPage(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
 		}
 	}
-	for _, q := range []crmclient.ContactPageQuery{
+	for _, q := range []dataverse.ContactPageQuery{
 		{PageSize: 0}, {PageSize: 5001},
 		{PageSize: 3, Columns: []string{"adx_identity_passwordhash"}},
 		{PageSize: 3, Conditions: []dataverse.Condition{{Column: "statecode", Op: "gt", Value: int64(0)}}},
