@@ -138,7 +138,7 @@ func (d *Directory) ListContactPage(ctx context.Context, q dataverse.ContactPage
 // want, the query of the page asked for.
 func (d *Directory) cursorRequest(cursor, want string) (path, query string, err error) {
 	bad := func(why string) (string, string, error) {
-		return "", "", invalidArg("directory: list contacts: page cursor refused: %s", why)
+		return "", "", fmt.Errorf("crmclient: directory: list contacts: %w: %w: %s", ErrInvalidArgument, dataverse.ErrInvalidCursor, why)
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil || len(raw) > 16<<10 {
@@ -146,7 +146,7 @@ func (d *Directory) cursorRequest(cursor, want string) (path, query string, err 
 	}
 	path, query, err = d.client.splitNextLink(d.client.base + string(raw))
 	if err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("%w: %w", dataverse.ErrInvalidCursor, err)
 	}
 	if path != SetContacts {
 		return bad("not a contact list")

@@ -101,8 +101,8 @@ func TestDirectoryListContactPage(t *testing.T) {
 		"garbage":      {Conditions: base, PageSize: 3, Cursor: "!!"},
 		"foreign path": {Conditions: base, PageSize: 3, Cursor: "YWNjb3VudHM_JHNraXB0b2tlbj14"},
 	} {
-		if _, err := d.ListContactPage(ctx, q); !errors.Is(err, crmclient.ErrInvalidArgument) {
-			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
+		if _, err := d.ListContactPage(ctx, q); !errors.Is(err, crmclient.ErrInvalidArgument) || !errors.Is(err, dataverse.ErrInvalidCursor) {
+			t.Errorf("%s: %v, want ErrInvalidArgument and ErrInvalidCursor", name, err)
 		}
 	}
 	for _, q := range []dataverse.ContactPageQuery{

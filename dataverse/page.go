@@ -1,5 +1,12 @@
 package dataverse
 
+import "errors"
+
+// ErrInvalidCursor is wrapped when ContactPageQuery.Cursor is not a page
+// of the same query (another filter, search or columns, or not a cursor at
+// all). Nothing was sent; start again from the first page.
+var ErrInvalidCursor = errors.New("dataverse: page cursor of another query")
+
 // ContactPageQuery asks a contact directory for one page of contacts
 // (crmclient.Directory.ListContactPage): the admin console's contact list.
 type ContactPageQuery struct {
@@ -22,7 +29,7 @@ type ContactPageQuery struct {
 	PageSize int
 	// Cursor is ContactPage.Next of the previous page of the same query;
 	// empty asks for the first page. A cursor of another query (another
-	// filter, search or columns) is refused with an invalid-argument error, so a
+	// filter, search or columns) is refused with ErrInvalidCursor, so a
 	// cursor from a client can never widen the base filter; the page size
 	// is a header, not part of the cursor, and may change between pages.
 	Cursor string
