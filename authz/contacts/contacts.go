@@ -589,7 +589,9 @@ func (s *Service) invalidate(id string) {
 // Create creates a contact with f (a last name is required), the eq terms
 // of the filter whose columns f leaves out (so that the new contact is in
 // the list; statecode and statuscode are left to Dataverse), and returns
-// it as Get would. The id is chosen here, so a retry of the request to
+// it as Get would. A contact that would still be outside the filter is
+// refused with a *authz.ValidationError on "filter" and not created. The
+// id is chosen here (Options.NewID), so a retry of the request to
 // Dataverse never creates two.
 func (s *Service) Create(ctx context.Context, f Fields, actor string) (*Contact, error) {
 	if f.LastName == nil || strings.TrimSpace(*f.LastName) == "" {
@@ -609,6 +611,24 @@ func (s *Service) Create(ctx context.Context, f Fields, actor string) (*Contact,
 		if v == nil {
 			delete(cols, col)
 		}
+	}
+	// The new row as Dataverse will hold it (active; a column not given is
+	// null) must be in the list, or the administrator could create a
+	// contact they then cannot see.
+	would := &dataverse.Contact{Active: true, Columns: map[string]any{}}
+	for _, col := range dataverse.ConditionColumns(s.conds) {
+		switch v, ok := cols[col]; {
+		case ok:
+			would.Columns[col] = v
+		case col == "statuscode":
+			would.Columns[col] = int64(1) // Active's default status
+		case col != "statecode": // statecode comes from Active
+			would.Columns[col] = nil
+		}
+	}
+	if col := s.o.Filter.Columns(); !dataverse.MatchesAll(would, s.conds) {
+		return nil, &authz.ValidationError{Field: "filter", Message: fmt.Sprintf("The new contact would be outside this list (%s); set the columns it filters on: %s.",
+			s.o.Filter.String(), strings.Join(col, ", "))}
 	}
 	id := s.o.NewID()
 	if err := s.o.Directory.CreateContact(ctx, id, cols); err != nil {

@@ -1,6 +1,7 @@
 package contacts_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -55,6 +56,7 @@ type env struct {
 	emu    *dataversetest.Server
 	client *crmclient.Client
 	cache  *recordingCache
+	dir    *crmclient.Directory
 	n      int
 }
 
@@ -80,7 +82,7 @@ func newEnv(t *testing.T, open storetest.Opener) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{ids: ids, db: db, emu: emu, client: client, cache: &recordingCache{}}
+	e := &env{ids: ids, db: db, emu: emu, client: client, cache: &recordingCache{}, dir: dir}
 	e.svc, err = contacts.New(contacts.Options{
 		Directory: dir, Store: db, Audit: ids.Audit,
 		Filter:      binding.MustParseFilterTemplate(filter),
@@ -437,4 +439,121 @@ func TestOptions(t *testing.T) {
 	if err := contacts.CheckOptions(nil, "", make([]string, contacts.MaxColumns+1)); err == nil {
 		t.Error("too many columns accepted")
 	}
+}
+
+// racingDirectory is the real directory, with someone else's write to
+// the contact in Dataverse just before each update or delete: the
+// service's own check of the row version passes, and Dataverse's 412 is
+// what refuses the write.
+type racingDirectory struct {
+	*crmclient.Directory
+	client *crmclient.Client
+}
+
+func (d racingDirectory) meddle(ctx context.Context, id string) error {
+	return d.client.Update(ctx, crmclient.SetContacts, crmclient.ByID(crmclient.MustParseGUID(id)), map[string]any{"jobtitle": "Meddler"}, "")
+}
+
+func (d racingDirectory) UpdateContact(ctx context.Context, id string, columns map[string]any, etag string) error {
+	if err := d.meddle(ctx, id); err != nil {
+		return err
+	}
+	return d.Directory.UpdateContact(ctx, id, columns, etag)
+}
+
+func (d racingDirectory) DeleteContact(ctx context.Context, id, etag string) error {
+	if err := d.meddle(ctx, id); err != nil {
+		return err
+	}
+	return d.Directory.DeleteContact(ctx, id, etag)
+}
+
+// TestDataverseConflict: a change in Dataverse between the service's read
+// and its write is refused by Dataverse (412) and reported as ErrChanged;
+// nothing of the administrator's change is written, nothing audited.
+func TestDataverseConflict(t *testing.T) {
+	e := newEnv(t, storetest.SQLiteURL)
+	ctx := t.Context()
+	svc, err := contacts.New(contacts.Options{Directory: racingDirectory{e.dir, e.client}, Store: e.db, Audit: e.ids.Audit,
+		Filter: binding.MustParseFilterTemplate(filter), Columns: []string{"jobtitle"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.seed(t, "Ann", "Lee", "ann@acme.example", "Acme")
+	c, err := svc.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Update(ctx, id, c.ETag, contacts.Fields{LastName: str("Changed")}, "admin"); !errors.Is(err, contacts.ErrChanged) || !errors.Is(err, dataverse.ErrContactChanged) {
+		t.Fatalf("update: %v, want ErrChanged", err)
+	}
+	if row, _ := e.emu.Handler.Row("contacts", id); row["lastname"] != "Lee" || row["jobtitle"] != "Meddler" {
+		t.Fatalf("after the refused update: %v", row)
+	}
+	c, err = svc.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Delete(ctx, id, c.ETag, "admin"); !errors.Is(err, contacts.ErrChanged) {
+		t.Fatalf("delete: %v, want ErrChanged", err)
+	}
+	if _, ok := e.emu.Handler.Row("contacts", id); !ok {
+		t.Fatal("deleted despite the 412")
+	}
+	for _, typ := range []string{audit.EventContactUpdated, audit.EventContactDeleted} {
+		if got := e.auditDetails(t, typ); len(got) != 0 {
+			t.Errorf("%s audited: %v", typ, got)
+		}
+	}
+}
+
+// TestCreateOutsideFilter: a contact the filter would not list is not
+// created.
+func TestCreateOutsideFilter(t *testing.T) {
+	e := newEnv(t, storetest.SQLiteURL)
+	svc, err := contacts.New(contacts.Options{Directory: e.dir, Store: e.db, Audit: e.ids.Audit,
+		Filter:  binding.MustParseFilterTemplate("adx_organizationname eq 'Acme' and jobtitle ne null and statecode eq 0 and statuscode eq 1"),
+		Columns: []string{"jobtitle"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.emu.Handler.Requests("PATCH contacts()")
+	var ve *authz.ValidationError
+	if _, err := svc.Create(t.Context(), contacts.Fields{LastName: str("Lee")}, "admin"); !errors.As(err, &ve) || ve.Field != "filter" {
+		t.Fatalf("create without jobtitle: %v, want a ValidationError on filter", err)
+	}
+	if n := e.emu.Handler.Requests("PATCH contacts()") - before; n != 0 {
+		t.Fatalf("%d contacts created", n)
+	}
+	c, err := svc.Create(t.Context(), contacts.Fields{LastName: str("Lee"), Columns: map[string]string{"jobtitle": "Buyer"}}, "admin")
+	if err != nil || c.Company != "Acme" {
+		t.Fatalf("create with jobtitle: %+v %v", c, err)
+	}
+}
+
+// TestUsernameBinding: an account bound in username mode shows on the
+// contact whose adx_identity_username is its username.
+func TestUsernameBinding(t *testing.T) {
+	eachDialect(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		id, err := e.client.Create(ctx, crmclient.SetContacts, map[string]any{"lastname": "Zed", "adx_organizationname": "Acme", "adx_identity_username": "Zed.Z"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := e.ids.Accounts.CreateUser(ctx, accounts.NewUser{Username: "zed.z", Email: "zed@example.org"}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Binding = authz.Binding{Mode: authz.BindingUsername}
+		if err := e.db.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		c, err := e.svc.Get(ctx, id.String())
+		if err != nil || len(c.BoundUsers) != 1 || c.BoundUsers[0].ID != u.ID || c.BoundUsers[0].Mode != authz.BindingUsername {
+			t.Fatalf("get: %+v %v", c, err)
+		}
+		if err := e.svc.Delete(ctx, c.ID, c.ETag, "admin"); !errors.Is(err, contacts.ErrBound) {
+			t.Fatalf("delete: %v, want ErrBound", err)
+		}
+	})
 }
