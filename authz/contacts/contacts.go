@@ -191,7 +191,10 @@ type ListRequest struct {
 	Limit int
 }
 
-// ListPage is one page of the list.
+// ListPage is one page of the list. It may hold fewer than the Limit rows
+// and still have a Next: rows Dataverse matched more loosely than the
+// filter (strings compare case-insensitively there, with wildcards) are
+// dropped from the page.
 type ListPage struct {
 	Contacts []*Contact `json:"contacts"`
 	// Next is the cursor of the next page; empty on the last one.

@@ -169,9 +169,13 @@ func TestList(t *testing.T) {
 		var seen []string
 		req := contacts.ListRequest{Limit: 2}
 		for pages := 0; ; pages++ {
+			before, all := e.emu.Handler.Requests("GET contacts"), e.emu.Handler.Requests("")
 			p, err := e.svc.List(ctx, req)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if n, m := e.emu.Handler.Requests("GET contacts")-before, e.emu.Handler.Requests("")-all; n != 1 || m != 1 {
+				t.Errorf("page %d: %d list requests, %d in all; want 1", pages, n, m)
 			}
 			if len(p.Contacts) > 2 || pages > 3 {
 				t.Fatalf("page %d: %d rows", pages, len(p.Contacts))
