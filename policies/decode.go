@@ -214,6 +214,7 @@ func (d *decoder) decodeFile(data []byte) *Policy {
 		"permissions": func(_, v *yaml.Node) {
 			p.Permissions = d.permissionsSection(v)
 		},
+		"console": func(_, v *yaml.Node) { p.Console = d.console(v, "console") },
 	})
 	if !sawRoutes && len(d.errs) == 0 {
 		d.errorf(root, "routes: at least one route is required")

@@ -241,6 +241,23 @@
 // terms "column eq|ne value" joined with "and"; a value is a {field}, a
 // 'quoted string', an integer, true, false or null.
 //
+// # Console
+//
+// The optional console section configures the admin console's pages; its
+// contacts part (Console.Contacts) selects the Dataverse contacts the
+// console manages and the columns it shows:
+//
+//	console:
+//	  contacts:
+//	    filter: adx_organizationname eq 'Contoso' and statecode eq 0
+//	    company_column: adx_organizationname
+//	    columns: [jobtitle, telephone1]
+//
+// filter has the grammar of binding_filter without placeholders and is
+// parsed, like it, by the gateway at start-up; column names are checked
+// here (dataverse.ValidContactColumn) and the rest by
+// authz/contacts.CheckOptions.
+//
 // # Permissions
 //
 // The optional permissions section maps local role names to the

@@ -29,6 +29,9 @@ type Policy struct {
 	// value (no section) grants every permission to the admin role and
 	// none to any other.
 	Permissions permissions.Grants
+	// Console is the optional console section; its zero value configures
+	// the admin console's defaults.
+	Console Console
 }
 
 // Upstream is an application requests are proxied to. Build it with Parse;

@@ -11,6 +11,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/lifecycle"
 	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/profile"
@@ -64,6 +65,7 @@ func newDataverse(cfg *config.Config, reg prometheus.Registerer, log *slog.Logge
 type contactFilters struct {
 	binding *binding.FilterTemplate // dataverse.binding_filter; nil when absent
 	signIn  *binding.FilterTemplate // dataverse.signin_filter; nil when absent
+	console *binding.FilterTemplate // console.contacts.filter; nil when absent
 }
 
 // policyName is how messages name the policy source, as policies does.
@@ -77,7 +79,10 @@ func policyName(cfg *config.Config) string {
 // parseContactFilters parses the policy's binding and sign-in filters with
 // the binding package's grammar, reporting each problem as "file:line: field: reason",
 // and checks them against the binding settings: custom as the default mode
-// needs a binding filter, and a binding filter must name a user field.
+// needs a binding filter, and a binding filter must name a user field. It
+// also parses the admin console's contact list filter
+// (console.contacts.filter) and checks that section with
+// contacts.CheckOptions, so that check-config refuses what serve would.
 func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilters, error) {
 	var (
 		f    contactFilters
@@ -100,6 +105,21 @@ func parseContactFilters(cfg *config.Config, pol *policies.Policy) (contactFilte
 	}
 	f.binding = parse(pol.Dataverse.BindingFilter, "binding_filter")
 	f.signIn = parse(pol.Dataverse.SignInFilter, "signin_filter")
+	if cc := pol.Console.Contacts; cc.Filter.Text != "" || cc.CompanyColumn != "" || len(cc.Columns) > 0 {
+		ok := true
+		if cc.Filter.Text != "" {
+			var err error
+			if f.console, err = binding.ParseFilterTemplate(cc.Filter.Text); err != nil {
+				errs = append(errs, fmt.Errorf("%s:%d: console.contacts.filter: %w", file, cc.Filter.Line, err))
+				ok = false
+			}
+		}
+		if ok {
+			if err := contacts.CheckOptions(f.console, cc.CompanyColumn, cc.Columns); err != nil {
+				errs = append(errs, fmt.Errorf("%s: console.contacts: %w", file, err))
+			}
+		}
+	}
 	if f.binding != nil && !f.binding.HasFields() {
 		errs = append(errs, fmt.Errorf("%s:%d: dataverse.binding_filter: names no user field such as {email}: every user would be bound to the same contact",
 			file, pol.Dataverse.BindingFilter.Line))
