@@ -91,17 +91,21 @@ func (d *DB) ClaimOutbox(ctx context.Context, now time.Time, lease time.Duration
 	}
 	nowMs := now.UnixMilli()
 	until := now.Add(lease).UnixMilli()
-	lock := ""
-	if d.dialect == Postgres {
-		lock = " FOR UPDATE OF o SKIP LOCKED"
-	}
-	rows, err := d.db.QueryContext(ctx, d.q(`UPDATE outbox SET locked_until = ?, attempts = attempts + 1
-		WHERE id IN (
-			SELECT o.id FROM outbox o
+	due := `SELECT o.id FROM outbox o
 			WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ?
 				AND (o.locked_until IS NULL OR o.locked_until < ?)
 				AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.user_id = o.user_id AND p.delivered_at IS NULL AND p.id < o.id)
-			ORDER BY o.id LIMIT ?`+lock+`)
+			ORDER BY o.id LIMIT ?`
+	which := "id IN (" + due + ")"
+	if d.dialect == Postgres {
+		// ARRAY(...) is evaluated once. With "id IN (subquery LIMIT n)"
+		// PostgreSQL may plan a semi join that runs the subquery again for
+		// each outer row (SKIP LOCKED makes every run see other rows), and
+		// so lease every due event under one claim (testOutboxClaimLimit).
+		which = "id = ANY(ARRAY(" + due + " FOR UPDATE OF o SKIP LOCKED))"
+	}
+	rows, err := d.db.QueryContext(ctx, d.q(`UPDATE outbox SET locked_until = ?, attempts = attempts + 1
+		WHERE `+which+`
 		AND delivered_at IS NULL AND (locked_until IS NULL OR locked_until < ?)
 		RETURNING `+outboxColumns), until, nowMs, nowMs, limit, nowMs)
 	if err != nil {

@@ -239,6 +239,27 @@ func testOutboxClaim(t *testing.T, db *DB) {
 	}
 }
 
+// testOutboxClaimLimit: a claim leases at most its limit, whatever plan
+// the database picks for the claim (PostgreSQL may run an IN subquery
+// with LIMIT once per outer row, and so lease every due event).
+func testOutboxClaimLimit(t *testing.T, db *DB) {
+	ctx := t.Context()
+	for i := range 10 {
+		if err := db.CreateUserAndEnqueue(ctx, newUser(fmt.Sprintf("l%02d", i)), event(lifecycle.Created)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []int{1, 2, 3, 4} {
+		got, err := db.ClaimOutbox(ctx, outboxT0, time.Hour, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != limit {
+			t.Errorf("a claim with limit %d leased %d events", limit, len(got))
+		}
+	}
+}
+
 // testOutboxConcurrentClaims runs several claimers at once against one
 // database: every event is claimed by exactly one of them.
 func testOutboxConcurrentClaims(t *testing.T, db *DB) {
@@ -264,6 +285,12 @@ func testOutboxConcurrentClaims(t *testing.T, db *DB) {
 					return
 				}
 				if len(got) == 0 {
+					return
+				}
+				if len(got) > 3 {
+					// One claimer leasing more than it asked for would
+					// hold the others' share under one lease.
+					errCh <- fmt.Errorf("a claim with limit 3 leased %d events", len(got))
 					return
 				}
 				mu.Lock()

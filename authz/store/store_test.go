@@ -61,6 +61,7 @@ func runSuite(t *testing.T, newURL opener) {
 	t.Run("OutboxRollback", func(t *testing.T) { testOutboxRollback(t, open(t)) })
 	t.Run("OutboxClaim", func(t *testing.T) { testOutboxClaim(t, open(t)) })
 	t.Run("OutboxConcurrentClaims", func(t *testing.T) { testOutboxConcurrentClaims(t, open(t)) })
+	t.Run("OutboxClaimLimit", func(t *testing.T) { testOutboxClaimLimit(t, open(t)) })
 	t.Run("OutboxFail", func(t *testing.T) { testOutboxFail(t, open(t)) })
 	t.Run("APIKeys", func(t *testing.T) { testAPIKeys(t, open(t)) })
 	t.Run("BreakGlassGuard", func(t *testing.T) { testBreakGlassGuard(t, open(t)) })
