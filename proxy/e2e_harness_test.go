@@ -129,6 +129,9 @@ type harnessConfig struct {
 	// guesses is the invitation guess limiter's rate per hour and burst;
 	// zero means 20.
 	guesses int
+	// console adjusts the admin console's services, with the identity
+	// layer and the store at hand (e.g. a contacts service).
+	console func(h *harness, o *console.Options)
 }
 
 var testPassword = password.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
@@ -228,6 +231,9 @@ func newHarness(t *testing.T, hc harnessConfig) *harness {
 		}
 	}
 	h.opts = withIdentity(h.opts, h.svc, h.db)
+	if hc.console != nil {
+		hc.console(h, h.opts.Console)
+	}
 	if hc.mutate != nil {
 		hc.mutate(&h.opts)
 	}

@@ -775,3 +775,15 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// CompanyColumn is the column shown and edited as the company.
+func (s *Service) CompanyColumn() string { return s.o.CompanyColumn }
+
+// Columns are the configured extra columns, in their configured order.
+func (s *Service) Columns() []string { return slices.Clone(s.o.Columns) }
+
+// CanInvite reports whether Invite works (an invitations service is set).
+func (s *Service) CanInvite() bool { return s.o.Invitations != nil }
+
+// CanCreateUser reports whether CreateUser works (onboarding is set).
+func (s *Service) CanCreateUser() bool { return s.o.Onboarding != nil }

@@ -134,7 +134,7 @@ func TestBrowserConsoleBulkJobRestart(t *testing.T) {
 	crashed := time.Now()
 	gw = rs.Start()
 	rs.WaitReady(gw, time.Now().Add(30*time.Second))
-	j = waitDone(atKill.Succeeded, 20*time.Second)
+	waitDone(atKill.Succeeded, 20*time.Second)
 	t.Logf("killed at %d of %d; the new process went on after %s (lease 5s)", atKill.Succeeded, atKill.Total, time.Since(crashed).Round(time.Millisecond))
 
 	// The browser's page follows the job (it reloads itself) to the end,

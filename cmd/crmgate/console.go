@@ -1,12 +1,17 @@
 package main
 
 import (
+	"log/slog"
+	"time"
+
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/wiring"
+	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/console"
 )
@@ -21,12 +26,13 @@ var (
 	_ console.Approvals     = (*onboarding.Service)(nil)
 	_ console.AuditReader   = (*audit.Log)(nil)
 	_ console.Jobs          = (*jobs.Service)(nil)
+	_ console.ContactAdmin  = (*contacts.Service)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
 // capability the layer built, none that it did not (no typed nils). The
 // contact lookup needs Dataverse.
-func consoleOptions(s *wiring.Services) *console.Options {
+func consoleOptions(s *wiring.Services, admin *contacts.Service) *console.Options {
 	o := &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
 		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
@@ -35,5 +41,31 @@ func consoleOptions(s *wiring.Services) *console.Options {
 	if s.Onboarding != nil {
 		o.Approvals = s.Onboarding
 	}
+	if admin != nil {
+		o.ContactAdmin = admin
+	}
 	return o
+}
+
+// contactAdmin is the console's contacts service over the interactive
+// Dataverse client (a person waits for it), scoped by the policy file's
+// console.contacts; nil without Dataverse.
+func contactAdmin(dv *dataverseConn, db contacts.Store, pol *policies.Policy, filters contactFilters, wo wiring.Options, s *wiring.Services,
+	now func() time.Time, log *slog.Logger) (*contacts.Service, error) {
+	if dv == nil {
+		return nil, nil
+	}
+	o := contacts.Options{Directory: dv.interactive, Store: db, Audit: s.Audit, Filter: filters.console,
+		CompanyColumn: pol.Console.Contacts.CompanyColumn, Columns: pol.Console.Contacts.Columns,
+		BindingUsernameColumn: wo.Binding.UsernameColumn, Now: now, Logger: log}
+	if s.Invitations != nil {
+		o.Invitations = s.Invitations
+	}
+	if s.Onboarding != nil {
+		o.Onboarding = s.Onboarding
+	}
+	if c, ok := wo.Snapshots.(contacts.Cache); ok {
+		o.Cache = c
+	}
+	return contacts.New(o)
 }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
@@ -153,6 +154,9 @@ type Options struct {
 	Audit AuditReader
 	// Jobs runs bulk actions on users as durable jobs.
 	Jobs Jobs
+	// ContactAdmin lists and edits Dataverse contacts (the contacts
+	// section), and its search also serves the binding panel's lookup.
+	ContactAdmin ContactAdmin
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -203,6 +207,10 @@ func samples() map[string]any {
 			Statuses: []option{{}}, Modes: []option{{}}, Bulk: []bulkButton{{Slug: "link", Link: true}, {Slug: "delete", Danger: true}}},
 		"bulk_confirm": bulkConfirm{Verb: "Disable", Count: 12, Names: []string{"ana"}, More: 11, Fields: []confirmField{{"user", "u1"}},
 			Reason: true, Mode: "username", TooMany: true},
+		"contacts": contactsPage{Contacts: []*contacts.Contact{{ID: "c1", Columns: map[string]any{"x": "y"},
+			BoundUsers: []contacts.BoundUser{{ID: "u1", Username: "ana"}}}}, Columns: []string{"x"}, Next: "n", Cursor: "c", CanWrite: true},
+		"contact": contactForm{Contact: &contacts.Contact{ID: "c1", BoundUsers: []contacts.BoundUser{{ID: "u1"}}},
+			Fields: []formField{{Name: "a", Error: "e", Required: true, MaxLen: 5}}, CanWrite: true, CanInvite: true, CanCreate: true},
 		"jobs": jobsPage{Jobs: []jobRow{{Job: jobs.Job{ID: "j1", Total: 2}, Verb: "Disable"}}, Older: "j1"},
 		"job": jobPage{Job: jobRow{Job: jobs.Job{ID: "j1", Total: 2}}, Failed: []itemRow{{Item: jobs.Item{Seq: 1}}}, MoreAfter: 1,
 			CanCancel: true, Running: true},
@@ -289,6 +297,7 @@ func (c *Console) Routes() []Route {
 	add(true, "GET", "/{$}", AnyPermission, c.handleIndex)
 	rs = append(rs, c.userRoutes()...)
 	rs = append(rs, c.bulkRoutes()...)
+	rs = append(rs, c.contactRoutes()...)
 	return rs
 }
 
@@ -323,6 +332,7 @@ var sections = []struct {
 }{
 	{"users", "Users", "/users", permissions.UsersRead},
 	{"jobs", "Bulk actions", "/jobs", permissions.UsersRead},
+	{"contacts", "Contacts", "/contacts", permissions.ContactsRead},
 }
 
 // render writes page with data for caller, status status.
@@ -397,6 +407,11 @@ var notices = map[string]string{
 	"nothing-selected": "Select at least one user.",
 	"job-cancelled":    "The job stops before its next user.",
 	"job-finished":     "The job had already finished.",
+	"contact-created":  "The contact was created in Dataverse.",
+	"contact-saved":    "The contact was saved in Dataverse.",
+	"contact-deleted":  "The contact was deleted from Dataverse.",
+	"contact-invited":  "An invitation is on its way to the contact.",
+	"user-created":     "The account was created; a set-password link is on its way.",
 }
 
 // notice returns the message the request's notice key names.

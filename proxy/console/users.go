@@ -13,6 +13,7 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 )
@@ -453,7 +454,9 @@ func (c *Console) lookup(r *http.Request) lookupView {
 	if l.Field != string(binding.SearchByName) {
 		l.Field = string(binding.SearchByEmail)
 	}
-	l.Fields = options(l.Field, "email", "Email", "name", "Full name")
+	if c.o.ContactAdmin == nil { // the exact search needs to be told which column
+		l.Fields = options(l.Field, "email", "Email", "name", "Full name")
+	}
 	if l.Q == "" {
 		return l
 	}
@@ -461,6 +464,9 @@ func (c *Console) lookup(r *http.Request) lookupView {
 	if len(l.Q) > maxLookupLen || !authz.Printable(l.Q) {
 		l.Error = "The search is too long or holds characters that cannot be searched."
 		return l
+	}
+	if c.o.ContactAdmin != nil {
+		return c.lookupAdmin(r, l)
 	}
 	cts, err := c.o.Contacts.SearchContacts(r.Context(), binding.ContactSearchField(l.Field), l.Q, 20)
 	var verr *authz.ValidationError
@@ -481,6 +487,35 @@ func (c *Console) lookup(r *http.Request) lookupView {
 			}
 		}
 		l.Results = append(l.Results, *cv)
+	}
+	return l
+}
+
+// lookupAdmin is the lookup through the contacts section's search: names
+// and email addresses that start with the term, within the configured
+// contact filter, with the users bound to each, in one Dataverse request
+// and one store query.
+func (c *Console) lookupAdmin(r *http.Request, l lookupView) lookupView {
+	page, err := c.o.ContactAdmin.List(r.Context(), contacts.ListRequest{Search: l.Q, Limit: 20})
+	var verr *authz.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		l.Error = verr.Message
+		return l
+	case errors.Is(err, dataverse.ErrUnavailable):
+		l.Error = "Dataverse cannot be reached just now. Please try again shortly."
+		return l
+	case err != nil:
+		c.log.WarnContext(r.Context(), "console: contact lookup failed", "err", err)
+		l.Error = "The contacts could not be searched."
+		return l
+	}
+	for _, ct := range page.Contacts {
+		cv := contactView{ID: ct.ID, Name: contactTitle(ct), Email: ct.Email, FirstName: ct.FirstName, LastName: ct.LastName, Active: ct.Active}
+		for _, b := range ct.BoundUsers {
+			cv.Others = append(cv.Others, b.Username)
+		}
+		l.Results = append(l.Results, cv)
 	}
 	return l
 }
