@@ -192,10 +192,34 @@ func TestDataverseHookEndsSessions(t *testing.T) {
 	if err := e.dir.UpdateContact(context.Background(), annID, map[string]any{"statecode": int64(1), "statuscode": int64(2)}, ""); err != nil {
 		t.Fatal(err)
 	}
+	copied := e.a.sessionCookie(ca) // as a thief would keep it
 	e.waitWebhooks(t)
 	da := endsWithin(t, e.a, ca, 2*time.Second)
 	db := endsWithin(t, e.b, cb, 2*time.Second)
 	t.Logf("session ended %s (receiving replica) and %s (other replica) after the delivery", da, db)
+	// The ended session is remembered as revoked: replaying its cookie is
+	// refused without asking Dataverse or writing another audit row.
+	revokedRows := func() int {
+		evs, err := e.a.svc.Audit.ListAudit(context.Background(), audit.Filter{Type: audit.EventSessionRevoked, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	rows, requests := revokedRows(), e.emu.Requests("GET contacts")+e.emu.Requests("GET contacts()")
+	for range 3 {
+		for _, h := range []*harness{e.a, e.b} {
+			replay := h.browser()
+			u, _ := url.Parse(h.gw.URL)
+			replay.Jar.SetCookies(u, []*http.Cookie{{Name: copied.Name, Value: copied.Value, Path: "/"}})
+			if resp, _ := h.get(replay, "/orders/1"); resp.StatusCode == http.StatusOK {
+				t.Fatalf("%s served the replayed cookie of the ended session", h.gw.URL)
+			}
+		}
+	}
+	if n, m := revokedRows(), e.emu.Requests("GET contacts")+e.emu.Requests("GET contacts()"); n != rows || m != requests {
+		t.Errorf("replaying the ended session's cookie 6 times wrote %d audit rows and made %d Dataverse requests, want none", n-rows, m-requests)
+	}
 	events, err := e.a.svc.Audit.ListAudit(context.Background(), audit.Filter{Type: proxy.EventHookContactChanged})
 	if err != nil || len(events) != 2 || events[0].Detail != "Update "+annID || events[0].Actor != "dataverse" {
 		t.Errorf("contact_changed audit = %+v %v", events, err)

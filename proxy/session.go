@@ -213,6 +213,15 @@ func (srv *Server) endLoaded(w http.ResponseWriter, ls *sessionLoad, reason stri
 	ls.sess = nil
 }
 
+// endRevoked ends a session whose contact no longer lets it in, and
+// remembers it on this replica as revoked until it would have expired: a
+// copy of its cookie replayed later is refused at readSession, without
+// asking Dataverse again or writing another audit row each time.
+func (srv *Server) endRevoked(w http.ResponseWriter, ls *sessionLoad) {
+	srv.revoked.add(ls.sess.ID, srv.sessions.expiresAt(ls.sess), ls.now)
+	srv.endLoaded(w, ls, "contact_revoked")
+}
+
 // loadSession runs the pipeline's session steps for a gateway page (the
 // proxied pipeline calls them one by one, in the same order): it returns
 // the request's session, or nil when it has none or its session is
@@ -337,7 +346,7 @@ func (srv *Server) revalidateSessionContact(w http.ResponseWriter, r *http.Reque
 		if srv.hook != nil {
 			srv.hook.Audit.Record(r.Context(), audit.Event{Type: eventHookSessionEnded, Actor: hookActor, UserID: sess.UserID, Detail: "contact_deleted " + sess.Contact.ID})
 		}
-		srv.endLoaded(w, ls, "contact_revoked")
+		srv.endRevoked(w, ls)
 		return nil
 	}
 	if srv.revalidator == nil || !changed && ls.now.Sub(time.Unix(sess.ContactAt, 0)) < srv.opts.ContactRevalidateInterval {
@@ -365,7 +374,11 @@ func (srv *Server) revalidateSessionContact(w http.ResponseWriter, r *http.Reque
 			reason = "contact_error"
 		}
 		srv.log.Info("session ended by contact revalidation", "request_id", rid, "user_id", sess.UserID, "reason", reason)
-		srv.endLoaded(w, ls, reason)
+		if reason == "contact_revoked" {
+			srv.endRevoked(w, ls)
+		} else {
+			srv.endLoaded(w, ls, reason)
+		}
 		return nil
 	}
 	if u != nil {
