@@ -248,10 +248,10 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit, o.AuditLog = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit, s.Audit
 	if s.Onboarding != nil {
-		o.Onboarding = s.Onboarding
+		o.Onboarding, o.SetPasswordLinks = s.Onboarding, s.Onboarding
 	}
 	o.Registration = s.Registration
-	o.Passwords = s.Accounts
+	o.Passwords, o.AccountActions = s.Accounts, s.Accounts
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true
 	}
