@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -234,5 +235,50 @@ func TestRESTAccountActions(t *testing.T) {
 	}
 	if tok, err := h.svc.Tokens.Peek(ctx, tokens.PurposeSetPassword, second); err != nil || tok.UserID != ana.ID {
 		t.Errorf("the second link: %+v, %v", tok, err)
+	}
+}
+
+// TestCRMActionsDoc holds docs/crm-actions.md to the route table: every
+// row of its scope table names a guarded route with that permission, every
+// POST route under /users it lists appears there, and every example
+// request is to a guarded route.
+func TestCRMActionsDoc(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "crm-actions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := inviteHarness(t, harnessConfig{})
+	perm := map[string]string{} // "POST /api/users/{id}/lock" -> permission
+	for _, r := range h.srv.GuardedRoutes() {
+		perm[r.Method+" "+r.Path] = r.Permission
+	}
+	rows := regexp.MustCompile("(?m)^\\| [^|]+ \\| (`POST [^|]+`) \\| `([a-z:]+)` \\|$").FindAllStringSubmatch(string(doc), -1)
+	if len(rows) < 7 {
+		t.Fatalf("%d rows in the scope table, want at least 7", len(rows))
+	}
+	listed := map[string]bool{}
+	for _, row := range rows {
+		for _, route := range regexp.MustCompile("`POST ([^`]+)`").FindAllStringSubmatch(row[1], -1) {
+			k := "POST /api" + route[1]
+			listed[k] = true
+			if got, ok := perm[k]; !ok || got != row[2] {
+				t.Errorf("the doc says %s needs %s; the route table: %q (exists %v)", k, row[2], got, ok)
+			}
+		}
+	}
+	for k := range perm {
+		if strings.HasPrefix(k, "POST /api/users/{id}/") && !listed[k] && !strings.HasSuffix(k, "/reject") {
+			t.Errorf("%s is not in the doc's scope table", k)
+		}
+	}
+	examples := regexp.MustCompile(`(?m)^POST /\.auth(/api/users/[^/ ]+(?:/[a-z-]+)?) HTTP/1\.1$`).FindAllStringSubmatch(string(doc), -1)
+	if len(examples) < 6 {
+		t.Fatalf("%d example requests, want at least 6", len(examples))
+	}
+	for _, ex := range examples {
+		path := regexp.MustCompile(`^/api/users/[^/]+%40[^/]+/`).ReplaceAllString(ex[1], "/api/users/{id}/")
+		if _, ok := perm["POST "+path]; !ok {
+			t.Errorf("the example request POST %s is to no guarded route (%s)", ex[1], path)
+		}
 	}
 }
