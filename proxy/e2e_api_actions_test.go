@@ -204,6 +204,15 @@ func TestRESTAccountActions(t *testing.T) {
 	if st, out := call(writeKey, "ana", "unlock"); st != http.StatusOK || out["reenabled"] != false || out["lockout_cleared"] != false {
 		t.Errorf("unlock with nothing to do: %d %v", st, out)
 	}
+	// A registration waiting for approval stays pending: unlock is not
+	// an approval.
+	pat := h.pendingUser("pat")
+	if st, out := call(writeKey, "pat", "unlock"); st != http.StatusOK || out["reenabled"] != false {
+		t.Errorf("unlock of a pending user: %d %v", st, out)
+	}
+	if user(pat.ID).Status != authz.StatusPending {
+		t.Error("unlock approved a pending registration")
+	}
 
 	// send-set-password-link: the mail is in the outbox with a working
 	// link; a second one revokes it.

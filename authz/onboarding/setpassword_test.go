@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,4 +134,59 @@ func listAudit(t testing.TB, e *env, typ string) []audit.Event {
 		t.Fatal(err)
 	}
 	return es
+}
+
+// TestConcurrentSetPasswordLinks: links sent at one moment for one
+// account, as a flow firing twice or several replicas would, pass the
+// per-account limit exactly recovery.AccountBurst times (the rest are
+// *ThrottledError), mail that many links, and leave exactly one of them
+// working.
+func TestConcurrentSetPasswordLinks(t *testing.T) {
+	eachDialect(t, func(t *testing.T, open storetest.Opener) {
+		ctx := t.Context()
+		e := newEnv(t, open, nil)
+		u := e.pending(t, "ana")
+		if _, err := e.svc.Onboarding.Approve(ctx, u.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { _, errs[i] = e.svc.Onboarding.SendSetPasswordLink(ctx, u.ID, "apikey:k1") })
+		}
+		wg.Wait()
+		sent := 0
+		for _, err := range errs {
+			var thr *onboarding.ThrottledError
+			switch {
+			case err == nil:
+				sent++
+			case !errors.As(err, &thr):
+				t.Errorf("SendSetPasswordLink: %v", err)
+			}
+		}
+		if sent != recovery.AccountBurst {
+			t.Errorf("%d links sent at once, want the burst %d", sent, recovery.AccountBurst)
+		}
+		ms := e.mails(t, u.ID)[onboarding.MailSetPassword]
+		if len(ms) != sent {
+			t.Fatalf("%d mails for %d links", len(ms), sent)
+		}
+		working := 0
+		for _, m := range ms {
+			lu, err := url.Parse(linkRE.FindString(m.Text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.svc.Tokens.Peek(ctx, tokens.PurposeSetPassword, lu.Query().Get("token")); err == nil {
+				working++
+			} else if !errors.Is(err, tokens.ErrInvalidToken) {
+				t.Fatal(err)
+			}
+		}
+		if working != 1 {
+			t.Errorf("%d of %d links work, want 1", working, len(ms))
+		}
+	})
 }
