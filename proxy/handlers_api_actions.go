@@ -134,12 +134,12 @@ func (srv *Server) apiRevokeSessions(w http.ResponseWriter, r *http.Request, c a
 	if !ok || !srv.noBody(w, r) {
 		return
 	}
-	u, err := srv.opts.AccountActions.RevokeSessions(r.Context(), u.ID, c.actor())
+	saved, err := srv.opts.AccountActions.RevokeSessions(r.Context(), u.ID, c.actor())
 	if err != nil {
-		srv.renderAPIError(w, r, srv.apiActionError(r, "", "revoke sessions", err))
+		srv.renderAPIError(w, r, srv.apiActionError(r, u.ID, "revoke sessions", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, u)
+	writeJSON(w, http.StatusOK, saved)
 }
 
 // apiSendSetPasswordLink mails the user a set-password link.
