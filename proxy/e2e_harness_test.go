@@ -255,17 +255,18 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	o.SignIn, o.Sessions, o.Users, o.Revalidator = s.SignIn, s.SignIn, s.Accounts, s.SignIn
 	o.Profiles, o.APIKeys, o.Bindings, o.Contacts, o.Audit, o.AuditLog = s.Profile, s.APIKeys, s.Accounts, s.Binding, s.Audit, s.Audit
 	if s.Onboarding != nil {
-		o.Onboarding = s.Onboarding
+		o.Onboarding, o.SetPasswordLinks = s.Onboarding, s.Onboarding
 	}
 	o.Registration = s.Registration
-	o.Passwords = s.Accounts
+	o.Passwords, o.AccountActions = s.Accounts, s.Accounts
 	o.Console = &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
 		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
 		o.Console.Contacts = s.Binding
 	}
+	o.Console.Sessions = s.Accounts
 	if s.Onboarding != nil {
-		o.Console.Approvals = s.Onboarding
+		o.Console.Approvals, o.Console.SetPasswordLinks = s.Onboarding, s.Onboarding
 	}
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true

@@ -123,6 +123,7 @@ func (srv *Server) apiRoutes() []guardedRoute {
 	add(srv.opts.Passwords != nil, "POST", "/users/{id}/force-password-change", permissions.UsersCredentials, srv.apiForcePasswordChange)
 	add(srv.contactSearch != nil, "GET", "/contacts", permissions.ContactsRead, srv.apiSearchContacts)
 	rs = append(rs, srv.onboardingRoutes()...)
+	rs = append(rs, srv.actionRoutes()...)
 	if srv.invitations != nil {
 		rs = append(rs, srv.apiInvitationRoutes()...)
 	}

@@ -113,6 +113,13 @@ type Options struct {
 	// Passwords forces password changes through the REST API
 	// (POST /api/users/{id}/force-password-change); nil means 404.
 	Passwords PasswordAdmin
+	// AccountActions locks, unlocks and signs out users through the REST
+	// API (POST /api/users/{id}/lock, /unlock, /revoke-sessions); nil
+	// means 404.
+	AccountActions AccountActions
+	// SetPasswordLinks mails users set-password links through the REST
+	// API (POST /api/users/{id}/send-set-password-link); nil means 404.
+	SetPasswordLinks SetPasswordLinks
 	// ResetPages serves the password reset (/reset, /reset/confirm) and
 	// links to it from the sign-in page; it needs Recovery and a mail
 	// server (the link is mailed). False: no reset pages and no link.

@@ -55,7 +55,7 @@ type Approvals interface {
 
 // SetPasswordLinks mails a user a link to set a new password.
 type SetPasswordLinks interface {
-	SendSetPasswordLink(ctx context.Context, who, actor string) (*authz.User, error)
+	SendSetPasswordLink(ctx context.Context, who, actor string) (*onboarding.LinkSent, error)
 }
 
 // Options are the services the actions use. Accounts is required; an

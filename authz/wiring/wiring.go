@@ -283,7 +283,7 @@ func New(db Store, o Options) (*Services, error) {
 	}
 	bo := bulk.Options{Accounts: s.Accounts}
 	if s.Onboarding != nil {
-		bo.Approvals = s.Onboarding
+		bo.Approvals, bo.Links = s.Onboarding, s.Onboarding
 	}
 	if s.Jobs, err = jobs.New(jobs.Options{Store: db, Audit: s.Audit, Actions: bulk.Actions(bo), Lease: o.JobLease,
 		PollInterval: o.JobPollInterval, Now: o.Now, Logger: log}); err != nil {

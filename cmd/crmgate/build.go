@@ -251,6 +251,10 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if s.Invitations != nil {
 		invites = s.Invitations
 	}
+	var links proxy.SetPasswordLinks
+	if s.Onboarding != nil {
+		links = s.Onboarding
+	}
 	// Refused invitation codes are counted in the store, so that every
 	// replica counts against one limit.
 	guesses, err := throttle.New(db, throttle.InvitationGuesses, throttle.PerHour(cfg.Invitations.GuessesPerHour), cfg.Invitations.GuessesPerHour)
@@ -272,6 +276,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if g.handler, err = proxy.New(proxy.Options{
 		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s, admin),
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
+		AccountActions: s.Accounts, SetPasswordLinks: links,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,
 		Profiles: s.Profile, APIKeys: s.APIKeys, Bindings: s.Accounts, Contacts: s.Binding, Audit: s.Audit, AuditLog: s.Audit,

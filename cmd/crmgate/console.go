@@ -18,15 +18,17 @@ import (
 
 // The services the admin console needs, checked at compile time.
 var (
-	_ console.Users         = (*accounts.Service)(nil)
-	_ console.Accounts      = (*accounts.Service)(nil)
-	_ console.Bindings      = (*accounts.Service)(nil)
-	_ console.Passwords     = (*accounts.Service)(nil)
-	_ console.ContactLookup = (*binding.Resolver)(nil)
-	_ console.Approvals     = (*onboarding.Service)(nil)
-	_ console.AuditReader   = (*audit.Log)(nil)
-	_ console.Jobs          = (*jobs.Service)(nil)
-	_ console.ContactAdmin  = (*contacts.Service)(nil)
+	_ console.Users            = (*accounts.Service)(nil)
+	_ console.Accounts         = (*accounts.Service)(nil)
+	_ console.Bindings         = (*accounts.Service)(nil)
+	_ console.Passwords        = (*accounts.Service)(nil)
+	_ console.ContactLookup    = (*binding.Resolver)(nil)
+	_ console.Approvals        = (*onboarding.Service)(nil)
+	_ console.SetPasswordLinks = (*onboarding.Service)(nil)
+	_ console.SessionRevoker   = (*accounts.Service)(nil)
+	_ console.AuditReader      = (*audit.Log)(nil)
+	_ console.Jobs             = (*jobs.Service)(nil)
+	_ console.ContactAdmin     = (*contacts.Service)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
@@ -38,8 +40,9 @@ func consoleOptions(s *wiring.Services, admin *contacts.Service) *console.Option
 	if s.Binding != nil && s.Binding.Configured() {
 		o.Contacts = s.Binding
 	}
+	o.Sessions = s.Accounts
 	if s.Onboarding != nil {
-		o.Approvals = s.Onboarding
+		o.Approvals, o.SetPasswordLinks = s.Onboarding, s.Onboarding
 	}
 	if admin != nil {
 		o.ContactAdmin = admin

@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/contacts"
+	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 )
@@ -64,7 +66,7 @@ type Passwords interface {
 
 // SetPasswordLinks mails a user a link to set a new password.
 type SetPasswordLinks interface {
-	SendSetPasswordLink(ctx context.Context, who, actor string) (*authz.User, error)
+	SendSetPasswordLink(ctx context.Context, who, actor string) (*onboarding.LinkSent, error)
 }
 
 // Approvals decides pending registrations. *onboarding.Service satisfies it.
@@ -526,6 +528,7 @@ func (c *Console) actionError(w http.ResponseWriter, r *http.Request, caller Cal
 	status, msg := http.StatusConflict, ""
 	var verr *authz.ValidationError
 	var refused *accounts.BindingRefusedError
+	var throttled *onboarding.ThrottledError
 	switch {
 	case errors.Is(err, authz.ErrLastBreakGlassAdmin):
 		msg = "Refused: " + u.Username + " is the last active administrator who is not bound to a contact " +
@@ -544,6 +547,13 @@ func (c *Console) actionError(w http.ResponseWriter, r *http.Request, caller Cal
 		status, msg = http.StatusServiceUnavailable, "Dataverse cannot be reached just now, so nothing was changed. Please try again shortly."
 	case errors.Is(err, authz.ErrStale):
 		msg = "The user changed while this was saved; nothing was changed. Please try again."
+	case errors.Is(err, onboarding.ErrAccountDisabled):
+		msg = "The account is disabled: enable it before sending a set-password link."
+	case errors.Is(err, onboarding.ErrAccountPending):
+		msg = "The registration waits for approval: approve it instead (the approval mail lets them in)."
+	case errors.As(err, &throttled):
+		status, msg = http.StatusTooManyRequests, "This account was sent too many mails in the last hour; try again in "+
+			throttled.RetryAfter.Round(time.Minute).String()+"."
 	case errors.Is(err, authz.ErrNotFound):
 		c.o.RenderError(w, r, errNotFound("user"))
 		return
