@@ -223,3 +223,45 @@ func TestConsoleDeleteUser(t *testing.T) {
 	}
 	h.consoleGet(admin, "/users/"+gus.ID, 404)
 }
+
+// TestConsoleSessionsAndLinks: from a user's page the administrator ends
+// every session of the user (after a confirmation) and mails a
+// set-password link; a disabled user is refused the link with a message.
+func TestConsoleSessionsAndLinks(t *testing.T) {
+	h := inviteHarness(t, harnessConfig{})
+	const pw = "correct horse battery"
+	h.createUser("root", "root@example.test", pw, "admin")
+	gus := h.createUser("gus", "gus@example.test", pw)
+	admin, gusBrowser := h.browser(), h.browser()
+	h.signIn(admin, "root", pw)
+	h.signIn(gusBrowser, "gus", pw)
+	body := h.consoleGet(admin, "/users/"+gus.ID, 200)
+	for _, want := range []string{"End all sessions", "Send a set-password link"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("gus's page lacks %q:\n%s", want, body)
+		}
+	}
+	resp, body := h.consolePost(admin, "/users/"+gus.ID+"/revoke-sessions", nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, "End every session of gus?") {
+		t.Fatalf("revoke without confirmation: %d\n%s", resp.StatusCode, body)
+	}
+	resp, body = h.consolePost(admin, "/users/"+gus.ID+"/revoke-sessions", url.Values{"confirmed": {"yes"}})
+	seeOther(t, resp, body, "/.auth/admin/users/"+gus.ID+"?notice=sessions")
+	h.clock.Advance(5 * time.Minute) // past the stamp check
+	if resp, _ := h.get(gusBrowser, "/.auth/me"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("gus's session after revoke-sessions: %d", resp.StatusCode)
+	}
+	mails := len(h.mailsTo(gus.ID))
+	resp, body = h.consolePost(admin, "/users/"+gus.ID+"/send-set-password-link", nil)
+	seeOther(t, resp, body, "/.auth/admin/users/"+gus.ID+"?notice=set-password")
+	if n := len(h.mailsTo(gus.ID)); n != mails+1 {
+		t.Errorf("%d mails to gus after the link, want %d", n, mails+1)
+	}
+	if err := h.svc.Accounts.SetStatus(t.Context(), "gus", authz.StatusDisabled, "test"); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = h.consolePost(admin, "/users/"+gus.ID+"/send-set-password-link", nil)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "The account is disabled") {
+		t.Errorf("a link for a disabled user: %d\n%s", resp.StatusCode, body)
+	}
+}
