@@ -4,8 +4,10 @@ import (
 	"github.com/crmgate/crmgate/authz/accounts"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/wiring"
+	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/console"
 )
@@ -19,6 +21,9 @@ var (
 	_ console.ContactLookup = (*binding.Resolver)(nil)
 	_ console.Approvals     = (*onboarding.Service)(nil)
 	_ console.AuditReader   = (*audit.Log)(nil)
+
+	_ console.Invitations          = (*invitations.Service)(nil)
+	_ console.DataverseInvitations = (*crmclient.Directory)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
@@ -32,6 +37,9 @@ func consoleOptions(s *wiring.Services) *console.Options {
 	}
 	if s.Onboarding != nil {
 		o.Approvals = s.Onboarding
+	}
+	if s.Invitations != nil {
+		o.Invitations = s.Invitations
 	}
 	return o
 }

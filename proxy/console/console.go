@@ -150,6 +150,12 @@ type Options struct {
 	Approvals Approvals
 	// Audit reads the audit trail.
 	Audit AuditReader
+	// Invitations creates, lists, resends and revokes crmgate's
+	// invitations; nil hides the Invitations section.
+	Invitations Invitations
+	// DataverseInvitations lists Dataverse's invitations on the
+	// Invitations page; nil lists crmgate's only.
+	DataverseInvitations DataverseInvitations
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -202,6 +208,11 @@ func samples() map[string]any {
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
 			Audit:  []audit.Event{{Type: "x"}}},
+		"invitations": invitationsPage{Invitations: []invitationView{sampleInvitation}, Next: "x", First: "x", CanWrite: true,
+			Dataverse: true, DvError: "x", DvTruncated: true,
+			DvList: []dataverseInvitationView{{Invitation: &dataverse.Invitation{ID: "d1"}, State: statePending, Redeemed: sampleInvitation.Redeemed}}},
+		"invitation":     invitationPage{Inv: sampleInvitation, CanWrite: true},
+		"invitation_new": invitationForm{Errors: map[string]string{"email": "x"}, Kinds: []option{{}}, Contacts: true},
 	}
 }
 
@@ -280,6 +291,7 @@ func (c *Console) Routes() []Route {
 	}
 	add(true, "GET", "/{$}", AnyPermission, c.handleIndex)
 	rs = append(rs, c.userRoutes()...)
+	rs = append(rs, c.invitationRoutes()...)
 	return rs
 }
 
@@ -313,6 +325,7 @@ var sections = []struct {
 	key, label, path, perm string
 }{
 	{"users", "Users", "/users", permissions.UsersRead},
+	{"invitations", "Invitations", "/invitations", permissions.InvitationsRead},
 }
 
 // render writes page with data for caller, status status.
@@ -385,6 +398,10 @@ var notices = map[string]string{
 	"rejected":         "The registration was rejected.",
 	"deleted":          "The user was deleted.",
 	"nothing-selected": "Select at least one user.",
+
+	"invitation-created": "The invitation was created; its mail is on its way.",
+	"invitation-resent":  "The invitation was mailed again with a new code; the previous code no longer works.",
+	"invitation-revoked": "The invitation was revoked; its code no longer works.",
 }
 
 // notice returns the message the request's notice key names.
