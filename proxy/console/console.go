@@ -210,7 +210,7 @@ func samples() map[string]any {
 			Audit:  []audit.Event{{Type: "x"}}},
 		"invitations": invitationsPage{Invitations: []invitationView{sampleInvitation}, Next: "x", First: "x", CanWrite: true,
 			Dataverse: true, DvError: "x", DvTruncated: true,
-			DvList: []dataverseInvitationView{{Invitation: &dataverse.Invitation{ID: "d1"}, State: statePending, Redeemed: sampleInvitation.Redeemed}}},
+			DvList: []dataverseInvitationView{{Invitation: &dataverse.Invitation{ID: "d1"}, State: statePending, Redeemed: sampleInvitation.Redeemed, MoreRedeemed: 1}}},
 		"invitation":     invitationPage{Inv: sampleInvitation, CanWrite: true},
 		"invitation_new": invitationForm{Errors: map[string]string{"email": "x"}, Kinds: []option{{}}, Contacts: true},
 	}

@@ -103,8 +103,10 @@ type redemptionView struct {
 type invitationView struct {
 	*invitations.Invitation
 	State string
-	// Redeemed are the redemptions the audit trail holds, oldest first.
-	Redeemed []redemptionView
+	// Redeemed are the redemptions the audit trail holds, oldest first,
+	// at most a page's share; MoreRedeemed counts those left out.
+	Redeemed     []redemptionView
+	MoreRedeemed int
 	// Outstanding reports that the code still works (resend and revoke
 	// apply).
 	Outstanding bool
@@ -116,8 +118,9 @@ type invitationView struct {
 // dataverseInvitationView is a Power Pages invitation for the list.
 type dataverseInvitationView struct {
 	*dataverse.Invitation
-	State    string
-	Redeemed []redemptionView
+	State        string
+	Redeemed     []redemptionView
+	MoreRedeemed int
 }
 
 // invitationsPage is the data of the invitations list.
@@ -161,10 +164,10 @@ func (c *Console) handleInvitations(w http.ResponseWriter, r *http.Request, call
 	names := usernames{}
 	var redeemed map[string][]redemptionView
 	if len(list) > 0 {
-		redeemed = c.redemptions(ctx, since, names)
+		redeemed = c.redemptions(ctx, since)
 	}
 	for _, inv := range list {
-		data.Invitations = append(data.Invitations, c.invitationView(ctx, inv, now, redeemed, names))
+		data.Invitations = append(data.Invitations, c.invitationView(ctx, inv, now, redeemed, names, redeemersListed))
 	}
 	if len(list) == pageSize {
 		data.Next = template.URL(c.prefix + "/admin/invitations?after=" + strconv.FormatInt(list[len(list)-1].ID, 10))
@@ -187,11 +190,12 @@ func (c *Console) handleInvitations(w http.ResponseWriter, r *http.Request, call
 			if len(dvs) > 0 {
 				// Dataverse's createdon is Dataverse's clock, not ours: no
 				// lower bound, the newest redemptions.
-				dvRedeemed = c.redemptions(ctx, time.Time{}, names)
+				dvRedeemed = c.redemptions(ctx, time.Time{})
 			}
 			for _, d := range dvs {
-				data.DvList = append(data.DvList, dataverseInvitationView{Invitation: d, State: dataverseState(d, now),
-					Redeemed: dvRedeemed["dataverse:"+d.ID]})
+				v := dataverseInvitationView{Invitation: d, State: dataverseState(d, now)}
+				v.Redeemed, v.MoreRedeemed = names.named(ctx, c.o.Users, dvRedeemed["dataverse:"+d.ID], redeemersListed)
+				data.DvList = append(data.DvList, v)
 			}
 		}
 	}
@@ -211,9 +215,35 @@ func dataverseState(d *dataverse.Invitation, now time.Time) string {
 	return statePending
 }
 
-func (c *Console) invitationView(ctx context.Context, inv *invitations.Invitation, now time.Time, redeemed map[string][]redemptionView, names usernames) invitationView {
-	return invitationView{Invitation: inv, State: invitationState(inv, now), Outstanding: inv.Outstanding(now),
-		Redeemed: redeemed["crmgate:"+strconv.FormatInt(inv.ID, 10)], Creator: names.of(ctx, c.o.Users, inv.CreatedBy)}
+// How many redemptions of one invitation a page names: a few per row of
+// the list, more on the invitation's page; each costs an account read.
+const (
+	redeemersListed = 3
+	redeemersShown  = 200
+)
+
+// invitationView is inv's view at now, naming at most max of its
+// redemptions.
+func (c *Console) invitationView(ctx context.Context, inv *invitations.Invitation, now time.Time, redeemed map[string][]redemptionView, names usernames, max int) invitationView {
+	v := invitationView{Invitation: inv, State: invitationState(inv, now), Outstanding: inv.Outstanding(now),
+		Creator: names.of(ctx, c.o.Users, inv.CreatedBy)}
+	v.Redeemed, v.MoreRedeemed = names.named(ctx, c.o.Users, redeemed["crmgate:"+strconv.FormatInt(inv.ID, 10)], max)
+	return v
+}
+
+// named returns the first max of rs with their accounts' usernames, and
+// how many it left out.
+func (n usernames) named(ctx context.Context, users Users, rs []redemptionView, max int) ([]redemptionView, int) {
+	more := 0
+	if len(rs) > max {
+		rs, more = rs[:max], len(rs)-max
+	}
+	out := make([]redemptionView, len(rs))
+	for i, r := range rs {
+		r.Username = n.of(ctx, users, r.UserID)
+		out[i] = r
+	}
+	return out, more
 }
 
 // usernames caches the usernames of the accounts a page names.
@@ -238,14 +268,15 @@ func (n usernames) of(ctx context.Context, users Users, id string) string {
 }
 
 // redemptions reads the redemptions recorded in the audit trail since
-// since (the oldest invitation shown; zero for no bound), by invitation key ("crmgate:<id>",
-// "dataverse:<guid>"), oldest first, with each account's username. The
+// since (the oldest invitation shown; zero for no bound), by invitation
+// key ("crmgate:<id>", "dataverse:<guid>"), oldest first, without the
+// usernames (usernames.named adds them). The
 // store counts redemptions (Invitation.Redemptions); who redeemed is read
 // from the audit rows of invitation.redeemed and invitation.linked, so a
 // trail pruned by its retention, or more than authz.MaxListLimit
 // redemptions since since, show fewer names than the count. Without an
 // audit reader, or when it fails (logged), there are none.
-func (c *Console) redemptions(ctx context.Context, since time.Time, names usernames) map[string][]redemptionView {
+func (c *Console) redemptions(ctx context.Context, since time.Time) map[string][]redemptionView {
 	out := map[string][]redemptionView{}
 	if c.o.Audit == nil {
 		return out
@@ -261,7 +292,7 @@ func (c *Console) redemptions(ctx context.Context, since time.Time, names userna
 			if !ok || e.UserID == "" {
 				continue
 			}
-			out[key] = append(out[key], redemptionView{N: n, UserID: e.UserID, Username: names.of(ctx, c.o.Users, e.UserID), At: e.Time,
+			out[key] = append(out[key], redemptionView{N: n, UserID: e.UserID, At: e.Time,
 				Linked: typ == invitations.EventLinked})
 		}
 	}
@@ -320,8 +351,7 @@ func (c *Console) handleInvitation(w http.ResponseWriter, r *http.Request, calle
 }
 
 func (c *Console) renderInvitation(w http.ResponseWriter, r *http.Request, status int, caller Caller, inv *invitations.Invitation, notice, errMsg string) {
-	names := usernames{}
-	v := c.invitationView(r.Context(), inv, c.now(), c.redemptions(r.Context(), inv.CreatedAt, names), names)
+	v := c.invitationView(r.Context(), inv, c.now(), c.redemptions(r.Context(), inv.CreatedAt), usernames{}, redeemersShown)
 	c.render(w, r, status, caller, "invitation", "invitations", "Invitation "+strconv.FormatInt(inv.ID, 10),
 		invitationPage{Inv: v, CanWrite: caller.can(permissions.InvitationsWrite)}, notice, errMsg)
 }
@@ -536,4 +566,5 @@ func (c *Console) invitationFormError(w http.ResponseWriter, r *http.Request, ca
 // sampleInvitation is an invitation for the trial render.
 var sampleInvitation = invitationView{Invitation: &invitations.Invitation{ID: 1, Email: "ana@example.com", ContactID: "c1",
 	Kind: invitations.Group, MaxRedemptions: 2, Redemptions: 1, Roles: []string{"member"}, CreatedBy: "u1"},
-	State: statePending, Outstanding: true, Creator: "ana", Redeemed: []redemptionView{{N: 1, UserID: "u1", Username: "ana"}, {N: 2, UserID: "u2"}}}
+	State: statePending, Outstanding: true, Creator: "ana", MoreRedeemed: 1,
+	Redeemed: []redemptionView{{N: 1, UserID: "u1", Username: "ana"}, {N: 2, UserID: "u2"}}}
