@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/crmgate/crmgate/dataverse"
@@ -275,4 +276,37 @@ func (d *Directory) InvitationByID(ctx context.Context, id string) (*dataverse.I
 		return nil, directoryError("invitation by id", err, false)
 	}
 	return toDataverseInvitation(raw, nav, idCol)
+}
+
+// recentInvitationColumns are the list's columns without the code, a
+// secret the console has no use for.
+var recentInvitationColumns = slices.DeleteFunc(slices.Clone(invitationListColumns), func(c string) bool { return c == "adx_invitationcode" })
+
+// RecentInvitations returns up to limit invitations, active or not, newest
+// first (createdon, then id, descending), each with the web roles it
+// assigns and without its code, for the admin console.
+func (d *Directory) RecentInvitations(ctx context.Context, limit int) ([]*dataverse.Invitation, error) {
+	if limit < 1 || limit > 5000 {
+		return nil, invalidArg("limit %d (want 1 to 5,000)", limit)
+	}
+	nav, idCol, err := invitationRoleRelationship(d.model)
+	if err != nil {
+		return nil, err
+	}
+	var out []*dataverse.Invitation
+	_, err = d.client.List(ctx, SetInvitations, ListOptions{
+		Query:  Query{Select: recentInvitationColumns, OrderBy: []string{"createdon desc", "adx_invitationid desc"}, Top: limit},
+		Expand: []Expand{{Nav: nav, Select: []string{idCol}}},
+	}, func(raw json.RawMessage) error {
+		inv, err := toDataverseInvitation(raw, nav, idCol)
+		if err != nil {
+			return err
+		}
+		out = append(out, inv)
+		return nil
+	})
+	if err != nil {
+		return nil, directoryError("recent invitations", err, false)
+	}
+	return out, nil
 }

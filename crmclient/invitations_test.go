@@ -94,3 +94,48 @@ func TestDirectoryInvitations(t *testing.T) {
 		t.Fatalf("NewInvitations after the last = %v, %v", later, err)
 	}
 }
+
+// TestDirectoryRecentInvitations lists invitations newest first, active
+// or not, with their roles and counts and without their codes, at most
+// the limit.
+func TestDirectoryRecentInvitations(t *testing.T) {
+	ctx := context.Background()
+	c, h, _ := newOps(t, nil, nil)
+	if err := h.LoadSeed(strings.NewReader(`{"associations": [
+	  {"relationship": "adx_invitation_webrole", "adx_invitationid": "` + inviteID + `", "adx_webroleid": "` + staffRole + `"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Update(ctx, "adx_invitations", crmclient.ByID(id(expiredInv)), map[string]any{"statecode": 1, "statuscode": 2}, ""); err != nil {
+		t.Fatal(err)
+	}
+	d := crmclient.NewDirectory(c, crmclient.WebRoleModelStandard)
+	list, err := d.RecentInvitations(ctx, 10)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("RecentInvitations = %v, %v", list, err)
+	}
+	byID := map[string]*dataverse.Invitation{}
+	for i, inv := range list {
+		byID[inv.ID] = inv
+		if inv.Code != "" || inv.CreatedOn.IsZero() {
+			t.Errorf("listed with a code or without createdon: %+v", inv)
+		}
+		if i > 0 {
+			prev := list[i-1]
+			if prev.CreatedOn.Before(inv.CreatedOn) || prev.CreatedOn.Equal(inv.CreatedOn) && prev.ID < inv.ID {
+				t.Errorf("not newest first: %s (%v) before %s (%v)", prev.ID, prev.CreatedOn, inv.ID, inv.CreatedOn)
+			}
+		}
+	}
+	if a := byID[inviteID]; a == nil || !a.Active || a.InviteContactID != annID || !slices.Equal(a.WebRoleIDs, []string{staffRole}) {
+		t.Errorf("Ann's invitation = %+v", a)
+	}
+	if o := byID[expiredInv]; o == nil || o.Active || !o.Group || o.Redemptions != 7 {
+		t.Errorf("the inactive group invitation = %+v", o)
+	}
+	if one, err := d.RecentInvitations(ctx, 1); err != nil || len(one) != 1 || one[0].ID != list[0].ID {
+		t.Errorf("RecentInvitations(1) = %v, %v", one, err)
+	}
+	if _, err := d.RecentInvitations(ctx, 0); err == nil {
+		t.Error("a limit of 0 was accepted")
+	}
+}

@@ -273,6 +273,7 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	}
 	if s.Invitations != nil {
 		o.Invitations = s.Invitations
+		o.Console.Invitations = s.Invitations
 		if o.InvitationGuesses == nil {
 			o.InvitationGuesses, _ = throttle.New(db, throttle.InvitationGuesses, throttle.PerHour(20), 20)
 		}

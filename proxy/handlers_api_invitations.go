@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/invitations"
@@ -48,11 +47,12 @@ func (srv *Server) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c
 		srv.renderAPIError(w, r, apiBadRequest(`the body must be {"email":"...","contact_id":"...","kind":"single|group","max_redemptions":1,"expires_in_hours":336,"roles":[],"redirect_url":"/welcome"}`))
 		return
 	}
-	if body.ExpiresInHours < 0 || body.ExpiresInHours > int(invitations.MaxTTL/time.Hour) {
-		srv.renderAPIError(w, r, apiBadRequest("expires_in_hours must be 1 to "+strconv.Itoa(int(invitations.MaxTTL/time.Hour))))
+	ttl, err := invitations.TTLHours(body.ExpiresInHours)
+	if err != nil {
+		srv.renderAPIError(w, r, apiBadRequest("expires_in_hours must be 1 to "+strconv.Itoa(invitations.MaxTTLHours)))
 		return
 	}
-	body.TTL = time.Duration(body.ExpiresInHours) * time.Hour
+	body.TTL = ttl
 	if body.RedirectURL != "" {
 		if _, ok := srv.redirects.validate(body.RedirectURL); !ok {
 			srv.renderAPIError(w, r, apiBadRequest("redirect_url must be a path on this site, such as /welcome"))

@@ -140,6 +140,21 @@ type NewInvitation struct {
 	RedirectURL string `json:"redirect_url,omitempty"`
 }
 
+// MaxTTLHours is MaxTTL in whole hours: the most a form or the REST API
+// may ask for.
+const MaxTTLHours = int(MaxTTL / time.Hour)
+
+// TTLHours returns the validity of an invitation given in whole hours, as
+// the REST API (expires_in_hours) and the console take it: 0 means
+// DefaultTTL, 1 to MaxTTLHours are that many hours, anything else gives a
+// *authz.ValidationError on the field expires_in.
+func TTLHours(h int) (time.Duration, error) {
+	if h < 0 || h > MaxTTLHours {
+		return 0, &authz.ValidationError{Field: "expires_in", Message: fmt.Sprintf("The validity must be 1 to %d hours (%d days).", MaxTTLHours, MaxTTLHours/24)}
+	}
+	return time.Duration(h) * time.Hour, nil
+}
+
 // ValidRedirect reports whether p is a path on this site that is safe to
 // redirect to: it starts with one "/", and holds no backslash, no control
 // character and no scheme-relative "//" start. The HTTP edge checks it

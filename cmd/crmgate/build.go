@@ -274,7 +274,7 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 		return nil, err
 	}
 	if g.handler, err = proxy.New(proxy.Options{
-		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s, admin),
+		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s, admin, g.dataverse),
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		AccountActions: s.Accounts, SetPasswordLinks: links,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,

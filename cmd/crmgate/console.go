@@ -8,9 +8,11 @@ import (
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
 	"github.com/crmgate/crmgate/authz/contacts"
+	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/onboarding"
 	"github.com/crmgate/crmgate/authz/wiring"
+	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/console"
@@ -29,12 +31,15 @@ var (
 	_ console.AuditReader      = (*audit.Log)(nil)
 	_ console.Jobs             = (*jobs.Service)(nil)
 	_ console.ContactAdmin     = (*contacts.Service)(nil)
+
+	_ console.Invitations          = (*invitations.Service)(nil)
+	_ console.DataverseInvitations = (*crmclient.Directory)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
 // capability the layer built, none that it did not (no typed nils). The
 // contact lookup needs Dataverse.
-func consoleOptions(s *wiring.Services, admin *contacts.Service) *console.Options {
+func consoleOptions(s *wiring.Services, admin *contacts.Service, dv *dataverseConn) *console.Options {
 	o := &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
 		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
@@ -46,6 +51,12 @@ func consoleOptions(s *wiring.Services, admin *contacts.Service) *console.Option
 	}
 	if admin != nil {
 		o.ContactAdmin = admin
+	}
+	if s.Invitations != nil {
+		o.Invitations = s.Invitations
+	}
+	if dv != nil {
+		o.DataverseInvitations = dv.directory
 	}
 	return o
 }

@@ -157,6 +157,12 @@ type Options struct {
 	// ContactAdmin lists and edits Dataverse contacts (the contacts
 	// section), and its search also serves the binding panel's lookup.
 	ContactAdmin ContactAdmin
+	// Invitations creates, lists, resends and revokes crmgate's
+	// invitations; nil hides the Invitations section.
+	Invitations Invitations
+	// DataverseInvitations lists Dataverse's invitations on the
+	// Invitations page; nil lists crmgate's only.
+	DataverseInvitations DataverseInvitations
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -218,6 +224,11 @@ func samples() map[string]any {
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
 			Audit:  []auditRow{{Event: audit.Event{Type: "x"}, ActorID: "u1", ActorName: "ana"}}},
+		"invitations": invitationsPage{Invitations: []invitationView{sampleInvitation}, Next: "x", First: "x", CanWrite: true,
+			Dataverse: true, DvError: "x", DvTruncated: true,
+			DvList: []dataverseInvitationView{{Invitation: &dataverse.Invitation{ID: "d1"}, State: statePending, Redeemed: sampleInvitation.Redeemed, MoreRedeemed: 1}}},
+		"invitation":     invitationPage{Inv: sampleInvitation, CanWrite: true},
+		"invitation_new": invitationForm{Errors: map[string]string{"email": "x"}, Kinds: []option{{}}, Contacts: true},
 	}
 }
 
@@ -298,6 +309,7 @@ func (c *Console) Routes() []Route {
 	rs = append(rs, c.userRoutes()...)
 	rs = append(rs, c.bulkRoutes()...)
 	rs = append(rs, c.contactRoutes()...)
+	rs = append(rs, c.invitationRoutes()...)
 	return rs
 }
 
@@ -333,6 +345,7 @@ var sections = []struct {
 	{"users", "Users", "/users", permissions.UsersRead},
 	{"jobs", "Bulk actions", "/jobs", permissions.UsersRead},
 	{"contacts", "Contacts", "/contacts", permissions.ContactsRead},
+	{"invitations", "Invitations", "/invitations", permissions.InvitationsRead},
 }
 
 // render writes page with data for caller, status status.
@@ -412,6 +425,10 @@ var notices = map[string]string{
 	"contact-deleted":  "The contact was deleted from Dataverse.",
 	"contact-invited":  "An invitation is on its way to the contact.",
 	"user-created":     "The account was created; a set-password link is on its way.",
+
+	"invitation-created": "The invitation was created; its mail is on its way.",
+	"invitation-resent":  "The invitation was mailed again with a new code; the previous code no longer works.",
+	"invitation-revoked": "The invitation was revoked; its code no longer works.",
 }
 
 // notice returns the message the request's notice key names.
@@ -446,6 +463,14 @@ func (c *Console) confirmed(w http.ResponseWriter, r *http.Request, caller Calle
 	}
 	c.render(w, r, http.StatusOK, caller, "confirm", section, "Please confirm", q, "", "")
 	return false
+}
+
+// formField is one input of a console form, with its hint and the message
+// of its error. Type empty means "text"; MaxLen zero means no maxlength.
+type formField struct {
+	Name, Label, Type, Value, Hint, Error, Autocomplete string
+	Required                                            bool
+	MaxLen                                              int
 }
 
 // maxFormBytes bounds a console form (a bulk selection of MaxBulk ids).

@@ -111,12 +111,6 @@ type contactForm struct {
 	CanCreate bool
 }
 
-type formField struct {
-	Name, Label, Value, Error, Type, Autocomplete string
-	Required                                      bool
-	MaxLen                                        int
-}
-
 // contactFields builds the form's fields from the contact (or the entered
 // values) and the errors by field name.
 func (c *Console) contactFields(ct *contacts.Contact, entered map[string]string, errs map[string]string) []formField {
