@@ -28,6 +28,8 @@ import (
 // implements it on SQLite and PostgreSQL. Methods return authz.ErrNotFound,
 // authz.ErrConflict and authz.ErrStale as documented, wrapped or not.
 type Store interface {
+	// LinkStore issues set-password links (SendSetPasswordLink).
+	LinkStore
 	// UserByID returns the user with that id, or authz.ErrNotFound.
 	UserByID(ctx context.Context, id string) (*authz.User, error)
 	// UserByLogin returns the user whose username or email equals login

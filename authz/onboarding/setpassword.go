@@ -31,14 +31,8 @@ var ErrAccountDisabled = errors.New("onboarding: the account is disabled")
 // account waiting for approval: approve it first.
 var ErrAccountPending = errors.New("onboarding: the account is waiting for approval")
 
-// ErrNoLinkStore is returned by SendSetPasswordLink when the Store given
-// to New does not implement LinkStore (*store.DB does).
-var ErrNoLinkStore = errors.New("onboarding: the store cannot issue set-password links")
-
-// LinkStore is what SendSetPasswordLink needs of the Store besides Store
-// itself; *store.DB implements it on SQLite and PostgreSQL. (Store does
-// not embed it so that existing implementations of Store keep compiling;
-// SendSetPasswordLink checks for it.)
+// LinkStore is what SendSetPasswordLink needs of the Store (which embeds
+// it); *store.DB implements it on SQLite and PostgreSQL.
 type LinkStore interface {
 	// Store keeps the per-account mail throttle's buckets.
 	throttle.Store
@@ -94,10 +88,7 @@ type LinkSent struct {
 // without an email a *authz.ValidationError. actor is recorded in the
 // audit trail (EventSetPasswordLinkSent and tokens' token.issued).
 func (s *Service) SendSetPasswordLink(ctx context.Context, who, actor string) (*LinkSent, error) {
-	ls, ok := s.store.(LinkStore)
-	if !ok {
-		return nil, ErrNoLinkStore
-	}
+	ls := s.store
 	u, err := s.lookup(ctx, who)
 	if err != nil {
 		return nil, fmt.Errorf("onboarding: send set-password link: %w", err)

@@ -226,9 +226,6 @@ func New(db Store, o Options) (*Services, error) {
 		BreakGlassRole: o.BreakGlassRole, Notify: o.OutboxNotify, Tokens: s.Tokens, Now: o.Now, Logger: log}); err != nil {
 		return nil, err
 	}
-	if s.Tokens, err = tokens.New(db, tokens.Options{Audit: s.Audit, MaxOutstanding: o.MaxOutstandingTokens, Now: o.Now, Logger: log}); err != nil {
-		return nil, err
-	}
 	ro := o.Registration
 	if ro.Mode == "" {
 		ro.Mode = registration.ModeOff
