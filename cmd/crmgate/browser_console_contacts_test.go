@@ -64,6 +64,18 @@ func TestBrowserConsoleContacts(t *testing.T) {
 		t.Errorf("the new user's binding: %+v", u.Binding)
 	}
 
+	// Invite Bea from her contact; the invitation is listed.
+	open(t, ctx, "Bea", g.url+"/.auth/admin/contacts/"+demoBea)
+	navigation(t, ctx, "invite", chromedp.Click(chromedp.CSS(`form[action$="/invite"] button`)))
+	if text := consoleText(t, ctx); !strings.Contains(text, "An invitation is on its way") {
+		t.Fatalf("after inviting Bea:\n%s", text)
+	}
+	open(t, ctx, "invitations", g.url+"/.auth/admin/invitations")
+	if text := consoleText(t, ctx); !strings.Contains(text, "bea@demo.crmgate.test") || !strings.Contains(text, "pending") {
+		t.Errorf("invitations list:\n%s", text)
+	}
+	screenshot(t, ctx, "console-invitations")
+
 	// Delete Carl (bound to nobody), after a confirmation.
 	open(t, ctx, "Carl", g.url+"/.auth/admin/contacts/"+demoCarl)
 	navigation(t, ctx, "delete", chromedp.Click(chromedp.CSS(`form[action$="/delete"] button`)))
