@@ -66,7 +66,7 @@ func TestBrowserConsoleBulkJobRestart(t *testing.T) {
 	rs := startReplicas(t, 1, env)
 	gw := rs.All()[0]
 
-	ctx := newBrowser(t, browser)
+	ctx := newBrowserFor(t, browser, 3*time.Minute) // the job runs between its steps
 	open(t, ctx, "the console", gw.URL("/.auth/admin/users?q=bulk"))
 	navigation(t, ctx, "sign in", chromedp.KeyEvent("root"+kb.Tab+pw+kb.Enter))
 	if text := consoleText(t, ctx); !strings.Contains(text, fmt.Sprintf("of %d", jobsTestUsers)) {

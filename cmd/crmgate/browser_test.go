@@ -159,6 +159,13 @@ func requireBrowser(t *testing.T) string {
 // cookies), and returns a tab context that ends after 40 s or with the test.
 func newBrowser(t *testing.T, path string) context.Context {
 	t.Helper()
+	return newBrowserFor(t, path, 40*time.Second)
+}
+
+// newBrowserFor is newBrowser whose tab may be used for d (a test that
+// waits for a long job between its steps).
+func newBrowserFor(t *testing.T, path string, d time.Duration) context.Context {
+	t.Helper()
 	actx, acancel := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.Headless,
@@ -186,7 +193,7 @@ func newBrowser(t *testing.T, path string) context.Context {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
-	tctx, tcancel := context.WithTimeout(ctx, 40*time.Second)
+	tctx, tcancel := context.WithTimeout(ctx, d)
 	t.Cleanup(tcancel)
 	return tctx
 }
