@@ -265,8 +265,12 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 			MaxBody: h.MaxBody, Store: db, Audit: s.Audit}
 	}
 	contactCache, _ := wo.Snapshots.(proxy.ContactInvalidator)
+	consoleOpts, err := consoleOptions(s, g.dataverse, db, g.outbox.Notify, now, log)
+	if err != nil {
+		return nil, err
+	}
 	if g.handler, err = proxy.New(proxy.Options{
-		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s),
+		DataverseHook: hook, ContactCache: contactCache, Console: consoleOpts,
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,
 		SignIn: s.SignIn, Sessions: s.SignIn, SessionFeed: db, Users: s.Accounts, Revalidator: s.SignIn,

@@ -34,6 +34,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
+	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -150,6 +151,11 @@ type Options struct {
 	Approvals Approvals
 	// Audit reads the audit trail.
 	Audit AuditReader
+	// DataverseStatus reports the Dataverse client's state; nil means no
+	// Dataverse is configured (the Dataverse page says so).
+	DataverseStatus DataverseStatus
+	// Outbox shows the outbox backlog and retries and drops failed events.
+	Outbox Outbox
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -202,6 +208,15 @@ func samples() map[string]any {
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
 			Audit:  []audit.Event{{Type: "x"}}},
+		"audit": auditPage{Types: []option{{Value: "x"}}, Events: []auditRow{{Event: audit.Event{Type: "x"},
+			Actor: whoView{Value: "u1", Username: "ana"}, User: whoView{Value: "cli"}}}, Older: "/o", Newest: "/n", Filters: true},
+		"dataverse": dataversePage{Status: newStatusView(dataverse.Status{Breaker: dataverse.BreakerOpen, BreakerSince: time.Unix(1, 0),
+			ThrottledUntil: time.Unix(60, 0), Recent: []dataverse.StatusEvent{{Status: 429, RetryAfter: time.Second}},
+			Cache: []dataverse.CacheStats{{Name: "contact"}}}),
+			HasOutbox: true, CanWrite: true, Kinds: []option{{}, {}, {}},
+			Backlog: []backlogView{{KindBacklog: outbox.KindBacklog{Kind: "mail", Failed: 1}, Age: "1s"}},
+			Failed: []failedView{{FailedItem: outbox.FailedItem{ID: 1, Summary: outbox.Summary{RecipientDomain: "example.com"}},
+				User: whoView{Value: "u1", Username: "ana"}}}, Next: "/n", First: "/f", OutboxErr: "x"},
 	}
 }
 
@@ -280,6 +295,8 @@ func (c *Console) Routes() []Route {
 	}
 	add(true, "GET", "/{$}", AnyPermission, c.handleIndex)
 	rs = append(rs, c.userRoutes()...)
+	rs = append(rs, c.auditRoutes()...)
+	rs = append(rs, c.dataverseRoutes()...)
 	return rs
 }
 
@@ -313,6 +330,8 @@ var sections = []struct {
 	key, label, path, perm string
 }{
 	{"users", "Users", "/users", permissions.UsersRead},
+	{"audit", "Audit log", "/audit", permissions.AuditRead},
+	{"dataverse", "Dataverse", "/dataverse", permissions.AuditRead},
 }
 
 // render writes page with data for caller, status status.
@@ -385,6 +404,13 @@ var notices = map[string]string{
 	"rejected":         "The registration was rejected.",
 	"deleted":          "The user was deleted.",
 	"nothing-selected": "Select at least one user.",
+
+	// The Dataverse page's outbox actions.
+	"outbox-retried":     "The event is pending again; the outbox delivers it now.",
+	"outbox-dropped":     "The event was dropped.",
+	"outbox-retried-all": "The failed events of the kind are pending again; the outbox delivers them now.",
+	"outbox-dropped-all": "The failed events of the kind were dropped.",
+	"outbox-none":        "No failed event of the kind was left: nothing was changed.",
 }
 
 // notice returns the message the request's notice key names.
