@@ -76,3 +76,7 @@ func (cd *CachedDirectory) InvalidateContact(id string) {
 		cd.cache.Invalidate(g)
 	}
 }
+
+// CacheStats returns the contact cache's statistics (CacheReporter), for
+// the console's Dataverse page.
+func (cd *CachedDirectory) CacheStats() dataverse.CacheStats { return cd.cache.CacheStats() }

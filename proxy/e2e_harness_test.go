@@ -29,6 +29,7 @@ import (
 
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/accounts"
+	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/password"
 	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/throttle"
@@ -267,6 +268,11 @@ func withIdentity(o proxy.Options, s *wiring.Services, db throttle.Store) proxy.
 	o.Console.Sessions = s.Accounts
 	if s.Onboarding != nil {
 		o.Console.Approvals, o.Console.SetPasswordLinks = s.Onboarding, s.Onboarding
+	}
+	if st, ok := db.(outbox.AdminStore); ok { // the outbox's administration, as cmd/crmgate wires it
+		if admin, err := outbox.NewAdmin(st, s.Audit, outbox.AdminOptions{Now: o.Now}); err == nil {
+			o.Console.Outbox = admin
+		}
 	}
 	if s.Recovery != nil { // built only with a mail composer
 		o.Recovery, o.ResetPages = s.Recovery, true

@@ -48,6 +48,11 @@ const (
 	// client addresses and sign-in failures: grant it to log collectors
 	// and auditors, not to roles that only bind users.
 	AuditRead = "audit:read"
+	// OutboxWrite allows retrying and dropping the outbox events the
+	// gateway gave up on (mail, Dataverse lifecycle actions and contact
+	// writes): a retry can deliver an old event after later events of the
+	// same user; a drop loses its mail or change for good.
+	OutboxWrite = "outbox:write"
 )
 
 // AdminRole is the local role that holds every permission. It cannot be
@@ -58,7 +63,7 @@ const AdminRole = "admin"
 // caller's.
 func All() []string {
 	return []string{UsersRead, UsersWrite, UsersApprove, UsersCredentials, BindingsWrite,
-		ContactsRead, ContactsWrite, InvitationsRead, InvitationsWrite, AuditRead}
+		ContactsRead, ContactsWrite, InvitationsRead, InvitationsWrite, AuditRead, OutboxWrite}
 }
 
 // legacy maps the scope names API keys were created with before the

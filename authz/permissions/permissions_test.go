@@ -11,7 +11,7 @@ import (
 
 func TestVocabulary(t *testing.T) {
 	want := []string{"users:read", "users:write", "users:approve", "users:credentials", "bindings:write",
-		"contacts:read", "contacts:write", "invitations:read", "invitations:write", "audit:read"}
+		"contacts:read", "contacts:write", "invitations:read", "invitations:write", "audit:read", "outbox:write"}
 	if got := permissions.All(); !slices.Equal(got, want) {
 		t.Fatalf("All() = %v", got)
 	}

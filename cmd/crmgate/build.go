@@ -273,8 +273,17 @@ func buildGateway(_ context.Context, cfg *config.Config, logw io.Writer, now fun
 	if err != nil {
 		return nil, err
 	}
+	// The Dataverse page shows the contact cache's statistics.
+	var caches []crmclient.CacheReporter
+	if cd, ok := wo.Snapshots.(*crmclient.CachedDirectory); ok {
+		caches = append(caches, cd)
+	}
+	consoleOpts, err := consoleOptions(s, admin, g.dataverse, db, g.outbox.Notify, now, log, caches...)
+	if err != nil {
+		return nil, err
+	}
 	if g.handler, err = proxy.New(proxy.Options{
-		DataverseHook: hook, ContactCache: contactCache, Console: consoleOptions(s, admin, g.dataverse),
+		DataverseHook: hook, ContactCache: contactCache, Console: consoleOpts,
 		Recovery: passwords, ResetPages: passwords != nil && cfg.ResetOn(), Passwords: s.Accounts,
 		AccountActions: s.Accounts, SetPasswordLinks: links,
 		PublicURL: cfg.PublicURL, AuthPrefix: cfg.AuthPrefix, Policy: pol, Pages: renderer,

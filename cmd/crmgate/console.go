@@ -11,8 +11,11 @@ import (
 	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/jobs"
 	"github.com/crmgate/crmgate/authz/onboarding"
+	"github.com/crmgate/crmgate/authz/outbox"
+	"github.com/crmgate/crmgate/authz/store"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
+	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/policies"
 	"github.com/crmgate/crmgate/proxy"
 	"github.com/crmgate/crmgate/proxy/console"
@@ -34,12 +37,19 @@ var (
 
 	_ console.Invitations          = (*invitations.Service)(nil)
 	_ console.DataverseInvitations = (*crmclient.Directory)(nil)
+	_ console.Outbox               = (*outbox.Admin)(nil)
+	_ outbox.AdminStore            = (*store.DB)(nil)
+	_ outbox.Auditor               = (*audit.Log)(nil)
+	_ crmclient.CacheReporter      = (*crmclient.CachedDirectory)(nil)
 )
 
 // consoleOptions connects the admin console to the identity layer: every
 // capability the layer built, none that it did not (no typed nils). The
-// contact lookup needs Dataverse.
-func consoleOptions(s *wiring.Services, admin *contacts.Service, dv *dataverseConn) *console.Options {
+// contact lookup needs Dataverse, and so does the Dataverse page's status
+// part (dv's client, with the statistics of caches); its outbox part is
+// the outbox in db, whose retries wake the worker (notify).
+func consoleOptions(s *wiring.Services, admin *contacts.Service, dv *dataverseConn, db *store.DB, notify func(), now func() time.Time,
+	log *slog.Logger, caches ...crmclient.CacheReporter) (*console.Options, error) {
 	o := &console.Options{Users: s.Accounts, Accounts: s.Accounts, Bindings: s.Accounts, Passwords: s.Accounts,
 		Audit: s.Audit, Jobs: s.Jobs, BreakGlassRole: proxy.AdminRole}
 	if s.Binding != nil && s.Binding.Configured() {
@@ -57,8 +67,15 @@ func consoleOptions(s *wiring.Services, admin *contacts.Service, dv *dataverseCo
 	}
 	if dv != nil {
 		o.DataverseInvitations = dv.directory
+		client := dv.client
+		o.DataverseStatus = func() dataverse.Status { return client.Status(caches...) }
 	}
-	return o
+	ob, err := outbox.NewAdmin(db, s.Audit, outbox.AdminOptions{Now: now, Logger: log, Notify: notify})
+	if err != nil {
+		return nil, err
+	}
+	o.Outbox = ob
+	return o, nil
 }
 
 // contactAdmin is the console's contacts service over the interactive

@@ -36,6 +36,7 @@ import (
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/jobs"
+	"github.com/crmgate/crmgate/authz/outbox"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
 	"github.com/crmgate/crmgate/proxy/pages"
@@ -163,6 +164,11 @@ type Options struct {
 	// DataverseInvitations lists Dataverse's invitations on the
 	// Invitations page; nil lists crmgate's only.
 	DataverseInvitations DataverseInvitations
+	// DataverseStatus reports the Dataverse client's state; nil means no
+	// Dataverse is configured (the Dataverse page says so).
+	DataverseStatus DataverseStatus
+	// Outbox shows the outbox backlog and retries and drops failed events.
+	Outbox Outbox
 	// BreakGlassRole names the role of break-glass administrators, for
 	// messages; empty means the admin role.
 	BreakGlassRole string
@@ -223,12 +229,21 @@ func samples() map[string]any {
 		"user": userPage{User: u, Contact: &contactView{ID: "c1"}, Modes: []option{{}}, CanBind: true, CanLookup: true,
 			CanWrite: true, CanSessions: true, CanForce: true, CanSetLink: true, CanApprove: true,
 			Lookup: lookupView{Done: true, Results: []contactView{{ID: "c2", Others: []string{"bob"}}}},
-			Audit:  []auditRow{{Event: audit.Event{Type: "x"}, ActorID: "u1", ActorName: "ana"}}},
+			Audit:  []trailRow{{Event: audit.Event{Type: "x"}, ActorID: "u1", ActorName: "ana"}}},
 		"invitations": invitationsPage{Invitations: []invitationView{sampleInvitation}, Next: "x", First: "x", CanWrite: true,
 			Dataverse: true, DvError: "x", DvTruncated: true,
 			DvList: []dataverseInvitationView{{Invitation: &dataverse.Invitation{ID: "d1"}, State: statePending, Redeemed: sampleInvitation.Redeemed, MoreRedeemed: 1}}},
 		"invitation":     invitationPage{Inv: sampleInvitation, CanWrite: true},
 		"invitation_new": invitationForm{Errors: map[string]string{"email": "x"}, Kinds: []option{{}}, Contacts: true},
+		"audit": auditPage{Types: []option{{Value: "x"}}, Events: []auditRow{{Event: audit.Event{Type: "x"},
+			Actor: whoView{Value: "u1", Username: "ana"}, User: whoView{Value: "cli"}}}, Older: "/o", Newest: "/n", Filters: true},
+		"dataverse": dataversePage{Status: newStatusView(dataverse.Status{Breaker: dataverse.BreakerOpen, BreakerSince: time.Unix(1, 0),
+			ThrottledUntil: time.Unix(60, 0), Recent: []dataverse.StatusEvent{{Status: 429, RetryAfter: time.Second}},
+			Cache: []dataverse.CacheStats{{Name: "contact"}}}),
+			HasOutbox: true, CanWrite: true, Kinds: []option{{}, {}, {}},
+			Backlog: []backlogView{{KindBacklog: outbox.KindBacklog{Kind: "mail", Failed: 1}, Age: "1s"}},
+			Failed: []failedView{{FailedItem: outbox.FailedItem{ID: 1, Summary: outbox.Summary{RecipientDomain: "example.com"}},
+				User: whoView{Value: "u1", Username: "ana"}}}, Next: "/n", First: "/f", OutboxErr: "x"},
 	}
 }
 
@@ -310,6 +325,8 @@ func (c *Console) Routes() []Route {
 	rs = append(rs, c.bulkRoutes()...)
 	rs = append(rs, c.contactRoutes()...)
 	rs = append(rs, c.invitationRoutes()...)
+	rs = append(rs, c.auditRoutes()...)
+	rs = append(rs, c.dataverseRoutes()...)
 	return rs
 }
 
@@ -346,6 +363,8 @@ var sections = []struct {
 	{"jobs", "Bulk actions", "/jobs", permissions.UsersRead},
 	{"contacts", "Contacts", "/contacts", permissions.ContactsRead},
 	{"invitations", "Invitations", "/invitations", permissions.InvitationsRead},
+	{"audit", "Audit log", "/audit", permissions.AuditRead},
+	{"dataverse", "Dataverse", "/dataverse", permissions.AuditRead},
 }
 
 // render writes page with data for caller, status status.
@@ -429,6 +448,13 @@ var notices = map[string]string{
 	"invitation-created": "The invitation was created; its mail is on its way.",
 	"invitation-resent":  "The invitation was mailed again with a new code; the previous code no longer works.",
 	"invitation-revoked": "The invitation was revoked; its code no longer works.",
+
+	// The Dataverse page's outbox actions.
+	"outbox-retried":     "The event is pending again; the outbox delivers it now.",
+	"outbox-dropped":     "The event was dropped.",
+	"outbox-retried-all": "The failed events of the kind are pending again; the outbox delivers them now.",
+	"outbox-dropped-all": "The failed events of the kind were dropped.",
+	"outbox-none":        "No failed event of the kind was left: nothing was changed.",
 }
 
 // notice returns the message the request's notice key names.

@@ -260,7 +260,7 @@ type userPage struct {
 	Contact     *contactView
 	ContactErr  string
 	Lookup      lookupView
-	Audit       []auditRow
+	Audit       []trailRow
 	AuditErr    string
 	CanBind     bool
 	CanLookup   bool
@@ -346,25 +346,25 @@ func (c *Console) renderUser(w http.ResponseWriter, r *http.Request, status int,
 			c.log.WarnContext(ctx, "console: audit trail not read", "user_id", u.ID, "err", err)
 			d.AuditErr = "The audit trail cannot be read just now."
 		}
-		d.Audit = c.auditRows(ctx, evs)
+		d.Audit = c.trailRows(ctx, evs)
 	}
 	c.render(w, r, status, caller, "user", "users", u.Username, d, notice, errMsg)
 }
 
-// auditRow is an audit event as a table shows it: the actor by username
+// trailRow is an audit event as a table shows it: the actor by username
 // when it is a user, with a link to their page.
-type auditRow struct {
+type trailRow struct {
 	audit.Event
 	ActorName string
 	ActorID   string // the actor's user id when the actor is a user
 }
 
-// auditRows names the actors of evs, reading each distinct user once.
-func (c *Console) auditRows(ctx context.Context, evs []audit.Event) []auditRow {
+// trailRows names the actors of evs, reading each distinct user once.
+func (c *Console) trailRows(ctx context.Context, evs []audit.Event) []trailRow {
 	names := map[string]string{}
-	rows := make([]auditRow, len(evs))
+	rows := make([]trailRow, len(evs))
 	for i, e := range evs {
-		rows[i] = auditRow{Event: e, ActorName: e.Actor}
+		rows[i] = trailRow{Event: e, ActorName: e.Actor}
 		if !isUserID(e.Actor) {
 			continue
 		}
