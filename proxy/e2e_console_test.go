@@ -265,3 +265,24 @@ func TestConsoleSessionsAndLinks(t *testing.T) {
 		t.Errorf("a link for a disabled user: %d\n%s", resp.StatusCode, body)
 	}
 }
+
+// TestConsoleMenuServedOnly: the menu names only the sections the
+// configured services serve (this harness has no Dataverse, so no
+// contacts section), and only those the caller's roles allow.
+func TestConsoleMenuServedOnly(t *testing.T) {
+	h := inviteHarness(t, harnessConfig{})
+	const pw = "correct horse battery"
+	h.createUser("root", "root@example.test", pw, "admin")
+	admin := h.browser()
+	h.signIn(admin, "root", pw)
+	body := h.consoleGet(admin, "/", 200)
+	for _, want := range []string{`href="/.auth/admin/users"`, `href="/.auth/admin/audit"`, `href="/.auth/admin/invitations"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the menu lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `href="/.auth/admin/contacts"`) {
+		t.Error("the menu offers contacts without a contacts service")
+	}
+	h.consoleGet(admin, "/contacts", 404)
+}

@@ -122,4 +122,17 @@ func TestBrowserConsoleUsers(t *testing.T) {
 	if b := devUser(t, g, "alice").Binding; b.Mode != authz.BindingLookup || b.Ref == nil || b.Ref.ID != demoAlice {
 		t.Errorf("alice's binding in the store: %+v", b)
 	}
+
+	// The audit log names both changes, by the admin, about alice.
+	open(t, ctx, "alice's events", g.url+"/.auth/admin/audit?user=alice")
+	if text := consoleText(t, ctx); strings.Count(text, "user.binding_set\tadmin\talice") != 2 {
+		t.Errorf("audit log filtered by alice:\n%s", text)
+	}
+	screenshot(t, ctx, "console-audit")
+	// The Dataverse page: the breaker closed, the contact cache, the outbox.
+	open(t, ctx, "Dataverse", g.url+"/.auth/admin/dataverse")
+	if text := consoleText(t, ctx); !strings.Contains(text, "closed") || !strings.Contains(strings.ToLower(text), "outbox") {
+		t.Errorf("Dataverse page:\n%s", text)
+	}
+	screenshot(t, ctx, "console-dataverse")
 }

@@ -181,6 +181,9 @@ type Console struct {
 	now    func() time.Time
 	pages  map[string]*template.Template
 	prefix string
+	// served are the GET paths the configured services serve: a menu
+	// entry whose page is not served (its service is nil) is not shown.
+	served map[string]bool
 }
 
 // New parses the console's templates and checks o.
@@ -202,6 +205,12 @@ func New(o Options) (*Console, error) {
 	}
 	if err := c.trialRender(); err != nil {
 		return nil, err
+	}
+	c.served = map[string]bool{}
+	for _, r := range c.Routes() {
+		if r.Method == http.MethodGet {
+			c.served[r.Path] = true
+		}
 	}
 	return c, nil
 }
@@ -395,7 +404,7 @@ func (c *Console) view(caller Caller, page, section, title string, data any, not
 	v := view{Brand: c.o.Pages.Branding(), Page: page, Title: title, Caller: caller, Data: data, Notice: notice, Error: errMsg,
 		Section: section}
 	for _, s := range sections {
-		if caller.can(s.perm) {
+		if caller.can(s.perm) && (c.served == nil || c.served["/admin"+s.path]) { // nil: the trial render
 			v.Nav = append(v.Nav, navItem{Label: s.label, Path: s.path, Current: s.key == section})
 		}
 	}
