@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"html/template"
@@ -93,16 +94,16 @@ func (c *Console) userRoutes() []Route {
 	o := c.o
 	add(true, "GET", "/users", permissions.UsersRead, c.handleUsers)
 	add(true, "GET", "/users/{id}", permissions.UsersRead, c.handleUser)
-	add(o.Accounts != nil, "POST", "/users/{id}/status", permissions.UsersWrite, c.handleSetStatus)
-	add(o.Accounts != nil, "POST", "/users/{id}/roles", permissions.UsersWrite, c.handleSetRoles)
-	add(o.Accounts != nil, "POST", "/users/{id}/unlock", permissions.UsersWrite, c.handleUnlock)
-	add(o.Accounts != nil, "POST", "/users/{id}/delete", permissions.UsersWrite, c.handleDelete)
-	add(o.Sessions != nil, "POST", "/users/{id}/revoke-sessions", permissions.UsersWrite, c.handleRevokeSessions)
-	add(o.Bindings != nil, "POST", "/users/{id}/binding", permissions.BindingsWrite, c.handleSetBinding)
-	add(o.Passwords != nil, "POST", "/users/{id}/force-password-change", permissions.UsersCredentials, c.handleForcePassword)
-	add(o.SetPasswordLinks != nil, "POST", "/users/{id}/send-set-password-link", permissions.UsersCredentials, c.handleSetPasswordLink)
-	add(o.Approvals != nil, "POST", "/users/{id}/approve", permissions.UsersApprove, c.handleApprove)
-	add(o.Approvals != nil, "POST", "/users/{id}/reject", permissions.UsersApprove, c.handleReject)
+	add(o.Accounts != nil, "POST", "/users/{id}/status", permissions.UsersWrite, c.userHandler(c.setStatus()))
+	add(o.Accounts != nil, "POST", "/users/{id}/roles", permissions.UsersWrite, c.userHandler(c.setRoles()))
+	add(o.Accounts != nil, "POST", "/users/{id}/unlock", permissions.UsersWrite, c.userHandler(c.unlock()))
+	add(o.Accounts != nil, "POST", "/users/{id}/delete", permissions.UsersWrite, c.userHandler(c.deleteUser()))
+	add(o.Sessions != nil, "POST", "/users/{id}/revoke-sessions", permissions.UsersWrite, c.userHandler(c.revokeSessions()))
+	add(o.Bindings != nil, "POST", "/users/{id}/binding", permissions.BindingsWrite, c.userHandler(c.setBinding()))
+	add(o.Passwords != nil, "POST", "/users/{id}/force-password-change", permissions.UsersCredentials, c.userHandler(c.forcePassword()))
+	add(o.SetPasswordLinks != nil, "POST", "/users/{id}/send-set-password-link", permissions.UsersCredentials, c.userHandler(c.setPasswordLink()))
+	add(o.Approvals != nil, "POST", "/users/{id}/approve", permissions.UsersApprove, c.userHandler(c.approve()))
+	add(o.Approvals != nil, "POST", "/users/{id}/reject", permissions.UsersApprove, c.userHandler(c.reject()))
 	return rs
 }
 
@@ -582,172 +583,157 @@ func userMessage(err error) string {
 	return ""
 }
 
-// userAction reads the form and the {id} user of an action.
-func (c *Console) userAction(w http.ResponseWriter, r *http.Request) (*authz.User, bool) {
-	if !c.parseForm(w, r) {
-		return nil, false
-	}
-	return c.loadUser(w, r)
+// userChange is the shape of every action of a user's page: read the form
+// and the {id} user, ask first when confirm says so, do the change (the
+// service audits it with the caller as actor), then go back with a notice.
+type userChange struct {
+	// confirm returns the question to ask before the change, or nil to
+	// ask nothing; nil confirm asks nothing either.
+	confirm func(u *authz.User, form url.Values) *confirmation
+	// do makes the change and returns the notice key of the page it goes
+	// back to; an error is shown on the user's page (actionError).
+	do func(ctx context.Context, u *authz.User, form url.Values, actor string) (notice string, err error)
+	// back is the console path it goes back to; empty means the user's page.
+	back string
 }
 
-func (c *Console) handleSetStatus(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
+// userHandler serves ch.
+func (c *Console) userHandler(ch userChange) Handler {
+	return func(w http.ResponseWriter, r *http.Request, caller Caller) {
+		if !c.parseForm(w, r) {
+			return
+		}
+		u, ok := c.loadUser(w, r)
+		if !ok {
+			return
+		}
+		if ch.confirm != nil {
+			if q := ch.confirm(u, r.PostForm); q != nil && !c.confirmed(w, r, caller, "users", *q) {
+				return
+			}
+		}
+		notice, err := ch.do(r.Context(), u, r.PostForm, caller.Actor())
+		if err != nil {
+			c.actionError(w, r, caller, u, err)
+			return
+		}
+		c.redirect(w, r, cmp.Or(ch.back, "/users/"+u.ID), notice)
 	}
-	st := authz.Status(r.PostForm.Get("status"))
-	if st != authz.StatusActive && st != authz.StatusDisabled {
-		c.o.RenderError(w, r, errBadRequest("The status must be active or disabled."))
-		return
-	}
-	if st == authz.StatusDisabled && !c.confirmed(w, r, caller, "users", confirmation{
-		Question: "Disable " + u.Username + "?", Detail: "They cannot sign in until enabled again, and their sessions end.",
-		Action: "/admin/users/" + u.ID + "/status", Button: "Disable", Back: "/admin/users/" + u.ID}) {
-		return
-	}
-	if err := c.o.Accounts.SetStatus(r.Context(), u.Username, st, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "status-"+string(st))
 }
 
-func (c *Console) handleSetRoles(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	roles := strings.FieldsFunc(r.PostForm.Get("roles"), func(r rune) bool { return r == ',' || r == ' ' })
-	if err := c.o.Accounts.SetRoles(r.Context(), u.Username, roles, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "roles")
+// ask is the confirmation of action on u's page, posted to path.
+func ask(u *authz.User, path, question, detail, button string) *confirmation {
+	return &confirmation{Question: question, Detail: detail, Action: "/admin/users/" + u.ID + "/" + path, Button: button,
+		Back: "/admin/users/" + u.ID}
 }
 
-func (c *Console) handleUnlock(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
+// errBadStatus refuses a status form that is neither active nor disabled.
+var errBadStatus = &authz.ValidationError{Field: "status", Message: "The status must be active or disabled."}
+
+// The actions of a user's page.
+
+func (c *Console) setStatus() userChange {
+	return userChange{
+		confirm: func(u *authz.User, f url.Values) *confirmation {
+			if authz.Status(f.Get("status")) != authz.StatusDisabled {
+				return nil
+			}
+			return ask(u, "status", "Disable "+u.Username+"?", "They cannot sign in until enabled again, and their sessions end.", "Disable")
+		},
+		do: func(ctx context.Context, u *authz.User, f url.Values, actor string) (string, error) {
+			st := authz.Status(f.Get("status"))
+			if st != authz.StatusActive && st != authz.StatusDisabled {
+				return "", errBadStatus
+			}
+			return "status-" + string(st), c.o.Accounts.SetStatus(ctx, u.Username, st, actor)
+		},
 	}
-	was, err := c.o.Accounts.Unlock(r.Context(), u.Username, caller.Actor())
-	if err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	if !was {
-		c.redirect(w, r, "/users/"+u.ID, "not-locked")
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "unlocked")
 }
 
-func (c *Console) handleDelete(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if !c.confirmed(w, r, caller, "users", confirmation{
-		Question: "Delete " + u.Username + "?", Detail: "The account and its sessions end for good; the audit trail keeps its events. This cannot be undone.",
-		Action: "/admin/users/" + u.ID + "/delete", Button: "Delete", Back: "/admin/users/" + u.ID}) {
-		return
-	}
-	if err := c.o.Accounts.DeleteUser(r.Context(), u.Username, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users", "deleted")
+func (c *Console) setRoles() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, f url.Values, actor string) (string, error) {
+		roles := strings.FieldsFunc(f.Get("roles"), func(r rune) bool { return r == ',' || r == ' ' })
+		return "roles", c.o.Accounts.SetRoles(ctx, u.Username, roles, actor)
+	}}
 }
 
-func (c *Console) handleRevokeSessions(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if !c.confirmed(w, r, caller, "users", confirmation{
-		Question: "End every session of " + u.Username + "?", Detail: "They are signed out on every device and must sign in again.",
-		Action: "/admin/users/" + u.ID + "/revoke-sessions", Button: "End sessions", Back: "/admin/users/" + u.ID}) {
-		return
-	}
-	if _, err := c.o.Sessions.RevokeSessions(r.Context(), u.ID, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "sessions")
+func (c *Console) unlock() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+		was, err := c.o.Accounts.Unlock(ctx, u.Username, actor)
+		if !was {
+			return "not-locked", err
+		}
+		return "unlocked", err
+	}}
 }
 
-func (c *Console) handleSetBinding(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	b := authz.Binding{Mode: authz.BindingMode(r.PostForm.Get("mode"))}
-	if b.Mode == authz.BindingLookup {
-		id := strings.ToLower(strings.TrimSpace(r.PostForm.Get("contact_id")))
-		b.Ref = &dataverse.EntityReference{ID: id, LogicalName: dataverse.ContactLogicalName, Name: r.PostForm.Get("contact_name")}
-	}
-	res, err := c.o.Bindings.SetBindings(r.Context(), []accounts.BindingChange{{User: u.ID, Binding: b,
-		AllowShared: r.PostForm.Get("allow_shared") == "yes"}}, caller.Actor())
-	if err == nil {
-		err = res[0].Err
-	}
-	if err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "binding")
+func (c *Console) deleteUser() userChange {
+	return userChange{back: "/users",
+		confirm: func(u *authz.User, _ url.Values) *confirmation {
+			return ask(u, "delete", "Delete "+u.Username+"?",
+				"The account and its sessions end for good; the audit trail keeps its events. This cannot be undone.", "Delete")
+		},
+		do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+			return "deleted", c.o.Accounts.DeleteUser(ctx, u.Username, actor)
+		}}
 }
 
-func (c *Console) handleForcePassword(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if _, err := c.o.Passwords.ForcePasswordChange(r.Context(), u.ID, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "force-password")
+func (c *Console) revokeSessions() userChange {
+	return userChange{
+		confirm: func(u *authz.User, _ url.Values) *confirmation {
+			return ask(u, "revoke-sessions", "End every session of "+u.Username+"?",
+				"They are signed out on every device and must sign in again.", "End sessions")
+		},
+		do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+			_, err := c.o.Sessions.RevokeSessions(ctx, u.ID, actor)
+			return "sessions", err
+		}}
 }
 
-func (c *Console) handleSetPasswordLink(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if _, err := c.o.SetPasswordLinks.SendSetPasswordLink(r.Context(), u.ID, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "set-password")
+func (c *Console) setBinding() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, f url.Values, actor string) (string, error) {
+		b := authz.Binding{Mode: authz.BindingMode(f.Get("mode"))}
+		if b.Mode == authz.BindingLookup {
+			id := strings.ToLower(strings.TrimSpace(f.Get("contact_id")))
+			b.Ref = &dataverse.EntityReference{ID: id, LogicalName: dataverse.ContactLogicalName, Name: f.Get("contact_name")}
+		}
+		res, err := c.o.Bindings.SetBindings(ctx, []accounts.BindingChange{{User: u.ID, Binding: b,
+			AllowShared: f.Get("allow_shared") == "yes"}}, actor)
+		if err == nil {
+			err = res[0].Err
+		}
+		return "binding", err
+	}}
 }
 
-func (c *Console) handleApprove(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if _, err := c.o.Approvals.Approve(r.Context(), u.ID, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "approved")
+func (c *Console) forcePassword() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+		_, err := c.o.Passwords.ForcePasswordChange(ctx, u.ID, actor)
+		return "force-password", err
+	}}
 }
 
-func (c *Console) handleReject(w http.ResponseWriter, r *http.Request, caller Caller) {
-	u, ok := c.userAction(w, r)
-	if !ok {
-		return
-	}
-	if !c.confirmed(w, r, caller, "users", confirmation{
-		Question: "Reject the registration of " + u.Username + "?", Detail: "They are told by email and cannot sign in.",
-		Action: "/admin/users/" + u.ID + "/reject", Button: "Reject", Back: "/admin/users/" + u.ID}) {
-		return
-	}
-	reason := strings.TrimSpace(r.PostForm.Get("reason"))
-	if _, err := c.o.Approvals.Reject(r.Context(), u.ID, reason, caller.Actor()); err != nil {
-		c.actionError(w, r, caller, u, err)
-		return
-	}
-	c.redirect(w, r, "/users/"+u.ID, "rejected")
+func (c *Console) setPasswordLink() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+		_, err := c.o.SetPasswordLinks.SendSetPasswordLink(ctx, u.ID, actor)
+		return "set-password", err
+	}}
+}
+
+func (c *Console) approve() userChange {
+	return userChange{do: func(ctx context.Context, u *authz.User, _ url.Values, actor string) (string, error) {
+		_, err := c.o.Approvals.Approve(ctx, u.ID, actor)
+		return "approved", err
+	}}
+}
+
+func (c *Console) reject() userChange {
+	return userChange{
+		confirm: func(u *authz.User, _ url.Values) *confirmation {
+			return ask(u, "reject", "Reject the registration of "+u.Username+"?", "They are told by email and cannot sign in.", "Reject")
+		},
+		do: func(ctx context.Context, u *authz.User, f url.Values, actor string) (string, error) {
+			_, err := c.o.Approvals.Reject(ctx, u.ID, strings.TrimSpace(f.Get("reason")), actor)
+			return "rejected", err
+		}}
 }
