@@ -249,10 +249,10 @@ type Server struct {
 	contactCache    ContactInvalidator
 	sessionFeed     SessionFeed
 	sessionCache    sessionCache
-	console         *console.Console // nil: no admin console
 	upstreams       map[*policies.Upstream]*upstream
 	gateway         http.Handler
 	metrics         *metrics
+	console         *console.Console // nil: no admin console
 }
 
 // New validates opts and builds the server. It starts nothing.
