@@ -214,7 +214,33 @@ type Store interface {
 	// LatestDataverseInvitationMail returns the greatest createdOn claimed
 	// so far; zero when none.
 	LatestDataverseInvitationMail(ctx context.Context) (time.Time, error)
+	// InvitationRedemptions returns the redemptions of the invitations
+	// keys names ("crmgate:<id>", "dataverse:<guid>"; at most
+	// MaxRedemptionKeys), by key, each oldest first, at most perKey of
+	// each (the first ones).
+	InvitationRedemptions(ctx context.Context, keys []string, perKey int) (map[string][]Redemption, error)
 }
+
+// Redemption is one redemption of an invitation, as the store records it.
+type Redemption struct {
+	// N numbers the invitation's redemptions from 1.
+	N int
+	// UserID is the account that redeemed it (new, or linked).
+	UserID string
+	// ContactID is the contact the account was bound to; empty for none.
+	ContactID string
+	// At is when it was redeemed.
+	At time.Time
+}
+
+// MaxRedemptionKeys bounds the invitations one Redemptions call reads.
+const MaxRedemptionKeys = 200
+
+// Key names crmgate's invitation id in Claim.Invitation and the redemptions.
+func Key(id int64) string { return "crmgate:" + strconv.FormatInt(id, 10) }
+
+// DataverseKey names Dataverse's invitation id there.
+func DataverseKey(id string) string { return "dataverse:" + id }
 
 // codeEncoding reads and writes crmgate codes; Strict refuses
 // non-canonical spellings so each code has exactly one accepted text.
@@ -243,7 +269,3 @@ func parseCode(code string) (hash string, ok bool) {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), true
 }
-
-// localKey and dataverseKey name an invitation in Claim.Invitation.
-func localKey(id int64) string      { return "crmgate:" + strconv.FormatInt(id, 10) }
-func dataverseKey(id string) string { return "dataverse:" + id }

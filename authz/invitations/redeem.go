@@ -169,7 +169,7 @@ func (s *Service) Confirm(ctx context.Context, secret, client string) (*Result, 
 		inv, err := s.store.InvitationByID(ctx, id)
 		switch {
 		case errors.Is(err, authz.ErrNotFound):
-			return nil, s.refused(ctx, localKey(id), RefusedUnknown, client, now)
+			return nil, s.refused(ctx, Key(id), RefusedUnknown, client, now)
 		case err != nil:
 			return nil, fmt.Errorf("invitations: confirm: %w", err)
 		}
@@ -183,7 +183,7 @@ func (s *Service) Confirm(ctx context.Context, secret, client string) (*Result, 
 		dv, err := s.o.Dataverse.InvitationByID(ctx, p.Invitation)
 		switch {
 		case errors.Is(err, dataverse.ErrInvitationNotFound):
-			return nil, s.refused(ctx, dataverseKey(p.Invitation), RefusedUnknown, client, now)
+			return nil, s.refused(ctx, DataverseKey(p.Invitation), RefusedUnknown, client, now)
 		case err != nil:
 			return nil, fmt.Errorf("invitations: confirm: %w", err)
 		}
@@ -192,7 +192,7 @@ func (s *Service) Confirm(ctx context.Context, secret, client string) (*Result, 
 		}
 		if !o.AskEmail && !strings.EqualFold(o.Email, p.Email) {
 			// The contact's address changed since: the proof is for another one.
-			return nil, s.refused(ctx, dataverseKey(dv.ID), RefusedInactive, client, now)
+			return nil, s.refused(ctx, DataverseKey(dv.ID), RefusedInactive, client, now)
 		}
 	default:
 		return nil, fmt.Errorf("invitations: confirmation %d: bad payload", t.ID)
@@ -265,9 +265,9 @@ func (s *Service) complete(ctx context.Context, o *Offer, newUser, linked *authz
 	}
 	c := &Claim{UserID: u.ID, ContactID: o.ContactID, At: now}
 	if o.local != nil {
-		c.Invitation, c.LocalID, c.Max = localKey(o.local.ID), o.local.ID, o.local.MaxRedemptions
+		c.Invitation, c.LocalID, c.Max = Key(o.local.ID), o.local.ID, o.local.MaxRedemptions
 	} else {
-		c.Invitation, c.Max, c.Base = dataverseKey(o.dv.ID), o.dv.MaxRedemptions, o.dv.Redemptions
+		c.Invitation, c.Max, c.Base = DataverseKey(o.dv.ID), o.dv.MaxRedemptions, o.dv.Redemptions
 	}
 	ev, err := lifecycle.NewEvent(typ, u, now)
 	if err != nil {
@@ -322,5 +322,5 @@ func (o *Offer) key() string {
 	if o.Source == SourceCrmgate {
 		return "crmgate:" + o.ID
 	}
-	return dataverseKey(o.ID)
+	return DataverseKey(o.ID)
 }

@@ -416,7 +416,7 @@ func (s *Service) Lookup(ctx context.Context, code, client string) (*Offer, erro
 }
 
 func (s *Service) localOffer(ctx context.Context, inv *Invitation, client string, now time.Time) (*Offer, error) {
-	key := localKey(inv.ID)
+	key := Key(inv.ID)
 	switch {
 	case !inv.RevokedAt.IsZero():
 		return nil, s.refused(ctx, key, RefusedRevoked, client, now)
@@ -432,7 +432,7 @@ func (s *Service) localOffer(ctx context.Context, inv *Invitation, client string
 }
 
 func (s *Service) dataverseOffer(ctx context.Context, dv *dataverse.Invitation, client string, now time.Time) (*Offer, error) {
-	key := dataverseKey(dv.ID)
+	key := DataverseKey(dv.ID)
 	switch {
 	case !dv.Active:
 		return nil, s.refused(ctx, key, RefusedInactive, client, now)
@@ -514,4 +514,11 @@ func printable(s string) bool {
 // tried too many codes.
 func (s *Service) RecordThrottled(ctx context.Context, client string) {
 	s.o.Audit.Record(ctx, audit.Event{Time: s.now(), Type: EventThrottled, ClientAddr: client, Detail: "code guessing"})
+}
+
+// Redemptions returns who redeemed the invitations keys names (Key,
+// DataverseKey; at most MaxRedemptionKeys), by key, oldest first, at most
+// perKey of each.
+func (s *Service) Redemptions(ctx context.Context, keys []string, perKey int) (map[string][]Redemption, error) {
+	return s.store.InvitationRedemptions(ctx, keys, perKey)
 }

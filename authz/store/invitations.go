@@ -291,3 +291,40 @@ func (d *DB) LatestDataverseInvitationMail(ctx context.Context) (time.Time, erro
 	}
 	return fromMillis(ms), nil
 }
+
+// InvitationRedemptions implements invitations.Store: one query for the
+// keys of a page.
+func (d *DB) InvitationRedemptions(ctx context.Context, keys []string, perKey int) (map[string][]invitations.Redemption, error) {
+	out := map[string][]invitations.Redemption{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	if len(keys) > invitations.MaxRedemptionKeys || perKey < 1 {
+		return nil, fmt.Errorf("store: invitation redemptions: 1 to %d keys and a positive limit", invitations.MaxRedemptionKeys)
+	}
+	args := make([]any, 0, len(keys)+1)
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	args = append(args, perKey)
+	rows, err := d.db.QueryContext(ctx, d.q(`SELECT invitation, n, user_id, contact_id, redeemed_at FROM invitation_redemptions
+		WHERE invitation IN (?`+strings.Repeat(", ?", len(keys)-1)+`) AND n <= ? ORDER BY invitation, n`), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: invitation redemptions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		var r invitations.Redemption
+		var at int64
+		if err := rows.Scan(&key, &r.N, &r.UserID, &r.ContactID, &at); err != nil {
+			return nil, fmt.Errorf("store: invitation redemptions: %w", err)
+		}
+		r.At = fromMillis(at)
+		out[key] = append(out[key], r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: invitation redemptions: %w", err)
+	}
+	return out, nil
+}

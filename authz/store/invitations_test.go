@@ -27,6 +27,45 @@ func runInvitationSuite(t *testing.T, newURL opener) {
 	t.Run("DataverseRace", func(t *testing.T) { testDataverseInvitationRace(t, open(t)) })
 	t.Run("ContactNeverRebound", func(t *testing.T) { testInvitationContactBound(t, open(t)) })
 	t.Run("MailClaimOnce", func(t *testing.T) { testInvitationMailClaim(t, open(t)) })
+	t.Run("Redemptions", func(t *testing.T) { testInvitationRedemptions(t, open(t)) })
+}
+
+// testInvitationRedemptions: who redeemed the invitations of a page, in
+// one query, oldest first, the first perKey of each.
+func testInvitationRedemptions(t *testing.T, db *DB) {
+	g := createInvitation(t, db, "g", invitations.Group, 5)
+	s := createInvitation(t, db, "s", invitations.Single, 1)
+	createInvitation(t, db, "n", invitations.Single, 1) // never redeemed
+	gc := invitations.Claim{Invitation: invitations.Key(g.ID), LocalID: g.ID, Max: 5, At: invT0.Add(time.Minute)}
+	for i := range 3 {
+		if _, err := redeemNew(db, gc, fmt.Sprintf("g%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := redeemNew(db, invitations.Claim{Invitation: invitations.Key(s.ID), LocalID: s.ID, Max: 1, At: invT0.Add(2 * time.Minute)}, "s0"); err != nil {
+		t.Fatal(err)
+	}
+	dv := invitations.DataverseKey("d0000000-0000-4000-8000-000000000001")
+	if _, err := redeemNew(db, invitations.Claim{Invitation: dv, Max: 2, At: invT0.Add(3 * time.Minute)}, "d0"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.InvitationRedemptions(t.Context(), []string{invitations.Key(g.ID), invitations.Key(s.ID), dv, "crmgate:999"}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := got[invitations.Key(g.ID)]; len(rs) != 2 || rs[0].N != 1 || rs[1].N != 2 || rs[0].UserID == "" || !rs[0].At.Equal(invT0.Add(time.Minute)) {
+		t.Errorf("group redemptions = %+v, want the first two", rs)
+	}
+	if len(got[invitations.Key(s.ID)]) != 1 || len(got[dv]) != 1 || len(got) != 3 {
+		t.Errorf("redemptions = %+v", got)
+	}
+	u, err := db.UserByID(t.Context(), got[invitations.Key(s.ID)][0].UserID)
+	if err != nil || u.Username != "s0" {
+		t.Errorf("the single invitation's redeemer: %v %v", u, err)
+	}
+	if _, err := db.InvitationRedemptions(t.Context(), make([]string, invitations.MaxRedemptionKeys+1), 1); err == nil {
+		t.Error("too many keys accepted")
+	}
 }
 
 var invT0 = time.Date(2026, 6, 1, 9, 0, 0, 0, time.UTC)

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/crmgate/crmgate/authz"
-	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/invitations"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/dataverse"
@@ -35,6 +33,9 @@ type Invitations interface {
 	// Revoke revokes invitation id; one revoked before (or missing) gives
 	// authz.ErrNotFound.
 	Revoke(ctx context.Context, id int64, actor string) error
+	// Redemptions returns who redeemed the invitations keys names
+	// (invitations.Key, DataverseKey), oldest first, at most perKey each.
+	Redemptions(ctx context.Context, keys []string, perKey int) (map[string][]invitations.Redemption, error)
 }
 
 // DataverseInvitations lists the Power Pages invitations (adx_invitation)
@@ -88,23 +89,21 @@ func invitationState(inv *invitations.Invitation, now time.Time) string {
 	return statePending
 }
 
-// redemptionView is one redemption as the audit trail recorded it.
+// redemptionView is one redemption of an invitation.
 type redemptionView struct {
 	N int
-	// UserID is the account that redeemed; Username is empty when the
-	// account no longer exists.
+	// UserID is the account that redeemed (a new one, or one that linked
+	// the invitation); Username is empty when the account no longer exists.
 	UserID, Username string
 	At               time.Time
-	// Linked reports an existing account that took the invitation.
-	Linked bool
 }
 
 // invitationView is a crmgate invitation with its state and redemptions.
 type invitationView struct {
 	*invitations.Invitation
 	State string
-	// Redeemed are the redemptions the audit trail holds, oldest first,
-	// at most a page's share; MoreRedeemed counts those left out.
+	// Redeemed are the first redemptions, oldest first, at most a page's
+	// share; MoreRedeemed counts those left out.
 	Redeemed     []redemptionView
 	MoreRedeemed int
 	// Outstanding reports that the code still works (resend and revoke
@@ -155,19 +154,14 @@ func (c *Console) handleInvitations(w http.ResponseWriter, r *http.Request, call
 	}
 	now := c.now()
 	data := invitationsPage{After: after, CanWrite: caller.can(permissions.InvitationsWrite)}
-	var since time.Time
-	for _, inv := range list {
-		if since.IsZero() || inv.CreatedAt.Before(since) {
-			since = inv.CreatedAt
-		}
-	}
 	names := usernames{}
-	var redeemed map[string][]redemptionView
-	if len(list) > 0 {
-		redeemed = c.redemptions(ctx, since)
+	keys := make([]string, len(list))
+	for i, inv := range list {
+		keys[i] = invitations.Key(inv.ID)
 	}
+	redeemed := c.redemptions(ctx, keys, redeemersListed)
 	for _, inv := range list {
-		data.Invitations = append(data.Invitations, c.invitationView(ctx, inv, now, redeemed, names, redeemersListed))
+		data.Invitations = append(data.Invitations, c.invitationView(ctx, inv, now, redeemed, names))
 	}
 	if len(list) == pageSize {
 		data.Next = template.URL(c.prefix + "/admin/invitations?after=" + strconv.FormatInt(list[len(list)-1].ID, 10))
@@ -186,15 +180,15 @@ func (c *Console) handleInvitations(w http.ResponseWriter, r *http.Request, call
 			data.DvError = "Dataverse's invitations could not be read."
 		default:
 			data.DvTruncated = len(dvs) == dataverseInvitationsShown
-			var dvRedeemed map[string][]redemptionView
-			if len(dvs) > 0 {
-				// Dataverse's createdon is Dataverse's clock, not ours: no
-				// lower bound, the newest redemptions.
-				dvRedeemed = c.redemptions(ctx, time.Time{})
+			dvKeys := make([]string, len(dvs))
+			for i, d := range dvs {
+				dvKeys[i] = invitations.DataverseKey(d.ID)
 			}
+			dvRedeemed := c.redemptions(ctx, dvKeys, redeemersListed)
 			for _, d := range dvs {
 				v := dataverseInvitationView{Invitation: d, State: dataverseState(d, now)}
-				v.Redeemed, v.MoreRedeemed = names.named(ctx, c.o.Users, dvRedeemed["dataverse:"+d.ID], redeemersListed)
+				v.Redeemed = names.named(ctx, c.o.Users, dvRedeemed[invitations.DataverseKey(d.ID)])
+				v.MoreRedeemed = max(d.Redemptions-len(v.Redeemed), 0)
 				data.DvList = append(data.DvList, v)
 			}
 		}
@@ -224,26 +218,22 @@ const (
 
 // invitationView is inv's view at now, naming at most max of its
 // redemptions.
-func (c *Console) invitationView(ctx context.Context, inv *invitations.Invitation, now time.Time, redeemed map[string][]redemptionView, names usernames, max int) invitationView {
+func (c *Console) invitationView(ctx context.Context, inv *invitations.Invitation, now time.Time, redeemed map[string][]redemptionView, names usernames) invitationView {
 	v := invitationView{Invitation: inv, State: invitationState(inv, now), Outstanding: inv.Outstanding(now),
 		Creator: names.of(ctx, c.o.Users, inv.CreatedBy)}
-	v.Redeemed, v.MoreRedeemed = names.named(ctx, c.o.Users, redeemed["crmgate:"+strconv.FormatInt(inv.ID, 10)], max)
+	v.Redeemed = names.named(ctx, c.o.Users, redeemed[invitations.Key(inv.ID)])
+	v.MoreRedeemed = max(inv.Redemptions-len(v.Redeemed), 0)
 	return v
 }
 
-// named returns the first max of rs with their accounts' usernames, and
-// how many it left out.
-func (n usernames) named(ctx context.Context, users Users, rs []redemptionView, max int) ([]redemptionView, int) {
-	more := 0
-	if len(rs) > max {
-		rs, more = rs[:max], len(rs)-max
-	}
+// named returns rs with their accounts' usernames.
+func (n usernames) named(ctx context.Context, users Users, rs []redemptionView) []redemptionView {
 	out := make([]redemptionView, len(rs))
 	for i, r := range rs {
 		r.Username = n.of(ctx, users, r.UserID)
 		out[i] = r
 	}
-	return out, more
+	return out
 }
 
 // usernames caches the usernames of the accounts a page names.
@@ -267,54 +257,25 @@ func (n usernames) of(ctx context.Context, users Users, id string) string {
 	return name
 }
 
-// redemptions reads the redemptions recorded in the audit trail since
-// since (the oldest invitation shown; zero for no bound), by invitation
-// key ("crmgate:<id>", "dataverse:<guid>"), oldest first, without the
-// usernames (usernames.named adds them). The
-// store counts redemptions (Invitation.Redemptions); who redeemed is read
-// from the audit rows of invitation.redeemed and invitation.linked, so a
-// trail pruned by its retention, or more than authz.MaxListLimit
-// redemptions since since, show fewer names than the count. Without an
-// audit reader, or when it fails (logged), there are none.
-func (c *Console) redemptions(ctx context.Context, since time.Time) map[string][]redemptionView {
+// redemptions reads who redeemed the invitations keys names, at most
+// perKey each, from the store, without the usernames (usernames.named adds
+// them). A failure is logged and shows none: the counts stay on the page.
+func (c *Console) redemptions(ctx context.Context, keys []string, perKey int) map[string][]redemptionView {
 	out := map[string][]redemptionView{}
-	if c.o.Audit == nil {
+	if len(keys) == 0 {
 		return out
 	}
-	for _, typ := range []string{invitations.EventRedeemed, invitations.EventLinked} {
-		evs, err := c.o.Audit.ListAudit(ctx, audit.Filter{Type: typ, Since: since, Limit: authz.MaxListLimit})
-		if err != nil {
-			c.log.WarnContext(ctx, "console: redemptions not read from the audit trail", "err", err)
-			return map[string][]redemptionView{}
-		}
-		for _, e := range evs {
-			key, n, ok := parseRedemption(e.Detail)
-			if !ok || e.UserID == "" {
-				continue
-			}
-			out[key] = append(out[key], redemptionView{N: n, UserID: e.UserID, At: e.Time,
-				Linked: typ == invitations.EventLinked})
-		}
+	rs, err := c.o.Invitations.Redemptions(ctx, keys, perKey)
+	if err != nil {
+		c.log.WarnContext(ctx, "console: invitation redemptions not read", "err", err)
+		return out
 	}
-	for _, rs := range out {
-		// Oldest first: the number a redemption claimed orders them.
-		slices.SortFunc(rs, func(a, b redemptionView) int { return a.N - b.N })
+	for k, list := range rs {
+		for _, r := range list {
+			out[k] = append(out[k], redemptionView{N: r.N, UserID: r.UserID, At: r.At})
+		}
 	}
 	return out
-}
-
-// parseRedemption reads the Detail of a redemption's audit row:
-// "<source>:<id> n <number>".
-func parseRedemption(detail string) (key string, n int, ok bool) {
-	f := strings.Fields(detail)
-	if len(f) != 3 || f[1] != "n" || !strings.Contains(f[0], ":") {
-		return "", 0, false
-	}
-	n, err := strconv.Atoi(f[2])
-	if err != nil || n < 1 {
-		return "", 0, false
-	}
-	return f[0], n, true
 }
 
 // invitationPage is the data of one invitation's page.
@@ -351,7 +312,7 @@ func (c *Console) handleInvitation(w http.ResponseWriter, r *http.Request, calle
 }
 
 func (c *Console) renderInvitation(w http.ResponseWriter, r *http.Request, status int, caller Caller, inv *invitations.Invitation, notice, errMsg string) {
-	v := c.invitationView(r.Context(), inv, c.now(), c.redemptions(r.Context(), inv.CreatedAt), usernames{}, redeemersShown)
+	v := c.invitationView(r.Context(), inv, c.now(), c.redemptions(r.Context(), []string{invitations.Key(inv.ID)}, redeemersShown), usernames{})
 	c.render(w, r, status, caller, "invitation", "invitations", "Invitation "+strconv.FormatInt(inv.ID, 10),
 		invitationPage{Inv: v, CanWrite: caller.can(permissions.InvitationsWrite)}, notice, errMsg)
 }
