@@ -572,6 +572,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		`^  \(admin and alice are bound to demo contacts; breakglass is not: the break-glass admin signs in even while Dataverse is down\)$`,
 		`^$`,
 		`^Pages: (\S+) \(public\), (\S+) \(signed in\), (\S+) \(admin only\)$`,
+		`^Admin: (http://127\.0\.0\.1:[0-9]+/\.auth/admin/) \(the admin console; sign in as admin or breakglass\)$`,
 		`^Ops:   (http://127\.0\.0\.1:[0-9]+/metrics)$`,
 		`^Mail:  (http://127\.0\.0\.1:[0-9]+/\.auth/dev/mail) \(every mail the gateway sends, captured here; none leaves this machine\)$`,
 		`^Dataverse: (http://127\.0\.0\.1:[0-9]+)/api/data/v9\.2/ \(emulator; tenant (\S+), client (\S+), secret (\S+)\)$`,
@@ -588,7 +589,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		}
 		groups = append(groups, m)
 	}
-	for _, page := range groups[8][1:] {
+	for _, page := range append(groups[8][1:], groups[9][1]) {
 		if !strings.HasPrefix(page, g.url+"/") {
 			t.Errorf("page %q is not on the gateway %s", page, g.url)
 		}
@@ -600,18 +601,18 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	resp, err = http.Get(groups[9][1])
+	resp, err = http.Get(groups[10][1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(metrics, []byte("crmgate_")) {
-		t.Errorf("ops URL %s: status %d, want 200 with crmgate_ metrics", groups[9][1], resp.StatusCode)
+		t.Errorf("ops URL %s: status %d, want 200 with crmgate_ metrics", groups[10][1], resp.StatusCode)
 	}
 
 	// The mail page is on the gateway and answers.
-	if mailURL := groups[10][1]; !strings.HasPrefix(mailURL, g.url+"/") {
+	if mailURL := groups[11][1]; !strings.HasPrefix(mailURL, g.url+"/") {
 		t.Errorf("mail page %q is not on the gateway %s", mailURL, g.url)
 	} else if r, err := http.Get(mailURL); err != nil || r.StatusCode != http.StatusOK {
 		t.Errorf("mail page %s: %v %v", mailURL, r, err)
@@ -627,7 +628,7 @@ func TestBrowserDevOutput(t *testing.T) {
 	}
 
 	// The emulator answers with the printed credentials and has the demo contacts.
-	dv := groups[11]
+	dv := groups[12]
 	tr, err := http.PostForm(dv[1]+"/"+dv[2]+"/oauth2/v2.0/token", url.Values{"grant_type": {"client_credentials"},
 		"client_id": {dv[3]}, "client_secret": {dv[4]}, "scope": {dv[1] + "/.default"}})
 	if err != nil {
@@ -650,7 +651,7 @@ func TestBrowserDevOutput(t *testing.T) {
 		t.Fatalf("emulator contacts: %d %s", cr.StatusCode, contacts)
 	}
 
-	dataDir := groups[12][1]
+	dataDir := groups[13][1]
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("data directory while running: %v", err)
 	}

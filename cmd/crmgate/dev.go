@@ -282,6 +282,7 @@ func runDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	accountLines.WriteString("  (admin and alice are bound to demo contacts; breakglass is not: the break-glass admin signs in even while Dataverse is down)\n")
 	fmt.Fprintf(stdout, "crmgate dev: open %s\n\nDemo accounts (generated for this run):\n%s", publicURL, accountLines.String())
 	fmt.Fprintf(stdout, "\nPages: %s/ (public), %s/account (signed in), %s/admin (admin only)\n", publicURL, publicURL, publicURL)
+	fmt.Fprintf(stdout, "Admin: %s%s/admin/ (the admin console; sign in as admin or breakglass)\n", publicURL, cfg.AuthPrefix)
 	fmt.Fprintf(stdout, "Ops:   http://%s/metrics\n", ops.Addr())
 	fmt.Fprintln(stdout, mailLine)
 	fmt.Fprintf(stdout, "Dataverse: %s/api/data/v9.2/ (emulator; tenant %s, client %s, secret %s)\n", dvURL, demoTenant, demoClientID, dvSecret)
