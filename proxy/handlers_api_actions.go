@@ -106,7 +106,16 @@ func (srv *Server) apiUnlock(w http.ResponseWriter, r *http.Request, c apiCaller
 	if !ok || !srv.noBody(w, r) {
 		return
 	}
+	// The lockout is cleared first: if re-enabling then fails, the error
+	// answer is true (the account is still disabled) and repeating the
+	// call does the rest.
 	var out apiUnlocked
+	was, err := srv.opts.AccountActions.Unlock(r.Context(), u.Username, c.actor())
+	if err != nil {
+		srv.renderAPIError(w, r, srv.apiActionError(r, u.ID, "unlock", err))
+		return
+	}
+	out.LockoutCleared = was
 	if u.Status == authz.StatusDisabled {
 		if err := srv.opts.AccountActions.SetStatus(r.Context(), u.Username, authz.StatusActive, c.actor()); err != nil {
 			srv.renderAPIError(w, r, srv.apiActionError(r, u.ID, "unlock", err))
@@ -114,12 +123,6 @@ func (srv *Server) apiUnlock(w http.ResponseWriter, r *http.Request, c apiCaller
 		}
 		out.Reenabled = true
 	}
-	was, err := srv.opts.AccountActions.Unlock(r.Context(), u.Username, c.actor())
-	if err != nil {
-		srv.renderAPIError(w, r, srv.apiActionError(r, u.ID, "unlock", err))
-		return
-	}
-	out.LockoutCleared = was
 	srv.log.InfoContext(r.Context(), "account unlocked", "request_id", requestID(r.Context()), "user_id", u.ID, "actor", c.actor(),
 		"reenabled", out.Reenabled, "lockout_cleared", out.LockoutCleared)
 	if out.User, ok = srv.apiUser(w, r); ok {
