@@ -147,7 +147,8 @@ type Params struct {
 
 // Default are ASP.NET Core Identity's parameters for new hashes since
 // .NET 7: v3, HMAC-SHA512, 100,000 iterations, a 16-byte salt and a
-// 32-byte subkey; what Hash writes and what Verify asks a rehash to.
+// 32-byte subkey: the parameters to give Hash, and those Verify compares a
+// hash with.
 // ASP.NET Core verifies any v3 hash, whatever its header names; ASP.NET
 // Identity 2 on .NET Framework verifies none (see IdentityV2).
 var Default = Params{Version: V3, PRF: HMACSHA512, Iterations: 100_000, SaltLen: 16, KeyLen: 32}
@@ -285,6 +286,9 @@ func hashWithSalt(pw string, p Params, salt []byte) (string, error) {
 // subkeys in constant time. needsRehash is true when ok and the hash is
 // weaker than Default (see Params.Verify). A hash that cannot be parsed
 // gives ok false and an error wrapping ErrMalformedHash; it never panics.
+// The password's length is not bounded here (HMAC hashes a long key once,
+// not once per iteration): the sign-in refuses ones over password.MaxBytes
+// before verifying.
 func Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 	return Default.Verify(encoded, pw)
 }
