@@ -289,6 +289,12 @@ func (p *Provider) Finish(ctx context.Context, flow Flow, query url.Values) (*Id
 		p.log.Warn("oidc state mismatch", "state_present", state != "")
 		return nil, ErrState
 	}
+	// RFC 9207: an OP that names itself in the callback must be this one
+	// (a mix-up between providers caught before the code is sent anywhere).
+	if iss, ok := query["iss"]; ok && (len(iss) != 1 || iss[0] != p.issuer) {
+		p.log.Warn("oidc callback from another issuer", "iss", iss)
+		return nil, ErrState
+	}
 	if code := query.Get("error"); code != "" {
 		e := &ProviderError{Code: code, Description: query.Get("error_description")}
 		p.log.Info("oidc provider returned an error", "code", e.Code, "description", e.Description)
@@ -331,8 +337,8 @@ func (p *Provider) Finish(ctx context.Context, flow Flow, query url.Values) (*Id
 func redact(err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		if re.ErrorCode != "" {
-			return fmt.Errorf("token endpoint: %s", re.ErrorCode)
+		if re.ErrorCode != "" || re.Response == nil {
+			return fmt.Errorf("token endpoint: %q", re.ErrorCode)
 		}
 		return fmt.Errorf("token endpoint: HTTP %d", re.Response.StatusCode)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // TestMain silences the test OP, which logs through slog's default logger.
@@ -181,7 +182,14 @@ func TestState(t *testing.T) {
 	flowB.State = flow.State
 	_, err = b.Finish(context.Background(), flowB, q)
 	wantErr(t, err, ErrExchange)
-	// A's callback still works at A after all that.
+	// The callback names another issuer (RFC 9207), or names it twice.
+	for _, iss := range [][]string{{opB.URL}, {opA.URL, opA.URL}, {""}} {
+		qq := url.Values{"code": q["code"], "state": q["state"], "iss": iss}
+		_, err = a.Finish(context.Background(), flow, qq)
+		wantErr(t, err, ErrState)
+	}
+	// A's callback still works at A after all that (with its own iss).
+	q.Set("iss", opA.URL)
 	if _, err := a.Finish(context.Background(), flow, q); err != nil {
 		t.Fatal(err)
 	}
@@ -538,5 +546,64 @@ func wantVerify(t testing.TB, err error, detail string) {
 	var ve *VerifyError
 	if !errors.As(err, &ve) || !errors.Is(err, ErrVerify) || !strings.Contains(ve.Err.Error(), detail) {
 		t.Fatalf("err = %v, want a VerifyError with %q", err, detail)
+	}
+}
+
+// sign makes an ID token signed with the OP's current key, for claims the
+// OP would not issue.
+func sign(t testing.TB, o *testOP, claims map[string]any) string {
+	t.Helper()
+	k, _ := o.store.SigningKey(context.Background())
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.SignatureAlgorithm(), Key: k.Key()},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", k.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(claims)
+	jws, err := signer.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestCraftedClaims: tokens signed with the OP's own key whose claims are
+// wrong in ways go-oidc does not check.
+func TestCraftedClaims(t *testing.T) {
+	o := newTestOP(t)
+	p, _ := newProvider(t, o, nil)
+	now := time.Now().Unix()
+	base := func() map[string]any {
+		return map[string]any{"iss": o.URL, "sub": "sub-x", "aud": []string{clientID, otherClient},
+			"exp": now + 600, "iat": now, "nonce": "n1", "azp": clientID, "email_verified": "true"}
+	}
+	id, err := p.verify(context.Background(), sign(t, o, base()), "n1")
+	if err != nil || !id.EmailVerified || id.Subject != "sub-x" {
+		t.Fatalf("good crafted token: %+v %v", id, err)
+	}
+	c := base()
+	c["azp"] = otherClient
+	_, err = p.verify(context.Background(), sign(t, o, c), "n1")
+	wantVerify(t, err, "issued to client")
+	c = base()
+	c["sub"] = ""
+	_, err = p.verify(context.Background(), sign(t, o, c), "n1")
+	wantVerify(t, err, "no subject")
+	c = base()
+	c["nbf"] = now + 3600
+	_, err = p.verify(context.Background(), sign(t, o, c), "n1")
+	wantVerify(t, err, "nbf")
+	c = base()
+	delete(c, "nonce")
+	_, err = p.verify(context.Background(), sign(t, o, c), "n1")
+	wantErr(t, err, ErrNonce)
+	c = base()
+	c["email_verified"] = "yes"
+	if id, err := p.verify(context.Background(), sign(t, o, c), "n1"); err != nil || id.EmailVerified {
+		t.Fatalf("email_verified \"yes\": %+v %v", id, err)
 	}
 }
