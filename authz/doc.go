@@ -20,6 +20,7 @@
 //	authz/contacts   the admin console's Dataverse contacts: a filtered list, writes with the row version
 //	authz/jobs       durable bulk jobs of the admin console (a lease, item by item)
 //	authz/bulk       the console's bulk actions on users, as jobs over the single-user services
+//	authz/oidc       OpenID Connect protocol core: discovery, code flow with PKCE, ID token checks
 //	authz/wiring     builds every feature over one store, as serve and the tests do
 //
 // A new capability gets a package of its own in the same shape: self
