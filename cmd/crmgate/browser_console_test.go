@@ -40,7 +40,7 @@ func signInConsole(t *testing.T, ctx context.Context, g *devGateway, account str
 	a := g.accounts[account]
 	open(t, ctx, "open the console", g.url+"/.auth/admin/users")
 	checkSignInPage(t, ctx, "/.auth/admin/users")
-	navigation(t, ctx, "sign in", chromedp.KeyEvent(a.username+kb.Tab+a.password+kb.Enter))
+	navigation(t, ctx, "sign in", chromedp.SendKeys(chromedp.ID("login"), a.username), chromedp.SendKeys(chromedp.ID("password"), a.password+kb.Enter))
 	if loc := location(t, ctx); loc.Path != "/.auth/admin/users" {
 		t.Fatalf("after sign-in at %s, want the console's users", loc)
 	}
