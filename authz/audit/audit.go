@@ -159,10 +159,20 @@ func (l *Log) Audit(ctx context.Context, e Event) error {
 	return nil
 }
 
+// RecordTimeout bounds the write of one event by Record.
+const RecordTimeout = 10 * time.Second
+
 // Record is Audit for an event the caller cannot act on failing: the change
 // it records has already happened, so a failure is logged, not returned.
+//
+// The write keeps ctx's values but not its cancellation, within
+// RecordTimeout: a caller whose context ends just after the change (a
+// client that went away, a worker stopping for a restart) must not lose
+// the change's row.
 func (l *Log) Record(ctx context.Context, e Event) {
-	if err := l.Audit(ctx, e); err != nil {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RecordTimeout)
+	defer cancel()
+	if err := l.Audit(wctx, e); err != nil {
 		l.log.ErrorContext(ctx, "audit event lost", "type", e.Type, "user_id", e.UserID, "err", err)
 	}
 }

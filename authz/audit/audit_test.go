@@ -127,3 +127,39 @@ func FuzzParseTime(f *testing.F) {
 		}
 	})
 }
+
+// TestRecordOutlivesItsContext: Record writes the row although the
+// caller's context ended just after the change (a stopping worker, a
+// client gone), and keeps the context's values.
+func TestRecordOutlivesItsContext(t *testing.T) {
+	st := &memStore{}
+	l := audit.New(st, nil, nil)
+	ctx, cancel := context.WithCancel(context.WithValue(t.Context(), ctxKey{}, "v"))
+	cancel()
+	l.Record(ctx, audit.Event{Type: "user.password_set", Actor: "a", UserID: "u"})
+	if len(st.events) != 1 || st.sawValue != "v" {
+		t.Fatalf("rows %d, value %q; want 1 and the context's value", len(st.events), st.sawValue)
+	}
+}
+
+type ctxKey struct{}
+
+// memStore is an audit.Store in memory that refuses a cancelled context,
+// as the real stores do.
+type memStore struct {
+	events   []audit.Event
+	sawValue any
+}
+
+func (m *memStore) AppendAudit(ctx context.Context, e *audit.Event) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.sawValue = ctx.Value(ctxKey{})
+	m.events = append(m.events, *e)
+	return nil
+}
+
+func (m *memStore) ListAudit(context.Context, audit.Filter) ([]audit.Event, error) {
+	return m.events, nil
+}
