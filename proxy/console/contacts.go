@@ -170,10 +170,20 @@ func (c *Console) enteredFields(r *http.Request) (map[string]string, contacts.Fi
 	return entered, f
 }
 
-func (c *Console) loadContact(w http.ResponseWriter, r *http.Request) (*contacts.Contact, bool) {
+// contactID is the {id} contact of the request, or a 404 answered here.
+func (c *Console) contactID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id, err := dataverse.ParseID(r.PathValue("id"))
 	if err != nil {
 		c.o.RenderError(w, r, errNotFound("contact"))
+		return "", false
+	}
+	return id, true
+}
+
+// loadContact reads the {id} contact, answering an error page itself.
+func (c *Console) loadContact(w http.ResponseWriter, r *http.Request) (*contacts.Contact, bool) {
+	id, ok := c.contactID(w, r)
+	if !ok {
 		return nil, false
 	}
 	ct, err := c.o.ContactAdmin.Get(r.Context(), id)
@@ -221,13 +231,11 @@ func (c *Console) handleNewContact(w http.ResponseWriter, r *http.Request, calle
 	c.render(w, r, http.StatusOK, caller, "contact", "contacts", "New contact", c.contactPage(caller, nil, nil, nil), "", "")
 }
 
-// contactWriteError shows the form again with a write's error, or the
-// error page for an unexpected one.
-func (c *Console) contactWriteError(w http.ResponseWriter, r *http.Request, caller Caller, ct *contacts.Contact, entered map[string]string, err error) {
-	title := "New contact"
-	if ct != nil {
-		title = contactTitle(ct)
-	}
+// contactWriteError shows the form of contact id (empty: a new contact)
+// again with a write's error, or the error page for an unexpected one.
+// The contact is read here, once, for the page: the writes read it
+// themselves before they write, so the handlers do not.
+func (c *Console) contactWriteError(w http.ResponseWriter, r *http.Request, caller Caller, id string, entered map[string]string, err error) {
 	var verr *authz.ValidationError
 	var bound *contacts.BoundError
 	status, msg, errs := http.StatusBadRequest, "", map[string]string{}
@@ -241,9 +249,7 @@ func (c *Console) contactWriteError(w http.ResponseWriter, r *http.Request, call
 	case errors.Is(err, contacts.ErrChanged):
 		status, msg = http.StatusConflict, "Someone changed this contact after you opened it, so nothing was saved. "+
 			"The form now shows the current values: check them and save again."
-		if cur, gerr := c.o.ContactAdmin.Get(r.Context(), ct.ID); gerr == nil {
-			ct, entered = cur, nil
-		}
+		entered = nil
 	case errors.As(err, &bound):
 		names := make([]string, len(bound.Users))
 		for i, u := range bound.Users {
@@ -259,6 +265,22 @@ func (c *Console) contactWriteError(w http.ResponseWriter, r *http.Request, call
 		c.o.RenderError(w, r, err)
 		return
 	}
+	c.renderContactError(w, r, caller, id, entered, errs, status, msg)
+}
+
+// renderContactError shows contact id's page (a new contact's when id is
+// empty) with a message, reading the contact for it.
+func (c *Console) renderContactError(w http.ResponseWriter, r *http.Request, caller Caller, id string, entered, errs map[string]string, status int, msg string) {
+	var ct *contacts.Contact
+	title := "New contact"
+	if id != "" {
+		cur, err := c.o.ContactAdmin.Get(r.Context(), id)
+		if err != nil {
+			c.o.RenderError(w, r, &Error{Status: status, Code: "contact_not_saved", Title: "Not saved", Message: msg, Err: err})
+			return
+		}
+		ct, title = cur, contactTitle(cur)
+	}
 	c.render(w, r, status, caller, "contact", "contacts", title, c.contactPage(caller, ct, entered, errs), "", msg)
 }
 
@@ -269,7 +291,7 @@ func (c *Console) handleCreateContact(w http.ResponseWriter, r *http.Request, ca
 	entered, f := c.enteredFields(r)
 	ct, err := c.o.ContactAdmin.Create(r.Context(), f, caller.Actor())
 	if err != nil {
-		c.contactWriteError(w, r, caller, nil, entered, err)
+		c.contactWriteError(w, r, caller, "", entered, err)
 		return
 	}
 	c.redirect(w, r, "/contacts/"+ct.ID, "contact-created")
@@ -279,71 +301,85 @@ func (c *Console) handleUpdateContact(w http.ResponseWriter, r *http.Request, ca
 	if !c.parseForm(w, r) {
 		return
 	}
-	ct, ok := c.loadContact(w, r)
+	id, ok := c.contactID(w, r)
 	if !ok {
 		return
 	}
 	entered, f := c.enteredFields(r)
-	if _, err := c.o.ContactAdmin.Update(r.Context(), ct.ID, r.PostForm.Get("etag"), f, caller.Actor()); err != nil {
-		c.contactWriteError(w, r, caller, ct, entered, err)
+	if _, err := c.o.ContactAdmin.Update(r.Context(), id, r.PostForm.Get("etag"), f, caller.Actor()); err != nil {
+		c.contactWriteError(w, r, caller, id, entered, err)
 		return
 	}
-	c.redirect(w, r, "/contacts/"+ct.ID, "contact-saved")
+	c.redirect(w, r, "/contacts/"+id, "contact-saved")
 }
 
 func (c *Console) handleDeleteContact(w http.ResponseWriter, r *http.Request, caller Caller) {
 	if !c.parseForm(w, r) {
 		return
 	}
-	ct, ok := c.loadContact(w, r)
+	id, ok := c.contactID(w, r)
 	if !ok {
 		return
 	}
-	if !c.confirmed(w, r, caller, "contacts", confirmation{Question: "Delete the contact " + contactTitle(ct) + " from Dataverse?",
-		Detail: "The contact row is deleted in Dataverse for good. This cannot be undone here.",
-		Action: "/admin/contacts/" + ct.ID + "/delete", Button: "Delete the contact", Back: "/admin/contacts/" + ct.ID}) {
-		return
+	if r.PostForm.Get("confirmed") != "yes" {
+		// The question names the contact: read it for the page only.
+		ct, ok := c.loadContact(w, r)
+		if !ok || !c.confirmed(w, r, caller, "contacts", confirmation{Question: "Delete the contact " + contactTitle(ct) + " from Dataverse?",
+			Detail: "The contact row is deleted in Dataverse for good. This cannot be undone here.",
+			Action: "/admin/contacts/" + id + "/delete", Button: "Delete the contact", Back: "/admin/contacts/" + id}) {
+			return
+		}
 	}
-	if err := c.o.ContactAdmin.Delete(r.Context(), ct.ID, r.PostForm.Get("etag"), caller.Actor()); err != nil {
-		c.contactWriteError(w, r, caller, ct, nil, err)
+	if err := c.o.ContactAdmin.Delete(r.Context(), id, r.PostForm.Get("etag"), caller.Actor()); err != nil {
+		c.contactWriteError(w, r, caller, id, nil, err)
 		return
 	}
 	c.redirect(w, r, "/contacts", "contact-deleted")
 }
 
 func (c *Console) handleInviteContact(w http.ResponseWriter, r *http.Request, caller Caller) {
-	if !c.parseForm(w, r) {
-		return
-	}
-	ct, ok := c.loadContact(w, r)
-	if !ok {
-		return
-	}
-	if _, err := c.o.ContactAdmin.Invite(r.Context(), ct.ID, invitations.NewInvitation{}, caller.Actor()); err != nil {
-		c.contactWriteError(w, r, caller, ct, nil, err)
-		return
-	}
-	c.redirect(w, r, "/contacts/"+ct.ID, "contact-invited")
+	c.contactAccount(w, r, caller, func(ctx context.Context, id string) (string, string, error) {
+		_, err := c.o.ContactAdmin.Invite(ctx, id, invitations.NewInvitation{}, caller.Actor())
+		return "/contacts/" + id, "contact-invited", err
+	})
 }
 
 func (c *Console) handleContactUser(w http.ResponseWriter, r *http.Request, caller Caller) {
+	c.contactAccount(w, r, caller, func(ctx context.Context, id string) (string, string, error) {
+		res, err := c.o.ContactAdmin.CreateUser(ctx, id, caller.Actor())
+		if err == nil && res.Outcome != onboarding.Created {
+			err = errNoAccount{res.Message}
+		}
+		return "/users/" + res.UserID, "user-created", err
+	})
+}
+
+// errNoAccount is CreateUser's answer when it made no account (the
+// contact has one, say); its message is the service's sentence.
+type errNoAccount struct{ msg string }
+
+func (e errNoAccount) Error() string { return "No account was created: " + e.msg }
+
+// contactAccount runs an action that gives contact {id} an account (an
+// invitation, a user) and goes to the path and notice it returns; a
+// refusal shows the contact's page with the reason.
+func (c *Console) contactAccount(w http.ResponseWriter, r *http.Request, caller Caller,
+	do func(ctx context.Context, id string) (path, notice string, err error)) {
 	if !c.parseForm(w, r) {
 		return
 	}
-	ct, ok := c.loadContact(w, r)
+	id, ok := c.contactID(w, r)
 	if !ok {
 		return
 	}
-	res, err := c.o.ContactAdmin.CreateUser(r.Context(), ct.ID, caller.Actor())
-	if err != nil {
-		c.contactWriteError(w, r, caller, ct, nil, err)
-		return
-	}
-	switch res.Outcome {
-	case onboarding.Created:
-		c.redirect(w, r, "/users/"+res.UserID, "user-created")
+	path, notice, err := do(r.Context(), id)
+	var none errNoAccount
+	switch {
+	case errors.As(err, &none):
+		c.renderContactError(w, r, caller, id, nil, nil, http.StatusConflict, none.Error())
+	case err != nil:
+		c.contactWriteError(w, r, caller, id, nil, err)
 	default:
-		c.render(w, r, http.StatusConflict, caller, "contact", "contacts", contactTitle(ct), c.contactPage(caller, ct, nil, nil), "",
-			"No account was created: "+res.Message)
+		c.redirect(w, r, path, notice)
 	}
 }
