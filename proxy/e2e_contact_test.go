@@ -11,12 +11,14 @@ import (
 	"github.com/crmgate/crmgate/authz"
 	"github.com/crmgate/crmgate/authz/audit"
 	"github.com/crmgate/crmgate/authz/binding"
+	"github.com/crmgate/crmgate/authz/contacts"
 	"github.com/crmgate/crmgate/authz/permissions"
 	"github.com/crmgate/crmgate/authz/signin"
 	"github.com/crmgate/crmgate/authz/wiring"
 	"github.com/crmgate/crmgate/crmclient"
 	"github.com/crmgate/crmgate/crmclient/dataversetest"
 	"github.com/crmgate/crmgate/dataverse"
+	"github.com/crmgate/crmgate/proxy/console"
 )
 
 const (
@@ -88,6 +90,18 @@ func contactHarnessWith(t *testing.T, client *crmclient.Client, hc harnessConfig
 	t.Helper()
 	if hc.policy == "" {
 		hc.policy = contactPolicy
+	}
+	if hc.console == nil {
+		// As serve wires it: the console's contacts service over the
+		// emulator (its search is the binding panel's lookup).
+		hc.console = func(h *harness, o *console.Options) {
+			admin, err := contacts.New(contacts.Options{Directory: crmclient.NewDirectory(client, crmclient.WebRoleModelStandard),
+				Store: h.db, Audit: h.svc.Audit, Now: h.clock.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.ContactAdmin = admin
+		}
 	}
 	hc.authz = func(o *wiring.Options) {
 		dir := crmclient.NewDirectory(client, crmclient.WebRoleModelStandard)

@@ -50,10 +50,9 @@ type Bindings interface {
 	SetBindings(ctx context.Context, changes []accounts.BindingChange, actor string) ([]accounts.BindingResult, error)
 }
 
-// ContactLookup finds and reads Dataverse contacts for the binding panel.
-// *binding.Resolver satisfies it.
+// ContactLookup reads the bound contact for the binding panel (its lookup
+// searches through ContactAdmin). *binding.Resolver satisfies it.
 type ContactLookup interface {
-	SearchContacts(ctx context.Context, field binding.ContactSearchField, value string, limit int) ([]*dataverse.Contact, error)
 	// ResolveBinding returns the contact u's binding names.
 	ResolveBinding(ctx context.Context, u *authz.User, columns []string) (*dataverse.Contact, error)
 	// BoundTo returns contact id and the users but exceptID bound to it.
@@ -281,9 +280,7 @@ type contactView struct {
 
 // lookupView is the binding panel's contact search.
 type lookupView struct {
-	Field   string
 	Q       string
-	Fields  []option
 	Results []contactView
 	Error   string
 	Done    bool // a search ran
@@ -329,7 +326,7 @@ func (c *Console) renderUser(w http.ResponseWriter, r *http.Request, status int,
 		Modes:       options(string(modeOf(u)), "none", "Not bound", "lookup", "A chosen contact (lookup)", "username", "The contact whose username matches", "custom", "The contact the custom filter finds"),
 		CanWrite:    c.o.Accounts != nil && caller.can(permissions.UsersWrite),
 		CanBind:     c.o.Bindings != nil && caller.can(permissions.BindingsWrite),
-		CanLookup:   c.o.Contacts != nil && caller.can(permissions.ContactsRead),
+		CanLookup:   c.o.ContactAdmin != nil && caller.can(permissions.ContactsRead),
 		CanSessions: c.o.Sessions != nil && caller.can(permissions.UsersWrite),
 		CanForce:    c.o.Passwords != nil && caller.can(permissions.UsersCredentials),
 		CanSetLink:  c.o.SetPasswordLinks != nil && caller.can(permissions.UsersCredentials),
@@ -452,14 +449,7 @@ const maxLookupLen = 160
 // lookup runs the binding panel's search named by the query string
 // (lookup_field, lookup_q), if any.
 func (c *Console) lookup(r *http.Request) lookupView {
-	v := r.URL.Query()
-	l := lookupView{Field: v.Get("lookup_field"), Q: strings.TrimSpace(v.Get("lookup_q"))}
-	if l.Field != string(binding.SearchByName) {
-		l.Field = string(binding.SearchByEmail)
-	}
-	if c.o.ContactAdmin == nil { // the exact search needs to be told which column
-		l.Fields = options(l.Field, "email", "Email", "name", "Full name")
-	}
+	l := lookupView{Q: strings.TrimSpace(r.URL.Query().Get("lookup_q"))}
 	if l.Q == "" {
 		return l
 	}
@@ -468,30 +458,7 @@ func (c *Console) lookup(r *http.Request) lookupView {
 		l.Error = "The search is too long or holds characters that cannot be searched."
 		return l
 	}
-	if c.o.ContactAdmin != nil {
-		return c.lookupAdmin(r, l)
-	}
-	cts, err := c.o.Contacts.SearchContacts(r.Context(), binding.ContactSearchField(l.Field), l.Q, 20)
-	var verr *authz.ValidationError
-	switch {
-	case errors.As(err, &verr):
-		l.Error = verr.Message
-	case errors.Is(err, dataverse.ErrUnavailable):
-		l.Error = "Dataverse cannot be reached just now. Please try again shortly."
-	case err != nil:
-		c.log.WarnContext(r.Context(), "console: contact lookup failed", "err", err)
-		l.Error = "The contacts could not be searched."
-	}
-	for _, ct := range cts {
-		cv := newContactView(ct)
-		if _, others, err := c.o.Contacts.BoundTo(r.Context(), ct.ID, ""); err == nil {
-			for _, o := range others {
-				cv.Others = append(cv.Others, o.Username)
-			}
-		}
-		l.Results = append(l.Results, *cv)
-	}
-	return l
+	return c.lookupAdmin(r, l)
 }
 
 // lookupAdmin is the lookup through the contacts section's search: names
